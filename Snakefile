@@ -1,0 +1,28 @@
+# emofusion: raw videos -> faces, audio, transcripts -> feature stores -> fusion models -> CCC tables.
+# Table of contents only: configuration, stage files in pipeline order, target rules. Logic lives in src/emofusion.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/manifest.smk"
+# --- stage includes (pipeline order) ---
+
+
+rule all:
+    """Everything the configured corpus supports, ending with the report."""
+    input:
+        "results/manifest.parquet",
+        "results/labels.h5",
+        feature_targets(),
+    default_target: True
+
+
+rule features:
+    """The extraction stages (the costly, cached part; send these to a cluster)."""
+    input:
+        feature_targets(),

@@ -1,0 +1,1 @@
+"""One module per `emofusion` subcommand (see emofusion.cli for the protocol)."""

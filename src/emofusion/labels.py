@@ -1,0 +1,128 @@
+"""Per-frame valence/arousal labels with a validity mask, reconciled with the decoded frame count.
+
+Row i of an annotation file is frame i of the video. ``-5`` marks a frame that is not annotated. Files whose
+row count differs from the decoded frame count by at most ``corpus.max_annotation_mismatch`` rows are
+reconciled by one explicit rule (extra trailing rows dropped, missing trailing rows not annotated) and the
+difference is logged and recorded in the store; a larger difference is an error naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emofusion.errors import InputError
+from emofusion.log import logger
+from emofusion.metrics import INVALID, TARGETS
+
+HEADER = ",".join(TARGETS)
+
+
+@dataclass(frozen=True)
+class ClipLabels:
+    """Labels of one clip on its frame timeline: ``values (N, 2)`` float32 (-5 where invalid), ``valid (N, 2)``."""
+
+    values: np.ndarray
+    valid: np.ndarray
+    rows_in_file: int
+    reconciled: int  # rows added (>0) or dropped (<0) to match the frame count
+
+
+def read_annotation(path: str | Path) -> np.ndarray:
+    """Read an Aff-Wild2 VA annotation file into ``(rows, 2)`` float32; raise InputError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"annotation file {path} does not exist")
+    with open(path) as f:
+        header = f.readline().strip().replace(" ", "").lower()
+    if header != HEADER:
+        raise InputError(f"{path}: first line is {header!r}, expected the header {HEADER!r}; "
+                         "an annotation file is 'valence,arousal' then one 'v,a' row per video frame")
+    raw = pd.read_csv(path, header=0, names=list(TARGETS), dtype=str, skip_blank_lines=False,
+                      keep_default_na=False, on_bad_lines="error", engine="c") if path.stat().st_size else None
+    if raw is None or raw.empty:
+        raise InputError(f"{path}: no label rows after the header")
+    values = raw.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce")).to_numpy(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argmax(bad.any(axis=1)))
+        raise InputError(f"{path}: line {row + 2} ({','.join(raw.iloc[row])!r}) is not two numbers; "
+                         "fix or remove the line")
+    out_of_range = ~(((values >= -1.0) & (values <= 1.0)) | (values == INVALID))
+    if out_of_range.any():
+        row = int(np.argmax(out_of_range.any(axis=1)))
+        raise InputError(f"{path}: line {row + 2} has a value outside [-1, 1] that is not the -5 marker: "
+                         f"{values[row].tolist()}")
+    return values.astype(np.float32)
+
+
+def clip_labels(path: str | Path, frames: int, *, max_mismatch: int) -> ClipLabels:
+    """Labels of one clip reconciled to ``frames`` rows (see the module docstring for the rule)."""
+    values = read_annotation(path)
+    rows = len(values)
+    diff = frames - rows
+    if abs(diff) > max_mismatch:
+        raise InputError(f"{path}: {rows} label rows for a video of {frames} decoded frames (difference {diff}); "
+                         f"more than corpus.max_annotation_mismatch = {max_mismatch}. Check that the annotation "
+                         "belongs to this video, or raise corpus.max_annotation_mismatch")
+    if diff < 0:
+        logger.warning("%s: %d rows for %d frames: dropping the last %d rows", path, rows, frames, -diff)
+        values = values[:frames]
+    elif diff > 0:
+        logger.warning("%s: %d rows for %d frames: the last %d frames are not annotated", path, rows, frames, diff)
+        values = np.concatenate([values, np.full((diff, len(TARGETS)), INVALID, np.float32)])
+    return ClipLabels(values=values, valid=values != INVALID, rows_in_file=rows, reconciled=diff)
+
+
+def write_labels(manifest: pd.DataFrame, out: str | Path, *, max_mismatch: int, provenance: dict[str, Any]) -> None:
+    """Write the labels store: a group per clip with ``values (N, 2)``, ``valid (N, 2)`` and attributes."""
+    import h5py
+
+    from emofusion.io import atomic_path
+    from emofusion.provenance import config_hash
+
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["schema_version"] = 1
+        h5.attrs["targets"] = list(TARGETS)
+        h5.attrs["invalid_value"] = INVALID
+        h5.attrs["provenance"] = _json(provenance)
+        h5.attrs["config_hash"] = config_hash(provenance.get("config"))
+        n_valid = n_frames = 0
+        for row in manifest.sort_values("clip").itertuples(index=False):
+            frames = int(row.frames)
+            if row.annotation:
+                lab = clip_labels(row.annotation, frames, max_mismatch=max_mismatch)
+            else:  # test clips of the ABAW release have no labels
+                lab = ClipLabels(values=np.full((frames, len(TARGETS)), INVALID, np.float32),
+                                 valid=np.zeros((frames, len(TARGETS)), bool), rows_in_file=0, reconciled=0)
+            g = h5.create_group(row.clip)
+            g.create_dataset("values", data=lab.values, compression="gzip", shuffle=True)
+            g.create_dataset("valid", data=lab.valid, compression="gzip")
+            g.attrs.update({"split": row.split, "fold": int(row.fold), "frames": frames,
+                            "annotation": row.annotation or "", "rows_in_file": lab.rows_in_file,
+                            "reconciled_rows": lab.reconciled})
+            n_valid += int(lab.valid.all(axis=1).sum())
+            n_frames += frames
+    logger.info("labels: %d clips, %d of %d frames annotated -> %s", len(manifest), n_valid, n_frames, out)
+
+
+def load_labels(path: str | Path, clip: str) -> ClipLabels:
+    """Read one clip's labels from the store written by :func:`write_labels`."""
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        if clip not in h5:
+            raise InputError(f"labels store {path} has no clip {clip!r}; rebuild it (emofusion labels)")
+        g = h5[clip]
+        return ClipLabels(values=g["values"][()], valid=g["valid"][()], rows_in_file=int(g.attrs["rows_in_file"]),
+                          reconciled=int(g.attrs["reconciled_rows"]))
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True, default=str)

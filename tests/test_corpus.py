@@ -1,0 +1,216 @@
+"""Corpus readers, labels and folds on small corpora written by the tests, including malformed ones."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emofusion.config import load_config
+from emofusion.corpus import assign_folds, build_manifest, discover, fold_split, probe_video, validate_clip_id
+from emofusion.errors import ConfigError, InputError
+from emofusion.labels import clip_labels, read_annotation
+
+ANN = Path("annotations") / "VA_Estimation_Challenge"
+
+
+def write_annotation(path: Path, rows: int, *, header: str = "valence,arousal", gap: slice | None = None) -> None:
+    v = np.round(np.linspace(-0.9, 0.9, rows), 3)
+    a = np.round(np.linspace(0.5, -0.5, rows), 3)
+    lines = [header] + [f"{x},{y}" for x, y in zip(v, a, strict=True)]
+    if gap is not None:
+        for i in range(rows)[gap]:
+            lines[i + 1] = "-5,-5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def affwild(tmp_path, make_video):
+    """A small Aff-Wild2-layout corpus: 4 videos (one two-person), train/validation/test."""
+    root = tmp_path / "aw2"
+    video = make_video(frames=12)
+    for batch, name in [("batch1", "vidA"), ("batch1", "vidB"), ("batch2", "vidC"), ("batch2", "vidD"),
+                        ("batch2", "vidE")]:
+        (root / "videos" / batch).mkdir(parents=True, exist_ok=True)
+        shutil.copy(video, root / "videos" / batch / f"{name}.mp4")
+    write_annotation(root / ANN / "Train_Set" / "vidA.txt", 12, gap=slice(3, 5))
+    write_annotation(root / ANN / "Train_Set" / "vidC_left.txt", 12)
+    write_annotation(root / ANN / "Train_Set" / "vidC_right.txt", 12)
+    write_annotation(root / ANN / "Train_Set" / "vidE.txt", 12)
+    write_annotation(root / ANN / "Validation_Set" / "vidB.txt", 12)
+    (root / "test_set.txt").write_text("vidD\n")
+    (root / "cropped_aligned" / "vidA").mkdir(parents=True)
+    return root
+
+
+def corpus_cfg(root: Path, **extra) -> dict:
+    return load_config(overrides={"corpus": {"root": str(root), "test_list": str(root / "test_set.txt"), **extra}})
+
+
+def test_discover_affwild2(affwild):
+    specs = discover(corpus_cfg(affwild)["corpus"])
+    assert [s.clip for s in specs] == ["vidA", "vidB", "vidC_left", "vidC_right", "vidD", "vidE"]
+    by = {s.clip: s for s in specs}
+    assert by["vidC_left"].video == by["vidC_right"].video == str(affwild / "videos/batch2/vidC.mp4")
+    assert by["vidC_left"].video_id == "vidC"
+    assert by["vidB"].split == "validation" and by["vidD"].split == "test" and by["vidD"].annotation is None
+    assert by["vidA"].crops == str(affwild / "cropped_aligned/vidA") and by["vidB"].crops is None
+    assert discover(corpus_cfg(affwild, use_cropped_aligned=False)["corpus"])[0].crops is None
+
+
+def test_build_manifest(affwild):
+    df = build_manifest(corpus_cfg(affwild))
+    assert list(df["clip"]) == sorted(df["clip"])
+    assert (df["frames"] == 12).all() and np.allclose(df["fps"], 30.0)
+    assert df.set_index("clip").loc["vidD", "fold"] == -1
+    folds = df.set_index("clip")["fold"]
+    assert folds["vidC_left"] == folds["vidC_right"]  # a two-person video stays in one group
+    assert set(folds.drop("vidD")) <= {1, 2, 3}
+
+
+def test_probe_counts_decoded_frames(make_video):
+    frames, fps = probe_video(make_video(frames=17, fps=25))
+    assert frames == 17 and fps == pytest.approx(25.0)
+
+
+def test_folds_deterministic_and_grouped(affwild):
+    specs = discover(corpus_cfg(affwild)["corpus"])
+    a, b = assign_folds(specs, 2, seed=7), assign_folds(list(reversed(specs)), 2, seed=7)
+    assert a == b  # order of the listing does not matter
+    assert a["vidC_left"] == a["vidC_right"]
+    assert sorted({a[c] for c in a if c != "vidD"}) == [1, 2]
+    assert any(assign_folds(specs, 2, seed=s) != a for s in range(8))  # the seed matters
+    assert set(assign_folds(specs, 0, seed=0).values()) <= {0, -1}
+    with pytest.raises(ConfigError, match="folds.k"):
+        assign_folds(specs, 10, seed=0)
+
+
+def test_fold_split(affwild):
+    df = build_manifest(corpus_cfg(affwild))
+    assert (fold_split(df, 0) == df["split"]).all()
+    s1 = fold_split(df, 1)
+    assert set(s1[df["fold"] == 1]) == {"validation"}
+    assert set(s1[(df["fold"] != 1) & (df["split"] != "test")]) == {"train"}
+    assert set(s1[df["split"] == "test"]) == {"test"}
+
+
+@pytest.mark.parametrize("clip", ["a/b", "..", "a..b", ".hidden", "-x", "a b", "", "é"])
+def test_bad_clip_ids(clip):
+    with pytest.raises(InputError, match="not allowed"):
+        validate_clip_id(clip, source="src")
+
+
+@pytest.mark.parametrize("clip", ["10-60-1280x720_right", "video59", "a.b_c-1"])
+def test_good_clip_ids(clip):
+    assert validate_clip_id(clip, source="src") == clip
+
+
+def test_bad_clip_id_in_corpus_names_file(affwild):
+    bad = affwild / ANN / "Train_Set" / "vid..A.txt"
+    write_annotation(bad, 12)
+    with pytest.raises(InputError, match=r"vid\.\.A\.txt.*not allowed"):
+        discover(corpus_cfg(affwild)["corpus"])
+
+
+def test_missing_video_names_annotation(affwild):
+    write_annotation(affwild / ANN / "Train_Set" / "ghost.txt", 12)
+    with pytest.raises(InputError, match=r"ghost\.txt: no video for clip 'ghost'"):
+        discover(corpus_cfg(affwild)["corpus"])
+
+
+def test_missing_root_names_key(tmp_path):
+    with pytest.raises(ConfigError, match="corpus.root"):
+        discover(load_config(overrides={"corpus": {"root": str(tmp_path / "nope")}})["corpus"])
+
+
+def test_undecodable_video_named(affwild):
+    (affwild / "videos/batch1/vidA.mp4").write_bytes(b"this is not a video")
+    with pytest.raises(InputError, match=r"vidA\.mp4 cannot be decoded"):
+        build_manifest(corpus_cfg(affwild))
+    (affwild / "videos/batch1/vidA.mp4").write_bytes(b"")
+    with pytest.raises(InputError, match=r"vidA\.mp4 is missing or empty"):
+        build_manifest(corpus_cfg(affwild))
+
+
+# --- generic manifest ---------------------------------------------------------------------------------------
+
+
+def test_manifest_csv(tmp_path, make_video):
+    shutil.copy(make_video(frames=12), tmp_path / "one.mp4")
+    write_annotation(tmp_path / "one.txt", 12)
+    (tmp_path / "clips.csv").write_text("clip,video,split,annotation,subject\n"
+                                        "c1,one.mp4,train,one.txt,s1\nc2,one.mp4,Test,,\n")
+    cfg = load_config(overrides={"corpus": {"format": "manifest", "manifest": str(tmp_path / "clips.csv")},
+                                 "folds": {"k": 1}})
+    df = build_manifest(cfg).set_index("clip")
+    assert df.loc["c1", "video"] == str(tmp_path / "one.mp4") and df.loc["c1", "subject"] == "s1"
+    assert df.loc["c2", "split"] == "test" and pd.isna(df.loc["c2", "annotation"])
+    assert df.loc["c1", "fold"] == 1 and df.loc["c2", "fold"] == -1
+    # the same table as Parquet reads the same
+    pd.read_csv(tmp_path / "clips.csv", dtype=str, keep_default_na=False).to_parquet(tmp_path / "clips.parquet")
+    cfg["corpus"]["manifest"] = str(tmp_path / "clips.parquet")
+    assert [s.clip for s in discover(cfg["corpus"])] == ["c1", "c2"]
+
+
+@pytest.mark.parametrize(("body", "match"), [
+    ("clip,video\nc1,one.mp4\n", "missing column.*split"),
+    ("clip,video,split\nc/1,one.mp4,train\n", r"row 2: clip id 'c/1' is not allowed"),
+    ("clip,video,split\nc1,missing.mp4,train\n", r"row 2: video .*missing\.mp4 for clip 'c1' does not exist"),
+    ("clip,video,split\nc1,one.mp4,dev\n", "split 'dev' must be one of"),
+    ("clip,video,split\nc1,one.mp4,train\nc1,one.mp4,test\n", "listed twice"),
+    ("clip,video,split,annotation\nc1,one.mp4,train,nope.txt\n", r"annotation .*nope\.txt .*does not exist"),
+])
+def test_manifest_errors(tmp_path, make_video, body, match):
+    shutil.copy(make_video(frames=12), tmp_path / "one.mp4")
+    (tmp_path / "clips.csv").write_text(body)
+    with pytest.raises(InputError, match=match):
+        discover({"format": "manifest", "manifest": str(tmp_path / "clips.csv"), "use_cropped_aligned": True})
+
+
+def test_manifest_key_missing():
+    with pytest.raises(ConfigError, match="corpus.manifest"):
+        discover(load_config(overrides={"corpus": {"format": "manifest"}})["corpus"])
+
+
+# --- labels -------------------------------------------------------------------------------------------------
+
+
+def test_read_annotation_and_gaps(tmp_path):
+    write_annotation(tmp_path / "a.txt", 10, gap=slice(2, 4))
+    lab = clip_labels(tmp_path / "a.txt", 10, max_mismatch=0)
+    assert lab.values.shape == (10, 2) and lab.values.dtype == np.float32
+    assert lab.valid[:, 0].tolist() == [True, True, False, False] + [True] * 6
+    assert lab.values[0, 0] == pytest.approx(-0.9)
+
+
+@pytest.mark.parametrize(("frames", "kept", "valid_tail"), [(8, 8, True), (13, 10, False)])
+def test_reconcile_rule(tmp_path, frames, kept, valid_tail):
+    write_annotation(tmp_path / "a.txt", 10)
+    lab = clip_labels(tmp_path / "a.txt", frames, max_mismatch=3)
+    assert len(lab.values) == frames and lab.rows_in_file == 10 and lab.reconciled == frames - 10
+    assert lab.valid[:kept].all()
+    assert lab.valid[kept:].all() == valid_tail or frames <= 10
+
+
+def test_reconcile_limit(tmp_path):
+    write_annotation(tmp_path / "a.txt", 10)
+    with pytest.raises(InputError, match=r"a\.txt: 10 label rows for a video of 20 decoded frames"):
+        clip_labels(tmp_path / "a.txt", 20, max_mismatch=3)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("arousal,valence\n0.1,0.2\n", "expected the header 'valence,arousal'"),
+    ("valence,arousal\n0.1,0.2\n0.3,abc\n", r"line 3 .*not two numbers"),
+    ("valence,arousal\n0.1,0.2\n0.3\n", r"line 3 .*not two numbers"),
+    ("valence,arousal\n0.1,2.5\n", "line 2 has a value outside"),
+    ("valence,arousal\n", "no label rows"),
+    ("", "expected the header"),
+])
+def test_bad_annotation_files(tmp_path, text, match):
+    (tmp_path / "bad.txt").write_text(text)
+    with pytest.raises(InputError, match=r"bad\.txt.*" + match if "bad" not in match else match):
+        read_annotation(tmp_path / "bad.txt")

@@ -1,0 +1,34 @@
+# Corpus listing and labels: cheap, run locally.
+
+
+rule manifest:
+    input:
+        videos=all_videos(),
+    output:
+        "results/manifest.parquet",
+    log:
+        "logs/manifest/manifest.log",
+    params:
+        cfg=config_json("corpus", "folds"),
+    localrule: True
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion manifest --config-json {params.cfg} --out {output} > {log} 2>&1"
+
+
+rule labels:
+    input:
+        manifest="results/manifest.parquet",
+        annotations=all_annotations(),
+    output:
+        "results/labels.h5",
+    log:
+        "logs/labels/labels.log",
+    params:
+        cfg=config_json("corpus"),
+    localrule: True
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion labels --config-json {params.cfg} --manifest {input.manifest} --out {output} > {log} 2>&1"
