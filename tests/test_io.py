@@ -1,6 +1,7 @@
 """Atomic outputs: a failure or kill mid-write leaves neither a partial file nor a temporary one."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -16,6 +17,16 @@ def test_success_renames(tmp_path):
         tmp.write_text("done")
     assert final.read_text() == "done"
     assert [p.name for p in final.parent.iterdir()] == ["x.h5"]
+
+
+def test_mode_follows_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "x.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
 
 
 def test_failure_leaves_nothing(tmp_path):
