@@ -10,6 +10,7 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/manifest.smk"
+include: "workflow/rules/faces.smk"
 # --- stage includes (pipeline order) ---
 
 

@@ -32,6 +32,22 @@ def all_annotations():
 def feature_targets():
     """Outputs of the extraction stages present in this version of the workflow."""
     targets = []
-    # --- face stage targets ---
+    targets += expand("results/faces/{clip}.h5", clip=sorted(CLIPS))
     # --- audio stage targets ---
     return targets
+
+
+# Face stage (workflow/rules/faces.smk)
+def face_inputs(wildcards):
+    """The clip's video (its frame timeline) and, where the corpus ships them, its pre-aligned crops folder."""
+    spec = CLIPS[wildcards.clip]
+    inputs = {"video": spec.video}
+    if spec.crops:
+        inputs["crops"] = spec.crops
+    return inputs
+
+
+def face_crops_option(wildcards, input):
+    """`--crops DIR` for clips with pre-aligned crops (no detection), else nothing."""
+    return f"--crops {shlex.quote(input.crops)}" if "crops" in input.keys() else ""
+

@@ -1,0 +1,248 @@
+"""Speed and peak memory of the face stage, against MTCNN called frame by frame.
+
+    .venv/bin/python benchmarks/faces.py                         # CPU: the shared videos, a looped video 1x / 8x
+    .venv/bin/python benchmarks/faces.py --device cuda --batch-size 64
+    .venv/bin/python benchmarks/faces.py --quick                 # one short video, a few frames, 1x / 2x
+    .venv/bin/python benchmarks/faces.py --detect-every 3        # P-net on every 3rd frame (faces.detect_every)
+
+Three tables:
+
+1. End to end: ``emofusion.faces.extract_faces`` on every video (decode as a stream, batched MTCNN, subject
+   tracking, batched alignment, HDF5 store), each in its own process so its peak memory is its own. Frames per
+   second over the whole run (model loading excluded); peak resident memory (CPU) above the process's size once
+   torch and the models are loaded, and ``torch.cuda.max_memory_allocated`` on CUDA.
+2. Same frames: the first ``--baseline-frames`` frames of each video, decoded beforehand, through (a) the batched
+   aligner and (b) facenet-pytorch's ``MTCNN`` called once per PIL frame as its README shows (``mtcnn(img)``), same
+   min_face_size and thresholds; the ratio is (a) / (b). Decoding is excluded from both.
+3. Memory against length: one video and the same video looped ``--loop`` times (``ffmpeg -stream_loop``): the peak
+   must not grow with the number of frames (it is bounded by the batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(os.environ.get("EMOFUSION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DEFAULT_VIDEOS = ["pyfeat_videos/single_face.mp4", "pyfeat_videos/WolfgangLanger_Pexels.mp4",
+                  "pyfeat_videos/face_noface.mov", "pyfeat_videos/noface_face.mov", "pyfeat_videos/no_face.mp4",
+                  "street_faces/video.mp4"]
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process image, MB: VmHWM (ru_maxrss would also count the parent's size at
+    fork time, which Linux carries across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def settings_from(args):
+    from emofusion.faces import FaceSettings
+
+    return FaceSettings(batch_size=args.batch_size, device=args.device, min_face_size=args.min_face_size,
+                        max_side=args.max_side or None, detect_every=args.detect_every)
+
+
+def child(args) -> None:
+    """One end-to-end run in this process; prints one JSON line."""
+    import torch
+
+    from emofusion.faces import FaceAligner, extract_faces, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = settings_from(args)
+    device = resolve_device(settings.device)
+    # Load the models once before measuring, so the baseline includes them (extract_faces loads its own copy,
+    # a few MB).
+    FaceAligner(settings, width=640, height=360, side=None, device=device)
+    base = current_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = extract_faces(args.child, Path(tmp) / "store.h5", clip=Path(args.child).stem, settings=settings,
+                                threads=args.threads or 1)
+        seconds = time.perf_counter() - start
+        size_mb = (Path(tmp) / "store.h5").stat().st_size / 2**20
+    out = {"frames": summary.frames, "valid": summary.valid, "seconds": seconds, "fps": summary.frames / seconds,
+           "base_mb": base, "peak_mb": rss_mb(), "store_mb": size_mb,
+           "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_child(video: Path, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(video), "--device", args.device, "--batch-size",
+           str(args.batch_size), "--min-face-size", str(args.min_face_size), "--max-side", str(args.max_side),
+           "--threads", str(args.threads), "--detect-every", str(args.detect_every)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"benchmark run on {video} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def decode_first(video: Path, n: int):
+    from torchcodec.decoders import VideoDecoder
+
+    dec = VideoDecoder(str(video))
+    n = min(n, dec.metadata.num_frames) if n > 0 else dec.metadata.num_frames
+    return dec.get_frames_in_range(0, n).data  # (n, 3, H, W) uint8
+
+
+def same_frames(video: Path, args) -> dict:
+    """Batched aligner vs facenet-pytorch frame by frame on the same decoded frames."""
+    import torch
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+
+    from emofusion.faces import FaceAligner, resolve_device
+
+    settings = settings_from(args)
+    device = resolve_device(settings.device)
+    frames = decode_first(video, args.baseline_frames)
+    n, _, h, w = frames.shape
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    aligner = FaceAligner(settings, width=w, height=h, side=None, device=device)
+    aligner(frames[:2])  # warm-up (first-call allocations, cuDNN autotuning)
+    aligner = FaceAligner(settings, width=w, height=h, side=None, device=device)
+    sync()
+    start, cpu = time.perf_counter(), time.process_time()
+    found_batched = 0
+    for i in range(0, n, settings.batch_size):
+        found_batched += int(aligner(frames[i:i + settings.batch_size])["valid"].sum())
+    sync()
+    batched, batched_cpu = time.perf_counter() - start, time.process_time() - cpu
+
+    images = [Image.fromarray(f) for f in frames.permute(0, 2, 3, 1).numpy()]
+    mtcnn = MTCNN(image_size=settings.size, min_face_size=settings.min_face_size,
+                  thresholds=list(settings.thresholds), factor=settings.pyramid_factor, device=device)
+    mtcnn(images[0])
+    sync()
+    start, cpu = time.perf_counter(), time.process_time()
+    found_ref = sum(mtcnn(img) is not None for img in images)
+    sync()
+    per_frame, per_frame_cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"frames": n, "size": f"{w}x{h}", "batched_fps": n / batched, "per_frame_fps": n / per_frame,
+            "ratio": per_frame / batched, "cpu_ratio": per_frame_cpu / batched_cpu,
+            "found_batched": found_batched, "found_ref": found_ref}
+
+
+def looped(video: Path, times: int, folder: Path) -> Path:
+    out = folder / f"{video.stem}_x{times}{video.suffix}"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(times - 1), "-i", str(video), "-map", "0:v",
+                    "-c", "copy", str(out)], check=True)
+    return out
+
+
+def table_end_to_end(videos: list[Path], args) -> None:
+    print("\n## 1. End to end (decode + detect + track + align + write), one process per video")
+    print(f"{'video':32s} {'frames':>7s} {'valid':>6s} {'fps':>8s} {'peak MB':>8s} {'+MB':>6s} {'cuda MB':>8s}")
+    for v in videos:
+        r = run_child(v, args)
+        cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
+        print(f"{v.name:32s} {r['frames']:7d} {r['valid']:6d} {r['fps']:8.1f} {r['peak_mb']:8.0f} "
+              f"{r['peak_mb'] - r['base_mb']:6.0f} {cuda:>8s}", flush=True)
+
+
+def table_same_frames(videos: list[Path], args) -> None:
+    import torch
+
+    print(f"\n## 2. Same frames (first {args.baseline_frames or 'all'}): batched vs facenet-pytorch mtcnn(img) "
+          "per frame")
+    print("(ratio: wall time; cpu: process CPU time, less sensitive to other load on the machine)")
+    print(f"{'video':32s} {'size':>10s} {'frames':>7s} {'batched fps':>12s} {'per-frame fps':>14s} {'ratio':>7s} "
+          f"{'cpu':>6s} {'faces b/ref':>12s}")
+    ratios, cpu_ratios = [], []
+    for v in videos:
+        r = same_frames(v, args)
+        ratios.append(r["ratio"])
+        cpu_ratios.append(r["cpu_ratio"])
+        print(f"{v.name:32s} {r['size']:>10s} {r['frames']:7d} {r['batched_fps']:12.2f} {r['per_frame_fps']:14.2f} "
+              f"{r['ratio']:6.1f}x {r['cpu_ratio']:5.1f}x {r['found_batched']:5d}/{r['found_ref']:<5d}", flush=True)
+    geo = float(torch.tensor(ratios).log().mean().exp())
+    geo_cpu = float(torch.tensor(cpu_ratios).log().mean().exp())
+    print(f"{'geometric mean':32s} {'':>10s} {'':>7s} {'':>12s} {'':>14s} {geo:6.1f}x {geo_cpu:5.1f}x")
+
+
+def table_length(args) -> None:
+    print(f"\n## 3. Peak memory against video length ({args.loop_video.name} looped)")
+    print(f"{'length':>8s} {'frames':>7s} {'fps':>8s} {'peak MB':>8s} {'+MB':>6s} {'cuda MB':>8s} {'store MB':>9s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for times in (1, args.loop):
+            v = args.loop_video if times == 1 else looped(args.loop_video, times, Path(tmp))
+            r = run_child(v, args)
+            cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
+            grown = r["peak_mb"] - r["base_mb"]
+            print(f"{times:7d}x {r['frames']:7d} {r['fps']:8.1f} {r['peak_mb']:8.0f} {grown:6.0f} {cuda:>8s} "
+                  f"{r['store_mb']:9.1f}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", nargs="*", type=Path, help="videos to run (default: the shared test videos)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--min-face-size", type=int, default=20)
+    p.add_argument("--max-side", type=int, default=640, help="detection downscaling (0 = full resolution)")
+    p.add_argument("--detect-every", type=int, default=1, help="faces.detect_every (1 = full MTCNN on every frame)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--baseline-frames", type=int, default=24, help="frames per video for table 2 (0 = all)")
+    p.add_argument("--loop", type=int, default=8, help="length multiple of the looped video in table 3")
+    p.add_argument("--loop-video", type=Path, default=DATA / "pyfeat_videos" / "single_face.mp4")
+    p.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3],
+                   help="which tables to run (default: all three)")
+    p.add_argument("--quick", action="store_true", help="one short video, 8 frames, loop 2x (a smoke test)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    videos = args.videos or [DATA / v for v in DEFAULT_VIDEOS]
+    if args.quick:
+        videos, args.baseline_frames, args.loop = videos[:1], 8, 2
+    missing = [str(v) for v in videos if not v.is_file()]
+    if missing:
+        sys.exit(f"missing video(s): {', '.join(missing)} (set EMOFUSION_SHARED_DATA or pass --videos)")
+    if shutil.which("ffmpeg") is None:
+        sys.exit("ffmpeg is needed on PATH for the looped video")
+    device = args.device
+    print(f"# face stage benchmark: {platform.node()}, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device != "cpu" and torch.cuda.is_available() else ""))
+    print(f"# batch_size {args.batch_size}, min_face_size {args.min_face_size}, max_side {args.max_side or 'off'}, "
+          f"detect_every {args.detect_every}")
+
+    if 1 in args.tables:
+        table_end_to_end(videos, args)
+    if 2 in args.tables:
+        table_same_frames(videos, args)
+    if 3 in args.tables:
+        table_length(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Streamed video decoding: a video's frames in bounded batches, each frame with its presentation time.
+
+The frame timeline of a clip is the one torchcodec's exact stream scan gives (the count `emofusion manifest`
+records): frames in presentation order, ``pts`` in seconds from the decoder, so variable frame rate videos keep
+their real frame times. :func:`probe` checks a file before any decoding (exists, not empty, has a decodable video
+stream, not cut short) and raises :class:`~emofusion.errors.InputError` naming the file; :func:`iter_batches`
+then decodes the stream once, ``batch_size`` frames at a time, so memory is bounded by the batch whatever the
+video's length.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emofusion.errors import InputError
+from emofusion.log import logger
+
+# Containers whose header holds the exact sample table, so fewer packets than announced means a cut-off file.
+_SAMPLE_TABLE_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` learned about a video without decoding it."""
+
+    path: str
+    frames: int  # frames on the decoder's timeline (packets FFmpeg does not discard)
+    fps: float  # average rate over the stream (frames / duration); informative only, timestamps are exact
+    width: int
+    height: int
+    codec: str
+    stream_index: int
+    timestamps: np.ndarray  # (frames,) float64 seconds, presentation order
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames ``start .. start + len(frames) - 1`` of a video."""
+
+    start: int
+    frames: object  # torch.Tensor (B, 3, H, W) uint8, RGB
+    timestamps: np.ndarray  # (B,) float64 seconds
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's message without torchcodec's source location and bug-report boilerplate."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^.*?\.cpp:\d+,\s*", "", msg).strip()
+
+
+def probe(path: str | Path, *, stream_index: int | None = None) -> VideoInfo:
+    """Check a video and list its frames' timestamps by demuxing its packets (no decoding).
+
+    Reads the video stream ``stream_index`` (the decoder's choice), by default the first one that is not an
+    attached picture (cover art).
+
+    Raises InputError, naming the file, when it is missing, empty, not a media file, has no video stream, has a
+    codec FFmpeg cannot decode, or holds fewer video packets than its sample table announces (a cut-off copy).
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video {path} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"video {path} is empty (0 bytes); copy it again from the corpus")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise InputError(f"video {path} cannot be opened: {_reason(e)}; it is truncated, corrupt or not a media "
+                         f"file (check it with `ffprobe {path}`)") from None
+    with container:
+        streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not streams:
+            kinds = ", ".join(s.type for s in container.streams) or "no streams"
+            raise InputError(f"{path} has no video stream ({kinds}); the face stage needs a video file")
+        stream = streams[0]
+        if stream_index is not None:
+            stream = next((s for s in container.streams.video if s.index == stream_index), stream)
+        if stream.codec_context is None or not stream.codec_context.name:
+            tag = stream.codec_tag if getattr(stream, "codec_tag", None) else "unknown"
+            raise InputError(f"video {path}: unsupported video codec (tag {tag!r}); FFmpeg has no decoder for it. "
+                             f"Re-encode it, e.g. `ffmpeg -i {path} -c:v libx264 -c:a copy out.mp4`")
+        announced = int(stream.frames or 0)
+        packets = 0
+        pts: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 and packet.pts is None:
+                    continue  # the demuxer's flush packet
+                packets += 1
+                if packet.pts is not None and not packet.is_discard:
+                    pts.append(packet.pts)
+        except (av.FFmpegError, OSError) as e:
+            raise InputError(f"video {path} cannot be read past packet {packets}: {_reason(e)}; the file is "
+                             "truncated or corrupt") from None
+        fmt = container.format.name if container.format else ""
+        if announced and packets < announced and any(f in fmt.split(",") for f in _SAMPLE_TABLE_FORMATS):
+            raise InputError(f"video {path} is truncated: its header announces {announced} video frames but the "
+                             f"file holds only {packets}; copy it again from the corpus")
+        if not pts:
+            raise InputError(f"video {path} has no decodable video frames")
+        tb = float(stream.time_base)
+        timestamps = np.sort(np.asarray(pts, dtype=np.int64)) * tb
+        duration = timestamps[-1] - timestamps[0]
+        fps = (len(timestamps) - 1) / duration if duration > 0 else float(stream.average_rate or 0.0)
+        return VideoInfo(path=str(path), frames=len(timestamps), fps=float(fps),
+                         width=int(stream.codec_context.width), height=int(stream.codec_context.height),
+                         codec=stream.codec_context.name, stream_index=int(stream.index),
+                         timestamps=timestamps.astype(np.float64))
+
+
+def open_decoder(path: str | Path, *, threads: int = 1):
+    """A torchcodec VideoDecoder (exact seek mode: a full scan gives the true frame count), errors named."""
+    from torchcodec.decoders import VideoDecoder
+
+    try:
+        return VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=max(0, int(threads)))
+    except (RuntimeError, ValueError) as e:
+        raise InputError(f"video {path} cannot be decoded: {_reason(e)}; check it with `ffprobe {path}`") from None
+
+
+class VideoStream:
+    """One pass over a video's frames in presentation order, ``batch_size`` frames at a time.
+
+    ``frames`` is the decoder's exact frame count (the manifest's), known before decoding, so a store can be
+    preallocated. Iterating yields :class:`FrameBatch` with ``frames`` a CPU uint8 tensor ``(B, 3, H, W)``. With
+    ``prefetch`` the next batch is decoded in a background thread while the caller works on the current one (at
+    most two batches in memory; useful when the model runs on a GPU). A decoding failure, or fewer frames than the
+    scan announced, raises InputError naming the file and the frames.
+    """
+
+    def __init__(self, path: str | Path, *, batch_size: int, threads: int = 1, prefetch: bool = False):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.path = Path(path)
+        self.batch_size = int(batch_size)
+        self.prefetch = prefetch
+        self.info = probe(self.path)
+        self._decoder = open_decoder(self.path, threads=threads)
+        if self._decoder.metadata.stream_index != self.info.stream_index:
+            self.info = probe(self.path, stream_index=self._decoder.metadata.stream_index)
+        self.frames = int(self._decoder.metadata.num_frames or 0)
+        if self.frames <= 0:
+            raise InputError(f"video {self.path} has no decodable video frames")
+        if self.frames != self.info.frames:
+            logger.warning("%s: the decoder counts %d frames, the demuxer %d; following the decoder", self.path,
+                           self.frames, self.info.frames)
+
+    @property
+    def batches(self) -> int:
+        return -(-self.frames // self.batch_size)
+
+    def _decode(self, start: int) -> FrameBatch:
+        stop = min(self.frames, start + self.batch_size)
+        try:
+            batch = self._decoder.get_frames_in_range(start, stop)
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise InputError(f"video {self.path}: decoding failed at frames {start}..{stop - 1} of {self.frames} "
+                             f"({_reason(e)}); the file is truncated or corrupt") from None
+        if batch.data.shape[0] != stop - start:
+            raise InputError(f"video {self.path}: decoded {batch.data.shape[0]} frames for {start}..{stop - 1} of "
+                             f"{self.frames}; the file is truncated or corrupt")
+        return FrameBatch(start=start, frames=batch.data, timestamps=batch.pts_seconds.numpy().astype(np.float64))
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        starts = range(0, self.frames, self.batch_size)
+        if self.prefetch:
+            yield from _prefetched(self._decode, starts)
+        else:
+            for start in starts:
+                yield self._decode(start)
+
+
+def frame_timestamps(path: str | Path) -> tuple[np.ndarray, VideoInfo]:
+    """Presentation times (seconds) of every frame of a video without decoding pixels: from the demuxed packets
+    when their count matches the decoder's exact scan (the usual case), else from a decoding pass."""
+    info = probe(path)
+    decoder = open_decoder(path)
+    if decoder.metadata.stream_index != info.stream_index:
+        info = probe(path, stream_index=decoder.metadata.stream_index)
+    n = int(decoder.metadata.num_frames or 0)
+    if n == info.frames:
+        return info.timestamps, info
+    logger.warning("%s: the decoder counts %d frames, the demuxer %d; decoding to read the timestamps", path, n,
+                   info.frames)
+    stamps = [b.timestamps for b in VideoStream(path, batch_size=64)]
+    return (np.concatenate(stamps) if stamps else np.zeros(0)), info
+
+
+def _prefetched(decode, starts) -> Iterator[FrameBatch]:
+    """Run ``decode`` for each start one step ahead in a thread; re-raise its errors in the caller."""
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for start in starts:
+                if stop.is_set():
+                    return
+                q.put(("ok", decode(start)))
+            q.put(("end", None))
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            q.put(("error", e))
+
+    thread = threading.Thread(target=worker, name="emofusion-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)

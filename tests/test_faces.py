@@ -1,0 +1,499 @@
+"""Face stage: detection on real faces, alignment, subject choice, the store, the pre-cropped path, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emofusion.cli import main
+from emofusion.errors import ConfigError, InputError
+from emofusion.faces import (
+    ARCFACE_112,
+    DATASETS,
+    FaceSettings,
+    MTCNNDetector,
+    SubjectTracker,
+    extract_faces,
+    face_template,
+    faces_from_crops,
+    gap_sources,
+    read_faces,
+    resolve_device,
+    similarity_transforms,
+    transform_points,
+    warp_faces,
+)
+
+torch = pytest.importorskip("torch")
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PYFEAT = DATA / "pyfeat_videos"
+needs_data = pytest.mark.skipif(not (PYFEAT / "single_face.mp4").is_file(), reason="../shared/data not present")
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
+
+# The astronaut's face in skimage.data.astronaut() (512x512): MTCNN's box is about (180, 62, 268, 173).
+ASTRONAUT_FACE = (165, 45, 285, 190)
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
+
+
+def x264(path: Path) -> list[str]:
+    return ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(path)]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """Short real test videos cut from ../shared/data (and some broken files), made once per module."""
+    if shutil.which("ffmpeg") is None or not (PYFEAT / "single_face.mp4").is_file():
+        pytest.skip("needs ffmpeg and ../shared/data")
+    d = tmp_path_factory.mktemp("media")
+    out = {
+        "face": d / "face.mp4",  # 12 frames, one man, 640x360
+        "noface": d / "noface.mp4",  # 12 frames of the no-face video, 960x540
+        "pair": d / "pair.mp4",  # 8 frames: the man (left) beside a woman (right), 1280x360
+    }
+    ffmpeg("-i", str(PYFEAT / "single_face.mp4"), "-frames:v", "12", *x264(out["face"]))
+    ffmpeg("-i", str(PYFEAT / "no_face.mp4"), "-frames:v", "12", *x264(out["noface"]))
+    ffmpeg("-i", str(PYFEAT / "single_face.mp4"), "-ss", "2", "-i", str(PYFEAT / "WolfgangLanger_Pexels.mp4"),
+           "-filter_complex", "[0:v]setpts=PTS-STARTPTS,fps=30[a];[1:v]setpts=PTS-STARTPTS,fps=30,scale=640:360[b];"
+           "[a][b]hstack=inputs=2", "-frames:v", "8", *x264(out["pair"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def detector() -> MTCNNDetector:
+    return MTCNNDetector(max_side=None)
+
+
+def astronaut():
+    from skimage import data
+
+    return data.astronaut()  # (512, 512, 3) uint8
+
+
+def as_batch(image: np.ndarray):
+    return torch.as_tensor(image).permute(2, 0, 1)[None].contiguous()
+
+
+def run_cli(*args: str) -> int:
+    return main(["faces", *args])
+
+
+# ------------------------------------------------------------------------------------------ template, transforms
+
+
+def test_template_is_arcface_at_112_and_scales():
+    np.testing.assert_allclose(face_template(112), ARCFACE_112, atol=1e-9)
+    t224 = face_template(224)
+    np.testing.assert_allclose(t224, (ARCFACE_112 + 0.5) * 2 - 0.5, atol=1e-9)
+    wide = face_template(112, margin=0.5)
+    centre = 55.5
+    np.testing.assert_allclose(wide - centre, (ARCFACE_112 - centre) / 1.5, atol=1e-9)
+    with pytest.raises(ConfigError, match="faces.size"):
+        face_template(8)
+
+
+def test_similarity_transform_recovers_a_known_one_in_batch():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 500, size=(6, 5, 2))
+    angles, scales = rng.uniform(-1, 1, 6), rng.uniform(0.2, 3, 6)
+    a, b = scales * np.cos(angles), scales * np.sin(angles)
+    shift = rng.uniform(-50, 50, size=(6, 2))
+    truth = np.stack([np.stack([a, -b, shift[:, 0]], 1), np.stack([b, a, shift[:, 1]], 1)], 1)
+    dst = transform_points(truth, src)
+    # One template, so fit each row separately against its own target.
+    for i in range(6):
+        m = similarity_transforms(torch.as_tensor(src[i:i + 1]), dst[i]).numpy()
+        np.testing.assert_allclose(m[0], truth[i], atol=1e-8)
+    # Batched against a common target: each row maps its points onto the template as well as a similarity can.
+    m = similarity_transforms(torch.as_tensor(src), ARCFACE_112).numpy()
+    assert m.shape == (6, 2, 3)
+    np.testing.assert_allclose(m[:, 0, 0], m[:, 1, 1])  # rotation + uniform scale, no shear, no reflection
+    np.testing.assert_allclose(m[:, 0, 1], -m[:, 1, 0])
+
+
+def test_warp_samples_the_right_pixels():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, size=(1, 3, 60, 80), dtype=np.uint8)
+    frames = torch.as_tensor(frame)
+    shift = torch.tensor([[[1.0, 0.0, -10.0], [0.0, 1.0, -5.0]]], dtype=torch.float64)  # crop = frame[5:, 10:]
+    out = warp_faces(frames, shift, 32).numpy()
+    np.testing.assert_array_equal(out[0], frame[0, :, 5:37, 10:42].transpose(1, 2, 0))
+    # Half scale (crop pixel u's centre at frame pixel 2u + 0.5): the mean of a 2x2 block (supersampled).
+    half = torch.tensor([[[0.5, 0.0, -0.25], [0.0, 0.5, -0.25]]], dtype=torch.float64)
+    out = warp_faces(frames, half, 16).numpy().astype(float)
+    blocks = frame[0, :, :32, :32].reshape(3, 16, 2, 16, 2).mean(axis=(2, 4)).transpose(1, 2, 0)
+    assert np.abs(out[0] - blocks).max() <= 0.51
+    # Outside the frame: black.
+    away = torch.tensor([[[1.0, 0.0, 500.0], [0.0, 1.0, 0.0]]], dtype=torch.float64)
+    assert warp_faces(frames, away, 8).numpy().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------- gaps, tracking
+
+
+def test_gap_sources_fills_short_gaps_from_the_nearest_valid_frame():
+    v = np.array([0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 0], dtype=bool)
+    #            lead     gap 2     gap 3        tail
+    np.testing.assert_array_equal(gap_sources(v, 0), np.full(11, -1))
+    np.testing.assert_array_equal(gap_sources(v, 2), [1, -1, -1, 2, 5, -1, -1, -1, -1, -1, 9])
+    np.testing.assert_array_equal(gap_sources(v, 3), [1, -1, -1, 2, 5, -1, 5, 5, 9, -1, 9])
+    assert (gap_sources(np.zeros(5, bool), 10) == -1).all()  # nothing to fill from
+    assert (gap_sources(np.ones(5, bool), 10) == -1).all()
+
+
+def box(cx: float, cy: float, size: float) -> list[float]:
+    return [cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2]
+
+
+def test_tracker_keeps_its_subject_when_a_larger_face_appears():
+    t = SubjectTracker(side=None, width=640, reacquire_after=3)
+    p1, p2 = np.array([0.99]), np.array([0.99, 0.99])
+    assert t.choose(np.array([box(200, 180, 80)]), p1) == 0  # only face: the subject
+    # A larger face appears; the subject moves a little: keep the subject.
+    assert t.choose(np.array([box(450, 180, 160), box(205, 182, 80)]), p2) == 1
+    assert t.choose(np.array([box(215, 185, 82), box(450, 180, 160)]), p2) == 0
+    # The subject is gone: frames stay invalid instead of jumping to the other person ...
+    other = np.array([box(450, 180, 160)])
+    assert [t.choose(other, p1) for _ in range(4)] == [-1, -1, -1, -1]
+    # ... until reacquire_after frames have passed: then the largest face is taken.
+    assert t.choose(other, p1) == 0
+    assert t.choose(np.array([box(210, 180, 80), box(452, 181, 160)]), p2) == 1
+
+
+def test_tracker_side_and_probability():
+    faces = np.array([box(150, 180, 60), box(480, 180, 120), box(560, 100, 20)])
+    probs = np.array([0.99, 0.99, 0.95])
+    assert SubjectTracker(side="left", width=640).choose(faces, probs) == 0
+    assert SubjectTracker(side="right", width=640).choose(faces, probs) == 1
+    assert SubjectTracker(side=None, width=640).choose(faces, probs) == 1
+    assert SubjectTracker(side=None, width=640, min_probability=0.999).choose(faces, probs) == -1
+    assert SubjectTracker(side="left", width=640).choose(faces[1:], probs[1:]) == -1  # nobody on the left
+
+
+def test_tracker_follows_a_moving_face_with_low_overlap():
+    t = SubjectTracker(side=None, width=640)
+    t.choose(np.array([box(100, 100, 50)]), np.array([0.99]))
+    # Moved by 0.4 face widths (IoU < 0.3), next to a bigger face far away: still the subject.
+    assert t.choose(np.array([box(400, 300, 150), box(120, 100, 50)]), np.array([0.99, 0.99])) == 1
+
+
+# ----------------------------------------------------------------------------------------------------- config
+
+
+def test_settings_defaults_match_the_schema():
+    from emofusion.config import validate_config
+
+    cfg = validate_config({})
+    assert FaceSettings.from_config(cfg["faces"]) == FaceSettings()
+    with pytest.raises(ConfigError, match="faces"):
+        validate_config({"faces": {"sise": 112}})
+    with pytest.raises(ConfigError, match="device"):
+        validate_config({"faces": {"device": "tpu"}})
+
+
+def test_cuda_without_gpu_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(ConfigError, match=r"faces\.device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+# ----------------------------------------------------------------------------------- real detection, alignment
+
+
+def test_detects_the_astronaut_and_aligns_her_eyes_onto_the_template(detector):
+    image = astronaut()
+    dets = detector(as_batch(image))
+    assert len(dets.boxes) >= 1 and dets.offsets.tolist() == [0, len(dets.boxes)]
+    best = int(np.argmax(dets.probs))
+    x1, y1, x2, y2 = dets.boxes[best]
+    X1, Y1, X2, Y2 = ASTRONAUT_FACE
+    assert X1 <= x1 < x2 <= X2 and Y1 <= y1 < y2 <= Y2 and dets.probs[best] > 0.99
+    lm = dets.points[best]
+    assert ((lm[:, 0] > x1) & (lm[:, 0] < x2) & (lm[:, 1] > y1) & (lm[:, 1] < y2)).all()
+    assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0]  # image-left eye / mouth corner first
+    assert lm[0, 1] < lm[2, 1] < lm[3, 1]  # eyes above the nose above the mouth
+
+    # Agrees with facenet-pytorch's own MTCNN (frame-by-frame reference) within a few pixels.
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+
+    ref_boxes, _, ref_points = MTCNN(keep_all=True).detect(Image.fromarray(image), landmarks=True)
+    np.testing.assert_allclose(dets.boxes[best], np.asarray(ref_boxes[0], dtype=np.float32), atol=4)
+    np.testing.assert_allclose(lm, np.asarray(ref_points[0], dtype=np.float32), atol=3)
+
+    # Align, then detect again on the aligned crop: the eyes sit on the template's eyes.
+    size = 112
+    m = similarity_transforms(torch.as_tensor(lm[None]), face_template(size))
+    crop = warp_faces(as_batch(image), m, size)[0].numpy()
+    mapped = transform_points(m.numpy(), lm[None])[0]
+    # The fit itself (5 points, 4 degrees of freedom: nose and mouth of a turned, smiling face fit less well).
+    assert np.abs(mapped[:2] - face_template(size)[:2]).max() < 3 and np.abs(mapped - face_template(size)).max() < 7
+    padded = np.zeros((2 * size, 2 * size, 3), np.uint8)  # room around the tight crop for the detector
+    padded[size // 2:size // 2 + size, size // 2:size // 2 + size] = crop
+    again = detector(as_batch(padded))
+    assert len(again.boxes) >= 1
+    eyes = again.points[int(np.argmax(again.probs))][:2] - size // 2
+    assert np.abs(eyes - face_template(size)[:2]).max() < 4.0, eyes  # on the template, within a few pixels
+    assert np.abs(eyes - mapped[:2]).max() < 2.0, eyes  # where the transform put them: the warp is exact
+
+
+@needs_data
+def test_video_store_has_one_row_per_frame_with_the_face(media, tmp_path, caplog):
+    out = tmp_path / "faces" / "face.h5"
+    assert run_cli("--video", str(media["face"]), "--clip", "face", "--out", str(out),
+                   "--config-json", json.dumps({"faces": {"batch_size": 5, "device": "cpu"}})) == 0
+    store = read_faces(out)
+    from torchcodec.decoders import VideoDecoder
+
+    dec = VideoDecoder(str(media["face"]))
+    n = dec.metadata.num_frames
+    assert n == 12
+    for name in DATASETS:
+        assert store[name].shape[0] == n, name
+    assert store["crops"].shape == (n, 112, 112, 3) and store["crops"].dtype == np.uint8
+    assert store["boxes"].dtype == np.float32 and store["landmarks"].shape == (n, 5, 2)
+    assert store["valid"].all() and not store["filled"].any()
+    assert (store["probability"] > 0.95).all()
+    np.testing.assert_allclose(store["timestamps"], dec.get_frames_in_range(0, n).pts_seconds.numpy())
+    # The man's face is in the middle of the 640x360 frame.
+    cx = (store["boxes"][:, 0] + store["boxes"][:, 2]) / 2
+    assert ((cx > 220) & (cx < 420)).all()
+    attrs = store["attrs"]
+    assert attrs["schema_version"] == 1 and attrs["source"] == "mtcnn" and attrs["clip"] == "face"
+    assert attrs["frames"] == n and attrs["valid_frames"] == n and attrs["size"] == 112
+    assert attrs["provenance"]["config"]["faces"]["batch_size"] == 5
+    assert "versions" in attrs["provenance"]
+    assert set(attrs["provenance"]["detector"]["weights_sha256"]) == {"pnet.pt", "rnet.pt", "onet.pt"}
+    assert list(out.parent.iterdir()) == [out]  # no temporary files left beside it
+
+
+@needs_data
+@needs_data
+def test_key_frame_mode_follows_the_face_between_key_frames(media):
+    from emofusion.faces import FaceAligner
+    from emofusion.video import VideoStream
+
+    frames = torch.cat([b.frames for b in VideoStream(media["face"], batch_size=12)])
+    out = {}
+    for k in (1, 3):
+        aligner = FaceAligner(FaceSettings(device="cpu", detect_every=k), width=640, height=360, side=None,
+                              device="cpu")
+        parts = [aligner(frames[i:i + 5]) for i in range(0, len(frames), 5)]  # key frames across calls too
+        out[k] = {name: np.concatenate([p[name] for p in parts]) for name in ("valid", "landmarks")}
+    assert out[1]["valid"].all() and out[3]["valid"].all()
+    diff = np.abs(out[3]["landmarks"] - out[1]["landmarks"])  # faces of ~150 px; MTCNN jitters a few px anyway
+    assert diff.max() < 10 and diff.mean() < 2.5
+
+
+def test_no_face_video_gives_an_all_invalid_store_and_a_warning(media, tmp_path, caplog):
+    out = tmp_path / "noface.h5"
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        summary = extract_faces(media["noface"], out, clip="noface", settings=FaceSettings(device="cpu"))
+    store = read_faces(out)
+    assert summary.frames == 12 and summary.valid == 0
+    assert len(store["valid"]) == 12 and not store["valid"].any()
+    assert (store["crops"] == 0).all() and np.isnan(store["boxes"]).all() and (store["probability"] == 0).all()
+    assert "no face in any frame" in caplog.text
+
+
+@needs_data
+def test_two_person_video_left_and_right_clips_get_their_own_face(media, tmp_path):
+    settings = FaceSettings(device="cpu")
+    stores = {}
+    for clip in ("pair_left", "pair_right", "pair"):
+        extract_faces(media["pair"], tmp_path / f"{clip}.h5", clip=clip, settings=settings)
+        stores[clip] = read_faces(tmp_path / f"{clip}.h5")
+    width = stores["pair"]["attrs"]["width"]
+    assert width == 1280
+    for clip, (lo, hi) in {"pair_left": (0, width / 2), "pair_right": (width / 2, width)}.items():
+        s = stores[clip]
+        assert s["valid"].all(), clip
+        cx = (s["boxes"][:, 0] + s["boxes"][:, 2]) / 2
+        assert ((cx >= lo) & (cx < hi)).all(), (clip, cx)
+    left, right = stores["pair_left"]["crops"].astype(float), stores["pair_right"]["crops"].astype(float)
+    assert np.abs(left - right).mean() > 20  # two different people
+    # Without a side, the largest face, and the same one in every frame.
+    s = stores["pair"]
+    cx = (s["boxes"][:, 0] + s["boxes"][:, 2]) / 2
+    assert s["valid"].all() and (np.all(cx < width / 2) or np.all(cx >= width / 2))
+
+
+# ---------------------------------------------------------------------------------------------- pre-cropped path
+
+
+@needs_ffmpeg
+def test_precropped_store_matches_its_images(tmp_path, caplog):
+    from PIL import Image
+
+    video = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=96x64:rate=25", "-frames:v", "10", *x264(video))
+    crops = tmp_path / "cropped_aligned" / "clip"
+    crops.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    present = [1, 2, 3, 6, 7, 10]  # numbers = frame + 1; frames 3, 4, 7, 8 have no image
+    for k in present:
+        Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(crops / f"{k:05d}.jpg")
+    Image.fromarray(rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)).save(crops / "00002.jpg")  # resized
+    Image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(crops / "00011.jpg")  # beyond
+    (crops / "notes.txt").write_text("not an image")
+
+    out = tmp_path / "clip.h5"
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        assert run_cli("--video", str(video), "--crops", str(crops), "--clip", "clip", "--out", str(out)) == 0
+    assert "outside 1..10" in caplog.text
+    s = read_faces(out)
+    assert s["attrs"]["source"] == "cropped_aligned" and s["attrs"]["frames"] == 10
+    expected_valid = np.isin(np.arange(10), np.array(present) - 1)
+    np.testing.assert_array_equal(s["valid"], expected_valid)
+    for i in range(10):
+        if expected_valid[i]:
+            img = Image.open(crops / f"{i + 1:05d}.jpg").convert("RGB")
+            if img.size != (112, 112):
+                img = img.resize((112, 112), Image.Resampling.BILINEAR)
+            np.testing.assert_array_equal(s["crops"][i], np.asarray(img))
+        else:
+            assert (s["crops"][i] == 0).all()
+    np.testing.assert_allclose(s["timestamps"], np.arange(10) / 25)
+    assert np.isnan(s["boxes"]).all() and np.isnan(s["landmarks"]).all()
+
+    # Gap filling: runs of up to 2 frames are filled from the nearest valid frame and flagged.
+    out2 = tmp_path / "filled.h5"
+    assert run_cli("--video", str(video), "--crops", str(crops), "--out", str(out2),
+                   "--config-json", json.dumps({"faces": {"fill_gaps": 2, "size": 64}})) == 0
+    f = read_faces(out2)
+    assert f["crops"].shape == (10, 64, 64, 3) and f["valid"].all()
+    np.testing.assert_array_equal(np.flatnonzero(f["filled"]), [3, 4, 7, 8])
+    for dst, src in {3: 2, 4: 5, 7: 6, 8: 9}.items():
+        np.testing.assert_array_equal(f["crops"][dst], f["crops"][src])
+    assert f["attrs"]["filled_frames"] == 4 and f["attrs"]["detected_frames"] == 6
+
+
+@needs_data
+def test_precropped_frame_count_comes_from_the_video(tmp_path):
+    # no_face.mp4's header announces 98 frames; 3 are discarded by its edit list, so the decoder shows 95.
+    from emofusion.corpus import probe_video
+
+    crops = tmp_path / "empty"
+    crops.mkdir()
+    summary = faces_from_crops(crops, PYFEAT / "no_face.mp4", tmp_path / "s.h5", clip="s")
+    assert summary.frames == probe_video(PYFEAT / "no_face.mp4")[0] == 95 and summary.valid == 0
+
+
+@needs_data
+def test_variable_frame_rate_timestamps_come_from_the_stream():
+    from torchcodec.decoders import VideoDecoder
+
+    from emofusion.video import VideoStream, frame_timestamps
+
+    path = PYFEAT / "noface_face.mov"  # HEVC with irregular frame times
+    stamps, _ = frame_timestamps(path)
+    stream = VideoStream(path, batch_size=64)
+    decoded = np.concatenate([b.timestamps for b in stream])
+    assert len(stamps) == len(decoded) == VideoDecoder(str(path)).metadata.num_frames == 169
+    np.testing.assert_allclose(stamps, decoded, atol=1e-9)
+    assert np.ptp(np.diff(decoded)) > 0.01  # really variable
+
+
+@needs_data
+def test_stream_batches_cover_every_frame_once_with_and_without_prefetch():
+    from emofusion.video import VideoStream
+
+    plain = list(VideoStream(PYFEAT / "single_face.mp4", batch_size=20))
+    ahead = list(VideoStream(PYFEAT / "single_face.mp4", batch_size=20, prefetch=True))
+    assert [b.start for b in plain] == [b.start for b in ahead] == [0, 20, 40, 60]
+    assert [len(b.timestamps) for b in plain] == [20, 20, 20, 12]
+    for a, b in zip(plain, ahead, strict=True):
+        assert a.frames.shape == (len(a.timestamps), 3, 360, 640) and a.frames.dtype == torch.uint8
+        assert torch.equal(a.frames, b.frames)
+    # A decoding error in the background thread reaches the caller, named.
+    stream = VideoStream(PYFEAT / "single_face.mp4", batch_size=20, prefetch=True)
+
+    def fail(start):
+        raise InputError(f"video {stream.path}: decoding failed at frames {start}")
+
+    stream._decode = fail
+    with pytest.raises(InputError, match="single_face.mp4: decoding failed at frames 0"):
+        list(stream)
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> dict[str, Path]:
+    if shutil.which("ffmpeg") is None or not (PYFEAT / "single_face.mp4").is_file():
+        pytest.skip("needs ffmpeg and ../shared/data")
+    d = tmp_path_factory.mktemp("broken")
+    files = {"empty": d / "empty.mp4", "text": d / "text.mp4", "audio": d / "audio.mp4",
+             "truncated": d / "truncated.mp4", "no_index": d / "no_index.mp4", "codec": d / "codec.mp4"}
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is not a video\n")
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", files["audio"].as_posix())
+    whole = d / "whole.mp4"
+    ffmpeg("-i", str(PYFEAT / "single_face.mp4"), "-c", "copy", "-movflags", "+faststart", str(whole))
+    data = whole.read_bytes()
+    files["truncated"].write_bytes(data[:len(data) // 2])  # index first, half the frames missing
+    plain = (PYFEAT / "single_face.mp4").read_bytes()
+    files["no_index"].write_bytes(plain[:len(plain) // 2])  # index at the end: cut off
+    files["codec"].write_bytes(plain.replace(b"avc1", b"zzz1"))  # a codec FFmpeg has no decoder for
+    return files
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("empty", "empty"), ("text", "cannot be opened"), ("audio", "no video stream"), ("truncated", "truncated"),
+    ("no_index", "cannot be opened"), ("codec", "unsupported video codec"), ("missing", "does not exist"),
+])
+def test_bad_input_fails_with_the_file_named_and_no_output(broken, tmp_path, caplog, kind, message):
+    video = broken.get(kind, tmp_path / "missing.mp4")
+    out = tmp_path / "out" / "clip.h5"
+    with caplog.at_level(logging.ERROR, logger="emofusion"):
+        assert run_cli("--video", str(video), "--clip", "clip", "--out", str(out)) == 1
+    assert str(video) in caplog.text and message in caplog.text
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+    # The pre-cropped path reads the video's timeline too, and fails the same way.
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    assert run_cli("--video", str(video), "--crops", str(crops), "--out", str(out)) == 1
+    assert not out.exists()
+
+
+def test_missing_crops_folder_and_bad_image_are_named(tmp_path, media):
+    out = tmp_path / "s.h5"
+    with pytest.raises(InputError, match="crops folder"):
+        faces_from_crops(tmp_path / "nope", media["face"], out, clip="s")
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "00002.jpg").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"00002\.jpg"):
+        faces_from_crops(crops, media["face"], out, clip="s")
+    assert not out.exists() and list(tmp_path.glob(".s.h5*")) == []
+
+
+# ------------------------------------------------------------------------------------------------------------ GPU
+
+
+@pytest.mark.gpu
+def test_cuda_detection_matches_cpu(detector):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    image = as_batch(astronaut())
+    cpu = detector(image)
+    gpu = MTCNNDetector(max_side=None, device="cuda")(image.cuda())
+    np.testing.assert_allclose(gpu.boxes, cpu.boxes, atol=1.0)
+    np.testing.assert_allclose(gpu.points, cpu.points, atol=1.0)
+    m = similarity_transforms(torch.as_tensor(cpu.points[:1]), face_template())
+    a = warp_faces(image, m, 112).numpy().astype(int)
+    b = warp_faces(image.cuda(), m.cuda(), 112).cpu().numpy().astype(int)
+    assert np.abs(a - b).max() <= 1
