@@ -11,6 +11,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/faces.smk"
+include: "workflow/rules/audio.smk"
 # --- stage includes (pipeline order) ---
 
 

@@ -33,7 +33,8 @@ def feature_targets():
     """Outputs of the extraction stages present in this version of the workflow."""
     targets = []
     targets += expand("results/faces/{clip}.h5", clip=sorted(CLIPS))
-    # --- audio stage targets ---
+    targets += expand("results/audio/{video}.wav", video=sorted(VIDEOS))
+    targets += expand("results/transcripts/{video}.parquet", video=sorted(VIDEOS))
     return targets
 
 
@@ -51,3 +52,40 @@ def face_crops_option(wildcards, input):
     """`--crops DIR` for clips with pre-aligned crops (no detection), else nothing."""
     return f"--crops {shlex.quote(input.crops)}" if "crops" in input.keys() else ""
 
+
+# Audio and transcription stages (workflow/rules/audio.smk)
+import re
+
+from emofusion.asr import converted_name, needs_conversion  # cheap: no torch, no whisper
+from emofusion.asr.models import BUNDLED
+
+# Stem of each bundled model's converted checkpoint -> its asr.model name (whisper-tiny.en -> tiny.en-bundled).
+CONVERTIBLE = {converted_name(m): m for m in BUNDLED}
+CONVERTIBLE_PATTERN = "|".join(re.escape(stem) for stem in CONVERTIBLE)
+
+
+def audio_video(wildcards):
+    """The video whose frame timeline the audio follows."""
+    return VIDEOS[wildcards.video].video
+
+
+def audio_source(wildcards):
+    """The file holding the video's audio track (the video itself for Aff-Wild2; a manifest may name another)."""
+    return VIDEOS[wildcards.video].audio
+
+
+def converted_whisper(wildcards):
+    """The cached openai-whisper conversion of the bundled model, when the configured engine reads it."""
+    if needs_conversion(config["asr"]["engine"], config["asr"]["model"]):
+        return f"results/asr/{converted_name(config['asr']['model'])}.pt"
+    return []
+
+
+def bundled_model(wildcards):
+    """The asr.model name of the bundled model a converted checkpoint is made from."""
+    return CONVERTIBLE[wildcards.model]
+
+
+def whisper_checkpoint_option(wildcards, input):
+    """`--whisper-checkpoint PT` when the transcribe job reads the converted checkpoint, else nothing."""
+    return f"--whisper-checkpoint {shlex.quote(input.whisper)}" if "whisper" in input.keys() and input.whisper else ""

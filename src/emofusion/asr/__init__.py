@@ -1,0 +1,105 @@
+"""Transcription stage: Whisper word timestamps per video, offline.
+
+* :func:`transcribe_file`: an audio output of the audio stage (``results/audio/<video>.wav`` + its sidecar) into
+  ``results/transcripts/<video>.parquet`` (layout in :mod:`emofusion.asr.transcript`).
+* :func:`convert_model`: a CTranslate2 Whisper model (the bundled tiny.en) into an openai-whisper checkpoint,
+  cached by the workflow as ``results/asr/whisper-tiny.en.pt``.
+* :mod:`emofusion.asr.models` resolves ``asr.model`` without a network; :mod:`emofusion.asr.engines` holds the
+  openai-whisper and faster-whisper engines.
+
+Importing this package is cheap (no torch, no whisper): Snakemake imports it when it builds the DAG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from emofusion.asr.models import converted_name, is_bundled, needs_conversion, resolve_model
+from emofusion.asr.transcript import COLUMNS, SCHEMA, read_transcript, transcript_frame, word_at_frames
+
+__all__ = ["COLUMNS", "SCHEMA", "convert_model", "converted_name", "is_bundled", "needs_conversion",
+           "read_transcript", "resolve_model", "transcribe_file", "transcript_frame", "word_at_frames"]
+
+
+def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, checkpoint: str | Path | None = None,
+                    threads: int | None = None, engine=None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Transcribe one audio-stage output and write its transcript atomically; return the file's metadata.
+
+    ``asr`` is the validated ``asr:`` config section; ``checkpoint`` the converted openai-whisper checkpoint of a
+    CTranslate2 model (else converted in memory); ``engine`` an already loaded engine to reuse across files;
+    ``metadata`` extra provenance (merged into the file's metadata).
+    """
+    import time
+
+    from emofusion.asr.engines import AsrOptions, load_engine
+    from emofusion.audio import read_audio
+    from emofusion.io import write_parquet
+    from emofusion.log import logger
+    from emofusion.provenance import provenance
+
+    options = AsrOptions.from_config(asr)
+    samples, rate, audio_meta = read_audio(audio)
+    duration = samples.size / rate if rate else 0.0
+    if rate != 16000:
+        from emofusion.errors import InputError
+
+        raise InputError(f"audio {audio} is at {rate} Hz; Whisper needs 16000 Hz (set audio.sample_rate: 16000 "
+                         "and rerun the audio stage)")
+    has_audio = bool(audio_meta.get("has_audio", True))
+    if engine is None:
+        engine = load_engine(options, threads=threads, checkpoint=checkpoint) if has_audio else None
+    t0 = time.perf_counter()
+    if has_audio:
+        lo, hi = audio_meta.get("valid_start_sample", 0), audio_meta.get("valid_end_sample", samples.size)
+        if hi <= lo:
+            segments = []
+        else:
+            segments = engine.transcribe(samples)
+        model_info = engine.info
+    else:
+        logger.info("%s has no audio (has_audio: false): empty transcript", audio)
+        segments = []
+        source = resolve_model(options.model, options.engine)
+        model_info = {"name": source.name, "engine": options.engine, "origin": source.origin,
+                      "path": str(source.path), "sha256": None, "note": "not loaded: the video has no audio"}
+    wall = time.perf_counter() - t0
+    df = transcript_frame(segments, duration=duration)
+    n_words = int((df["kind"] == "word").sum())
+    meta = provenance(config={"asr": asr}, schema=SCHEMA, model=model_info,
+                      audio={"path": str(audio), "duration_seconds": duration, "sample_rate": rate,
+                             "has_audio": has_audio, "video": audio_meta.get("video")},
+                      options={"temperature": 0.0, "word_timestamps": True, "language": options.language,
+                               "beam_size": options.beam_size, "batch_size": options.batch_size,
+                               "vad": options.vad},
+                      counts={"segments": int((df["kind"] == "segment").sum()), "words": n_words},
+                      **(metadata or {}))
+    write_parquet(out, df, metadata=meta)
+    logger.info("%s: %d words in %d segments from %.1f s of audio (%.1fx real time)", out, n_words,
+                meta["counts"]["segments"], duration, duration / wall if wall > 0 else float("inf"))
+    return meta
+
+
+def convert_model(model: str, out: str | Path) -> dict[str, Any]:
+    """Convert a CTranslate2 Whisper model (``asr.model``: a bundled name or a model directory) into an
+    openai-whisper checkpoint at ``out`` (atomically); return the record stored under its ``emofusion`` key."""
+    import torch
+
+    from emofusion.asr.convert import ctranslate2_to_whisper
+    from emofusion.errors import ConfigError
+    from emofusion.io import atomic_path
+    from emofusion.log import logger
+    from emofusion.provenance import file_sha256, provenance
+
+    source = resolve_model(model, "faster-whisper") if is_bundled(model) or Path(model).is_dir() else None
+    if source is None or source.format != "ctranslate2":
+        raise ConfigError(f"asr.model: {model!r} is not a CTranslate2 Whisper model (the bundled tiny.en-bundled or "
+                          "a directory with model.bin); only those need converting")
+    ckpt = ctranslate2_to_whisper(source.path)
+    record = provenance(name=source.name, origin=source.origin, source=str(source.weights_file),
+                        source_sha256=file_sha256(source.weights_file))
+    ckpt["emofusion"] = record
+    with atomic_path(out) as tmp:
+        torch.save(ckpt, tmp)
+    logger.info("converted %s (%s) into %s: dims %s", source.path, source.origin, out, ckpt["dims"])
+    return record

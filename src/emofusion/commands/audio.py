@@ -1,0 +1,41 @@
+"""emofusion audio: a video's audio track as mono PCM on the video's frame timeline."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "audio"
+ORDER = 40
+HELP = "extract a video's audio as mono 16 kHz WAV aligned to its first frame (results/audio/VIDEO.wav + .json)"
+DESCRIPTION = """\
+Decode the audio track of --video (or of --audio, a separate file of the same recording) in bounded chunks,
+resample it to audio.sample_rate, average the channels and write a mono 16-bit WAV to --out, plus a JSON sidecar
+beside it (same name, .json) with the alignment and provenance.
+
+Sample 0 is the video's first frame: when the audio stream starts later than the video stream the start is padded
+with zeros, when it starts earlier it is trimmed, and the offset is recorded (offset_seconds, offset_samples). The
+WAV spans exactly the video's duration; [valid_start_sample, valid_end_sample) holds decoded audio. A video without
+an audio stream is an error unless audio.missing_audio is silence (zeros, has_audio: false). Both files are
+written atomically: on any failure neither exists."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from emofusion.cli import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--video", required=True, help="the video whose frame timeline the audio follows")
+    p.add_argument("--audio", help="file holding the audio track, when it is not the video itself")
+    p.add_argument("--out", required=True, help="output WAV (e.g. results/audio/VIDEO.wav); VIDEO.json is written "
+                                                "beside it")
+
+
+def run(args: argparse.Namespace) -> int:
+    from emofusion.audio import extract_audio
+    from emofusion.config import load_config
+    from emofusion.provenance import provenance
+
+    cfg = load_config(args.config, overrides=args.config_json)
+    section = cfg["audio"]
+    extract_audio(args.video, args.out, audio=args.audio, sample_rate=section["sample_rate"],
+                  missing_audio=section["missing_audio"], metadata=provenance(config={"audio": section}))
+    return 0

@@ -1,0 +1,40 @@
+"""emofusion transcribe: Whisper words with timestamps for one video's audio, offline."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "transcribe"
+ORDER = 50
+HELP = "transcribe a video's audio with Whisper word timestamps into results/transcripts/VIDEO.parquet"
+DESCRIPTION = """\
+Read an audio-stage output (--audio results/audio/VIDEO.wav and its .json sidecar) and transcribe it with the
+engine of asr.engine (faster-whisper, batched; or openai-whisper) and the model of asr.model (default
+tiny.en-bundled, which ships offline), temperature 0, word timestamps on.
+
+Output: one Parquet table, one row per segment or word (column kind), with text, start and end in seconds on
+the frame timeline (0 = the video's first frame), probability, and segment statistics; the model (name,
+engine, path, sha256), the audio and the config are in its metadata. Speech without words and videos without
+audio give an empty table with the same columns. Nothing is downloaded: a model that is not on disk is an error
+naming asr.model."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from emofusion.cli import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--audio", required=True, help="audio-stage WAV (e.g. results/audio/VIDEO.wav)")
+    p.add_argument("--out", required=True, help="output Parquet (e.g. results/transcripts/VIDEO.parquet)")
+    p.add_argument("--whisper-checkpoint", metavar="PT",
+                   help="converted openai-whisper checkpoint of a CTranslate2 asr.model (the workflow passes "
+                        "results/asr/whisper-tiny.en.pt); without it, openai-whisper converts in memory")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine (default: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from emofusion.asr import transcribe_file
+    from emofusion.config import load_config
+
+    cfg = load_config(args.config, overrides=args.config_json)
+    transcribe_file(args.audio, args.out, cfg["asr"], checkpoint=args.whisper_checkpoint, threads=args.threads)
+    return 0
