@@ -1,0 +1,99 @@
+"""The Slurm profile (workflow/profiles/slurm): lint and dry run with it, and (marked `slurm`) extraction on a real
+single-node Slurm cluster that the test brings up (tests/slurm/start_slurm.sh) and always stops (stop_slurm.sh)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+TEST_PROFILE = REPO / "tests" / "slurm" / "profile"  # the test cluster's partition etc., laid over SLURM_PROFILE
+SCRIPTS = REPO / "tests" / "slurm"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+SHARDS = {"faces": "faces_shard", "audio": "audio_shard", "transcribe": "transcribe_shard"}  # rule -> group
+# Two clips with the corpus's pre-aligned crops (no detection: quick on a CPU) make one face shard; plus one video's
+# audio, a CPU shard.
+TARGETS = ["results/faces/demo09-30-320x180.h5", "results/faces/demo07-30-320x180.h5",
+           "results/audio/demo09-30-320x180.wav"]
+
+
+def venv_env() -> dict[str, str]:
+    # Rules call `emofusion` from PATH; Slurm jobs inherit this environment (the plugin submits with --export=ALL).
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def on_demo(workdir: Path, *args: str) -> list[str]:
+    """Snakemake arguments that run the repository's workflow in `workdir` on the demo corpus."""
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    # --config goes last: it takes several values, so targets after it would be read as config entries
+    return [*args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--config", f"corpus={{root: {REPO / 'resources' / 'demo'}}}"]
+
+
+def test_lint_accepts_slurm_profile():
+    proc = subprocess.run([SNAKEMAKE, "--lint", "--workflow-profile", str(SLURM_PROFILE)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=venv_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dry_run_with_slurm_profile_plans_a_shard_per_group(tmp_path):
+    """The real profile, placeholders and all, plans the extraction. Without group-components every clip would be
+    a group job of its own; with it all of the demo's clips fit one shard per rule."""
+    proc = subprocess.run([SNAKEMAKE, *on_demo(tmp_path, "features", "-n", "--workflow-profile", str(SLURM_PROFILE))],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=venv_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for rule, group in SHARDS.items():
+        assert int(re.search(rf"^{rule}\s+(\d+)$", out, re.MULTILINE).group(1)) > 1, out
+        assert out.count(f"Group job {group} ") == 1, out
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """A single-node Slurm cluster on localhost; stopped, and its state dir removed, whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the test starts munged, slurmctld and slurmd")
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        pytest.skip("Slurm is not installed and there is no apt-get to install Debian's munge, slurmctld, slurmd")
+    try:
+        start = subprocess.run(["bash", str(SCRIPTS / "start_slurm.sh")], capture_output=True, text=True,
+                               timeout=300)
+        assert start.returncode == 0, f"start_slurm.sh failed:\n{start.stdout}{start.stderr}"
+        yield
+    finally:
+        subprocess.run(["bash", str(SCRIPTS / "stop_slurm.sh"), "--purge"], capture_output=True, timeout=120)
+
+
+def slurm_job(job_id: str) -> str:
+    """`scontrol show job` of a job, finished ones included (slurmctld keeps them for MinJobAge=300 s)."""
+    return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.slurm
+def test_extraction_runs_as_slurm_shard_jobs(slurm_cluster, tmp_path):
+    # timeout -s INT: a hung run stops as on Ctrl-C (the plugin cancels its jobs); SIGTERM could leave it hanging
+    cmd = ["timeout", "-s", "INT", "-k", "30", "240", SNAKEMAKE,
+           *on_demo(tmp_path, *TARGETS, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE))]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=venv_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for target in TARGETS:
+        assert (tmp_path / target).stat().st_size > 0, target
+
+    # Slurm ran them: one job per shard (both face clips in one job), COMPLETED, each with its job log
+    submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out))
+    shards = {Path(log).parent.name: job_id for job_id, log in submitted.items()}
+    assert sorted(shards) == ["group_audio_shard_audio", "group_faces_shard_faces"], out
+    for job_id, log in submitted.items():
+        assert "JobState=COMPLETED" in slurm_job(job_id), slurm_job(job_id)
+        assert Path(log).is_file(), log
+    # the face shard asked Slurm for the GPU (the profile's gpu: 1 -> sbatch --gpus=1), the audio shard did not
+    assert "gpu:1" in slurm_job(shards["group_faces_shard_faces"])
+    assert "gpu" not in slurm_job(shards["group_audio_shard_audio"])
