@@ -67,3 +67,54 @@ def test_manifest_and_labels_on_demo(workdir):
     # a second run has nothing to do: every stage is cached
     again = run_in(workdir, "results/labels.h5", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.workflow
+def test_default_target_on_demo_and_reruns_only_what_changed(workdir):
+    """`snakemake` on the demo corpus makes every stage's output for every clip/video, each face store on the
+    frame timeline; then a changed section reruns only the rules that read it (costly stages stay cached)."""
+    import h5py
+    import pandas as pd
+
+    proc = run_in(workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = pd.read_parquet(workdir / "results/manifest.parquet")
+    for row in manifest.itertuples():
+        with h5py.File(workdir / "results/faces" / f"{row.clip}.h5") as store:
+            assert store["crops"].shape == (row.frames, 112, 112, 3)
+            assert store["valid"].shape == (row.frames,) and store.attrs["frames"] == row.frames
+            expected_source = "cropped_aligned" if isinstance(row.crops, str) and row.crops else "mtcnn"
+            assert store.attrs["source"] == expected_source
+    videos = {Path(v).stem for v in manifest["video"]}
+    assert {p.stem for p in (workdir / "results/audio").glob("*.wav")} == videos
+    assert {p.stem for p in (workdir / "results/transcripts").glob("*.parquet")} == videos
+    # the demo's no-face clip (demo05) is all invalid; the two-person video's clips both have faces
+    with h5py.File(workdir / "results/faces/demo05-30-320x180.h5") as store:
+        assert not store["valid"][:].any()
+    for side in ("left", "right"):
+        with h5py.File(workdir / f"results/faces/demo06-30-640x180_{side}.h5") as store:
+            assert store["valid"][:].mean() > 0.9
+
+    original = (workdir / "config.yaml").read_text()
+
+    def planned(section: str | None = None, **changes) -> set[str]:
+        """Rules a dry run would run after changing keys of one config section (the file the run used)."""
+        import yaml
+
+        cfg = yaml.safe_load(original)
+        if section:
+            cfg[section] = {**cfg.get(section, {}), **changes}
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        dry = run_in(workdir, "-n", "--quiet", "rules")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        rules = set()
+        for line in dry.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+                rules.add(parts[0])
+        return rules - {"all"}
+
+    assert planned() == set()
+    assert planned("folds", seed=1) == {"manifest", "labels"}
+    assert planned("faces", fill_gaps=5) == {"faces"}
+    assert planned("asr", beam_size=1) == {"transcribe"}
