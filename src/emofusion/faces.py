@@ -22,7 +22,8 @@ not found is invalid even if someone else is visible, so the choice never jumps 
 Store layout (``results/faces/<clip>.h5``), one row per decoded frame (the timeline contract)::
 
     crops        (N, S, S, 3) uint8   RGB, aligned; zeros where not valid
-    boxes        (N, 4) float32       x1, y1, x2, y2 in frame pixels; NaN where unknown (no face, or crops source)
+    boxes        (N, 4) float32       x1, y1, x2, y2 in frame pixels, MTCNN's convention (facenet-pytorch's detect);
+                                      NaN where unknown (no face, or crops source)
     landmarks    (N, 5, 2) float32    eyes, nose, mouth corners (x, y) in frame pixels; NaN where unknown
     probability  (N,) float32         MTCNN probability of the chosen face; 0 = no face; NaN for crops source
     valid        (N,) bool            a face crop is present (detected, shipped, or filled)
@@ -251,7 +252,8 @@ class MTCNNDetector:
         frame = np.concatenate([p[0] for p in parts])
         boxes = np.concatenate([p[1] for p in parts])
         points = np.concatenate([p[2] for p in parts])
-        # Detection pixels -> frame pixels (pixel centres map to pixel centres).
+        # Detection pixels -> frame pixels (pixel centres map to pixel centres). Landmarks are 0-based pixel
+        # positions; boxes keep MTCNN's own convention (1-based corners, as facenet-pytorch's detect returns them).
         sx, sy = W / w, H / h
         boxes[:, [0, 2]] = (boxes[:, [0, 2]] + 0.5) * sx - 0.5
         boxes[:, [1, 3]] = (boxes[:, [1, 3]] + 0.5) * sy - 0.5
@@ -363,7 +365,10 @@ class MTCNNDetector:
         none = (torch.zeros(0, dtype=torch.long, device=dev), torch.zeros((0, 5), device=dev),
                 torch.zeros((0, 5, 2), device=dev))
         # Stage 2: R-net on 24x24 crops of every candidate.
-        boxes, inds = _keep_nonempty(boxes, inds)
+        ok = _nonempty(boxes)
+        boxes, inds = boxes[ok], inds[ok]
+        if groups is not None:
+            groups = groups[ok]
         if len(boxes) == 0:
             return none
         reg, score = _run_on_crops(self.rnet, pyramid, boxes, inds, 24)
@@ -379,7 +384,8 @@ class MTCNNDetector:
         boxes = rerec(bbreg(boxes, reg))
 
         # Stage 3: O-net on 48x48 crops: final boxes, scores and the five landmarks.
-        boxes, inds = _keep_nonempty(boxes, inds)
+        ok = _nonempty(boxes)
+        boxes, inds = boxes[ok], inds[ok]
         if len(boxes) == 0:
             return none
         reg, lms, score = _run_on_crops(self.onet, pyramid, boxes, inds, 48)
@@ -477,8 +483,8 @@ class _Pyramid:
 
     def crop(self, boxes, inds, size: int):
         """``size x size`` samples of the pixels ``trunc(x1) - 1 .. trunc(x2) - 1`` (facenet-pytorch's crop) of
-        each candidate ``boxes (K, >=4)`` in frame ``inds (K,)``, from the finest level at most as fine as the
-        crop needs; black outside the frame. Returns ``(K, 3, size, size)`` float normalised."""
+        each candidate ``boxes (K, >=4)`` in frame ``inds (K,)``, from the coarsest level that is still at least
+        as fine as the crop needs; black outside the frame. Returns ``(K, 3, size, size)`` float normalised."""
         import torch
 
         t = boxes[:, :4].trunc().double()
@@ -508,10 +514,9 @@ class _Pyramid:
         return (top * (1 - wy) + bottom * wy).permute(0, 3, 1, 2)  # (K, 3, size, size), channels-last
 
 
-def _keep_nonempty(boxes, inds):
-    """Drop degenerate candidates (no pixel inside), which the crop stages cannot sample."""
-    ok = (boxes[:, 2].trunc() > boxes[:, 0].trunc() - 1) & (boxes[:, 3].trunc() > boxes[:, 1].trunc() - 1)
-    return boxes[ok], inds[ok]
+def _nonempty(boxes):
+    """Mask of the candidates with at least one pixel inside (degenerate ones cannot be sampled by the crop stages)."""
+    return (boxes[:, 2].trunc() > boxes[:, 0].trunc() - 1) & (boxes[:, 3].trunc() > boxes[:, 1].trunc() - 1)
 
 
 def _run_on_crops(net, pyramid: _Pyramid, boxes, inds, size: int):
@@ -620,7 +625,7 @@ class SubjectTracker:
         if len(idx):
             cand = boxes[idx]
             areas = (cand[:, 2] - cand[:, 0]) * (cand[:, 3] - cand[:, 1])
-            if self.last is None or self.missed > self.reacquire_after:
+            if self.last is None or self.missed >= self.reacquire_after:
                 choice = int(idx[np.argmax(areas)])
             else:
                 choice = self._match(cand, areas, idx)
@@ -676,8 +681,9 @@ def similarity_transforms(src, dst):
 def warp_faces(frames, transforms, size: int, index=None):
     """Aligned ``size x size`` crops of ``frames (B, 3, H, W)`` uint8 under ``transforms (B, 2, 3)`` (frame pixels
     -> crop pixels); with ``index (K,)`` only of those frames (``transforms (K, 2, 3)``), without copying the rest.
-    ``affine_grid`` + ``grid_sample`` a chunk of frames at a time; when a face is more than twice the crop size the
-    crop is supersampled (up to 4x4 samples per pixel, averaged) so it does not alias. Returns ``(K, S, S, 3)``
+    ``affine_grid`` + ``grid_sample`` a chunk of frames at a time; when the face is larger than the crop (the warp
+    shrinks it), each crop pixel averages ceil(1 / scale) x ceil(1 / scale) samples (at most 4 x 4) so it does not
+    alias. Returns ``(K, S, S, 3)``
     uint8 on the frames' device; zeros where the crop leaves the frame."""
     import torch
     from torch.nn.functional import affine_grid, avg_pool2d, grid_sample

@@ -10,6 +10,7 @@ video's length.
 
 from __future__ import annotations
 
+import math
 import queue
 import re
 import threading
@@ -101,20 +102,45 @@ def probe(path: str | Path, *, stream_index: int | None = None) -> VideoInfo:
         except (av.FFmpegError, OSError) as e:
             raise InputError(f"video {path} cannot be read past packet {packets}: {_reason(e)}; the file is "
                              "truncated or corrupt") from None
-        fmt = container.format.name if container.format else ""
-        if announced and packets < announced and any(f in fmt.split(",") for f in _SAMPLE_TABLE_FORMATS):
-            raise InputError(f"video {path} is truncated: its header announces {announced} video frames but the "
-                             f"file holds only {packets}; copy it again from the corpus")
         if not pts:
             raise InputError(f"video {path} has no decodable video frames")
         tb = float(stream.time_base)
         timestamps = np.sort(np.asarray(pts, dtype=np.int64)) * tb
         duration = timestamps[-1] - timestamps[0]
         fps = (len(timestamps) - 1) / duration if duration > 0 else float(stream.average_rate or 0.0)
+        fmt = container.format.name if container.format else ""
+        _check_complete(path, fmt, announced, packets, _tagged_duration(stream), duration + (1 / fps if fps else 0))
         return VideoInfo(path=str(path), frames=len(timestamps), fps=float(fps),
                          width=int(stream.codec_context.width), height=int(stream.codec_context.height),
                          codec=stream.codec_context.name, stream_index=int(stream.index),
                          timestamps=timestamps.astype(np.float64))
+
+
+def _tagged_duration(stream) -> float | None:
+    """The stream's own duration from its DURATION tag (Matroska/WebM muxers write one per track), in seconds."""
+    m = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d*)?)", str(stream.metadata.get("DURATION", "")).strip())
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else None
+
+
+def _check_complete(path: Path, fmt: str, announced: int, packets: int, tagged: float | None,
+                    covered: float) -> None:
+    """Raise InputError when the header promises more video than the file holds (a cut-off copy).
+
+    mp4/mov sample tables are exact; AVI's frame count in the header can be one more than the packets of a complete
+    file, so a few frames of slack; Matroska/WebM give the video track's duration in a tag. A container duration
+    alone is not used: it covers the audio too, which may legitimately run longer than the video."""
+    formats = fmt.split(",")
+    short = None
+    if any(f in formats for f in _SAMPLE_TABLE_FORMATS):
+        if announced and packets < announced:
+            short = f"its header announces {announced} video frames but the file holds only {packets}"
+    elif announced:
+        if packets < announced - max(2, math.ceil(0.02 * announced)):
+            short = f"its header announces {announced} video frames but the file holds only {packets}"
+    elif tagged is not None and covered < tagged - max(1.0, 0.05 * tagged):
+        short = f"its video track is tagged {tagged:.2f} s long but the file holds only {covered:.2f} s of frames"
+    if short:
+        raise InputError(f"video {path} is truncated: {short}; copy it again from the corpus")
 
 
 def open_decoder(path: str | Path, *, threads: int = 1):
@@ -125,6 +151,21 @@ def open_decoder(path: str | Path, *, threads: int = 1):
         return VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=max(0, int(threads)))
     except (RuntimeError, ValueError) as e:
         raise InputError(f"video {path} cannot be decoded: {_reason(e)}; check it with `ffprobe {path}`") from None
+
+
+def _as_decoded(path: str | Path, info: VideoInfo, decoder) -> VideoInfo:
+    """``info`` of the stream ``decoder`` reads (probed again if it chose another), with the frame size as decoded:
+    torchcodec applies a rotation tag (phone videos), so the decoded width and height can be the header's swapped."""
+    import dataclasses
+
+    meta = decoder.metadata
+    if meta.stream_index != info.stream_index:
+        info = probe(path, stream_index=meta.stream_index)
+    if meta.width and meta.height and (meta.width, meta.height) != (info.width, info.height):
+        logger.info("%s: frames decode as %dx%d (rotation %s), the header says %dx%d", path, meta.width, meta.height,
+                    getattr(meta, "rotation", None), info.width, info.height)
+        info = dataclasses.replace(info, width=int(meta.width), height=int(meta.height))
+    return info
 
 
 class VideoStream:
@@ -143,10 +184,9 @@ class VideoStream:
         self.path = Path(path)
         self.batch_size = int(batch_size)
         self.prefetch = prefetch
-        self.info = probe(self.path)
+        info = probe(self.path)  # checks the file first, so a bad one gets the specific message
         self._decoder = open_decoder(self.path, threads=threads)
-        if self._decoder.metadata.stream_index != self.info.stream_index:
-            self.info = probe(self.path, stream_index=self._decoder.metadata.stream_index)
+        self.info = _as_decoded(self.path, info, self._decoder)
         self.frames = int(self._decoder.metadata.num_frames or 0)
         if self.frames <= 0:
             raise InputError(f"video {self.path} has no decodable video frames")
@@ -184,8 +224,7 @@ def frame_timestamps(path: str | Path) -> tuple[np.ndarray, VideoInfo]:
     when their count matches the decoder's exact scan (the usual case), else from a decoding pass."""
     info = probe(path)
     decoder = open_decoder(path)
-    if decoder.metadata.stream_index != info.stream_index:
-        info = probe(path, stream_index=decoder.metadata.stream_index)
+    info = _as_decoded(path, info, decoder)
     n = int(decoder.metadata.num_frames or 0)
     if n == info.frames:
         return info.timestamps, info
@@ -196,13 +235,20 @@ def frame_timestamps(path: str | Path) -> tuple[np.ndarray, VideoInfo]:
 
 
 def _prefetched(decode, starts) -> Iterator[FrameBatch]:
-    """Run ``decode`` for each start one step ahead in a thread; re-raise its errors in the caller."""
-    q: queue.Queue = queue.Queue(maxsize=1)
+    """Run ``decode`` for each start one step ahead in a thread; re-raise its errors in the caller.
+
+    At most two batches are alive: the one the caller holds and the one being decoded. The worker takes a slot
+    before decoding and the caller hands it back when it asks for the next batch (it has let go of the previous
+    one by then), so a bounded queue alone (which would allow a third, decoded while one waits in the queue) is not
+    enough."""
+    q: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(2)
     stop = threading.Event()
 
     def worker() -> None:
         try:
             for start in starts:
+                slots.acquire()
                 if stop.is_set():
                     return
                 q.put(("ok", decode(start)))
@@ -220,11 +266,9 @@ def _prefetched(decode, starts) -> Iterator[FrameBatch]:
             if kind == "error":
                 raise item
             yield item
+            del item  # the caller asks for the next batch: this one is no longer ours to keep alive
+            slots.release()
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(timeout=0.05)
+        slots.release()  # wake a worker waiting for a slot; it sees `stop` and returns
+        thread.join()

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", metavar="DIR", help="folder of pre-aligned crops %%05d.jpg (skips detection)")
     p.add_argument("--out", required=True, help="output HDF5 path (e.g. results/faces/<clip>.h5)")
     p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch and the video decoder (default 0: torch's default)")
+                   help="CPU threads for torch and the video decoder (default 0: torch's default, one decoder thread)")
 
 
 def run(args: argparse.Namespace) -> int:
