@@ -171,6 +171,16 @@ def test_manifest_errors(tmp_path, make_video, body, match):
         discover({"format": "manifest", "manifest": str(tmp_path / "clips.csv"), "use_cropped_aligned": True})
 
 
+def test_clips_of_one_video_must_share_its_audio(tmp_path, make_video):
+    shutil.copy(make_video(frames=12), tmp_path / "one.mp4")
+    shutil.copy(make_video(frames=12), tmp_path / "other.mp4")
+    (tmp_path / "clips.csv").write_text("clip,video,split,audio\none_left,one.mp4,train,\n"
+                                        "one_right,one.mp4,train,other.mp4\n")
+    with pytest.raises(InputError, match=r"'one_left' and 'one_right' share the video .*one\.mp4 but name different "
+                                         r"audio"):
+        discover({"format": "manifest", "manifest": str(tmp_path / "clips.csv"), "use_cropped_aligned": True})
+
+
 def test_manifest_key_missing():
     with pytest.raises(ConfigError, match="corpus.manifest"):
         discover(load_config(overrides={"corpus": {"format": "manifest"}})["corpus"])

@@ -118,3 +118,20 @@ def test_default_target_on_demo_and_reruns_only_what_changed(workdir):
     assert planned("folds", seed=1) == {"manifest", "labels"}
     assert planned("faces", fill_gaps=5) == {"faces"}
     assert planned("asr", beam_size=1) == {"transcribe"}
+
+
+def test_a_local_asr_model_is_an_input_of_the_transcripts(workdir):
+    """Replacing the weights at a local asr.model path must rerun the transcripts: the file is a rule input."""
+    import yaml
+
+    checkpoint = workdir / "my-whisper.pt"
+    checkpoint.write_bytes(b"not read by a dry run")
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["asr"] = {**cfg["asr"], "engine": "openai-whisper", "model": str(checkpoint)}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    dry = run_in(workdir, "results/transcripts/demo01-30-320x180.parquet", "-n")
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out
+    job = out[out.index("rule transcribe:"):]
+    assert str(checkpoint) in job.split("output:")[0], job
+    assert "convert_whisper" not in out  # a checkpoint path needs no conversion

@@ -73,11 +73,16 @@ def discover(corpus: dict[str, Any]) -> list[ClipSpec]:
                              f"and {s.annotation or s.video}); clip ids must be unique")
         seen[s.clip] = s
     # Two videos with one id would overwrite each other's per-video outputs (results/audio/<video_id>.wav).
-    by_id: dict[str, str] = {}
+    # The clips of one video share its audio output too, so they must name the same audio source.
+    by_id: dict[str, ClipSpec] = {}
     for s in specs:
-        if by_id.setdefault(s.video_id, s.video) != s.video:
-            raise InputError(f"videos {by_id[s.video_id]} and {s.video} share the id {s.video_id!r}; "
+        first = by_id.setdefault(s.video_id, s)
+        if first.video != s.video:
+            raise InputError(f"videos {first.video} and {s.video} share the id {s.video_id!r}; "
                              "rename one (video ids are file stems and must be unique)")
+        if first.audio != s.audio:
+            raise InputError(f"clips {first.clip!r} and {s.clip!r} share the video {s.video} but name different "
+                             f"audio ({first.audio} and {s.audio}); give both the same audio file")
     return sorted(specs, key=lambda s: s.clip)
 
 

@@ -33,6 +33,7 @@ rule convert_whisper:
         "logs/convert_whisper/{model}.log",
     params:
         model=bundled_model,
+        weights=converted_weights,
     threads: 1
     resources:
         mem_mb=2000,
@@ -48,6 +49,7 @@ rule transcribe:
         audio="results/audio/{video}.wav",
         meta="results/audio/{video}.json",
         whisper=converted_whisper,
+        model=asr_model_files,
     output:
         "results/transcripts/{video}.parquet",
     log:
@@ -57,6 +59,7 @@ rule transcribe:
     params:
         cfg=config_json("asr"),
         checkpoint=whisper_checkpoint_option,
+        weights=asr_weights,
     threads: 2
     resources:
         mem_mb=4000,

