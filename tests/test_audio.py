@@ -124,16 +124,91 @@ def test_real_video_with_late_audio_stream(tmp_path):
     assert info["frames"] == 169 and info["has_audio"]
 
 
-def test_chunked_decoding_is_seamless(tmp_path):
+def test_write_blocks_do_not_change_the_samples(tmp_path):
     video = mux_video(tmp_path / "v.mp4", seconds=3.0,
                        audio="sine=frequency=300:sample_rate=44100:duration=3")
     extract_audio(video, tmp_path / "whole.wav", chunk_seconds=60.0)
     extract_audio(video, tmp_path / "chunks.wav", chunk_seconds=0.37)
     a, _, _ = read_audio(tmp_path / "whole.wav", with_metadata=False)
     b, _, _ = read_audio(tmp_path / "chunks.wav", with_metadata=False)
-    # FFmpeg's resampler is re-primed at each chunk start: at most a couple of 16-bit steps differ there.
-    assert a.shape == b.shape
-    np.testing.assert_allclose(a, b, atol=2.5 / 32768, rtol=0)
+    # one resampler runs over the whole contiguous stream: the block size only bounds memory
+    np.testing.assert_array_equal(a, b)
+
+
+def mux_jump(path: Path, pts: str, *, freq: float = 301.0, rate: int = 16000) -> Path:
+    """8 s of video over a 6 s sine whose timestamps are rewritten by the asetpts expression ``pts``; 50-ms
+    frames at 16 kHz so the jump falls on a frame boundary (Matroska keeps the timestamps as muxed, to 1 ms)."""
+    frame = f":samples_per_frame={rate // 20}" if rate == 16000 else ""
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=8", "-f", "lavfi", "-i",
+           f"sine=frequency={freq}:sample_rate={rate}{frame}:duration=6,asetpts='{pts}'", "-map", "0:v",
+           "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(path))
+    return path
+
+
+def tone(t: np.ndarray, freq: float = 301.0) -> np.ndarray:
+    return 0.125 * np.sin(2 * np.pi * freq * t)  # lavfi's sine: amplitude 1/8, phase 0 at its first sample
+
+
+@pytest.mark.parametrize("chunk_seconds", [30.0, 0.5])
+def test_gap_in_the_audio_timestamps_keeps_later_audio_at_its_time(tmp_path, chunk_seconds, caplog):
+    # The stream's timestamps jump 1.5 s forward at 2.0 s: the tone's last 4 s belong at [3.5, 7.5) on the
+    # frame timeline, silence before them. Decoding by time ranges either shifted them to [2.0, 6.0) or, with a
+    # range inside the gap, stopped at 2.0 s.
+    video = mux_jump(tmp_path / "gap.mkv", "PTS+gte(T,2)*1.5/TB")
+    info = extract_audio(video, tmp_path / "gap.wav", chunk_seconds=chunk_seconds)
+    x, rate, _ = read_audio(tmp_path / "gap.wav")
+    t = np.arange(x.size) / rate
+    assert x.size == info["num_samples"] == 8 * 16000
+    assert info["gaps"] == 1 and info["gap_seconds"] == pytest.approx(1.5, abs=1e-3) and info["overlaps"] == 0
+    assert info["valid_start_sample"] == 0 and info["valid_end_sample"] == 120000  # 7.5 s
+    np.testing.assert_allclose(x[:32000], tone(t[:32000]), atol=3e-4)  # [0, 2.0): as decoded
+    assert not np.any(x[32000:56000])  # [2.0, 3.5): the gap
+    # [3.5, 7.5): sample for sample where the timestamps put it (301 Hz: a 1.5-s shift would flip the sign)
+    np.testing.assert_allclose(x[56000:120000], tone(t[56000:120000] - 1.5), atol=3e-4)
+    assert not np.any(x[120000:])
+    assert "jump forward by 1.500 s at 3.500 s" in caplog.text
+
+
+def test_gap_in_resampled_audio(tmp_path):
+    # The reviewer's case: 44.1 kHz PCM in 1024-sample packets, resampled to 16 kHz across the gap.
+    video = mux_jump(tmp_path / "gap.mkv", "PTS+gte(T,2)*1.5/TB", freq=300.0, rate=44100)
+    info = extract_audio(video, tmp_path / "gap.wav")
+    x, rate, _ = read_audio(tmp_path / "gap.wav")
+    loud = np.flatnonzero(np.abs(x) > 0.02) / rate
+    assert info["gaps"] == 1 and info["valid_end_sample"] == pytest.approx(120000, abs=20)
+    assert loud[-1] == pytest.approx(7.5, abs=2e-3)
+    # the packet holding 2.0 s runs to 2.02 s; the next one is 1.5 s later
+    assert loud[loud < 3.0].max() == pytest.approx(2.02, abs=3e-3) and loud[loud > 2.1].min() == pytest.approx(
+        3.52, abs=3e-3)
+    assert abs(peak_frequency(x[60000:116000], rate) - 300) <= 1.0
+
+
+def test_overlapping_audio_timestamps_drop_the_repeats(tmp_path, caplog):
+    # Timestamps jump 0.5 s back at 2.0 s (FFmpeg's muxer holds the ten overlapping frames at 1.95 s): what is
+    # already written stays, the frames that overlap it are dropped, the rest follows on at its timestamps.
+    video = mux_jump(tmp_path / "ovl.mkv", "PTS-gte(T,2)*0.5/TB")
+    info = extract_audio(video, tmp_path / "ovl.wav")
+    x, rate, _ = read_audio(tmp_path / "ovl.wav")
+    t = np.arange(x.size) / rate
+    assert info["overlaps"] == 10 and info["overlap_seconds"] == pytest.approx(0.5, abs=1e-3)
+    assert info["gaps"] == 0 and info["valid_end_sample"] == 88000  # 6 s of tone less 0.5 s dropped
+    np.testing.assert_allclose(x[:32000], tone(t[:32000]), atol=3e-4)
+    np.testing.assert_allclose(x[32000:88000], tone(t[32000:88000] + 0.5), atol=3e-4)
+    assert not np.any(x[88000:])
+    assert "jump back by 0.050 s at 1.950 s" in caplog.text and "10 overlaps (0.500 s dropped)" in caplog.text
+
+
+def test_the_default_audio_stream_is_used(tmp_path):
+    # Two audio tracks, the second marked default: FFmpeg (and a media player) would play the second.
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2", "-f", "lavfi", "-i",
+           "sine=frequency=400:sample_rate=16000:duration=2", "-f", "lavfi", "-i",
+           "sine=frequency=900:sample_rate=16000:duration=2", "-map", "0:v", "-map", "1:a", "-map", "2:a",
+           "-disposition:a:0", "0", "-disposition:a:1", "default", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "pcm_s16le", str(tmp_path / "two.mkv"))
+    info = extract_audio(tmp_path / "two.mkv", tmp_path / "two.wav")
+    x, rate, _ = read_audio(tmp_path / "two.wav")
+    assert info["source_stream"]["stream_index"] == 2
+    assert abs(peak_frequency(x[1600:-1600], rate) - 900) <= 1.0
 
 
 def test_separate_audio_file(tmp_path):

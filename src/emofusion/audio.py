@@ -10,21 +10,23 @@ Output, per video: ``results/audio/<video>.wav`` (mono, 16-bit PCM, ``audio.samp
   ``offset_seconds`` / ``offset_samples`` record it (positive = the audio started after the first frame).
 * **Length.** The file spans exactly the video's duration (``round(video_duration_seconds * sample_rate)``
   samples); audio past the last frame is dropped, a short track is padded with zeros.
-* **Validity.** ``[valid_start_sample, valid_end_sample)`` holds decoded audio; outside it is padding, which a
-  feature stage marks invalid. A video without an audio stream fails by default; with
-  ``audio.missing_audio: silence`` it gives zeros of the video's duration, ``has_audio: false`` and an empty valid
-  span (every frame invalid downstream).
+* **Timestamp jumps.** Each decoded frame is placed at its own timestamp: a gap in the stream (timestamps jump
+  forward) is filled with zeros and an overlap (they jump back) drops the repeated samples, so the audio after a
+  jump stays at its true time; ``gaps`` / ``gap_seconds`` and ``overlaps`` / ``overlap_seconds`` count them.
+* **Validity.** ``[valid_start_sample, valid_end_sample)`` holds decoded audio (and the zeros of any gaps inside
+  it); outside it is padding, which a feature stage marks invalid. A video without an audio stream fails by
+  default; with ``audio.missing_audio: silence`` it gives zeros of the video's duration, ``has_audio: false`` and
+  an empty valid span (every frame invalid downstream).
 
 Why WAV + sidecar: every audio tool (whisper, opensmile, torchaudio, soundfile, a media player) reads the WAV as
-is, and the JSON is readable by anyone; both are written atomically, together. Decoding streams through
-torchcodec in bounded chunks (resampled by FFmpeg, channels averaged here), so memory does not grow with the
-video's length.
+is, and the JSON is readable by anyone; each is written to a temporary file and renamed into place once the
+whole track has been decoded. Decoding is frame by frame with PyAV (resampled by FFmpeg, channels averaged
+here) and the WAV is written in blocks of ``chunk_seconds``, so memory does not grow with the video's length.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,15 +92,16 @@ def _short(e: BaseException) -> str:
 
 
 def _audio_stream(path: Path) -> dict[str, Any] | None:
-    """Codec, rate, channels and index of the default audio stream (None when the file has no audio stream)."""
+    """Codec, rate, channels and index of the audio stream FFmpeg picks (``av_find_best_stream``, as the ffmpeg
+    tools do: a stream marked default first, then the one with the most decodable data); None when the file has no
+    audio stream."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            streams = container.streams.audio
-            if not streams:
+            if not container.streams.audio:
                 return None
-            s = streams[0]
+            s = container.streams.best("audio")
             return {"stream_index": s.index, "codec": s.codec_context.name, "sample_rate": s.rate,
                     "channels": s.channels}
     except av.error.FFmpegError as e:
@@ -111,9 +114,10 @@ def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | Non
     """Write ``out`` (mono 16-bit WAV on the frame timeline of ``video``) and its JSON sidecar; return the sidecar.
 
     ``audio`` is the file holding the audio track (default: ``video`` itself). A separate audio file's time 0 is
-    taken to be the video's first frame. ``metadata`` (e.g. provenance) is stored in the sidecar as is.
+    taken to be the video's first frame. ``chunk_seconds`` is the size of the blocks written to the WAV (it bounds
+    memory; the samples do not depend on it). ``metadata`` (e.g. provenance) is stored in the sidecar as is.
     Raises :class:`InputError` naming the file for a missing, corrupt or audio-less input (unless
-    ``missing_audio == "silence"``); nothing is left at ``out`` on failure.
+    ``missing_audio == "silence"``); on failure nothing half-written is left (a previous output stays as it was).
     """
     import soundfile as sf
 
@@ -160,7 +164,8 @@ def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | Non
                 _write_zeros(wav, n_out)
                 decoded = {"has_audio": False, "audio_start_seconds": None, "offset_seconds": None,
                            "offset_samples": 0, "valid_start_sample": 0, "valid_end_sample": 0,
-                           "clipped_samples": 0}
+                           "clipped_samples": 0, "gaps": 0, "gap_seconds": 0.0, "overlaps": 0,
+                           "overlap_seconds": 0.0}
             if wav.frames != n_out:  # pragma: no cover - guarded by _write_track's arithmetic
                 raise RuntimeError(f"wrote {wav.frames} samples, expected {n_out}")
         info.update(decoded)
@@ -180,76 +185,147 @@ def _write_zeros(wav, n: int, block: int = 1 << 18) -> None:
         n -= k
 
 
+class _BlockWriter:
+    """Collects mono pieces and writes them to ``wav`` once ``block`` samples are pending (bounded memory)."""
+
+    def __init__(self, wav, block: int, bar):
+        self.wav, self.block, self.bar = wav, block, bar
+        self.pending: list[np.ndarray] = []
+        self.n_pending = self.clipped = 0
+
+    def add(self, x: np.ndarray) -> None:
+        self.pending.append(x)
+        self.n_pending += x.size
+        if self.n_pending >= self.block:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        x = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.clipped += int(np.count_nonzero(np.abs(x) > 1.0))
+        self.wav.write(np.clip(x, -1.0, 1.0))
+        self.bar.update(x.size / self.wav.samplerate)
+        self.pending, self.n_pending = [], 0
+
+    def zeros(self, n: int) -> None:
+        self.flush()
+        _write_zeros(self.wav, n)
+
+
+MAX_LOGGED = 5  # timestamp jumps logged one by one; the rest are summed up at the end
+
+
 def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: int, sample_rate: int, n_out: int,
                  chunk_seconds: float, same_file: bool) -> dict[str, Any] | None:
-    """Decode ``source``'s audio chunk by chunk into ``wav`` on the frame timeline; None if nothing decodes."""
-    from torchcodec.decoders import AudioDecoder
+    """Decode ``source``'s audio frame by frame into ``wav`` on the frame timeline; None if nothing decodes.
+
+    Each frame is placed by its own timestamp: a jump forward (a gap in the stream) becomes zeros; after a jump
+    back (overlap) the new samples that fall on output already written are dropped; either way the audio after a
+    jump stays at its true time. Between jumps (beyond the tolerance of a time-base tick) samples are counted, not
+    re-read from timestamps, so a contiguous stream goes through one resampler seamlessly.
+    """
+    import av
 
     try:
-        decoder = AudioDecoder(str(source), stream_index=stream_index, sample_rate=sample_rate)
-        begin = float(decoder.metadata.begin_stream_seconds or 0.0)
-        header_duration = decoder.metadata.duration_seconds
-    except Exception as e:
-        raise InputError(f"{source}: the audio stream cannot be decoded ({_short(e)}); "
-                         f"check the file (ffprobe {source})") from None
+        container = av.open(str(source))
+    except av.error.FFmpegError as e:
+        raise InputError(f"{source}: the audio stream cannot be decoded ({e}); check the file (ffprobe {source})") \
+            from None
+    stream = container.streams[stream_index]
     reference = timeline.start_seconds if same_file else 0.0
-    written = 0  # samples written to the output so far
-    offset_samples: int | None = None  # > 0: zeros padded before the audio; < 0: audio samples trimmed
-    offset_seconds = first_pts = 0.0
-    to_skip = 0  # samples still to drop from the start of the track (audio before the first frame)
-    valid_start = valid_end = clipped = decoded = 0
-    pos = begin
-    total = math.ceil(header_duration / chunk_seconds) if header_duration else None
-    bar = progress(total=total, desc=f"audio {source.name}", unit="chunk")
-    try:
-        while written < n_out:
-            try:
-                chunk = decoder.get_samples_played_in_range(start_seconds=pos, stop_seconds=pos + chunk_seconds)
-            except Exception as e:
-                if "No audio frames were decoded" in str(e):
-                    break  # past the end of the stream (or, on the first call, a stream without samples)
-                raise InputError(f"{source}: audio decoding failed at {pos:.2f} s ({_short(e)}); "
-                                 "the file is corrupt or truncated") from None
-            bar.update(1)
-            data = chunk.data  # (channels, samples) float32, resampled by FFmpeg; channels averaged here
-            if data.shape[1] == 0:
-                break
-            if offset_samples is None:
-                first_pts = float(chunk.pts_seconds)
-                offset_seconds = first_pts - reference
-                offset_samples = round(offset_seconds * sample_rate)
-                if offset_samples > 0:  # the audio starts after the first frame: pad
-                    written = min(offset_samples, n_out)
-                    _write_zeros(wav, written)
-                else:  # the audio starts before (or with) the first frame: trim
-                    to_skip = -offset_samples
-                valid_start = valid_end = written
-            elif abs(float(chunk.pts_seconds) - (first_pts + decoded / sample_rate)) > 0.01:
-                logger.warning("%s: audio timestamps jump at %.2f s (a gap in the stream); samples are kept "
-                               "contiguous", source, float(chunk.pts_seconds))
-            decoded += int(data.shape[1])
-            mono = (data.mean(dim=0) if data.shape[0] > 1 else data[0]).numpy()
-            if to_skip:
-                k = min(to_skip, mono.size)
-                mono, to_skip = mono[k:], to_skip - k
-            mono = mono[: n_out - written]
+    tb = stream.time_base
+    # Timestamps are quantized to the stream's time base (1 ms in Matroska): a jitter of one tick is no jump.
+    tolerance = 1e-3 + (float(tb) if tb else 0.0)
+    duration = float(stream.duration * tb) if stream.duration and tb else (container.duration or 0) / 1e6
+    bar = progress(total=round(duration, 2) or None, desc=f"audio {source.name}", unit="s")
+    out = _BlockWriter(wav, max(1, round(chunk_seconds * sample_rate)), bar)
+    pos = 0  # samples of the output decided so far (written or pending)
+    nxt = 0  # output index of the next sample the resampler gives; < pos: already covered, dropped
+    first_pts: float | None = None
+    expected = 0.0  # source time the next frame should start at if the stream is contiguous
+    resampler = key = None
+    valid_start = valid_end = 0
+    jumps = {"gaps": 0, "gap_seconds": 0.0, "overlaps": 0, "overlap_seconds": 0.0}
+
+    def emit(frames) -> None:
+        nonlocal pos, nxt, valid_end
+        for f in frames:
+            a = f.to_ndarray()  # (channels, samples) float32; averaged here (FFmpeg's downmix adds 3 dB)
+            mono = a.mean(axis=0, dtype=np.float32) if a.shape[0] > 1 else a[0]
+            k = min(max(pos - nxt, 0), mono.size)  # before the first frame, or overlapping what is written
+            nxt += mono.size
+            mono = mono[k: k + n_out - pos]
             if mono.size:
-                clipped += int(np.count_nonzero(np.abs(mono) > 1.0))
-                wav.write(np.clip(mono, -1.0, 1.0))
-                written += mono.size
-                valid_end = written
-            pos += chunk_seconds
-    finally:
-        bar.close()
-    if offset_samples is None:
+                out.add(mono)
+                pos += mono.size
+                valid_end = pos
+
+    def fill(target: int) -> None:
+        """Zeros up to output index ``target`` (a late start or a gap)."""
+        nonlocal pos
+        n = min(target, n_out) - pos
+        if n > 0:
+            out.zeros(n)
+            pos += n
+
+    t = 0.0
+    try:
+        with container, bar:
+            for frame in container.decode(stream):
+                if frame.pts is not None:
+                    t = float(frame.pts * (frame.time_base or tb))
+                elif first_pts is not None:
+                    t = expected  # no timestamp: assume it follows on
+                if first_pts is None:
+                    first_pts = expected = t
+                    nxt = round((t - reference) * sample_rate)
+                    fill(nxt)
+                    valid_start = valid_end = pos
+                elif abs(t - expected) > tolerance:
+                    emit(resampler.resample(None))  # finish the audio before the jump, then start afresh
+                    resampler = key = None
+                    target = round((t - reference) * sample_rate)
+                    kind = "gap" if t > expected else "overlap"
+                    jumps[f"{kind}s"] += 1
+                    jumps[f"{kind}_seconds"] += abs(t - expected)
+                    if jumps["gaps"] + jumps["overlaps"] <= MAX_LOGGED:
+                        logger.warning("%s: audio timestamps jump %s by %.3f s at %.3f s (%s); %s", source,
+                                       "forward" if t > expected else "back", abs(t - expected), t - reference,
+                                       "a gap in the stream" if t > expected else "overlapping audio",
+                                       "filled with zeros" if t > expected else "the repeated samples are dropped")
+                    fill(target)
+                    nxt, expected = target, t
+                if (frame.format.name, frame.layout.name, frame.sample_rate) != key:
+                    if resampler is not None:  # the stream's layout or rate changed: a new resampler for it
+                        emit(resampler.resample(None))
+                    key = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+                expected += frame.samples / frame.sample_rate
+                emit(resampler.resample(frame))
+                if pos >= n_out:
+                    break  # audio past the last frame is dropped
+            if resampler is not None and pos < n_out:
+                emit(resampler.resample(None))
+            out.flush()
+    except av.error.FFmpegError as e:
+        raise InputError(f"{source}: audio decoding failed at {t:.2f} s ({e}); the file is corrupt or truncated") \
+            from None
+    if first_pts is None:
         return None
-    if written < n_out:
-        _write_zeros(wav, n_out - written)
-    if clipped:
-        logger.warning("%s: %d samples beyond full scale were clipped", source, clipped)
+    fill(n_out)
+    n_jumps = jumps["gaps"] + jumps["overlaps"]
+    if n_jumps > MAX_LOGGED:
+        logger.warning("%s: %d audio timestamp jumps in all: %d gaps (%.3f s filled with zeros), %d overlaps "
+                       "(%.3f s dropped)", source, n_jumps, jumps["gaps"], jumps["gap_seconds"], jumps["overlaps"],
+                       jumps["overlap_seconds"])
+    if out.clipped:
+        logger.warning("%s: %d samples beyond full scale were clipped", source, out.clipped)
+    offset_seconds = first_pts - reference
+    jumps = {k: round(v, 6) for k, v in jumps.items()}  # float sums of frame lengths: keep the sidecar readable
     return {"has_audio": True, "audio_start_seconds": first_pts, "offset_seconds": offset_seconds,
-            "offset_samples": offset_samples, "valid_start_sample": valid_start, "valid_end_sample": valid_end,
-            "clipped_samples": clipped}
+            "offset_samples": round(offset_seconds * sample_rate), "valid_start_sample": valid_start,
+            "valid_end_sample": valid_end, "clipped_samples": out.clipped, **jumps}
 
 
 def read_audio_metadata(wav: str | Path) -> dict[str, Any]:

@@ -26,6 +26,9 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
                     threads: int | None = None, engine=None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Transcribe one audio-stage output and write its transcript atomically; return the file's metadata.
 
+    Only the decoded span ``[valid_start_sample, valid_end_sample)`` of the sidecar is given to the engine (the
+    zero padding around it would invite invented words); its times are shifted back onto the frame timeline.
+
     ``asr`` is the validated ``asr:`` config section; ``checkpoint`` the converted openai-whisper checkpoint of a
     CTranslate2 model (else converted in memory); ``engine`` an already loaded engine to reuse across files;
     ``metadata`` extra provenance (merged into the file's metadata).
@@ -51,11 +54,11 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
         engine = load_engine(options, threads=threads, checkpoint=checkpoint) if has_audio else None
     t0 = time.perf_counter()
     if has_audio:
-        lo, hi = audio_meta.get("valid_start_sample", 0), audio_meta.get("valid_end_sample", samples.size)
-        if hi <= lo:
-            segments = []
-        else:
-            segments = engine.transcribe(samples)
+        # Only the decoded span: in the zero padding around it Whisper (without VAD) can invent words. The engine's
+        # times are relative to the slice; shifted by lo they are back on the frame timeline.
+        lo = max(int(audio_meta.get("valid_start_sample", 0)), 0)
+        hi = min(int(audio_meta.get("valid_end_sample", samples.size)), samples.size)
+        segments = _shift(engine.transcribe(samples[lo:hi]), lo / rate) if hi > lo else []
         model_info = engine.info
     else:
         logger.info("%s has no audio (has_audio: false): empty transcript", audio)
@@ -72,12 +75,25 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
                       options={"temperature": 0.0, "word_timestamps": True, "language": options.language,
                                "beam_size": options.beam_size, "batch_size": options.batch_size,
                                "vad": options.vad},
-                      counts={"segments": int((df["kind"] == "segment").sum()), "words": n_words},
+                      counts={"segments": int((df["kind"] == "segment").sum()), "words": n_words,
+                              "clamped": int(df.attrs.get("clamped", 0))},
                       **(metadata or {}))
+    if meta["counts"]["clamped"]:
+        logger.warning("%s: %d word or segment times from %s lay outside the audio or out of order and were "
+                       "clipped", audio, meta["counts"]["clamped"], model_info.get("engine"))
     write_parquet(out, df, metadata=meta)
     logger.info("%s: %d words in %d segments from %.1f s of audio (%.1fx real time)", out, n_words,
                 meta["counts"]["segments"], duration, duration / wall if wall > 0 else float("inf"))
     return meta
+
+
+def _shift(segments: list[dict[str, Any]], dt: float) -> list[dict[str, Any]]:
+    """Engine segments with every segment and word time moved by ``dt`` seconds."""
+    if not dt:
+        return segments
+    return [{**s, "start": s["start"] + dt, "end": s["end"] + dt,
+             "words": [{**w, "start": w["start"] + dt, "end": w["end"] + dt} for w in s.get("words") or []]}
+            for s in segments]
 
 
 def convert_model(model: str, out: str | Path) -> dict[str, Any]:

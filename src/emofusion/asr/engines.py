@@ -6,8 +6,9 @@ Two engines, chosen by ``asr.engine``, write the same transcript:
 * ``faster-whisper``: the same models on CTranslate2. With ``asr.batch_size > 1`` it runs
   ``BatchedInferencePipeline``: silero VAD (shipped with faster-whisper) cuts the audio at speech regions into
   windows of up to 30 s that are decoded ``batch_size`` at a time, several times faster than sequential decoding
-  (and no decoding of silence). ``asr.batch_size: 1`` decodes sequentially over the whole file, like
-  openai-whisper.
+  (and no decoding of silence). ``asr.batch_size: 1`` decodes one 30-s window after another, like
+  openai-whisper: over the speech regions only with ``asr.vad`` (the default), over all the audio it is given
+  with ``asr.vad: false``.
 
 Both decode with ``temperature=0.0`` (no sampling fallback): the same audio and model give the same words.
 With ``asr.vad`` (default) both decode only the speech that silero VAD finds, so silence and music never turn

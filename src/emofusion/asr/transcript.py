@@ -20,7 +20,8 @@ column                  type       meaning
 Speech without words (or a video without audio) gives zero rows with the same columns and types. The file's
 ``emofusion`` metadata (:func:`emofusion.io.read_parquet_metadata`) holds ``schema``, the ``model`` (name, engine,
 path, sha256, where it came from), the ``audio`` it read (path, duration, ``has_audio``), the decoding
-``options`` and the usual provenance (versions, git revision, config and its hash).
+``options``, the ``counts`` (segments, words, and ``clamped``: engine times the clipping above had to move, 0 when
+the engine's times were consistent) and the usual provenance (versions, git revision, config and its hash).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ COLUMNS = {
     "probability": "float64", "avg_logprob": "float64", "no_speech_prob": "float64",
     "compression_ratio": "float64",
 }
+CLAMP_TOLERANCE = 1e-6  # seconds; engines round times to 10 ms, so anything larger is a real correction
 
 
 def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.DataFrame:
@@ -47,11 +49,17 @@ def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.D
 
     Each segment is a dict with ``start, end, text, avg_logprob, no_speech_prob, compression_ratio`` and
     ``words``: a list of dicts ``word, start, end, probability``. Segments without words are dropped (the words
-    are the point of the table); times are clipped to ``[0, duration]`` and made non-decreasing.
+    are the point of the table); times are clipped to ``[0, duration]`` and made non-decreasing. How many times
+    that moved (by more than :data:`CLAMP_TOLERANCE`) is in ``df.attrs["clamped"]``: 0 when the engine's times
+    were consistent already, so a count above 0 flags timestamps that were repaired, not measured.
     """
     rows: list[dict[str, Any]] = []
     last = 0.0
-    n_seg = 0
+    n_seg = clamped = 0
+
+    def moved(value: float, raw) -> int:
+        return int(not abs(value - float(raw)) <= CLAMP_TOLERANCE)  # NaN counts as moved
+
     for seg in sorted(segments, key=lambda s: float(s["start"])):
         words = [w for w in seg.get("words") or [] if str(w["word"]).strip()]
         if not words:
@@ -60,12 +68,14 @@ def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.D
         for w in words:
             start = min(max(float(w["start"]), last, 0.0), duration)
             end = min(max(float(w["end"]), start), duration)
+            clamped += moved(start, w["start"]) + moved(end, w["end"])
             last = start
             word_rows.append({"kind": "word", "segment": n_seg, "text": str(w["word"]).strip(), "start": start,
                               "end": end, "probability": float(w["probability"]), "avg_logprob": math.nan,
                               "no_speech_prob": math.nan, "compression_ratio": math.nan})
         seg_start = min(max(float(seg["start"]), 0.0), word_rows[0]["start"])
         seg_end = min(max(float(seg["end"]), word_rows[-1]["end"]), duration)
+        clamped += moved(seg_start, seg["start"]) + moved(seg_end, seg["end"])
         avg = float(seg.get("avg_logprob", math.nan))
         rows.append({"kind": "segment", "segment": n_seg, "text": str(seg["text"]).strip(), "start": seg_start,
                      "end": seg_end, "probability": math.exp(avg) if math.isfinite(avg) else math.nan,
@@ -73,7 +83,9 @@ def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.D
                      "compression_ratio": float(seg.get("compression_ratio", math.nan))})
         rows.extend(word_rows)
         n_seg += 1
-    return pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
+    df = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
+    df.attrs["clamped"] = clamped
+    return df
 
 
 def empty_transcript() -> pd.DataFrame:
@@ -102,14 +114,23 @@ def read_transcript(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[
 
 
 def word_at_frames(words: pd.DataFrame, frames: int, fps: float) -> np.ndarray:
-    """For each frame time ``i / fps``, the row index in ``words`` of the word being spoken then, or -1.
+    """For each frame time ``i / fps``, the row index (position) in ``words`` of the word being spoken then, or -1.
 
-    The lookup the text stage needs (each frame takes the embedding of the word spoken at that time)."""
+    The lookup the text stage needs (each frame takes the embedding of the word spoken at that time). A word
+    covers ``[start, end)``; zero-length words cover nothing. Where words overlap (clipped times can), a frame
+    takes the last word starting at or before it if that word still runs, else the earlier word that runs
+    longest, so an overlapping or empty word never hides one that is still being spoken."""
     t = np.arange(frames) / fps
     if words.empty:
         return np.full(frames, -1, dtype=np.int64)
-    starts = words["start"].to_numpy()
-    ends = words["end"].to_numpy()
+    order = np.argsort(words["start"].to_numpy(), kind="stable")
+    starts = words["start"].to_numpy()[order]
+    ends = words["end"].to_numpy()[order]
     idx = np.searchsorted(starts, t, side="right") - 1
-    hit = (idx >= 0) & (t < ends[np.clip(idx, 0, None)])
-    return np.where(hit, idx, -1).astype(np.int64)
+    safe = np.clip(idx, 0, None)
+    # running argmax of the ends: among the words starting at or before t, the one reaching furthest
+    reach = np.maximum.accumulate(ends)
+    furthest = np.maximum.accumulate(np.where(ends >= reach, np.arange(ends.size), 0))
+    pick = np.where(t < ends[safe], safe, furthest[safe])
+    hit = (idx >= 0) & (t < ends[pick])
+    return np.where(hit, order[pick], -1).astype(np.int64)

@@ -8,15 +8,18 @@ NAME = "audio"
 ORDER = 40
 HELP = "extract a video's audio as mono 16 kHz WAV aligned to its first frame (results/audio/VIDEO.wav + .json)"
 DESCRIPTION = """\
-Decode the audio track of --video (or of --audio, a separate file of the same recording) in bounded chunks,
+Decode the audio track of --video (or of --audio, a separate file of the same recording) frame by frame,
 resample it to audio.sample_rate, average the channels and write a mono 16-bit WAV to --out, plus a JSON sidecar
-beside it (same name, .json) with the alignment and provenance.
+beside it (same name, .json) with the alignment and provenance. Each frame goes where its timestamp puts it: a gap
+in the stream becomes zeros, overlapping audio is dropped (counted as gaps / overlaps in the sidecar).
 
 Sample 0 is the video's first frame: when the audio stream starts later than the video stream the start is padded
 with zeros, when it starts earlier it is trimmed, and the offset is recorded (offset_seconds, offset_samples). The
 WAV spans exactly the video's duration; [valid_start_sample, valid_end_sample) holds decoded audio. A video without
-an audio stream is an error unless audio.missing_audio is silence (zeros, has_audio: false). Both files are
-written atomically: on any failure neither exists."""
+an audio stream is an error unless audio.missing_audio is silence (zeros, has_audio: false). Each file is
+written under a temporary name and renamed into place only after the whole track is decoded, the WAV first, then
+the JSON: a failure leaves no partial file and a previous output at --out as it was (only a failure between the
+two renames would pair the new WAV with the old JSON)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
