@@ -66,15 +66,11 @@ def _check_file(path: Path, what: str) -> None:
 
 def probe_timeline(video: str | Path) -> VideoTimeline:
     """The video's frame timeline from a scan of its packets (exact frame count, no pixel decoding)."""
-    from torchcodec.decoders import VideoDecoder
+    from emofusion.video import open_decoder
 
     video = Path(video)
     _check_file(video, "video")
-    try:
-        meta = VideoDecoder(str(video), seek_mode="exact").metadata
-    except Exception as e:  # torchcodec raises RuntimeError/ValueError with FFmpeg's message
-        raise InputError(f"video {video} cannot be read as a video ({_short(e)}); "
-                         f"check the file (ffprobe {video})") from None
+    meta = open_decoder(video).metadata  # the decoder the face stage uses: the same frame count
     frames = int(meta.num_frames or 0)
     fps = float(meta.average_fps or 0.0)
     if frames <= 0 or fps <= 0:
@@ -83,12 +79,6 @@ def probe_timeline(video: str | Path) -> VideoTimeline:
     end = meta.end_stream_seconds
     duration = float(end) - start if end is not None and float(end) > start else frames / fps
     return VideoTimeline(start_seconds=start, duration_seconds=duration, frames=frames, fps=fps)
-
-
-def _short(e: BaseException) -> str:
-    """FFmpeg/torchcodec messages carry C++ source locations and bug-report boilerplate: keep the first line."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg.split(".cpp:")[-1].split(", ", 1)[-1] if ".cpp:" in msg else msg
 
 
 def _audio_stream(path: Path) -> dict[str, Any] | None:

@@ -196,15 +196,12 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
 
 def probe_video(path: str | Path) -> tuple[int, float]:
     """(decoded frame count, average fps) of a video, from a full scan of its stream (exact, no guessing)."""
-    from torchcodec.decoders import VideoDecoder
+    from emofusion.video import open_decoder
 
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"video {path} is missing or empty")
-    try:
-        meta = VideoDecoder(str(path), seek_mode="exact").metadata
-    except Exception as e:  # torchcodec raises RuntimeError/ValueError with FFmpeg's message
-        raise InputError(f"video {path} cannot be decoded ({e}); check the file (ffprobe {path})") from None
+    meta = open_decoder(path).metadata  # the decoder the stages use, so every count agrees
     frames = int(meta.num_frames or 0)
     fps = float(meta.average_fps or 0.0)
     if frames <= 0 or fps <= 0:
