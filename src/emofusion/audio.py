@@ -27,7 +27,6 @@ here) and the WAV is written in blocks of ``chunk_seconds``, so memory does not 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,12 @@ import numpy as np
 from emofusion.errors import ConfigError, InputError
 from emofusion.io import atomic_path
 from emofusion.log import logger, progress
+from emofusion.video import VideoTimeline
+from emofusion.video import timeline as video_timeline
 
 SCHEMA = "emofusion.audio/1"
 MISSING_AUDIO = ("error", "silence")
 CHUNK_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class VideoTimeline:
-    """The frame timeline of a video: first frame's time, duration, decoded frame count and mean rate."""
-
-    start_seconds: float
-    duration_seconds: float
-    frames: int
-    fps: float
 
 
 def sidecar_path(wav: str | Path) -> Path:
@@ -65,20 +56,10 @@ def _check_file(path: Path, what: str) -> None:
 
 
 def probe_timeline(video: str | Path) -> VideoTimeline:
-    """The video's frame timeline from a scan of its packets (exact frame count, no pixel decoding)."""
-    from emofusion.video import open_decoder
-
+    """The video's frame timeline (:func:`emofusion.video.timeline`), the file checked first."""
     video = Path(video)
     _check_file(video, "video")
-    meta = open_decoder(video).metadata  # the decoder the face stage uses: the same frame count
-    frames = int(meta.num_frames or 0)
-    fps = float(meta.average_fps or 0.0)
-    if frames <= 0 or fps <= 0:
-        raise InputError(f"video {video} has no decodable frames")
-    start = float(meta.begin_stream_seconds or 0.0)
-    end = meta.end_stream_seconds
-    duration = float(end) - start if end is not None and float(end) > start else frames / fps
-    return VideoTimeline(start_seconds=start, duration_seconds=duration, frames=frames, fps=fps)
+    return video_timeline(video)
 
 
 def _audio_stream(path: Path) -> dict[str, Any] | None:

@@ -196,17 +196,13 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
 
 def probe_video(path: str | Path) -> tuple[int, float]:
     """(decoded frame count, average fps) of a video, from a full scan of its stream (exact, no guessing)."""
-    from emofusion.video import open_decoder
+    from emofusion.video import timeline
 
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"video {path} is missing or empty")
-    meta = open_decoder(path).metadata  # the decoder the stages use, so every count agrees
-    frames = int(meta.num_frames or 0)
-    fps = float(meta.average_fps or 0.0)
-    if frames <= 0 or fps <= 0:
-        raise InputError(f"video {path} has no decodable frames")
-    return frames, fps
+    t = timeline(path)  # the decoder the stages use, so every count agrees
+    return t.frames, t.fps
 
 
 def assign_folds(specs: list[ClipSpec], k: int, seed: int) -> dict[str, int]:

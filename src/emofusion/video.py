@@ -56,11 +56,11 @@ def _reason(exc: BaseException) -> str:
     return re.sub(r"^.*?\.cpp:\d+,\s*", "", msg).strip()
 
 
-def probe(path: str | Path, *, stream_index: int | None = None) -> VideoInfo:
+def probe(path: str | Path) -> VideoInfo:
     """Check a video and list its frames' timestamps by demuxing its packets (no decoding).
 
-    Reads the video stream ``stream_index`` (the decoder's choice), by default the first one that is not an
-    attached picture (cover art).
+    Reads the video stream FFmpeg picks (``av_find_best_stream``, as torchcodec's decoder and the manifest's frame
+    count do), unless that is an attached picture (cover art): then the first real video stream.
 
     Raises InputError, naming the file, when it is missing, empty, not a media file, has no video stream, has a
     codec FFmpeg cannot decode, or holds fewer video packets than its sample table announces (a cut-off copy).
@@ -82,9 +82,8 @@ def probe(path: str | Path, *, stream_index: int | None = None) -> VideoInfo:
         if not streams:
             kinds = ", ".join(s.type for s in container.streams) or "no streams"
             raise InputError(f"{path} has no video stream ({kinds}); the face stage needs a video file")
-        stream = streams[0]
-        if stream_index is not None:
-            stream = next((s for s in container.streams.video if s.index == stream_index), stream)
+        best = container.streams.best("video")
+        stream = best if best in streams else streams[0]
         if stream.codec_context is None or not stream.codec_context.name:
             tag = stream.codec_tag if getattr(stream, "codec_tag", None) else "unknown"
             raise InputError(f"video {path}: unsupported video codec (tag {tag!r}); FFmpeg has no decoder for it. "
@@ -143,24 +142,49 @@ def _check_complete(path: Path, fmt: str, announced: int, packets: int, tagged: 
         raise InputError(f"video {path} is truncated: {short}; copy it again from the corpus")
 
 
-def open_decoder(path: str | Path, *, threads: int = 1):
-    """A torchcodec VideoDecoder (exact seek mode: a full scan gives the true frame count), errors named."""
+def open_decoder(path: str | Path, *, threads: int = 1, stream_index: int | None = None):
+    """A torchcodec VideoDecoder (exact seek mode: a full scan gives the true frame count) of stream
+    ``stream_index`` (default: FFmpeg's pick), errors named."""
     from torchcodec.decoders import VideoDecoder
 
     try:
-        return VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=max(0, int(threads)))
+        return VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=max(0, int(threads)),
+                            stream_index=stream_index)
     except (RuntimeError, ValueError) as e:
         raise InputError(f"video {path} cannot be decoded: {_reason(e)}; check it with `ffprobe {path}`") from None
 
 
+@dataclass(frozen=True)
+class VideoTimeline:
+    """A video's frame timeline from the decoder's exact scan: first frame's time, duration, frames, mean rate."""
+
+    start_seconds: float
+    duration_seconds: float
+    frames: int
+    fps: float
+
+
+def timeline(path: str | Path) -> VideoTimeline:
+    """The frame timeline of ``path`` from torchcodec's exact scan (packets only, no pixels decoded): the frame
+    count every stage shares. InputError naming the file when it cannot be decoded or has no frames; callers check
+    that the file exists first (with their own wording)."""
+    meta = open_decoder(path).metadata
+    frames = int(meta.num_frames or 0)
+    fps = float(meta.average_fps or 0.0)
+    if frames <= 0 or fps <= 0:
+        raise InputError(f"video {path} has no decodable frames")
+    start = float(meta.begin_stream_seconds or 0.0)
+    end = meta.end_stream_seconds
+    duration = float(end) - start if end is not None and float(end) > start else frames / fps
+    return VideoTimeline(start_seconds=start, duration_seconds=duration, frames=frames, fps=fps)
+
+
 def _as_decoded(path: str | Path, info: VideoInfo, decoder) -> VideoInfo:
-    """``info`` of the stream ``decoder`` reads (probed again if it chose another), with the frame size as decoded:
-    torchcodec applies a rotation tag (phone videos), so the decoded width and height can be the header's swapped."""
+    """``info`` with the frame size as decoded: torchcodec applies a rotation tag (phone videos), so the decoded
+    width and height can be the header's swapped."""
     import dataclasses
 
     meta = decoder.metadata
-    if meta.stream_index != info.stream_index:
-        info = probe(path, stream_index=meta.stream_index)
     if meta.width and meta.height and (meta.width, meta.height) != (info.width, info.height):
         logger.info("%s: frames decode as %dx%d (rotation %s), the header says %dx%d", path, meta.width, meta.height,
                     getattr(meta, "rotation", None), info.width, info.height)
@@ -185,7 +209,7 @@ class VideoStream:
         self.batch_size = int(batch_size)
         self.prefetch = prefetch
         info = probe(self.path)  # checks the file first, so a bad one gets the specific message
-        self._decoder = open_decoder(self.path, threads=threads)
+        self._decoder = open_decoder(self.path, threads=threads, stream_index=info.stream_index)
         self.info = _as_decoded(self.path, info, self._decoder)
         self.frames = int(self._decoder.metadata.num_frames or 0)
         if self.frames <= 0:
@@ -222,16 +246,11 @@ class VideoStream:
 def frame_timestamps(path: str | Path) -> tuple[np.ndarray, VideoInfo]:
     """Presentation times (seconds) of every frame of a video without decoding pixels: from the demuxed packets
     when their count matches the decoder's exact scan (the usual case), else from a decoding pass."""
-    info = probe(path)
-    decoder = open_decoder(path)
-    info = _as_decoded(path, info, decoder)
-    n = int(decoder.metadata.num_frames or 0)
-    if n == info.frames:
-        return info.timestamps, info
-    logger.warning("%s: the decoder counts %d frames, the demuxer %d; decoding to read the timestamps", path, n,
-                   info.frames)
-    stamps = [b.timestamps for b in VideoStream(path, batch_size=64)]
-    return (np.concatenate(stamps) if stamps else np.zeros(0)), info
+    stream = VideoStream(path, batch_size=64)
+    if stream.frames == stream.info.frames:
+        return stream.info.timestamps, stream.info
+    logger.info("%s: decoding to read the frame timestamps", path)  # VideoStream has warned about the counts
+    return np.concatenate([b.timestamps for b in stream]), stream.info
 
 
 def _prefetched(decode, starts) -> Iterator[FrameBatch]:
