@@ -213,6 +213,8 @@ def test_cuda_without_gpu_is_a_config_error():
     with pytest.raises(ConfigError, match=r"faces\.device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match=r"asr\.device is 'cuda'"):
+        resolve_device("cuda", key="asr.device")
 
 
 # ----------------------------------------------------------------------------------- real detection, alignment

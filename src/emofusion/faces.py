@@ -50,11 +50,11 @@ from typing import Any
 
 import numpy as np
 
+from emofusion.device import resolve_device
 from emofusion.errors import ConfigError, InputError
 from emofusion.log import logger, progress
 
 SCHEMA_VERSION = 1
-SOURCES = ("mtcnn", "cropped_aligned")
 DATASETS = ("crops", "boxes", "landmarks", "probability", "valid", "filled", "timestamps")
 
 # ArcFace (insightface) 112x112 five-point template in pixel-index coordinates: left eye, right eye, nose tip,
@@ -120,19 +120,6 @@ class FaceSummary:
     @property
     def invalid(self) -> int:
         return self.frames - self.valid
-
-
-def resolve_device(name: str):
-    """``auto`` -> CUDA when visible, else CPU; an explicit ``cuda`` without a GPU is a ConfigError."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"faces.device is {name!r} but no CUDA device is visible; set faces.device to auto or cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"faces.device: {name!r} is not one of auto, cpu, cuda")
-    return torch.device(name)
 
 
 def face_template(size: int = 112, margin: float = 0.0) -> np.ndarray:
