@@ -197,28 +197,32 @@ def ctranslate2_to_whisper(model_dir: str | Path) -> dict[str, Any]:
             "alignment_heads": [[int(a), int(b)] for a, b in heads] if heads else None}
 
 
+def read_whisper_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dict of a checkpoint file (openai's or ours), loaded once with ``weights_only``; InputError naming the
+    file when it is not one."""
+    import torch
+
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"dims", "model_state_dict"} <= set(ckpt):
+            raise ValueError("no dims / model_state_dict")
+    except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError...; the file is the cause
+        raise InputError(f"{path} is not a readable openai-whisper checkpoint ({type(e).__name__}: {e}); "
+                         "rebuild it or point asr.model at another one") from None
+    return ckpt
+
+
 def load_whisper_checkpoint(path: str | Path, *, device: str = "cpu"):
     """An openai-whisper model from a checkpoint file (openai's or ours), with our alignment heads if recorded.
 
     ``whisper.load_model(path)`` also loads our checkpoints; it falls back to the last half of the decoder's
     heads for word timing, where this applies the model's own heads."""
-    import torch
-    import whisper
-
-    path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        dims = whisper.model.ModelDimensions(**ckpt["dims"])
-        model = whisper.model.Whisper(dims)
-        model.load_state_dict(ckpt["model_state_dict"])
-    except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError...; the file is the cause
-        raise InputError(f"{path} is not a readable openai-whisper checkpoint ({type(e).__name__}: {e}); "
-                         "rebuild it or point asr.model at another one") from None
-    return apply_alignment_heads(model, ckpt.get("alignment_heads")).to(device)
+    return model_from_checkpoint_dict(read_whisper_checkpoint(path), device=device)
 
 
 def model_from_checkpoint_dict(ckpt: dict[str, Any], *, device: str = "cpu"):
-    """An openai-whisper model from an in-memory checkpoint dict (as :func:`ctranslate2_to_whisper` returns)."""
+    """An openai-whisper model from a checkpoint dict (a file's, or :func:`ctranslate2_to_whisper`'s)."""
     import whisper
 
     model = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))

@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from emofusion.asr.models import ModelSource, converted_name, resolve_model
+from emofusion.device import resolve_device
 from emofusion.errors import ConfigError, InputError
 from emofusion.log import logger
+from emofusion.provenance import file_sha256
 
 ENGINES: dict[str, Callable[..., Engine]] = {}
 
@@ -100,12 +102,6 @@ class Engine:
                               "fr, or null to detect it")
 
 
-def _sha256(path: Path) -> str:
-    from emofusion.provenance import file_sha256
-
-    return file_sha256(path)
-
-
 @register("openai-whisper")
 class OpenAIWhisper(Engine):
     """openai-whisper's ``transcribe`` with word timestamps. CTranslate2 sources (the bundled model) load from the
@@ -117,11 +113,16 @@ class OpenAIWhisper(Engine):
         super().__init__(source, options, threads=threads)
         import torch
 
-        from emofusion.asr.convert import ctranslate2_to_whisper, load_whisper_checkpoint, model_from_checkpoint_dict
+        from emofusion.asr.convert import (
+            ctranslate2_to_whisper,
+            load_whisper_checkpoint,
+            model_from_checkpoint_dict,
+            read_whisper_checkpoint,
+        )
 
         if threads:
             torch.set_num_threads(threads)
-        self.device = _torch_device(options.device)
+        self.device = str(resolve_device(options.device, key="asr.device"))
         if options.compute_type not in ("auto", "float32", "float16"):
             raise ConfigError(f"asr.compute_type: {options.compute_type} is for faster-whisper only; openai-whisper "
                               "takes auto, float32 or float16")
@@ -131,27 +132,28 @@ class OpenAIWhisper(Engine):
         info: dict[str, Any] = {"name": source.name, "engine": self.name, "origin": source.origin,
                                 "device": self.device, "compute_type": "float16" if self.fp16 else "float32"}
         if source.format == "openai":
-            sha = _sha256(source.path)
+            sha = file_sha256(source.path)
             if source.expected_sha256 and sha != source.expected_sha256:
                 raise InputError(f"{source.path}: sha256 {sha} differs from openai's published "
                                  f"{source.expected_sha256}; the file is corrupt or partial, download it again")
             self.model = load_whisper_checkpoint(source.path, device=self.device)
             info.update(path=str(source.path), sha256=sha)
         else:
-            source_sha = _sha256(source.weights_file)
+            source_sha = file_sha256(source.weights_file)
             converted = {"path": str(source.weights_file), "sha256": source_sha}
             if checkpoint is not None:
                 checkpoint = Path(checkpoint)
                 if not checkpoint.is_file():
                     raise InputError(f"converted checkpoint {checkpoint} does not exist; run `emofusion "
                                      f"convert-whisper --model {source.name} --out {checkpoint}`")
-                recorded = _converted_source_sha(checkpoint)
+                ckpt = read_whisper_checkpoint(checkpoint)  # read once: checked, then built
+                recorded = (ckpt.get("emofusion") or {}).get("source_sha256")
                 if recorded != source_sha:
                     raise InputError(f"converted checkpoint {checkpoint} was made from another model file "
                                      f"(sha256 {recorded}, {source.weights_file} has {source_sha}); rerun "
                                      "`emofusion convert-whisper` (snakemake does when asr.model changes)")
-                self.model = load_whisper_checkpoint(checkpoint, device=self.device)
-                info.update(path=str(checkpoint), sha256=_sha256(checkpoint))
+                self.model = model_from_checkpoint_dict(ckpt, device=self.device)
+                info.update(path=str(checkpoint), sha256=file_sha256(checkpoint))
             else:
                 logger.info("converting %s (CTranslate2) to openai-whisper in memory; the workflow caches this "
                             "as results/asr/%s.pt", source.path, converted_name(source.name))
@@ -190,17 +192,6 @@ class OpenAIWhisper(Engine):
                  "words": [{"word": w["word"], "start": w["start"], "end": w["end"],
                             "probability": w["probability"]} for w in s.get("words", [])]}
                 for s in result["segments"]]
-
-
-def _converted_source_sha(checkpoint: Path) -> str | None:
-    import torch
-
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
-        raise InputError(f"converted checkpoint {checkpoint} cannot be read ({type(e).__name__}: {e}); delete it "
-                         "and rerun `emofusion convert-whisper`") from None
-    return (ckpt.get("emofusion") or {}).get("source_sha256")
 
 
 @register("faster-whisper")
@@ -243,7 +234,7 @@ class FasterWhisper(Engine):
         self._check_language(self.model.model.is_multilingual, _LANGUAGE_CODES)
         self.info = {"name": source.name, "engine": self.name, "origin": source.origin, "device": device,
                      "compute_type": compute_type, "path": str(source.path),
-                     "sha256": _sha256(source.weights_file)}
+                     "sha256": file_sha256(source.weights_file)}
 
     def transcribe(self, audio: np.ndarray) -> list[dict[str, Any]]:
         o = self.options
@@ -263,17 +254,6 @@ class FasterWhisper(Engine):
                  "words": [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
                            for w in s.words or []]}
                 for s in segments]
-
-
-def _torch_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("asr.device: cuda was requested but PyTorch sees no CUDA device; set asr.device: auto "
-                          "or cpu")
-    return device
 
 
 def load_engine(options: AsrOptions, *, threads: int | None = None, checkpoint: str | Path | None = None) -> Engine:

@@ -88,11 +88,6 @@ def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.D
     return df
 
 
-def empty_transcript() -> pd.DataFrame:
-    """Zero rows, the transcript's columns and types."""
-    return transcript_frame([], duration=0.0)
-
-
 def read_transcript(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(words, segments, metadata) of a transcript file; words and segments keep the file's columns."""
     from emofusion.io import read_parquet_metadata
