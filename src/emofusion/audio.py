@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from emofusion.errors import ConfigError, InputError
-from emofusion.io import atomic_path
+from emofusion.io import atomic_path, write_json
 from emofusion.log import logger, progress
 from emofusion.video import VideoTimeline
 from emofusion.video import timeline as video_timeline
@@ -117,8 +117,7 @@ def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | Non
         raise InputError(f"{source} has no audio stream; set audio.missing_audio: silence to use silent audio "
                          "(every frame's audio marked invalid) or fix the corpus entry")
 
-    side = sidecar_path(out)
-    with atomic_path(side) as tmp_json, atomic_path(out) as tmp_wav:
+    with atomic_path(out) as tmp_wav:
         with sf.SoundFile(tmp_wav, mode="w", samplerate=sample_rate, channels=1, subtype="PCM_16",
                           format="WAV") as wav:
             decoded = None
@@ -139,10 +138,10 @@ def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | Non
                            "overlap_seconds": 0.0}
             if wav.frames != n_out:  # pragma: no cover - guarded by _write_track's arithmetic
                 raise RuntimeError(f"wrote {wav.frames} samples, expected {n_out}")
-        info.update(decoded)
-        if metadata:
-            info["provenance"] = metadata
-        tmp_json.write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    info.update(decoded)
+    if metadata:
+        info["provenance"] = metadata
+    write_json(sidecar_path(out), info)  # after the WAV is in place: a sidecar always describes a complete WAV
     logger.info("%s: %d samples at %d Hz (%.2f s), audio offset %s s, valid samples [%d, %d)", out, n_out,
                 sample_rate, n_out / sample_rate, info["offset_seconds"], info["valid_start_sample"],
                 info["valid_end_sample"])
