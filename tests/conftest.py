@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "resources" / "demo"
 SHARED_DATA = REPO.parent / "shared" / "data"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def venv_env() -> dict[str, str]:
+    """This environment with the interpreter's bin first, as `source .venv/bin/activate` does: rules (and Slurm
+    jobs, which inherit it) call `emofusion` from PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=venv_env())
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A working directory holding the repository's config (the demo corpus is set by :func:`on_demo`)."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    return tmp_path
+
+
+def on_demo(workdir: Path, *args: str) -> list[str]:
+    """Snakemake arguments that run the repository's workflow in ``workdir`` (holding its config.yaml) on the demo
+    corpus. --config goes last: it takes several values, so targets after it would be read as config entries."""
+    return [*args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--config", f"corpus={{root: {DEMO}}}"]
 
 
 def run_ffmpeg(*args: str) -> None:

@@ -424,40 +424,31 @@ def test_transcribes_on_the_gpu(engine, speech, tmp_path):
 
 
 @pytest.mark.workflow
-def test_snakemake_makes_audio_and_transcripts_for_demo_videos(tmp_path):
-    import os
-    import sys
-
+def test_snakemake_makes_audio_and_transcripts_for_demo_videos(workdir):
+    from conftest import DEMO, on_demo, snakemake
     from emofusion.corpus import probe_video
 
-    repo = Path(__file__).resolve().parents[1]
-    demo = repo / "resources" / "demo"
-    videos = sorted(demo.glob("videos/*/*.mp4"))
+    videos = sorted(DEMO.glob("videos/*/*.mp4"))
     if not videos:
         pytest.skip("demo corpus not built")
-    shutil.copy(repo / "config.yaml", tmp_path / "config.yaml")
     picked = [v for v in videos if v.stem.endswith("640x180")][:1] + videos[:1]  # a two-person video and another
     targets = [f"results/transcripts/{v.stem}.parquet" for v in picked]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
-    def snakemake(*args):
-        return subprocess.run([str(Path(sys.executable).with_name("snakemake")), *targets, *args, "--snakefile",
-                               str(repo / "Snakefile"), "--directory", str(tmp_path), "--cores", "2",
-                               "--config", f"corpus={{root: {demo}}}"], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=900, env=env)
+    def run(*args):
+        return snakemake(*on_demo(workdir, *targets, *args, "--cores", "2"), cwd=workdir, timeout=900)
 
-    proc = snakemake()
+    proc = run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for v in picked:
-        meta = json.loads((tmp_path / "results" / "audio" / f"{v.stem}.json").read_text())
+        meta = json.loads((workdir / "results" / "audio" / f"{v.stem}.json").read_text())
         frames, fps = probe_video(v)
         assert meta["has_audio"] and meta["frames"] == frames
         assert meta["num_samples"] == pytest.approx(frames / fps * 16000, abs=16000 / fps)
-        words, _, stored = read_transcript(tmp_path / "results" / "transcripts" / f"{v.stem}.parquet")
+        words, _, stored = read_transcript(workdir / "results" / "transcripts" / f"{v.stem}.parquet")
         assert len(words) > 0 and stored["model"]["name"] == "tiny.en-bundled"
         # only the decoded span was transcribed (the table clips to the whole file, not to this span)
         rate = meta["sample_rate"]
         assert words["start"].min() >= meta["valid_start_sample"] / rate - 0.05
         assert words["end"].max() <= meta["valid_end_sample"] / rate + 0.05
-    again = snakemake("-n")
+    again = run("-n")
     assert "Nothing to be done" in again.stdout + again.stderr

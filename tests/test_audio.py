@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
+from conftest import run_ffmpeg as ffmpeg
 from emofusion.audio import extract_audio, read_audio, read_audio_metadata, sidecar_path
 from emofusion.cli import main
 from emofusion.errors import ConfigError, InputError
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg program to make test media")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pyfeat_videos"
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-y", "-v", "error", *args], check=True)
+SHARED = SHARED_DATA / "pyfeat_videos"
 
 
 def mux_video(path: Path, *, seconds: float = 3.0, fps: int = 25, audio: str | None = None,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
+from conftest import run_ffmpeg as ffmpeg
 from emofusion.cli import main
 from emofusion.errors import ConfigError, InputError
 from emofusion.faces import (
@@ -32,17 +33,12 @@ from emofusion.faces import (
 
 torch = pytest.importorskip("torch")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PYFEAT = DATA / "pyfeat_videos"
+PYFEAT = SHARED_DATA / "pyfeat_videos"
 needs_data = pytest.mark.skipif(not (PYFEAT / "single_face.mp4").is_file(), reason="../shared/data not present")
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
 
 # The astronaut's face in skimage.data.astronaut() (512x512): MTCNN's box is about (180, 62, 268, 173).
 ASTRONAUT_FACE = (165, 45, 285, 190)
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)
 
 
 def x264(path: Path) -> list[str]:

@@ -7,16 +7,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, SNAKEMAKE, on_demo, snakemake, venv_env
+
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"  # the test cluster's partition etc., laid over SLURM_PROFILE
 SCRIPTS = REPO / "tests" / "slurm"
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SHARDS = {"faces": "faces_shard", "audio": "audio_shard", "transcribe": "transcribe_shard"}  # rule -> group
 # Two clips with the corpus's pre-aligned crops (no detection: quick on a CPU) make one face shard; plus one video's
 # audio, a CPU shard.
@@ -24,30 +23,15 @@ TARGETS = ["results/faces/demo09-30-320x180.h5", "results/faces/demo07-30-320x18
            "results/audio/demo09-30-320x180.wav"]
 
 
-def venv_env() -> dict[str, str]:
-    # Rules call `emofusion` from PATH; Slurm jobs inherit this environment (the plugin submits with --export=ALL).
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def on_demo(workdir: Path, *args: str) -> list[str]:
-    """Snakemake arguments that run the repository's workflow in `workdir` on the demo corpus."""
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    # --config goes last: it takes several values, so targets after it would be read as config entries
-    return [*args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--config", f"corpus={{root: {REPO / 'resources' / 'demo'}}}"]
-
-
 def test_lint_accepts_slurm_profile():
-    proc = subprocess.run([SNAKEMAKE, "--lint", "--workflow-profile", str(SLURM_PROFILE)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env=venv_env())
+    proc = snakemake("--lint", "--workflow-profile", str(SLURM_PROFILE))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_dry_run_with_slurm_profile_plans_a_shard_per_group(tmp_path):
+def test_dry_run_with_slurm_profile_plans_a_shard_per_group(workdir):
     """The real profile, placeholders and all, plans the extraction. Without group-components every clip would be
     a group job of its own; with it all of the demo's clips fit one shard per rule."""
-    proc = subprocess.run([SNAKEMAKE, *on_demo(tmp_path, "features", "-n", "--workflow-profile", str(SLURM_PROFILE))],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=venv_env())
+    proc = snakemake(*on_demo(workdir, "features", "-n", "--workflow-profile", str(SLURM_PROFILE)), cwd=workdir)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     for rule, group in SHARDS.items():
@@ -77,15 +61,15 @@ def slurm_job(job_id: str) -> str:
 
 
 @pytest.mark.slurm
-def test_extraction_runs_as_slurm_shard_jobs(slurm_cluster, tmp_path):
+def test_extraction_runs_as_slurm_shard_jobs(slurm_cluster, workdir):
     # timeout -s INT: a hung run stops as on Ctrl-C (the plugin cancels its jobs); SIGTERM could leave it hanging
     cmd = ["timeout", "-s", "INT", "-k", "30", "240", SNAKEMAKE,
-           *on_demo(tmp_path, *TARGETS, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE))]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=venv_env())
+           *on_demo(workdir, *TARGETS, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE))]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     for target in TARGETS:
-        assert (tmp_path / target).stat().st_size > 0, target
+        assert (workdir / target).stat().st_size > 0, target
 
     # Slurm ran them: one job per shard (both face clips in one job), COMPLETED, each with its job log
     submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out))

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-
-def snakemake(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
-    # Rules call `emofusion` from PATH: put this interpreter's environment first, as `source .venv/bin/activate` does.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+from conftest import on_demo, snakemake
 
 
 def test_lint_clean():
@@ -38,17 +28,8 @@ def test_unknown_config_key_stops_the_workflow():
     assert "bogus_section" in proc.stdout + proc.stderr
 
 
-@pytest.fixture
-def workdir(tmp_path):
-    """A working directory holding the repository's config, pointing at the demo corpus by absolute path."""
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    return tmp_path
-
-
 def run_in(workdir: Path, *targets: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    # --config takes several values: it goes last so the targets are not read as config entries
-    return snakemake(*targets, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-                     "--config", f"corpus={{root: {REPO / 'resources' / 'demo'}}}", cwd=workdir, timeout=timeout)
+    return snakemake(*on_demo(workdir, *targets, "--cores", "2"), cwd=workdir, timeout=timeout)
 
 
 @pytest.mark.workflow
