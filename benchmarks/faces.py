@@ -100,11 +100,18 @@ def run_child(video: Path, args) -> dict:
 
 
 def decode_first(video: Path, n: int):
-    from torchcodec.decoders import VideoDecoder
+    """The first ``n`` frames (all when 0) through the stage's own stream, so both sides see the same pixels."""
+    import torch
 
-    dec = VideoDecoder(str(video))
-    n = min(n, dec.metadata.num_frames) if n > 0 else dec.metadata.num_frames
-    return dec.get_frames_in_range(0, n).data  # (n, 3, H, W) uint8
+    from emofusion.video import VideoStream
+
+    stream = VideoStream(video, batch_size=max(1, n) if n > 0 else 64)
+    batches = []
+    for batch in stream:
+        batches.append(batch.frames)
+        if n > 0:
+            break
+    return torch.cat(batches)  # (n, 3, H, W) uint8
 
 
 def same_frames(video: Path, args) -> dict:
