@@ -1,0 +1,166 @@
+"""Backbone registry per modality: one :class:`Backbone` subclass per network, registered with :func:`register`.
+
+The backbone modules (``features/visual.py``, ``features/audio.py``, ``features/text.py``) are imported on the
+first lookup, not here, and import torch / opensmile / transformers only inside the backbone that needs them, so
+``import emofusion.features.registry`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from emofusion.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+MODALITIES = ("visual", "audio", "text")
+_MODULES = {m: f"emofusion.features.{m}" for m in MODALITIES}
+
+BACKBONES: dict[tuple[str, str], type[Backbone]] = {}
+_loaded: set[str] = set()
+
+
+class Backbone:
+    """A pretrained network that turns one modality's input into rows on the frame timeline."""
+
+    modality: ClassVar[str]
+    name: ClassVar[str]
+    licence: ClassVar[str]
+    amp: ClassVar[bool] = False  # tolerates float16 autocast on CUDA
+    offline: ClassVar[bool]  # weights ship in an installed wheel, or none are needed
+
+    width: int
+    native_rate: float
+    timeline: str
+
+    def __init__(self, options: dict | None = None, *, device: torch.device | None = None):
+        import torch
+
+        self.options = dict(options or {})
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+
+    def key(self, option: str) -> str:
+        """The config key of one of this backbone's options, for error messages."""
+        return f"features.{self.modality}.backbones.{self.name}.{option}"
+
+    def option(self, option: str, default: Any = None) -> Any:
+        return self.options.get(option, default)
+
+    def weight_path(self, option: str = "weights", *, required: bool = True) -> Path | None:
+        """A user-set local weight file (or directory); ConfigError naming the key when unset or missing."""
+        value = self.options.get(option)
+        if value is None:
+            if required:
+                raise ConfigError(f"{self.key(option)} is not set: backbone {self.name} needs a local weight file "
+                                  "(no download at run time); set it to the path of the downloaded weights")
+            return None
+        path = Path(os.path.expanduser(str(value)))
+        if not path.exists():
+            raise ConfigError(f"{self.key(option)} is {str(value)!r}, which does not exist; download the weights "
+                              "there or point the key at them")
+        return path
+
+    def weights(self) -> tuple[str, str]:
+        """(where the weights came from, sha256 of the weight file(s) or "none")."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The store attributes this backbone fixes (see :func:`emofusion.features.store.store_attrs`)."""
+        source, sha = self.weights()
+        return {"modality": self.modality, "backbone": self.name, "width": int(self.width),
+                "native_rate": float(self.native_rate), "timeline": self.timeline, "weights_sha256": sha,
+                "weights_source": source, "licence": self.licence}
+
+
+class VisualBackbone(Backbone):
+    modality: ClassVar[str] = "visual"
+    window: int = 1  # frames per sample; >1 for clip-level video CNNs (a window ending at each frame)
+    input_size: int
+
+    def embed(self, crops: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) RGB crops on ``self.device`` (or (B, window, H, W, 3)) -> float (B, width)."""
+        raise NotImplementedError
+
+
+class AudioBackbone(Backbone):
+    modality: ClassVar[str] = "audio"
+
+    def embed(self, wav: np.ndarray, sample_rate: int, frame_times: np.ndarray) -> np.ndarray:
+        """float32 (S,) mono wav on the frame timeline, frame times (N,) s -> float32 (N, width); row i describes
+        the window ending at ``frame_times[i]``."""
+        raise NotImplementedError
+
+
+class TextBackbone(Backbone):
+    modality: ClassVar[str] = "text"
+
+    def embed_words(self, words: list[str]) -> np.ndarray:
+        """The transcript's words in order -> float32 (W, width), one row per word."""
+        raise NotImplementedError
+
+
+def register(cls: type[Backbone]) -> type[Backbone]:
+    """Class decorator: add a backbone under (modality, name); a duplicate name raises."""
+    if cls.modality not in MODALITIES:
+        raise ValueError(f"backbone {cls.__name__}: modality {cls.modality!r} is not one of {MODALITIES}")
+    key = (cls.modality, cls.name)
+    if key in BACKBONES and BACKBONES[key] is not cls:
+        raise ValueError(f"a {cls.modality} backbone named {cls.name!r} is already registered "
+                         f"({BACKBONES[key].__module__}.{BACKBONES[key].__qualname__})")
+    BACKBONES[key] = cls
+    return cls
+
+
+def _load(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ConfigError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    if modality in _loaded:
+        return
+    try:
+        importlib.import_module(_MODULES[modality])
+    except ModuleNotFoundError as e:
+        if e.name != _MODULES[modality]:  # a missing dependency inside the module is a real error
+            raise
+    _loaded.add(modality)
+
+
+def backbone_names(modality: str) -> list[str]:
+    """The registered backbone names of one modality, sorted."""
+    _load(modality)
+    return sorted(name for (m, name) in BACKBONES if m == modality)
+
+
+def backbone_class(modality: str, name: str) -> type[Backbone]:
+    _load(modality)
+    try:
+        return BACKBONES[(modality, name)]
+    except KeyError:
+        raise ConfigError(f"features.{modality}: unknown backbone {name!r}; registered {modality} backbones: "
+                          f"{', '.join(backbone_names(modality)) or '(none)'}") from None
+
+
+def build_backbone(modality: str, name: str, options: dict | None = None, *, device=None) -> Backbone:
+    """Build a registered backbone with its config options (``features.<modality>.backbones.<name>``)."""
+    cls = backbone_class(modality, name)
+    return cls(dict(options or {}), device=device)
+
+
+def sha256_files(paths: Iterable[str | os.PathLike]) -> str:
+    """sha256 of one file, or of several files' bytes in sorted path order (a directory: all files under it)."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+    h = hashlib.sha256()
+    for f in sorted(files) if len(files) > 1 else files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
