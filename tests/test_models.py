@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -340,6 +341,76 @@ def test_audio_guided_visual_attention(faithful):
         # Correct reading: permuting positions of the map (same permutation of the flatten) leaves it unchanged.
         perm = torch.randperm(P)
         torch.testing.assert_close(attn(maps[:, :, perm].transpose(2, 3).reshape(2, L, C * P), a), expected)
+
+
+def direct_spatial_attention(attn: AudioGuidedVisualAttention, flat: Tensor, a: Tensor, *, faithful_reshape: bool,
+                             audio_per_position: bool) -> np.ndarray:
+    """MODELS.md's audio-guided attention written out with numpy in float64, one index at a time where it matters.
+
+    flat (B, L, C * P) is the channel-major flatten of (C, H, W): position p, channel c sits at c * P + p; the
+    published code reads it as if position-major (p * C + c). Score unit k of position p gets
+    ``(W_v relu(U v_p))_k + (W_a relu(U' a))_k`` (shared) or ``... + (W_a relu(U' a))_p`` (published broadcast).
+    """
+    def w(layer):
+        return layer.weight.detach().double().numpy()
+
+    def b(layer):
+        return layer.bias.detach().double().numpy()
+
+    x, a = flat.double().numpy(), a.double().numpy()
+    D = x.shape[-1]
+    P = attn.positions
+    C = D // P
+    idx = np.arange(P)[:, None] * C + np.arange(C) if faithful_reshape else np.arange(C) * P + np.arange(P)[:, None]
+    maps = x[:, :, idx]  # (B, L, P, C): maps[..., p, c] = x[..., idx[p, c]]
+    u = np.maximum(maps @ w(attn.visual_embed).T + b(attn.visual_embed), 0)  # (B, L, P, E)
+    content = u @ w(attn.visual_score).T  # (B, L, P, S)
+    audio = np.maximum(a @ w(attn.audio_embed).T + b(attn.audio_embed), 0) @ w(attn.audio_score).T  # (B, L, S)
+    hidden = np.empty_like(content)
+    for p in range(P):
+        hidden[:, :, p, :] = content[:, :, p, :] + (audio[:, :, p, None] if audio_per_position else audio)
+    score = np.tanh(hidden) @ w(attn.score)[0]  # (B, L, P)
+    alpha = np.exp(score - score.max(-1, keepdims=True))
+    alpha /= alpha.sum(-1, keepdims=True)
+    pooled = np.einsum("blp,blpc->blc", alpha, maps)
+    return pooled @ w(attn.out).T + b(attn.out)
+
+
+@pytest.mark.parametrize("faithful_reshape", [False, True], ids=["permute", "faithful-reshape"])
+@pytest.mark.parametrize("audio_per_position", [False, True], ids=["shared-audio", "per-position-audio"])
+def test_spatial_attention_matches_the_direct_formula(faithful_reshape, audio_per_position):
+    torch.manual_seed(0)
+    P, C = 6, 4
+    attn = AudioGuidedVisualAttention(positions=P, channels=C, audio_dim=5, out_dim=3, embed_dim=7, score_dim=P,
+                                      faithful_reshape=faithful_reshape,
+                                      audio_per_position=audio_per_position).double().eval()
+    for p in attn.parameters():  # large enough that tanh is not linear and the quirks change the result
+        nn.init.normal_(p, std=0.7)
+    flat, a = torch.randn(2, L, C * P, dtype=torch.float64), torch.randn(2, L, 5, dtype=torch.float64)
+    got = attn(flat, a).detach().numpy()
+    want = direct_spatial_attention(attn, flat, a, faithful_reshape=faithful_reshape,
+                                    audio_per_position=audio_per_position)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+    # Each quirk changes the output: the test would notice if a flag were ignored.
+    other = direct_spatial_attention(attn, flat, a, faithful_reshape=faithful_reshape,
+                                     audio_per_position=not audio_per_position)
+    assert np.abs(got - other).max() > 1e-3
+
+
+def test_spatial_faithful_variants_carry_both_published_quirks():
+    dims = {"visual": 4 * 3, "audio": 5}
+    for name in ("jca", "rjca", "dca"):
+        default = build_model(name, dims=dims, seq_len=L, visual_positions=4, fusion_width=6)
+        faithful = build_model(f"{name}_spatial_faithful", dims=dims, seq_len=L, visual_positions=4, fusion_width=6)
+        assert (default.config.spatial_reshape, default.config.spatial_audio) == ("permute", "shared")
+        assert (faithful.config.spatial_reshape, faithful.config.spatial_audio) == ("faithful", "per_position")
+        assert default.spatial["visual"].guide_axis == 2 and faithful.spatial["visual"].guide_axis == -1
+    # The published broadcast exists only when the score width equals the positions (49 there).
+    with pytest.raises(ConfigError, match="spatial_score=5 for visual_positions=4"):
+        build_model("jca_spatial_faithful", dims=dims, seq_len=L, visual_positions=4, spatial_score=5)
+    build_model("jca", dims=dims, seq_len=L, visual_positions=4, spatial_score=5)  # the formula has no such limit
+    with pytest.raises(ConfigError, match="spatial_audio"):
+        build_model("jca", dims=dims, seq_len=L, visual_positions=4, spatial_audio="broadcast")
 
 
 def test_jca_with_spatial_visual_maps():

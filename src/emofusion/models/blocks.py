@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from emofusion.errors import ConfigError
+
 
 def l2_normalize(x: Tensor) -> Tensor:
     """Unit L2 norm per feature vector (last dim); an all-zero vector (a padded step) stays zero."""
@@ -95,16 +97,27 @@ class AudioGuidedVisualAttention(nn.Module):
 
     ``v: (B, L, C * P)`` (a channel-major flatten of ``(C, H, W)``, P = H * W) and ``a: (B, L, d_a)`` ->
     ``(B, L, out_dim)``. Score per position ``w^T tanh(W_v relu(U v_p) + W_a relu(U' a))``, softmax over
-    positions, weighted sum of the raw position vectors, then a Linear. ``faithful_reshape`` reproduces the
-    published code's reshape (a bug that scrambles channels and positions); the default permutes correctly.
-    Does not mix time steps.
+    positions, weighted sum of the raw position vectors, then a Linear. Does not mix time steps.
+
+    Two published-code quirks, each behind a flag (the defaults compute the formula as written):
+    ``faithful_reshape`` reads the channel-major flatten as if position-major (scrambling channels and
+    positions); ``audio_per_position`` unsqueezes the audio term ``W_a relu(U' a)`` (width S) on the last axis,
+    so its component p is added to every score unit of position p instead of the whole vector to every position.
+    That broadcast only exists when S == P (49 = 7 x 7 in the published code); anything else is a ConfigError.
     """
 
     def __init__(self, *, positions: int, channels: int, audio_dim: int, out_dim: int, embed_dim: int,
-                 score_dim: int, faithful_reshape: bool = False) -> None:
+                 score_dim: int, faithful_reshape: bool = False, audio_per_position: bool = False) -> None:
         super().__init__()
+        if audio_per_position and score_dim != positions:
+            raise ConfigError(f"the published per-position audio term (spatial_audio='per_position') needs the "
+                              f"score width to equal the number of positions, got spatial_score={score_dim} for "
+                              f"visual_positions={positions}; leave spatial_score unset (it defaults to the "
+                              "positions) or use spatial_audio='shared'")
         self.positions = positions
         self.to_positions = _positions_faithful if faithful_reshape else _positions_permuted
+        # (B, L, S) -> (B, L, 1, S): same guide for every position; or (B, L, P, 1): component p for position p.
+        self.guide_axis = -1 if audio_per_position else 2
         self.visual_embed = nn.Linear(channels, embed_dim)  # U
         self.audio_embed = nn.Linear(audio_dim, embed_dim)  # U'
         self.visual_score = nn.Linear(embed_dim, score_dim, bias=False)  # W_v
@@ -114,7 +127,7 @@ class AudioGuidedVisualAttention(nn.Module):
 
     def forward(self, v: Tensor, a: Tensor) -> Tensor:
         maps = self.to_positions(v, self.positions)  # (B, L, P, C)
-        guide = self.audio_score(F.relu(self.audio_embed(a))).unsqueeze(2)  # (B, L, 1, score_dim)
+        guide = self.audio_score(F.relu(self.audio_embed(a))).unsqueeze(self.guide_axis)  # (B,L,1,S) or (B,L,P,1)
         content = self.visual_score(F.relu(self.visual_embed(maps)))  # (B, L, P, score_dim)
         alpha = self.score(torch.tanh(content + guide)).squeeze(-1).softmax(dim=-1)  # (B, L, P)
         pooled = (alpha.unsqueeze(-1) * maps).sum(dim=2)  # (B, L, C)

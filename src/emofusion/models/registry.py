@@ -20,12 +20,15 @@ from emofusion.models.config import FusionConfig
 
 _REGISTRY: dict[str, type[FusionModel]] = {}
 
+_SPATIAL_FAITHFUL = {"spatial_reshape": "faithful", "spatial_audio": "per_position"}
+
 # name -> (registered model, overrides). The published settings where our defaults differ, and paper-literal ones.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rjca_published": ("rjca", {"num_iter": 1}),  # the published RJCA code runs one iteration
-    "jca_spatial_faithful": ("jca", {"spatial_reshape": "faithful"}),  # the published reshape of spatial maps
-    "rjca_spatial_faithful": ("rjca", {"spatial_reshape": "faithful"}),
-    "dca_spatial_faithful": ("dca", {"spatial_reshape": "faithful"}),
+    # The published spatial attention: its reshape of the flattened maps and its per-position audio broadcast.
+    "jca_spatial_faithful": ("jca", _SPATIAL_FAITHFUL),
+    "rjca_spatial_faithful": ("rjca", _SPATIAL_FAITHFUL),
+    "dca_spatial_faithful": ("dca", _SPATIAL_FAITHFUL),
     # RJCMA trains one model per target; its code runs 2 iterations and skips the joint projection.
     "rjcma_published": ("rjcma", {"n_targets": 1, "num_iter": 2, "joint_projection": False}),
     "rjcma_paper": ("rjcma", {"n_targets": 1, "num_iter": 3, "joint_projection": True}),

@@ -60,6 +60,9 @@ class RJCAConfig(FusionConfig):
     visual_positions: P > 1 when the visual feature is a spatial map flattened channel-major to width C * P; it is
         then pooled by audio-guided attention to width C. 1 (pooled features) skips that stage.
     spatial_reshape: "permute" (correct, default) or "faithful" (the published code's reshape of the flatten).
+    spatial_audio: "shared" (the audio term added to every position, as the formula says; default) or
+        "per_position" (the published code's broadcast: component p of the audio term added to every score unit
+        of position p; needs the score width to equal visual_positions).
     spatial_embed, spatial_score: hidden widths of the spatial attention; None -> C and P (as published).
     """
 
@@ -75,6 +78,7 @@ class RJCAConfig(FusionConfig):
     gate_tau: float = 0.1
     visual_positions: int = 1
     spatial_reshape: str = "permute"
+    spatial_audio: str = "shared"
     spatial_embed: int | None = None
     spatial_score: int | None = None
 
@@ -86,6 +90,8 @@ class RJCAConfig(FusionConfig):
             raise ConfigError(f"gate_tau must be positive, got {self.gate_tau}")
         if self.spatial_reshape not in ("permute", "faithful"):
             raise ConfigError(f"spatial_reshape must be 'permute' or 'faithful', got {self.spatial_reshape!r}")
+        if self.spatial_audio not in ("shared", "per_position"):
+            raise ConfigError(f"spatial_audio must be 'shared' or 'per_position', got {self.spatial_audio!r}")
         if self.visual_positions > 1:
             dims = self.dim
             if "visual" not in dims or "audio" not in dims:
@@ -123,7 +129,8 @@ class JointAttentionFusion(FusionModel):
             self.spatial["visual"] = AudioGuidedVisualAttention(
                 positions=config.visual_positions, channels=channels, audio_dim=widths["audio"], out_dim=channels,
                 embed_dim=config.spatial_embed or channels, score_dim=config.spatial_score or config.visual_positions,
-                faithful_reshape=config.spatial_reshape == "faithful")
+                faithful_reshape=config.spatial_reshape == "faithful",
+                audio_per_position=config.spatial_audio == "per_position")
             widths["visual"] = channels
         self.branches = nn.ModuleDict({
             m: BLSTMBlock(in_dim=w, out_dim=w, num_layers=config.lstm_layers, dropout=config.branch_dropout)
