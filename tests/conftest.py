@@ -22,9 +22,37 @@ def venv_env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def snakemake(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
+def snakemake(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run Snakemake in ``cwd``: a test's own directory (:func:`workdir`, with :func:`on_demo`), never the
+    checkout, whose results/, logs/ and .snakemake/ hold whatever the user's last run left there."""
+    if Path(cwd).resolve() == REPO:
+        raise ValueError("run Snakemake in the test's own directory (workdir + on_demo), not in the checkout")
     return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env=venv_env())
+
+
+def _outputs_of_the_checkout() -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under the checkout's results/ and logs/."""
+    found = {}
+    for top in ("results", "logs"):
+        for path in (REPO / top).rglob("*"):
+            if path.is_file():
+                st = path.stat()
+                found[str(path.relative_to(REPO))] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_outputs_untouched():
+    """No test may change the checkout's results/ or logs/ (a user's demo run lives there): checked once at the
+    end of the session."""
+    before = _outputs_of_the_checkout()
+    yield
+    after = _outputs_of_the_checkout()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, (f"the tests changed {len(changed)} file(s) of the checkout's results/ or logs/, e.g. "
+                         f"{changed[:5]}: run the workflow in the test's own directory (workdir + on_demo); "
+                         "or was a snakemake running in the checkout at the same time?")
 
 
 @pytest.fixture

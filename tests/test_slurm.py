@@ -23,8 +23,8 @@ TARGETS = ["results/faces/demo09-30-320x180.h5", "results/faces/demo07-30-320x18
            "results/audio/demo09-30-320x180.wav"]
 
 
-def test_lint_accepts_slurm_profile():
-    proc = snakemake("--lint", "--workflow-profile", str(SLURM_PROFILE))
+def test_lint_accepts_slurm_profile(workdir):
+    proc = snakemake(*on_demo(workdir, "--lint", "--workflow-profile", str(SLURM_PROFILE)), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

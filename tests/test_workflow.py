@@ -7,23 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from conftest import on_demo, snakemake
+from conftest import REPO, on_demo, snakemake
 
 
-def test_lint_clean():
-    proc = snakemake("--lint")
+# Every test plans or runs the workflow in its own directory: the checkout's results/ (a user's demo run) must
+# neither change what a test sees nor be changed by it.
+
+def test_lint_clean(workdir):
+    proc = snakemake(*on_demo(workdir, "--lint"), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_dry_run_default_config():
-    proc = snakemake("-n", "--cores", "1", "--quiet", "rules")
+def test_dry_run_default_config(workdir):
+    proc = snakemake(*on_demo(workdir, "-n", "--cores", "1", "--quiet", "rules"), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for rule in ("manifest", "labels"):
         assert rule in proc.stdout
 
 
-def test_unknown_config_key_stops_the_workflow():
-    proc = snakemake("-n", "--cores", "1", "--config", "bogus_section=1")
+def test_unknown_config_key_stops_the_workflow(workdir):
+    proc = snakemake("-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+                     "--config", "bogus_section=1", cwd=workdir)
     assert proc.returncode != 0
     assert "bogus_section" in proc.stdout + proc.stderr
 
