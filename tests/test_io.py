@@ -61,3 +61,71 @@ def test_json_is_stable(tmp_path):
     write_json(tmp_path / "a.json", {"b": 1, "a": 2})
     assert json.loads((tmp_path / "a.json").read_text()) == {"a": 2, "b": 1}
     assert (tmp_path / "a.json").read_text().index('"a"') < (tmp_path / "a.json").read_text().index('"b"')
+
+
+# A writer that gets SIGKILLed mid-write (no exception handler, no finally block runs) and its rerun.
+WRITER = """
+import sys, time
+from emofusion.io import atomic_path
+with atomic_path(sys.argv[1], directory=sys.argv[2] == "dir") as tmp:
+    if sys.argv[2] == "dir":
+        (tmp / "part").write_text("half")
+    else:
+        with open(tmp, "w") as f:
+            f.write("half")
+    print(tmp, flush=True)
+    time.sleep(120)
+"""
+
+
+def _killed_writer(final, mode: str = "file"):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(final), mode], stdout=subprocess.PIPE, text=True)
+    try:
+        tmp = Path(proc.stdout.readline().strip())
+        assert tmp.exists(), "the writer did not start writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    return tmp
+
+
+@pytest.mark.parametrize("mode", ["file", "dir"])
+def test_a_rerun_after_a_kill_leaves_one_output_and_no_temporary(tmp_path, mode):
+    final = tmp_path / ("x.h5" if mode == "file" else "x")
+    # Neighbours that must survive: another output's temporary, names close to ours, the user's files.
+    keep = [".y.h5.tmp-abcd1234.h5", ".x.h5.tmp-notes.txt", f".{final.name}.tmp-abcd1234.h5.bak",
+            f"{final.name}.tmp-abcd1234", ".xx.h5.tmp-abcd1234.h5", "notes.txt"]
+    for name in keep:
+        (tmp_path / name).write_text("not ours")
+    first = _killed_writer(final, mode)
+    assert first.exists() and not final.exists()  # SIGKILL: the writer's own cleanup never ran
+    second = _killed_writer(final, mode)  # killed again: it removed the first one's temporary, left its own
+    assert second.exists() and not first.exists() and not final.exists()
+    with atomic_path(final, directory=mode == "dir") as tmp:  # the rerun
+        if mode == "dir":
+            (tmp / "part").write_text("complete")
+        else:
+            tmp.write_text("complete")
+    assert (final / "part" if mode == "dir" else final).read_text() == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([final.name, *keep])
+    assert all((tmp_path / name).read_text() == "not ours" for name in keep)
+
+
+def test_stale_temporaries_are_only_those_of_the_output(tmp_path):
+    from emofusion.io import remove_stale_temporaries
+
+    ours = [tmp_path / ".clip.h5.tmp-k2_9zq0a.h5", tmp_path / ".clip.h5.tmp-00000000"]
+    others = [tmp_path / ".clip.h5.tmp-k2_9zq0a.parquet", tmp_path / ".clip2.h5.tmp-k2_9zq0a.h5",
+              tmp_path / ".clip.h5.tmp-k2_9zq.h5", tmp_path / "clip.h5"]
+    for p in ours + others:
+        p.write_text("")
+    assert sorted(remove_stale_temporaries(tmp_path / "clip.h5")) == sorted(ours)
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+    assert remove_stale_temporaries(tmp_path / "missing" / "clip.h5") == []

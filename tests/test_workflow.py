@@ -9,7 +9,6 @@ import pytest
 
 from conftest import REPO, on_demo, snakemake
 
-
 # Every test plans or runs the workflow in its own directory: the checkout's results/ (a user's demo run) must
 # neither change what a test sees nor be changed by it.
 

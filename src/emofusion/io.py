@@ -2,6 +2,9 @@
 
 Every stage writes to a temporary file next to its final path and renames it into place only when the write
 finished, so a crash or a kill never leaves a half-written output that a later run would mistake for a result.
+
+A kill (SIGKILL, OOM killer, power cut) gives the writer no chance to delete its temporary file, so the next write
+of the same output removes the temporaries that output's earlier writers left (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,21 +26,68 @@ def _umask() -> int:
     return mask
 
 
+TMP_MARK = ".tmp-"
+_RANDOM = r"[a-z0-9_]{8}"  # the 8 characters tempfile puts between prefix and suffix
+
+
+def _temporary_name(final: Path) -> re.Pattern[str]:
+    """The names :func:`atomic_path` gives the temporaries of ``final`` (file: ``.x.h5.tmp-abcd1234.h5``,
+    directory: ``.x.tmp-abcd1234``), and no other name."""
+    suffix = re.escape("".join(final.suffixes))
+    return re.compile(re.escape(f".{final.name}{TMP_MARK}") + _RANDOM + f"(?:{suffix})?")
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries that killed earlier writes of ``path`` left beside it; return what was removed.
+
+    Only names :func:`atomic_path` makes for this very output are touched (never other files, never the
+    temporaries of other outputs in the folder). That they are stale follows from there being one writer per
+    output at a time: Snakemake locks its working directory against a second instance and never schedules two
+    jobs for the same output, so when a job starts writing an output, any temporary of that output belongs to a
+    run that was killed before it could clean up (a manual ``emofusion`` command writing the output a running job
+    is writing is a race the last rename would win anyway).
+    """
+    from emofusion.log import logger
+
+    final = Path(path)
+    pattern = _temporary_name(final)
+    removed = []
+    try:
+        entries = list(os.scandir(final.parent))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        stale = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+        logger.warning("removed %s: the temporary of an earlier write of %s, killed before it finished",
+                       stale, final)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds, delete it otherwise.
 
     The temporary name keeps the final suffix (``.x.h5.tmp-abc.h5``) so libraries that look at the extension
     (pyarrow, h5py, soundfile) still work. With ``directory=True`` the yielded path is an empty directory.
+    Temporaries of ``path`` left by an earlier write that was killed are removed first
+    (:func:`remove_stale_temporaries`).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     suffix = "".join(final.suffixes)
     if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent))
         os.chmod(tmp, 0o777 & ~_umask())
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=suffix, dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", suffix=suffix, dir=final.parent)
         os.close(fd)
         tmp = Path(name)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode a plain open() would give
