@@ -182,6 +182,26 @@ def test_only_the_valid_span_is_transcribed_and_times_shift_back(tmp_path):
     assert meta["audio"]["duration_seconds"] == 3.0
 
 
+def test_a_recording_without_sidecar_is_decoded_whole_at_16k(tmp_path):
+    """A user's own recording (not made by `emofusion audio`): any rate and channel count, decoded and resampled
+    as the audio stage does, all of it given to the engine, times from its first sample."""
+    import soundfile as sf
+
+    t = np.arange(int(2.5 * 44100)) / 44100
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+    sf.write(tmp_path / "recording.wav", np.stack([tone, tone], axis=1), 44100, subtype="PCM_16")  # 44.1k stereo
+    engine = RecordingEngine()
+    meta = transcribe_file(tmp_path / "recording.wav", tmp_path / "r.parquet", asr_config(vad=False), engine=engine)
+    assert engine.received.dtype == np.float32 and engine.received.size == pytest.approx(2.5 * 16000, abs=2)
+    spectrum = np.abs(np.fft.rfft(engine.received))
+    assert np.argmax(spectrum) * 16000 / engine.received.size == pytest.approx(440, abs=1)  # resampled, not sped up
+    assert np.abs(engine.received).max() == pytest.approx(0.3, abs=0.01)  # channels averaged, not summed
+    words, _, stored = read_transcript(tmp_path / "r.parquet")
+    assert words["start"].tolist() == pytest.approx([0.1])  # the file's own time: no shift
+    assert meta["audio"]["duration_seconds"] == pytest.approx(2.5, abs=1e-3) and meta["audio"]["sidecar"] is None
+    assert stored["audio"]["sample_rate"] == 16000 and stored["audio"]["has_audio"] is True
+
+
 def test_empty_transcript_has_the_schema():
     df = transcript_frame([], duration=3.0)
     assert len(df) == 0 and dict(df.dtypes.astype(str)) == COLUMNS
@@ -321,6 +341,11 @@ def test_corrupt_or_missing_audio_fails_cleanly(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00" + bytes(100))
     out = tmp_path / "out" / "bad.parquet"
+    with pytest.raises(InputError, match=r"bad\.wav cannot be opened as a media file"):  # no sidecar: FFmpeg
+        transcribe_file(bad, out, asr_config())
+    from emofusion.audio import SCHEMA as AUDIO_SCHEMA
+
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": AUDIO_SCHEMA}))  # an audio-stage output's WAV
     with pytest.raises(InputError, match=r"bad\.wav cannot be read"):
         transcribe_file(bad, out, asr_config())
     with pytest.raises(InputError, match=r"nothing\.wav does not exist"):
@@ -367,6 +392,20 @@ def test_cli_transcribes_speech_with_word_times(bundled, speech, fast_engine, tm
     assert model["path"] == str(bundled.path) and re.fullmatch(r"[0-9a-f]{64}", model["sha256"])
     assert meta["config"]["asr"]["model"] == "tiny.en-bundled" and meta["config_hash"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["speech.parquet"]
+
+
+@pytest.mark.slow
+def test_cli_transcribes_a_users_own_recording(bundled, tmp_path):
+    """`emofusion transcribe --audio recording.wav` on espeak-ng speech resampled to 44.1 kHz, no sidecar."""
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(tmp_path / "tts.wav"), SENTENCE], check=True)
+    subprocess.run(["ffmpeg", "-y", "-v", "error", "-i", str(tmp_path / "tts.wav"), "-ar", "44100", "-ac", "2",
+                    str(tmp_path / "recording.wav")], check=True)
+    out = tmp_path / "recording.parquet"
+    assert main(["transcribe", "--audio", str(tmp_path / "recording.wav"), "--out", str(out),
+                 "--threads", "2"]) == 0
+    words, _, meta = read_transcript(out)
+    assert {"quick", "fox", "over", "lazy", "dog"} <= set(words_of(words)), words_of(words)
+    assert words["start"].min() < 0.5 and meta["audio"]["sidecar"] is None
 
 
 @pytest.mark.slow

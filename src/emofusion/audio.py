@@ -122,9 +122,9 @@ def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | Non
                           format="WAV") as wav:
             decoded = None
             if stream is not None:
-                decoded = _write_track(source, wav, timeline, stream_index=stream["stream_index"],
-                                       sample_rate=sample_rate, n_out=n_out,
-                                       chunk_seconds=chunk_seconds, same_file=source == video)
+                decoded = _write_track(source, wav, stream_index=stream["stream_index"],
+                                       reference=timeline.start_seconds if source == video else 0.0,
+                                       sample_rate=sample_rate, n_out=n_out, chunk_seconds=chunk_seconds)
             if decoded is None:
                 if missing_audio == "error":
                     raise InputError(f"{source}: its audio stream holds no decodable samples; set "
@@ -186,9 +186,12 @@ class _BlockWriter:
 MAX_LOGGED = 5  # timestamp jumps logged one by one; the rest are summed up at the end
 
 
-def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: int, sample_rate: int, n_out: int,
-                 chunk_seconds: float, same_file: bool) -> dict[str, Any] | None:
-    """Decode ``source``'s audio frame by frame into ``wav`` on the frame timeline; None if nothing decodes.
+def _write_track(source: Path, wav, *, stream_index: int, reference: float | None, sample_rate: int,
+                 n_out: int | None, chunk_seconds: float) -> dict[str, Any] | None:
+    """Decode ``source``'s audio frame by frame into ``wav``; None if nothing decodes.
+
+    Output sample 0 is at source time ``reference`` seconds (the first video frame's time; None: the first audio
+    frame's); the output has ``n_out`` samples (None: as many as the stream holds).
 
     Each frame is placed by its own timestamp: a jump forward (a gap in the stream) becomes zeros; after a jump
     back (overlap) the new samples that fall on output already written are dropped; either way the audio after a
@@ -203,7 +206,6 @@ def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: in
         raise InputError(f"{source}: the audio stream cannot be decoded ({e}); check the file (ffprobe {source})") \
             from None
     stream = container.streams[stream_index]
-    reference = timeline.start_seconds if same_file else 0.0
     tb = stream.time_base
     # Timestamps are quantized to the stream's time base (1 ms in Matroska): a jitter of one tick is no jump.
     tolerance = 1e-3 + (float(tb) if tb else 0.0)
@@ -225,7 +227,7 @@ def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: in
             mono = a.mean(axis=0, dtype=np.float32) if a.shape[0] > 1 else a[0]
             k = min(max(pos - nxt, 0), mono.size)  # before the first frame, or overlapping what is written
             nxt += mono.size
-            mono = mono[k: k + n_out - pos]
+            mono = mono[k:] if n_out is None else mono[k: k + n_out - pos]
             if mono.size:
                 out.add(mono)
                 pos += mono.size
@@ -234,7 +236,7 @@ def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: in
     def fill(target: int) -> None:
         """Zeros up to output index ``target`` (a late start or a gap)."""
         nonlocal pos
-        n = min(target, n_out) - pos
+        n = (target if n_out is None else min(target, n_out)) - pos
         if n > 0:
             out.zeros(n)
             pos += n
@@ -249,6 +251,7 @@ def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: in
                     t = expected  # no timestamp: assume it follows on
                 if first_pts is None:
                     first_pts = expected = t
+                    reference = t if reference is None else reference
                     nxt = round((t - reference) * sample_rate)
                     fill(nxt)
                     valid_start = valid_end = pos
@@ -273,9 +276,9 @@ def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: in
                     resampler = av.AudioResampler(format="fltp", rate=sample_rate)
                 expected += frame.samples / frame.sample_rate
                 emit(resampler.resample(frame))
-                if pos >= n_out:
+                if n_out is not None and pos >= n_out:
                     break  # audio past the last frame is dropped
-            if resampler is not None and pos < n_out:
+            if resampler is not None and (n_out is None or pos < n_out):
                 emit(resampler.resample(None))
             out.flush()
     except av.error.FFmpegError as e:
@@ -283,7 +286,8 @@ def _write_track(source: Path, wav, timeline: VideoTimeline, *, stream_index: in
             from None
     if first_pts is None:
         return None
-    fill(n_out)
+    if n_out is not None:
+        fill(n_out)
     n_jumps = jumps["gaps"] + jumps["overlaps"]
     if n_jumps > MAX_LOGGED:
         logger.warning("%s: %d audio timestamp jumps in all: %d gaps (%.3f s filled with zeros), %d overlaps "
@@ -324,3 +328,57 @@ def read_audio(wav: str | Path, *, with_metadata: bool = True) -> tuple[np.ndarr
     except (sf.LibsndfileError, RuntimeError) as e:
         raise InputError(f"audio {wav} cannot be read ({e}); rerun `emofusion audio` for this video") from None
     return data.mean(axis=1), int(rate), read_audio_metadata(wav) if with_metadata else {}
+
+
+class _MemoryWav:
+    """What :func:`_write_track` uses of a ``soundfile.SoundFile`` (``samplerate``, ``frames``, ``write``),
+    collecting the samples in memory."""
+
+    def __init__(self, samplerate: int):
+        self.samplerate = samplerate
+        self.frames = 0
+        self.blocks: list[np.ndarray] = []
+
+    def write(self, x: np.ndarray) -> None:
+        self.blocks.append(np.asarray(x, dtype=np.float32))
+        self.frames += len(x)
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.float32)
+
+
+def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> tuple[np.ndarray, dict[str, Any]]:
+    """Any file the decoders read that has an audio stream (WAV at any rate, FLAC, MP3, a video...) as float32 mono
+    samples at ``sample_rate``, decoded as the audio stage decodes (:func:`_write_track`: FFmpeg's resampler,
+    channels averaged, timestamp gaps as zeros), with the file's own time origin (sample 0 = its first audio
+    sample) and the whole decoded track valid. For inputs that are not audio-stage outputs (no sidecar); returns
+    (samples, metadata with the sidecar's keys that apply). InputError naming the file when it holds no audio."""
+    path = Path(path)
+    _check_file(path, "audio")
+    stream = _audio_stream(path)
+    if stream is None:
+        raise InputError(f"{path} has no audio stream; give a file with sound")
+    sink = _MemoryWav(sample_rate)
+    decoded = _write_track(path, sink, stream_index=stream["stream_index"], reference=None, sample_rate=sample_rate,
+                           n_out=None, chunk_seconds=CHUNK_SECONDS)
+    if decoded is None or sink.frames == 0:
+        raise InputError(f"{path}: its audio stream holds no decodable samples; check the file (ffprobe {path})")
+    samples = sink.samples()
+    meta = {"audio_source": str(path), "sample_rate": sample_rate, "num_samples": int(samples.size),
+            "duration_seconds": samples.size / sample_rate, "time_origin": "first audio sample",
+            "source_stream": stream, "sidecar": None, **decoded}
+    return samples, meta
+
+
+def load_audio(path: str | Path, *, sample_rate: int = 16000) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """(float32 mono samples, sample rate, metadata) of an audio-stage output or of any other audio file.
+
+    With a sidecar beside it (``X.json``: an audio-stage output) this is :func:`read_audio`: the WAV as written,
+    on the frame timeline, its valid span from the sidecar. Without one (a user's own recording), the file is
+    decoded and resampled to ``sample_rate`` by :func:`decode_audio`, the whole track valid."""
+    if sidecar_path(path).is_file():
+        return read_audio(path)
+    samples, meta = decode_audio(path, sample_rate=sample_rate)
+    logger.info("%s has no sidecar (not an audio-stage output): decoded at %d Hz, the whole %.2f s valid", path,
+                sample_rate, meta["duration_seconds"])
+    return samples, sample_rate, meta

@@ -1,7 +1,7 @@
 """Transcription stage: Whisper word timestamps per video, offline.
 
-* :func:`transcribe_file`: an audio output of the audio stage (``results/audio/<video>.wav`` + its sidecar) into
-  ``results/transcripts/<video>.parquet`` (layout in :mod:`emofusion.asr.transcript`).
+* :func:`transcribe_file`: an audio output of the audio stage (``results/audio/<video>.wav`` + its sidecar), or
+  any other audio file, into ``results/transcripts/<video>.parquet`` (layout in :mod:`emofusion.asr.transcript`).
 * :func:`convert_model`: a CTranslate2 Whisper model (the bundled tiny.en) into an openai-whisper checkpoint,
   cached by the workflow as ``results/asr/whisper-tiny.en.pt``.
 * :mod:`emofusion.asr.models` resolves ``asr.model`` without a network; :mod:`emofusion.asr.engines` holds the
@@ -24,10 +24,13 @@ __all__ = ["COLUMNS", "SCHEMA", "convert_model", "converted_name", "is_bundled",
 
 def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, checkpoint: str | Path | None = None,
                     threads: int | None = None, engine=None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Transcribe one audio-stage output and write its transcript atomically; return the file's metadata.
+    """Transcribe one audio file and write its transcript atomically; return the file's metadata.
 
-    Only the decoded span ``[valid_start_sample, valid_end_sample)`` of the sidecar is given to the engine (the
-    zero padding around it would invite invented words); its times are shifted back onto the frame timeline.
+    An audio-stage output (a sidecar beside it): only the decoded span ``[valid_start_sample, valid_end_sample)``
+    of the sidecar is given to the engine (the zero padding around it would invite invented words); its times are
+    shifted back onto the frame timeline. Any other audio file (no sidecar: a user's own recording, at any rate,
+    in any format FFmpeg reads) is decoded and resampled to 16 kHz as the audio stage does, the whole of it valid,
+    times from its first sample (:func:`emofusion.audio.load_audio`).
 
     ``asr`` is the validated ``asr:`` config section; ``checkpoint`` the converted openai-whisper checkpoint of a
     CTranslate2 model (else converted in memory); ``engine`` an already loaded engine to reuse across files;
@@ -36,13 +39,13 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
     import time
 
     from emofusion.asr.engines import AsrOptions, load_engine
-    from emofusion.audio import read_audio
+    from emofusion.audio import load_audio, sidecar_path
     from emofusion.io import write_parquet
     from emofusion.log import logger
     from emofusion.provenance import provenance
 
     options = AsrOptions.from_config(asr)
-    samples, rate, audio_meta = read_audio(audio)
+    samples, rate, audio_meta = load_audio(audio, sample_rate=16000)
     duration = samples.size / rate if rate else 0.0
     if rate != 16000:
         from emofusion.errors import InputError
@@ -71,7 +74,8 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
     n_words = int((df["kind"] == "word").sum())
     meta = provenance(config={"asr": asr}, schema=SCHEMA, model=model_info,
                       audio={"path": str(audio), "duration_seconds": duration, "sample_rate": rate,
-                             "has_audio": has_audio, "video": audio_meta.get("video")},
+                             "has_audio": has_audio, "video": audio_meta.get("video"),
+                             "sidecar": audio_meta.get("sidecar", str(sidecar_path(audio)))},
                       options={"temperature": 0.0, "word_timestamps": True, "language": options.language,
                                "beam_size": options.beam_size, "batch_size": options.batch_size,
                                "vad": options.vad},

@@ -10,7 +10,9 @@ HELP = "transcribe a video's audio with Whisper word timestamps into results/tra
 DESCRIPTION = """\
 Read an audio-stage output (--audio results/audio/VIDEO.wav and its .json sidecar) and transcribe it with the
 engine of asr.engine (faster-whisper, batched; or openai-whisper) and the model of asr.model (default
-tiny.en-bundled, which ships offline), temperature 0, word timestamps on.
+tiny.en-bundled, which ships offline), temperature 0, word timestamps on. Any other audio file (no sidecar
+beside it: a recording of your own, any rate or format FFmpeg reads) is decoded and resampled to 16 kHz as the
+audio stage does and transcribed whole, times counted from its first sample.
 
 Output: one Parquet table, one row per segment or word (column kind), with text, start and end in seconds on
 the frame timeline (0 = the video's first frame), probability, and segment statistics; the model (name,
@@ -23,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from emofusion.cli import add_config_arguments
 
     add_config_arguments(p)
-    p.add_argument("--audio", required=True, help="audio-stage WAV (e.g. results/audio/VIDEO.wav)")
+    p.add_argument("--audio", required=True, help="audio-stage WAV (e.g. results/audio/VIDEO.wav) or any audio file")
     p.add_argument("--out", required=True, help="output Parquet (e.g. results/transcripts/VIDEO.parquet)")
     p.add_argument("--whisper-checkpoint", metavar="PT",
                    help="converted openai-whisper checkpoint of a CTranslate2 asr.model (the workflow passes "
