@@ -1,0 +1,255 @@
+"""ABAW valence-arousal submission files: the writer and the validator.
+
+The format (PROTOCOL.md): one CSV, header ``image_location,valence,arousal``, a row ``<clip>/%05d.jpg,v,a`` for
+every frame 1..N of every test clip (frame i + 1 = row i of the clip's frame timeline), values in [-1, 1].
+Frames without a face still get the model's prediction (evaluate made it with that modality masked).
+
+With the organisers' sample prediction file, the rows are exactly the sample's, in its order: per clip, frames
+beyond our frame count repeat the last prediction and frames the sample does not list are left out, as the
+published team scripts do (sucv/ABAW3 ``generate_result.py``, 8th-ABAW Charon ``VA/test.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emofusion.errors import InputError
+from emofusion.io import atomic_path
+from emofusion.metrics import TARGETS
+
+HEADER = "image_location,valence,arousal"
+LOCATION = re.compile(r"(?P<clip>[^/]+)/(?P<frame>[0-9]{5,})\.jpg")
+MAX_EXAMPLES = 5  # rows or frames quoted per problem; the count says how many there are
+
+
+def image_locations(clips: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """``<clip>/%05d.jpg`` for 1-based frame numbers, vectorised."""
+    numbers = np.char.zfill(frames.astype(np.int64).astype(str), 5)
+    return np.char.add(np.char.add(clips.astype(str), "/"), np.char.add(numbers, ".jpg"))
+
+
+def _examples(values) -> str:
+    values = list(values)
+    head = ", ".join(str(v) for v in values[:MAX_EXAMPLES])
+    return head + (f", ... ({len(values)} in all)" if len(values) > MAX_EXAMPLES else "")
+
+
+def _runs(frames: np.ndarray) -> str:
+    """Compact ranges of sorted integers: ``3-7, 9``."""
+    if frames.size == 0:
+        return ""
+    breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+    parts = [f"{g[0]}-{g[-1]}" if len(g) > 1 else f"{g[0]}" for g in np.split(frames, breaks)]
+    return _examples(parts)
+
+
+def read_sample(path: str | Path) -> pd.DataFrame:
+    """The organisers' sample prediction file as ``(image_location, clip, frame)`` rows in file order.
+
+    Only its ``image_location`` column is used. Each clip's frames must be 1..N in order (the format's rule), so
+    the sample can define N; anything else is an error naming the file and row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"report.sample_submission: {path} does not exist; set it to the organisers' sample "
+                         "prediction file or to null")
+    with open(path, newline="") as f:
+        header = f.readline().strip()
+    if header.split(",")[:1] != ["image_location"]:
+        raise InputError(f"report.sample_submission: {path} starts with {header!r}, not an "
+                         f"'{HEADER}' header; is this the organisers' sample prediction file?")
+    locations = pd.read_csv(path, usecols=["image_location"], dtype=str, keep_default_na=False)["image_location"]
+    parts = locations.str.fullmatch(LOCATION.pattern)
+    if not parts.all():
+        row = int(np.flatnonzero(~parts.to_numpy())[0])
+        raise InputError(f"{path}, row {row + 2}: image_location {locations.iloc[row]!r} is not <clip>/%05d.jpg")
+    split = locations.str.extract(LOCATION.pattern)
+    sample = pd.DataFrame({"image_location": locations.to_numpy(), "clip": split["clip"].to_numpy(),
+                           "frame": split["frame"].astype(np.int64).to_numpy()})
+    position = sample.groupby("clip", sort=False).cumcount().to_numpy() + 1
+    bad = np.flatnonzero(sample["frame"].to_numpy() != position)
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(f"{path}, row {row + 2}: {sample['image_location'].iloc[row]!r} where frame "
+                         f"{position[row]} of clip {sample['clip'].iloc[row]} was expected; a sample file lists "
+                         "every clip's frames 1..N in order")
+    return sample
+
+
+def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: str, variant_columns: list[str]):
+    """Per clip (sorted) its predictions as one ``(sum N, 2)`` array on the frame grid, and each clip's offset."""
+    clips = sorted(frames)
+    preds = predictions[predictions["clip"].isin(clips)]
+    counts = np.array([frames[c] for c in clips], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = dict(zip(clips, offsets, strict=True))
+    values = np.full((int(counts.sum()), len(TARGETS)), np.nan, dtype=np.float64)
+    frame = preds["frame"].to_numpy(np.int64)
+    n_of = preds["clip"].map(frames).to_numpy(np.int64)
+    beyond = (frame < 0) | (frame >= n_of)
+    if beyond.any():
+        bad = preds[beyond].groupby("clip")["frame"].agg(["min", "max", "size"])
+        clip = bad.index[0]
+        raise InputError(f"{run}: predictions.parquet has {int(bad['size'].sum())} row(s) outside the manifest's "
+                         f"frames, e.g. clip {clip} frames {bad.loc[clip, 'min']}..{bad.loc[clip, 'max']} for "
+                         f"{frames[clip]} frames; was the run evaluated with another manifest? Rerun `emofusion "
+                         "evaluate`")
+    row = preds["clip"].map(position).to_numpy(np.int64) + frame
+    if np.unique(row).size != row.size:
+        raise InputError(f"{run}: predictions.parquet has duplicate (clip, frame) rows; rerun `emofusion evaluate`")
+    values[row] = preds[variant_columns].to_numpy(np.float64)
+    missing = np.isnan(values).any(axis=1)
+    if missing.any():
+        owner = np.searchsorted(offsets, np.flatnonzero(missing), side="right") - 1
+        lacking = {clips[i]: int((owner == i).sum()) for i in np.unique(owner)}
+        raise InputError(f"{run}: no prediction (or a NaN one) for {int(missing.sum())} test frame(s): "
+                         + _examples(f"{c} ({n} of {frames[c]} frames)" for c, n in lacking.items())
+                         + "; every frame needs one (faceless frames too); rerun `emofusion evaluate` on the run")
+    return clips, counts, offsets, values
+
+
+def build_submission(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: str,
+                     variant_columns: list[str], sample: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The submission rows ``(image_location, valence, arousal)`` for the test clips ``frames`` (clip -> N).
+
+    ``predictions``: a run's predictions.parquet (``clip``, ``frame`` 0-based and ``variant_columns``, the
+    valence and arousal columns to submit); a test frame without a prediction is an error naming ``run``.
+    Without ``sample``: frames 1..N of every clip in sorted order. With ``sample`` (see :func:`read_sample`):
+    exactly its rows; frame f of a clip takes our prediction of frame min(f, N) (pad with the last value).
+    """
+    if not frames:
+        raise InputError("the manifest has no test clips (split == 'test'); there is nothing to submit")
+    if sample is None:
+        clips, counts, _, values = _clip_table(predictions, frames, run=run, variant_columns=variant_columns)
+        clip_col = np.repeat(np.array(clips, dtype=object), counts)
+        frame_col = np.concatenate([np.arange(1, n + 1) for n in counts])
+        locations = image_locations(clip_col, frame_col)
+    else:
+        unknown = sorted(set(sample["clip"]) - set(frames))
+        if unknown:
+            raise InputError(f"the sample submission lists clip(s) {_examples(unknown)} that are not test clips of "
+                             "the manifest, so there are no predictions for them; check corpus.test_list and "
+                             "report.sample_submission belong to the same test set")
+        used = {c: frames[c] for c in sorted(set(sample["clip"]))}
+        clips, counts, offsets, values = _clip_table(predictions, used, run=run, variant_columns=variant_columns)
+        index = dict(zip(clips, range(len(clips)), strict=True))
+        which = sample["clip"].map(index).to_numpy(np.int64)
+        frame = np.minimum(sample["frame"].to_numpy(np.int64), counts[which])  # pad: repeat the last frame
+        values = values[offsets[which] + frame - 1]
+        locations = sample["image_location"].to_numpy()
+    values = np.clip(values, -1.0, 1.0)
+    return pd.DataFrame({"image_location": locations, "valence": values[:, 0], "arousal": values[:, 1]})
+
+
+def write_submission(path: str | Path, rows: pd.DataFrame) -> None:
+    """Write the submission CSV atomically (6 decimals: far below the annotation's resolution)."""
+    with atomic_path(path) as tmp:
+        rows.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+
+
+def check_submission(path: str | Path, frames: Mapping[str, int], *,
+                     sample: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Validate a submission file; return the verdict ``{"file", "ok", "rows", "clips", "errors"}``.
+
+    Checks: the header is exactly ``image_location,valence,arousal``; every row has three fields and an
+    ``image_location`` of the form ``<clip>/%05d.jpg``; every row's clip is expected (a test clip of
+    ``frames``, clip -> N); per clip the frame numbers are 1..N, ascending, without gaps or duplicates; values
+    are finite numbers in [-1, 1]; every expected clip is present. With ``sample`` (:func:`read_sample`) the
+    expected clips and N come from it and the rows must be the sample's, in its order. Every problem is
+    listed (with up to MAX_EXAMPLES rows each, numbered as in the file, header = row 1).
+    """
+    path = Path(path)
+    errors: list[str] = []
+    verdict: dict[str, Any] = {"file": str(path), "ok": False, "rows": 0, "clips": 0, "errors": errors}
+    if sample is not None:
+        frames = sample.groupby("clip", sort=True).size().to_dict()
+    if not path.is_file():
+        errors.append(f"{path} does not exist")
+        return verdict
+    with open(path, newline="") as f:
+        header = f.readline().rstrip("\r\n")
+    if header != HEADER:
+        errors.append(f"header is {header!r}; it must be exactly {HEADER!r}")
+    try:
+        table = pd.read_csv(path, header=None, skiprows=1, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        table = pd.DataFrame(columns=[0, 1, 2])
+    except pd.errors.ParserError as e:
+        errors.append(f"not a three-column CSV: {e}")
+        return verdict
+    if table.shape[1] != 3:
+        errors.append(f"rows have {table.shape[1]} fields; each must be image_location,valence,arousal")
+        return verdict
+    file_row = np.arange(len(table)) + 2  # the header is row 1
+    verdict["rows"] = len(table)
+    locations = table[0]
+    parts = locations.str.extract(f"^{LOCATION.pattern}$")
+    bad_location = parts["clip"].isna().to_numpy()
+    if bad_location.any():
+        errors.append(f"image_location is not <clip>/%05d.jpg in {int(bad_location.sum())} row(s): "
+                      + _examples(f"row {r} {locations.iloc[r - 2]!r}" for r in file_row[bad_location]))
+    ok = ~bad_location
+    clip = parts["clip"].to_numpy(dtype=object)
+    frame = np.where(ok, pd.to_numeric(parts["frame"], errors="coerce").fillna(-1), -1).astype(np.int64)
+
+    # Values: numbers, finite, in [-1, 1].
+    for col, target in zip((1, 2), TARGETS, strict=True):
+        text = table[col].str.strip()
+        value = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+        not_number = np.isnan(value) & ~text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
+        nonfinite = ~np.isfinite(value) & ~not_number
+        outside = np.isfinite(value) & (np.abs(value) > 1.0)
+        for mask, what in ((not_number, "is not a number"), (nonfinite, "is NaN or infinite"),
+                           (outside, "is outside [-1, 1]")):
+            if mask.any():
+                errors.append(f"{target} {what} in {int(mask.sum())} row(s): "
+                              + _examples(f"row {r} ({table[col].iloc[r - 2]!r})" for r in file_row[mask]))
+
+    # Clips: every row's clip expected, every expected clip present.
+    known = np.array([c in frames for c in clip], dtype=bool) | ~ok
+    if not known.all():
+        unknown = pd.Series(file_row[~known]).groupby(clip[~known]).agg(["min", "size"])
+        source = "the sample submission" if sample is not None else "the manifest's test clips"
+        errors.append(f"{len(unknown)} clip(s) not in {source}: "
+                      + _examples(f"{c} ({n} rows from row {r})" for c, (r, n) in unknown.iterrows()))
+    present = set(clip[ok])
+    absent = sorted(set(frames) - present)
+    if absent:
+        errors.append(f"{len(absent)} expected clip(s) have no rows: " + _examples(absent))
+
+    # Frames per clip: 1..N ascending, no duplicates, no gaps, nothing beyond N.
+    keep = ok & known
+    df = pd.DataFrame({"clip": clip[keep], "frame": frame[keep], "row": file_row[keep]})
+    dup = df.duplicated(["clip", "frame"], keep="first").to_numpy()
+    if dup.any():
+        errors.append(f"duplicate image_location in {int(dup.sum())} row(s): "
+                      + _examples(f"row {r} {c}/{f:05d}.jpg" for c, f, r in df[dup].itertuples(index=False)))
+    for name, group in df.groupby("clip", sort=True):
+        n = int(frames[name])
+        got = np.unique(group["frame"].to_numpy())
+        gaps = np.setdiff1d(np.arange(1, n + 1), got)
+        if gaps.size:
+            errors.append(f"clip {name}: {gaps.size} of its {n} frames missing: {_runs(gaps)}")
+        extra = got[(got < 1) | (got > n)]
+        if extra.size:
+            errors.append(f"clip {name}: {extra.size} frame number(s) outside 1..{n}: {_runs(extra)}")
+        back = np.flatnonzero(np.diff(group["frame"].to_numpy()) <= 0)
+        if back.size and not dup.any():
+            errors.append(f"clip {name}: frames not in ascending order from row {int(group['row'].iloc[back[0] + 1])}")
+
+    if sample is not None and not errors:
+        # The rows are then the sample's as a set (same clips, same 1..N); only their order can still differ.
+        differ = np.flatnonzero(sample["image_location"].to_numpy() != locations.to_numpy())
+        if differ.size:
+            first = int(differ[0])
+            errors.append(f"rows are not in the sample submission's order: row {first + 2} is "
+                          f"{locations.iloc[first]!r}, the sample has {sample['image_location'].iloc[first]!r}")
+    verdict["clips"] = len(present & set(frames))
+    verdict["ok"] = not errors
+    return verdict
