@@ -1,0 +1,285 @@
+"""One fold's data: feature stores + labels + manifest, checked before any training, normalised, windowed.
+
+Everything is on the frame timeline; windows are gathered by index arithmetic (:mod:`.windows`). Two modes:
+in memory (all stores loaded once, normalised once; batches are one fancy-indexing gather) or lazy (each window's
+rows read from the stores when its batch is built, so DataLoader workers read in parallel; every worker opens the
+HDF5 files itself, see :class:`emofusion.features.store.FeatureStore`).
+
+Masks: a step of modality m is valid when at least one of its pooled frames is (no face, silence, no word ->
+invalid), and its feature is the mean over its valid pooled frames. A step's label is valid when the label of
+its sub-sequence's last frame is annotated (not -5) and inside the clip (not padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emofusion.errors import ConfigError, InputError
+from emofusion.log import logger
+from emofusion.training.windows import Windowing
+
+IN_MEMORY_LIMIT = 8 << 30  # bytes of features below which `auto` loads the stores into memory
+
+
+@dataclass
+class Normaliser:
+    """Per-modality feature mean and standard deviation, fitted on one fold's training clips (valid frames only)."""
+
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+
+    def apply(self, m: str, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean[m]) / self.std[m]
+
+    def to_plain(self) -> dict[str, Any]:
+        """Tensors in a plain dict (what a ``weights_only`` checkpoint holds)."""
+        import torch
+
+        return {m: {"mean": torch.from_numpy(self.mean[m].copy()), "std": torch.from_numpy(self.std[m].copy())}
+                for m in self.mean}
+
+    @classmethod
+    def from_plain(cls, d: Mapping[str, Any]) -> Normaliser:
+        return cls(mean={m: np.asarray(v["mean"], np.float32) for m, v in d.items()},
+                   std={m: np.asarray(v["std"], np.float32) for m, v in d.items()})
+
+
+class _Moments:
+    """Streaming float64 sums for a mean and a population standard deviation."""
+
+    def __init__(self, width: int):
+        self.n, self.s, self.ss = 0, np.zeros(width), np.zeros(width)
+
+    def add(self, x: np.ndarray) -> None:
+        x = x.astype(np.float64)
+        self.n += len(x)
+        self.s += x.sum(0)
+        self.ss += (x * x).sum(0)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        n = max(self.n, 1)
+        mean = self.s / n
+        std = np.sqrt(np.maximum(self.ss / n - mean * mean, 0.0))
+        std = np.where(std > 1e-8, std, 1.0)  # constant features stay as they are (centred), never blown up
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _check_finite(x: np.ndarray, path: Path, clip: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise InputError(f"feature store {path}: clip {clip!r} has NaN or inf features at {int(bad.any(1).sum())} "
+                         f"frame(s) (first: frame {row}); rebuild the store (`snakemake features`)")
+
+
+class FusionData:
+    """The clips of a manifest with their labels and features for one fold.
+
+    ``stores``: ``{modality: path}``; ``backbones``: ``{modality: backbone}`` expected in each store;
+    ``weights_sha256``: optional expected weights checksum per modality (evaluation passes what training saw).
+    ``normaliser``: given (evaluation: the checkpoint's) or fitted on the fold's training clips.
+    ``in_memory``: True, False, or None (auto: in memory when the features take under 8 GiB).
+    Every check runs here, before any training: a store of another backbone or schema (StoreMismatch), a clip of
+    the manifest missing from a store or with another frame count, NaN/inf features, a fold without valid labels.
+    """
+
+    def __init__(self, *, manifest: pd.DataFrame, labels: str | Path, stores: Mapping[str, str | Path],
+                 backbones: Mapping[str, str], fold: int, windowing: Windowing,
+                 weights_sha256: Mapping[str, str] | None = None, normaliser: Normaliser | None = None,
+                 in_memory: bool | None = None, check_labels: bool = True):
+        from emofusion.corpus import fold_split
+        from emofusion.features.store import FeatureStore
+        from emofusion.models.config import MODALITIES
+
+        self.windowing = windowing
+        self.modalities = [m for m in MODALITIES if m in stores]
+        self.stores = {m: FeatureStore(stores[m], modality=m, backbone=backbones[m],
+                                       weights_sha256=(weights_sha256 or {}).get(m)) for m in self.modalities}
+        df = manifest.sort_values("clip").reset_index(drop=True)
+        self.clips: list[str] = list(df["clip"])
+        self.frames: dict[str, int] = dict(zip(df["clip"], df["frames"].astype(int), strict=True))
+        try:
+            splits = fold_split(df, fold)
+        except ConfigError as e:
+            raise ConfigError(f"fusion.folds: {e}") from None
+        self.split: dict[str, str] = dict(zip(df["clip"], splits, strict=True))
+        for m, store in self.stores.items():
+            missing = [c for c in self.clips if c not in store]
+            if missing:
+                raise InputError(f"feature store {store.path} lacks {len(missing)} clip(s) of the manifest "
+                                 f"(first: {missing[0]!r}); rerun `snakemake features` so it covers the manifest")
+            wrong = [c for c in self.clips if store.frames[c] != self.frames[c]]
+            if wrong:
+                c = wrong[0]
+                raise InputError(f"feature store {store.path}: clip {c!r} has {store.frames[c]} rows but the manifest "
+                                 f"says {self.frames[c]} frames; the store was built from another manifest, rebuild it")
+        self.width = {m: s.width for m, s in self.stores.items()}
+        self.offsets = np.cumsum([0] + [self.frames[c] for c in self.clips]).astype(np.int64)
+        self.total = int(self.offsets[-1])
+        self.clip_frames = np.array([self.frames[c] for c in self.clips], dtype=np.int64)
+        self._load_labels(labels)
+        if check_labels:
+            self._check_fold(fold)
+        if in_memory is None:
+            in_memory = sum(self.total * 4 * w for w in self.width.values()) < IN_MEMORY_LIMIT
+        self.in_memory = in_memory
+        self._read_features(normaliser)
+
+    # --- set-up -------------------------------------------------------------------------------------------------
+    def _load_labels(self, path: str | Path) -> None:
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"labels store {path} does not exist; run `emofusion labels` (or snakemake) first")
+        # one row past the end: the padding row every out-of-clip index points at (invalid)
+        self.labels = np.full((self.total + 1, 2), -5.0, np.float32)
+        self.label_valid = np.zeros((self.total + 1, 2), bool)
+        with h5py.File(path, "r") as h5:
+            for i, c in enumerate(self.clips):
+                if c not in h5:
+                    raise InputError(f"labels store {path} has no clip {c!r}; rebuild it (`emofusion labels`)")
+                values, valid = h5[c]["values"][()], h5[c]["valid"][()]
+                if len(values) != self.frames[c]:
+                    raise InputError(f"labels store {path}: clip {c!r} has {len(values)} rows for {self.frames[c]} "
+                                     "frames in the manifest; rebuild it from this manifest")
+                self.labels[self.offsets[i]:self.offsets[i + 1]] = values
+                self.label_valid[self.offsets[i]:self.offsets[i + 1]] = valid
+
+    def clips_of(self, split: str) -> list[str]:
+        return [c for c in self.clips if self.split[c] == split]
+
+    def _rows(self, clips: list[str]) -> np.ndarray:
+        idx = [self.clips.index(c) for c in clips]
+        return np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) if idx else \
+            np.zeros(0, np.int64)
+
+    def valid_label_frames(self, split: str) -> int:
+        return int(self.label_valid[self._rows(self.clips_of(split))].any(axis=1).sum())
+
+    def _check_fold(self, fold: int) -> None:
+        for split in ("train", "validation"):
+            if not self.clips_of(split):
+                raise ConfigError(f"fusion.folds: fold {fold} has no {split} clips in the manifest")
+            if self.valid_label_frames(split) == 0:
+                raise ConfigError(f"fusion.folds: fold {fold} has no valid label in its {split} clips "
+                                  f"({', '.join(self.clips_of(split)[:5])}...); every label there is -5")
+
+    def _read_features(self, normaliser: Normaliser | None) -> None:
+        """One pass over every store: NaN/inf check, moments of the training clips' valid frames, and (in
+        memory) the normalised arrays with a zero padding row."""
+        train = set(self.clips_of("train"))
+        self.features: dict[str, np.ndarray] = {}
+        self.valid: dict[str, np.ndarray] = {}
+        means, stds = {}, {}
+        for m, store in self.stores.items():
+            moments = _Moments(store.width)
+            if self.in_memory:
+                feats = np.zeros((self.total + 1, store.width), np.float32)
+                valid = np.zeros(self.total + 1, bool)
+            for i, c in enumerate(self.clips):
+                x, v = store.read(c)
+                _check_finite(x, store.path, c)
+                if c in train:
+                    moments.add(x[v])
+                if self.in_memory:
+                    feats[self.offsets[i]:self.offsets[i + 1]] = x
+                    valid[self.offsets[i]:self.offsets[i + 1]] = v
+            means[m], stds[m] = moments.result()
+            if moments.n == 0 and normaliser is None:
+                logger.warning("%s: no valid frame in the training clips; its features are not normalised", store.path)
+            if self.in_memory:
+                self.features[m], self.valid[m] = feats, valid
+        self.normaliser = normaliser or Normaliser(mean=means, std=stds)
+        if self.in_memory:
+            for m in self.modalities:
+                x = self.normaliser.apply(m, self.features[m])
+                x[~self.valid[m]] = 0.0
+                self.features[m] = x.astype(np.float32)
+        logger.info("fold data: %d clips (%s), %d frames, modalities %s (%s), %s", len(self.clips),
+                    ", ".join(f"{sum(s == k for s in self.split.values())} {k}" for k in ("train", "validation",
+                                                                                           "test")),
+                    self.total, ", ".join(f"{m} {self.width[m]}-d" for m in self.modalities),
+                    ", ".join(str(s.path) for s in self.stores.values()),
+                    "in memory" if self.in_memory else "read lazily")
+
+    # --- batches ------------------------------------------------------------------------------------------------
+    def windows(self, clips: list[str], hop: int) -> np.ndarray:
+        """``(W, 2)`` rows ``(clip index in self.clips, start frame)`` of every window of ``clips``."""
+        from emofusion.training.windows import windows_for
+
+        w = windows_for(self.frames, clips, self.windowing, hop)
+        index = {c: self.clips.index(c) for c in clips}
+        w[:, 0] = np.array([index[clips[i]] for i in w[:, 0]], dtype=np.int64) if len(w) else w[:, 0]
+        return w
+
+    def _gather_index(self, windows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Global row indices ``(B, steps, pool)`` of the pooled frames and ``(B, steps)`` of the label frames;
+        frames past a clip's end point at the padding row ``self.total``."""
+        n = self.clip_frames[windows[:, 0]]
+        start = windows[:, 1]
+        pooled = start[:, None, None] + self.windowing.pooled_frames()[None]  # (B, steps, pool)
+        label = start[:, None] + self.windowing.label_frames()[None]  # (B, steps)
+        base = self.offsets[windows[:, 0]]
+        pooled_glob = np.where(pooled < n[:, None, None], base[:, None, None] + pooled, self.total)
+        label_glob = np.where(label < n[:, None], base[:, None] + label, self.total)
+        return pooled_glob, label_glob
+
+    def batch(self, windows: np.ndarray) -> dict[str, Any]:
+        """Tensors for a batch of windows: ``feats {m: (B, L, d_m)}``, ``masks {m: bool (B, L)}``,
+        ``target (B, L, 2)``, ``target_mask bool (B, L, 2)``."""
+        import torch
+
+        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
+        pooled, label = self._gather_index(windows, self.offsets)
+        feats, masks = {}, {}
+        for m in self.modalities:
+            if self.in_memory:
+                x, v = self.features[m][pooled], self.valid[m][pooled]  # (B, steps, pool, D), (B, steps, pool)
+            else:
+                x, v = self._read_lazy(m, windows, pooled)
+            count = v.sum(axis=2)
+            x = (x * v[..., None]).sum(axis=2) / np.maximum(count, 1)[..., None]  # (B, steps, D)
+            feats[m] = torch.from_numpy(x.astype(np.float32))
+            masks[m] = torch.from_numpy(count > 0)
+        return {"feats": feats, "masks": masks, "target": torch.from_numpy(self.labels[label]),
+                "target_mask": torch.from_numpy(self.label_valid[label])}
+
+    def _read_lazy(self, m: str, windows: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Read each window's span of rows from store ``m`` (one contiguous HDF5 read per window), normalise,
+        and gather the pooled frames: ``(B, steps, pool, D)`` features and ``(B, steps, pool)`` validity."""
+        store = self.stores[m]
+        B = len(windows)
+        span = self.windowing.window
+        block = np.zeros((B, span + 1, store.width), np.float32)  # + 1: padding row at the end of each window
+        vblock = np.zeros((B, span + 1), bool)
+        for b, (ci, start) in enumerate(windows):
+            x, v = store.read(self.clips[ci], int(start), int(start) + span)
+            block[b, : len(x)] = self.normaliser.apply(m, x)
+            vblock[b, : len(v)] = v
+        block[~vblock] = 0.0
+        local = pooled - self.offsets[windows[:, 0]][:, None, None] - windows[:, 1][:, None, None]
+        local = np.where(pooled == self.total, span, local)  # padding -> the padding row
+        rows = np.arange(B)[:, None, None]
+        return block[rows, local], vblock[rows, local]
+
+
+class WindowBatches:
+    """A map-style dataset whose items are whole batches: ``dataset[list of window numbers]`` -> batch dict.
+    Used with ``DataLoader(dataset, sampler=<list of index lists>, batch_size=None)`` so in-memory batches are
+    one vectorised gather and lazy batches are built (and read) in the workers."""
+
+    def __init__(self, data: FusionData, windows: np.ndarray):
+        self.data, self.windows = data, windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, idx) -> dict[str, Any]:
+        return self.data.batch(self.windows[np.asarray(idx, dtype=np.int64)])

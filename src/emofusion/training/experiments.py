@@ -1,0 +1,89 @@
+"""Experiments from the ``fusion:`` config section: preset and overrides merged and checked, stores, run folders.
+
+A resolved experiment is a plain dict (JSON-serialisable, recorded in every run)::
+
+    {"name", "model", "model_options", "stores": {modality: backbone}, "preset", "training": {every preset key}}
+
+:func:`experiment_section` gives the minimal ``fusion`` config that holds only one experiment and its preset:
+what the Snakemake rules pass to `emofusion train/evaluate`, so editing one experiment changes only its rules'
+params.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from emofusion.errors import ConfigError
+
+STORE_ROOT = Path("results/features")
+RUN_ROOT = Path("results/fusion")
+
+
+def store_path(modality: str, backbone: str, root: str | Path = STORE_ROOT) -> Path:
+    """Where the embedding stage writes a store: ``results/features/<modality>/<backbone>.h5``."""
+    return Path(root) / modality / f"{backbone}.h5"
+
+
+def run_dir(experiment: str, fold: int, seed: int, root: str | Path = RUN_ROOT) -> Path:
+    return Path(root) / experiment / f"fold{fold}" / f"seed{seed}"
+
+
+def _preset_schema() -> dict[str, Any]:
+    from emofusion.config import load_schema
+
+    return load_schema("config")["$defs"]["preset"]
+
+
+def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
+    """The experiment ``name`` of a validated ``fusion`` section with its preset merged under its overrides.
+
+    The merged training settings are validated against the preset schema (an override of the wrong type names
+    ``fusion.experiments.<name>.training.<key>``)."""
+    import jsonschema
+
+    experiments = fusion.get("experiments", {})
+    if name not in experiments:
+        raise ConfigError(f"fusion.experiments has no experiment {name!r}; configured: {sorted(experiments)}")
+    exp = copy.deepcopy(experiments[name])
+    preset_name = exp.get("preset", "demo")
+    presets = fusion.get("presets", {})
+    if preset_name not in presets:
+        raise ConfigError(f"fusion.experiments.{name}.preset: no preset {preset_name!r} in fusion.presets; "
+                          f"defined: {sorted(presets)}")
+    training = {**presets[preset_name], **exp.get("training", {})}
+    schema = _preset_schema()
+    for err in jsonschema.Draft202012Validator(schema).iter_errors(training):
+        key = ".".join(str(p) for p in err.absolute_path)
+        raise ConfigError(f"fusion.experiments.{name}.training.{key} (preset {preset_name!r} with the "
+                          f"experiment's overrides): {err.message}")
+    for key, sub in schema["properties"].items():  # a preset written by hand may leave keys to their defaults
+        training.setdefault(key, copy.deepcopy(sub["default"]))
+    return {"name": name, "model": exp["model"], "model_options": dict(exp.get("model_options", {})),
+            "stores": dict(exp.get("stores", {"visual": "fer", "audio": "egemaps"})), "preset": preset_name,
+            "training": training}
+
+
+def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = False) -> dict[str, Any]:
+    """``{"fusion": ...}`` holding only experiment ``name``, its preset and the device (plus the smoothing
+    settings for evaluation): a valid config section whose JSON changes only when this experiment does."""
+    exp = fusion["experiments"][name]
+    preset = exp.get("preset", "demo")
+    section: dict[str, Any] = {"device": fusion.get("device", "auto"), "experiments": {name: exp},
+                               "presets": {preset: fusion.get("presets", {}).get(preset, {})}}
+    if smoothing:
+        section["smoothing"] = fusion.get("smoothing", {})
+    return {"fusion": section}
+
+
+def experiment_stores(fusion: dict[str, Any], name: str, root: str | Path = STORE_ROOT) -> dict[str, str]:
+    """``{modality: store path}`` an experiment reads."""
+    exp = fusion["experiments"][name]
+    return {m: str(store_path(m, b, root)) for m, b in exp.get("stores", {"visual": "fer", "audio": "egemaps"}).items()}
+
+
+def grid(fusion: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """Every ``(experiment, fold, seed)`` run of the section, in a stable order."""
+    return [(name, fold, seed) for name in sorted(fusion.get("experiments", {}))
+            for fold in fusion.get("folds", [0]) for seed in fusion.get("seeds", [0])]
