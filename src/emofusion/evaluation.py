@@ -122,7 +122,6 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     import json
 
     import pandas as pd
-    import torch
 
     from emofusion.io import write_json, write_parquet
     from emofusion.models import build_model, read_checkpoint

@@ -109,7 +109,7 @@ class FusionData:
         except ConfigError as e:
             raise ConfigError(f"fusion.folds: {e}") from None
         self.split: dict[str, str] = dict(zip(df["clip"], splits, strict=True))
-        for m, store in self.stores.items():
+        for store in self.stores.values():
             missing = [c for c in self.clips if c not in store]
             if missing:
                 raise InputError(f"feature store {store.path} lacks {len(missing)} clip(s) of the manifest "

@@ -30,7 +30,7 @@ def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
-    np.random.seed(seed % (1 << 32))
+    np.random.seed(seed % (1 << 32))  # noqa: NPY002  (third-party code may draw from the legacy global RNG)
     torch.manual_seed(seed)
 
 

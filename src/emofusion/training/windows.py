@@ -81,7 +81,7 @@ def reassemble(step_values: np.ndarray, windows: np.ndarray, clips: list[str], f
 
     ``step_values (W, steps, T)`` for ``windows (W, 2)`` of :func:`windows_for`; returns ``{clip: (N, T)}``
     float32. Raises if a frame got no prediction (a windowing bug, never silently zero)."""
-    W, L, T = step_values.shape
+    T = step_values.shape[2]
     offsets = np.cumsum([0] + [frames[c] for c in clips])
     within = np.arange(windowing.window, dtype=np.int64)  # (window,) frame offsets; step of each = within // sub
     frame = windows[:, 1:2] + within[None, :]  # (W, window)
