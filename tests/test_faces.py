@@ -280,6 +280,7 @@ def test_video_store_has_one_row_per_frame_with_the_face(media, tmp_path, caplog
     assert attrs["provenance"]["config"]["faces"]["batch_size"] == 5
     assert "versions" in attrs["provenance"]
     assert set(attrs["provenance"]["detector"]["weights_sha256"]) == {"pnet.pt", "rnet.pt", "onet.pt"}
+    assert attrs["timestamps_backwards"] == 0
     assert list(out.parent.iterdir()) == [out]  # no temporary files left beside it
 
 
@@ -408,6 +409,30 @@ def test_variable_frame_rate_timestamps_come_from_the_stream():
     assert len(stamps) == len(decoded) == VideoDecoder(str(path)).metadata.num_frames == 169
     np.testing.assert_allclose(stamps, decoded, atol=1e-9)
     assert np.ptp(np.diff(decoded)) > 0.01  # really variable
+
+
+def test_concatenated_video_with_timestamps_going_back_is_kept_in_decode_order_and_flagged(make_video, tmp_path,
+                                                                                           caplog):
+    """ffmpeg's concat demuxer with -c copy, the first clip cut short by `duration`: the second clip's timestamps
+    restart before the first's end. Every frame stays, in decode order; the store counts the steps back and the log
+    warns once, naming the file."""
+    from emofusion.video import VideoStream
+
+    clip = make_video(frames=30, fps=30)
+    (tmp_path / "list.txt").write_text(f"file '{clip}'\nduration 0.5\nfile '{clip}'\n")
+    joined = tmp_path / "joined.mp4"
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(joined))
+    decoded = np.concatenate([b.timestamps for b in VideoStream(joined, batch_size=16)])
+    backwards = int((np.diff(decoded) < 0).sum())
+    assert len(decoded) == 60 and backwards > 0  # the file really has timestamps that go back
+    out = tmp_path / "joined.h5"
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        extract_faces(joined, out, clip="joined", settings=FaceSettings(device="cpu", batch_size=16))
+    store = read_faces(out, crops=False)
+    np.testing.assert_array_equal(store["timestamps"], decoded)  # decode order, not re-sorted
+    assert store["attrs"]["timestamps_backwards"] == backwards and store["attrs"]["frames"] == 60
+    warnings = [r.getMessage() for r in caplog.records if "timestamps go backwards" in r.getMessage()]
+    assert len(warnings) == 1 and str(joined) in warnings[0] and f"{backwards} time(s)" in warnings[0]
 
 
 @needs_data

@@ -32,8 +32,10 @@ Store layout (``results/faces/<clip>.h5``), one row per decoded frame (the timel
 
 Root attributes: ``schema_version``, ``clip``, ``video``, ``source`` (``mtcnn`` | ``cropped_aligned``), ``size``,
 ``template`` (5, 2), ``frames``, ``valid_frames``, ``detected_frames``, ``filled_frames``, ``width``, ``height``,
-``provenance`` (JSON: versions, git revision, config and its hash, for ``mtcnn`` also the detector's weight
-checksums and device).
+``timestamps_backwards`` (steps where ``timestamps[i] < timestamps[i - 1]``: frames stay in decode order, but an
+edited or concatenated file whose timestamps jump back has times that are not trustworthy; logged as a warning;
+the ``cropped_aligned`` source stores the demuxer's sorted times, so 0 there), ``provenance`` (JSON: versions,
+git revision, config and its hash, for ``mtcnn`` also the detector's weight checksums and device).
 """
 
 from __future__ import annotations
@@ -789,6 +791,7 @@ def _fill_gaps(ds: dict[str, Any], max_gap: int) -> int:
 def _finish_store(f, ds: dict[str, Any], *, clip: str, video: str, source: str, settings: FaceSettings,
                   width: int, height: int, provenance: dict[str, Any] | None, started: float) -> FaceSummary:
     filled = _fill_gaps(ds, settings.fill_gaps) if settings.fill_gaps > 0 else 0
+    backwards = _timestamps_backwards(ds["timestamps"][:], video)
     valid = ds["valid"][:]
     n = len(valid)
     n_valid = int(valid.sum())
@@ -798,11 +801,23 @@ def _finish_store(f, ds: dict[str, Any], *, clip: str, video: str, source: str, 
         "schema_version": SCHEMA_VERSION, "clip": clip, "video": str(video), "source": source,
         "size": settings.size, "template": face_template(settings.size, settings.margin).astype(np.float32),
         "frames": n, "valid_frames": n_valid, "detected_frames": summary.detected, "filled_frames": filled,
-        "width": int(width), "height": int(height),
+        "width": int(width), "height": int(height), "timestamps_backwards": backwards,
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
     f.attrs.update(attrs)
     return summary
+
+
+def _timestamps_backwards(timestamps: np.ndarray, video: str | Path) -> int:
+    """How many steps of ``timestamps`` go back in time; warns once, naming ``video``, when any do."""
+    back = np.flatnonzero(np.diff(timestamps) < 0)
+    if len(back):
+        i = int(back[0]) + 1
+        logger.warning("%s: frame timestamps go backwards %d time(s), first at frame %d (%.3f s after %.3f s), as in "
+                       "an edited or concatenated file; the frames are kept in decode order, but the file's "
+                       "timestamps are not trustworthy (re-encode it, e.g. `ffmpeg -i %s -c:v libx264 out.mp4`)",
+                       video, len(back), i, timestamps[i], timestamps[i - 1], video)
+    return len(back)
 
 
 def _log_summary(summary: FaceSummary, video: str | Path) -> None:
