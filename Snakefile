@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/faces.smk"
 include: "workflow/rules/audio.smk"
+include: "workflow/rules/fusion.smk"
 # --- stage includes (pipeline order) ---
 
 
@@ -21,6 +22,7 @@ rule all:
         "results/manifest.parquet",
         "results/labels.h5",
         feature_targets(),
+        fusion_targets(),
     default_target: True
 
 
@@ -28,3 +30,9 @@ rule features:
     """The extraction stages (the costly, cached part; send these to a cluster)."""
     input:
         feature_targets(),
+
+
+rule fusion:
+    """The fusion stage: train and evaluate every (experiment, fold, seed), then the report."""
+    input:
+        fusion_targets(),

@@ -124,3 +124,53 @@ def asr_model_files(wildcards):
     if (path / "model.bin").is_file():
         return [str(path / "model.bin")]
     return []
+
+
+# Fusion stage (workflow/rules/fusion.smk)
+from emofusion.training.experiments import experiment_section, experiment_stores, grid, run_dir
+
+FUSION_RUNS = [str(run_dir(e, f, s)) for e, f, s in grid(config["fusion"])]
+
+
+def fusion_inputs(wildcards):
+    """Manifest, labels and the experiment's feature stores, one named input per modality."""
+    return {"manifest": "results/manifest.parquet", "labels": "results/labels.h5",
+            **experiment_stores(config["fusion"], wildcards.experiment)}
+
+
+def fusion_store_options(wildcards, input):
+    """`--store MODALITY=PATH` for each store the experiment reads."""
+    stores = experiment_stores(config["fusion"], wildcards.experiment)
+    return " ".join(f"--store {m}={shlex.quote(input[m])}" for m in stores)
+
+
+def fusion_experiment_json(wildcards):
+    """Only this experiment, its preset and the device: editing another experiment leaves this param alone."""
+    return shlex.quote(json.dumps(experiment_section(config["fusion"], wildcards.experiment), sort_keys=True))
+
+
+def fusion_evaluate_json(wildcards):
+    """As fusion_experiment_json, plus the smoothing candidates evaluation chooses from."""
+    section = experiment_section(config["fusion"], wildcards.experiment, smoothing=True)
+    return shlex.quote(json.dumps(section, sort_keys=True))
+
+
+def fusion_run_dir(wildcards):
+    return str(run_dir(wildcards.experiment, wildcards.fold, wildcards.seed))
+
+
+def fusion_run_files(name):
+    """A file of every run of the grid (fusion.experiments x folds x seeds)."""
+    return [f"{run}/{name}" for run in FUSION_RUNS]
+
+
+def fusion_run_dirs():
+    return " ".join(shlex.quote(run) for run in FUSION_RUNS)
+
+
+def fusion_targets():
+    """The report, when any experiment is configured."""
+    if not FUSION_RUNS:
+        return []
+    return ["results/report/results.csv", "results/report/results.md", "results/report/plots",
+            "results/report/submission"]

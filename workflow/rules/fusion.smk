@@ -1,0 +1,81 @@
+# Fusion stage: per (experiment, fold, seed) a training run and its evaluation, then one report over the grid.
+# Each run's params carry only its own experiment and preset (fusion_experiment_json), so editing one
+# experiment reruns that experiment's train/evaluate and the report; the stores are inputs, never rebuilt here.
+
+wildcard_constraints:
+    experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    fold="[0-9]+",
+    seed="[0-9]+",
+
+
+rule train:
+    input:
+        unpack(fusion_inputs),
+    output:
+        model="results/fusion/{experiment}/fold{fold}/seed{seed}/model.pt",
+        epochs="results/fusion/{experiment}/fold{fold}/seed{seed}/log.jsonl",
+        run="results/fusion/{experiment}/fold{fold}/seed{seed}/run.json",
+    log:
+        "logs/train/{experiment}/fold{fold}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{experiment}/fold{fold}/seed{seed}.tsv"
+    params:
+        cfg=fusion_experiment_json,
+        stores=fusion_store_options,
+        out=fusion_run_dir,
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion train --config-json {params.cfg} --experiment {wildcards.experiment} --fold {wildcards.fold} "
+        "--seed {wildcards.seed} --manifest {input.manifest} --labels {input.labels} {params.stores} "
+        "--threads {threads} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        unpack(fusion_inputs),
+        model="results/fusion/{experiment}/fold{fold}/seed{seed}/model.pt",
+        run="results/fusion/{experiment}/fold{fold}/seed{seed}/run.json",
+    output:
+        predictions="results/fusion/{experiment}/fold{fold}/seed{seed}/predictions.parquet",
+        metrics="results/fusion/{experiment}/fold{fold}/seed{seed}/metrics.json",
+    log:
+        "logs/evaluate/{experiment}/fold{fold}/seed{seed}.log",
+    params:
+        cfg=fusion_evaluate_json,
+        stores=fusion_store_options,
+        run=fusion_run_dir,
+    threads: 1
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion evaluate --config-json {params.cfg} --run {params.run} --manifest {input.manifest} "
+        "--labels {input.labels} {params.stores} --threads {threads} > {log} 2>&1"
+
+
+rule report:
+    input:
+        manifest="results/manifest.parquet",
+        metrics=fusion_run_files("metrics.json"),
+        predictions=fusion_run_files("predictions.parquet"),
+    output:
+        table="results/report/results.csv",
+        markdown="results/report/results.md",
+        plots=directory("results/report/plots"),
+        submission=directory("results/report/submission"),
+    log:
+        "logs/report/report.log",
+    params:
+        cfg=config_json("report", "fusion"),
+        runs=fusion_run_dirs(),
+    localrule: True
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion report --config-json {params.cfg} --manifest {input.manifest} --runs {params.runs} "
+        "--out results/report > {log} 2>&1"
