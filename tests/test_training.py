@@ -264,7 +264,7 @@ def test_training_learns_and_writes_the_run_contract(corpus, tmp_path):
 @pytest.mark.slow
 def test_same_seed_same_result_other_seed_other_result(corpus, tmp_path):
     exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=2, **SMALL)
-    a, b, c = (train(corpus, tmp_path / name, exp, seed=s) for name, s in (("a", 0), ("b", 0), ("c", 1)))
+    a, b, _ = (train(corpus, tmp_path / name, exp, seed=s) for name, s in (("a", 0), ("b", 0), ("c", 1)))
     sa, sb, sc = (torch.load(tmp_path / n / "model.pt", weights_only=True)["state_dict"] for n in "abc")
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
