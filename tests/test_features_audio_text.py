@@ -229,11 +229,12 @@ def tiny_bert_dir(tmp_path_factory):
 
 
 def audio_options(name, hf_speech_dirs, vggish_file) -> dict:
-    if name in ("wav2vec2", "hubert", "wavlm"):
-        return {"model": str(hf_speech_dirs[name])}
-    if name == "vggish":
-        return {"weights": str(vggish_file)}
-    return {}
+    """The options the stage passes: the config schema's defaults, plus the user's weights."""
+    from emofusion.config import validate_config
+
+    user = {"vggish": {"weights": str(vggish_file)}, **{k: {"model": str(v)} for k, v in hf_speech_dirs.items()}}
+    config = validate_config({"features": {"audio": {"backbones": {name: user.get(name, {})}}}})
+    return config["features"]["audio"]["backbones"][name]
 
 
 @pytest.mark.slow
@@ -425,7 +426,10 @@ def test_bert_rjcma_recipe_sums_the_last_four_layers_and_averages_subwords(tiny_
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    backbone = build_backbone("text", "bert", {"model": str(tiny_bert_dir)})
+    from emofusion.config import validate_config
+
+    options = validate_config({"features": {"text": {"backbones": {"bert": {"model": str(tiny_bert_dir)}}}}})
+    backbone = build_backbone("text", "bert", options["features"]["text"]["backbones"]["bert"])
     assert backbone.width == 32 and backbone.layers == 4 and backbone.max_tokens == 64
     words = ["unbelievably", "good", "news"]
     rows = backbone.embed_words(words)

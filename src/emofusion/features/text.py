@@ -59,7 +59,9 @@ class _HFText(TextBackbone):
         limit = int(min(getattr(cfg, "max_position_embeddings", 512), 512))
         if cfg.model_type in ("roberta", "xlm-roberta", "camembert"):
             limit = min(limit, int(cfg.max_position_embeddings) - 2)  # RoBERTa positions start after padding_idx
-        self.max_tokens = self._int("max_tokens", min(self.default_max_tokens, limit))
+        if self.option("max_tokens") is None:  # unset or null in the config: the model's own limit
+            self.options["max_tokens"] = min(self.default_max_tokens, limit)
+        self.max_tokens = self._int("max_tokens", 0)
         if not 8 <= self.max_tokens <= limit:
             raise ConfigError(f"{self.key('max_tokens')} must be 8..{limit} for this model, got {self.max_tokens}")
         self.batch = self._int("batch_chunks", 16)
