@@ -462,3 +462,39 @@ def test_text_rows_follow_word_timing():
     np.testing.assert_array_equal(feats[calm], np.repeat(rows[:1], calm.sum(), axis=0))
     np.testing.assert_array_equal(feats[sea], np.repeat(rows[1:], sea.sum(), axis=0))
     assert not feats[~valid].any()
+
+
+# ----------------------------------------------------------------------------------------- stage-facing checks
+
+
+def test_nan_from_a_backbone_is_refused_before_writing():
+    from emofusion.errors import EmofusionError
+    from emofusion.features.store import check_rows
+
+    backbone = build_backbone("audio", "logmel")
+    wav = np.zeros(SR, np.float32)
+    wav[8000:8100] = np.nan  # a corrupt stretch reaches the backbone
+    feats = backbone.embed(wav, SR, times_of(wav))
+    assert not np.isfinite(feats).all()
+    with pytest.raises(EmofusionError, match=r"backbone logmel gave NaN or inf features for clip c1 at \d+ frame"):
+        check_rows(feats, np.ones(len(feats), bool), clip="c1", backbone="logmel", width=backbone.width)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("modality", "name"), [("audio", "whisper"), ("audio", "crepe"), ("audio", "resemblyzer"),
+                                                ("audio", "logmel"), ("audio", "egemaps"), ("text", "minilm")])
+def test_backbones_on_the_gpu_agree_with_the_cpu(modality, name):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    wav = speech_wav()[: 2 * SR]
+    words = "well i think that went rather nicely today".split()
+
+    def run(device):
+        backbone = build_backbone(modality, name, device=torch.device(device))
+        return backbone.embed(wav, SR, times_of(wav)) if modality == "audio" else backbone.embed_words(words)
+
+    cpu, gpu = run("cpu"), run("cuda")
+    assert gpu.shape == cpu.shape and np.isfinite(gpu).all()
+    assert np.corrcoef(gpu.ravel(), cpu.ravel())[0, 1] > 0.999

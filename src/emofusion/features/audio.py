@@ -160,7 +160,6 @@ class LogMel(_Audio):
     name = "logmel"
     licence = "BSD-2-Clause (torchaudio); no weights"
     offline = True
-    amp = True
     native_rate = 100.0
     default_stats = ("mean", "std")
 
@@ -264,7 +263,7 @@ class WhisperEncoder(_Audio):
         padded[:len(wav)] = wav
         chunks = torch.from_numpy(padded).view(n_chunks, self.CHUNK)  # (C, 480000)
         states = []
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+        with torch.no_grad():
             for b in range(0, n_chunks, self.batch):
                 # log-mel per chunk: Whisper normalises by each input's own maximum
                 mel = torch.stack([whisper.audio.log_mel_spectrogram(c.to(self.device), n_mels=self.n_mels)
@@ -541,7 +540,7 @@ class HFSpeech(_Audio):
         x = torch.from_numpy(np.stack(pieces)).to(self.device)  # (B, S)
         if self.normalize:
             x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, keepdim=True) + 1e-7)
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+        with torch.no_grad():
             out = self.model(x, output_hidden_states=True)
         return list(out.hidden_states[self.layer].float().cpu().numpy())
 
@@ -679,8 +678,7 @@ class VGGish(_Audio):
             idx = torch.from_numpy(last[:, None] - 95 + np.arange(96)[None, :]).to(self.device)  # (K, 96)
             out = []
             for b in range(0, len(idx), self.batch):
-                with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                    out.append(self.net(logmel[idx[b:b + self.batch]][:, None]).float().cpu())
+                out.append(self.net(logmel[idx[b:b + self.batch]][:, None]).float().cpu())
             embeds = torch.cat(out).numpy()
         ends = (last * 160 + 400) / SAMPLE_RATE
         return hold_latest(embeds, ends, frame_times)
