@@ -300,7 +300,7 @@ def test_a_resume_state_of_another_configuration_is_not_used(corpus, tmp_path):
 def test_a_killed_training_process_resumes_to_the_same_result(corpus, tmp_path):
     """SIGKILL `emofusion train` after an epoch's checkpoint, rerun it: same weights and log as a run never killed."""
     exp_cfg = {"model": "rjca", "stores": {"visual": "synthv", "audio": "syntha"}, "preset": "demo",
-               "model_options": {"lstm_layers": 1, "head_hidden": 8}, "training": {**SMALL, "epochs": 12}}
+               "model_options": {"lstm_layers": 1, "head_hidden": 8}, "training": {**SMALL, "epochs": 6}}
     cfg = json.dumps({"fusion": {"experiments": {"r": exp_cfg}, "device": "cpu"}})
 
     def command(out: Path) -> list[str]:
@@ -318,7 +318,7 @@ def test_a_killed_training_process_resumes_to_the_same_result(corpus, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             log = cut / "log.jsonl"
-            if (cut / "resume.pt").is_file() and log.is_file() and len(log.read_text().splitlines()) >= 3:
+            if (cut / "resume.pt").is_file() and log.is_file() and len(log.read_text().splitlines()) >= 2:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "training finished before it could be killed"

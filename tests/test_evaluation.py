@@ -1,0 +1,136 @@
+"""Evaluation: one prediction per frame, CCC per split as PROTOCOL.md, smoothing chosen on held-out data only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from emofusion.errors import ConfigError
+from emofusion.evaluation import _halves, choose_window, evaluate_run, moving_average
+from emofusion.features.store import StoreMismatch, store_attrs, write_store
+from emofusion.metrics import ccc
+from emofusion.provenance import file_sha256
+from emofusion.training.loop import train_run
+from fusion_corpus import experiment, make_corpus
+
+CPU = torch.device("cpu")
+SMOOTHING = {"windows": [1, 5, 11, 21]}
+
+
+def test_moving_average_is_centred_with_nearest_value_edges():
+    x = np.array([1.0, 2.0, 3.0, 10.0, 5.0])
+    out = moving_average(x, 3)
+    padded = np.concatenate([[1.0], x, [5.0]])
+    np.testing.assert_allclose(out, [padded[i:i + 3].mean() for i in range(5)])
+    np.testing.assert_allclose(moving_average(np.full(7, 0.3), 5), 0.3)  # no zero padding pulling the edges
+    np.testing.assert_array_equal(moving_average(x, 1), x)
+    two = np.stack([x, -x], axis=1)
+    np.testing.assert_allclose(moving_average(two, 3)[:, 1], -out)
+    with pytest.raises(ConfigError, match="fusion.smoothing.windows: 4 is even"):
+        moving_average(x, 4)
+
+
+def test_choose_window_prefers_smoothing_noisy_predictions_and_none_for_clean_ones():
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    y = np.stack([np.sin(t / 40), np.cos(t / 30)], axis=1).astype(np.float32)
+    labels = {"c": (y, np.ones_like(y, bool))}
+    noisy = {"c": y + rng.normal(0, 0.5, y.shape).astype(np.float32)}
+    chosen = choose_window(noisy, labels, [1, 5, 11, 21])
+    assert chosen["valence"] > 1 and chosen["arousal"] > 1
+    assert choose_window({"c": y.copy()}, labels, [1, 5, 11, 21]) == {"valence": 1, "arousal": 1}
+
+
+def test_halves_keep_a_videos_clips_together():
+    video_of = {"v1_left": "v1", "v1_right": "v1", "v2": "v2", "v3": "v3"}
+    a, b = _halves(sorted(video_of), video_of)
+    assert {"v1_left", "v1_right"} <= set(a) or {"v1_left", "v1_right"} <= set(b)
+    assert sorted(a + b) == sorted(video_of) and a and b
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval")
+    corpus = make_corpus(root / "corpus")
+    exp = experiment("early_fusion", epochs=3, window=32, steps=8, pool=2, train_hop=8, hop=24)
+    stores = {m: corpus["stores"][m] for m in exp["stores"]}
+    manifest = pd.read_parquet(corpus["manifest"])
+    run = root / "run"
+    train_run(exp, fold=0, seed=0, out=run, manifest=manifest, labels=corpus["labels"], stores=stores, device=CPU)
+    metrics = evaluate_run(run, run, manifest=manifest, labels=corpus["labels"], stores=stores, smoothing=SMOOTHING,
+                           device=CPU)
+    return {"corpus": corpus, "run": run, "metrics": metrics, "manifest": manifest, "stores": stores}
+
+
+def test_every_frame_of_every_clip_gets_one_prediction(trained):
+    df = pd.read_parquet(trained["run"] / "predictions.parquet")
+    manifest = trained["manifest"]
+    assert list(df.columns) == ["clip", "split", "frame", "valence", "arousal", "valence_smoothed",
+                                "arousal_smoothed", "label_valence", "label_arousal", "valid_valence", "valid_arousal"]
+    counts = df.groupby("clip").size()
+    assert counts.to_dict() == dict(zip(manifest["clip"], manifest["frames"], strict=True))
+    for _, g in df.groupby("clip"):
+        assert g["frame"].tolist() == list(range(len(g)))
+    assert df["valence"].dtype == np.float32 and df["valid_arousal"].dtype == bool
+    for col in ("valence", "arousal", "valence_smoothed", "arousal_smoothed"):
+        assert df[col].between(-1, 1).all() and np.isfinite(df[col]).all()
+    assert df.loc[~df["valid_valence"], "label_valence"].isna().all()
+    assert df.loc[df["valid_valence"], "label_valence"].notna().all()
+    assert set(df.loc[df["split"] == "test", "clip"]) == {"clip08", "clip09"}
+    assert not df.loc[df["split"] == "test", "valid_valence"].any()
+
+
+def test_metrics_are_the_protocols_ccc_of_the_written_predictions(trained):
+    df = pd.read_parquet(trained["run"] / "predictions.parquet")
+    m = json.loads((trained["run"] / "metrics.json").read_text())
+    assert set(m["splits"]) == {"train", "validation"}  # test clips have no labels: predicted, never scored
+    for split, s in m["splits"].items():
+        d = df[df["split"] == split]
+        for target in ("valence", "arousal"):
+            valid = d[f"valid_{target}"].to_numpy()
+            y = d[f"label_{target}"].to_numpy()
+            assert s["raw"][target] == pytest.approx(ccc(d[target], np.nan_to_num(y), valid), abs=1e-9)
+            assert s["smoothed"][target] == pytest.approx(ccc(d[f"{target}_smoothed"], np.nan_to_num(y), valid),
+                                                          abs=1e-9)
+            for clip, g in d.groupby("clip"):
+                v = g[f"valid_{target}"].to_numpy()
+                assert s["per_clip"][clip][target] == pytest.approx(
+                    ccc(g[target], np.nan_to_num(g[f"label_{target}"].to_numpy()), v), abs=1e-9)
+        assert s["raw"]["mean"] == pytest.approx((s["raw"]["valence"] + s["raw"]["arousal"]) / 2)
+        assert s["frames"] == int(d["valid_valence"].sum())
+    assert m["splits"]["validation"]["raw"]["mean"] > 0.5  # the audio carries the labels
+    assert m["smoothing"]["valence"] in SMOOTHING["windows"] and "cross-fitted" in m["smoothing"]["chosen_on"]
+    for modality, info in m["stores"].items():
+        assert info["sha256"] == file_sha256(trained["stores"][modality])
+    assert m["provenance"]["seed"] == 0 and m["provenance"]["config_hash"] and m["best_epoch"] >= 0
+    assert (m["experiment"], m["model"], m["fold"], m["seed"]) == ("early_fusion", "early_fusion", 0, 0)
+
+
+def test_smoothing_of_train_and_test_uses_the_window_chosen_on_validation(trained):
+    df = pd.read_parquet(trained["run"] / "predictions.parquet")
+    m = json.loads((trained["run"] / "metrics.json").read_text())
+    for clip in ("clip00", "clip08"):  # a train and a test clip
+        g = df[df["clip"] == clip]
+        expected = moving_average(g["valence"].to_numpy(), m["smoothing"]["valence"])
+        np.testing.assert_allclose(g["valence_smoothed"], np.clip(expected, -1, 1), atol=1e-6)
+
+
+def test_evaluation_refuses_a_store_rebuilt_with_other_weights(trained, tmp_path):
+    import h5py
+
+    src = trained["stores"]["audio"]
+    with h5py.File(src) as f:
+        items = [(c, f[c]["features"][:], f[c]["valid"][:], 30.0) for c in f]
+    write_store(tmp_path / "audio.h5", items, store_attrs(
+        modality="audio", backbone="syntha", width=items[0][1].shape[1], native_rate=0.0, timeline="t",
+        weights_sha256="0123abcd", weights_source="other weights", licence="l", provenance={}))
+    with pytest.raises(StoreMismatch, match=r"audio\.h5: weights_sha256 is '0123abcd' but 'none' was asked for"):
+        evaluate_run(trained["run"], tmp_path / "out", manifest=trained["manifest"],
+                     labels=trained["corpus"]["labels"], stores={**trained["stores"], "audio": tmp_path / "audio.h5"},
+                     smoothing=SMOOTHING, device=CPU)
+    assert not (tmp_path / "out").exists()
