@@ -150,7 +150,7 @@ BROKEN = {
                      "clip clip_a: frames not in ascending order from row 3"),
     "two fields": (lambda t: "image_location,valence\n" + "\n".join(ln.rsplit(",", 1)[0]
                                                                     for ln in t.splitlines()[1:]) + "\n",
-                   "rows have 2 fields"),
+                   "Expected 3 columns, got 2: clip_a/00001.jpg,0.100"),
 }
 
 

@@ -24,14 +24,62 @@ from emofusion.io import atomic_path
 from emofusion.metrics import TARGETS
 
 HEADER = "image_location,valence,arousal"
-LOCATION = re.compile(r"(?P<clip>[^/]+)/(?P<frame>[0-9]{5,})\.jpg")
+LOCATION = re.compile(r"(?P<clip>[^/]+)/(?P<frame>[0-9]{5,9})\.jpg")
 MAX_EXAMPLES = 5  # rows or frames quoted per problem; the count says how many there are
 
 
 def image_locations(clips: np.ndarray, frames: np.ndarray) -> np.ndarray:
-    """``<clip>/%05d.jpg`` for 1-based frame numbers, vectorised."""
-    numbers = np.char.zfill(frames.astype(np.int64).astype(str), 5)
-    return np.char.add(np.char.add(clips.astype(str), "/"), np.char.add(numbers, ".jpg"))
+    """``<clip>/%05d.jpg`` for 1-based frame numbers, vectorised (Arrow string kernels)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbers = pc.utf8_lpad(pc.cast(pa.array(np.asarray(frames, dtype=np.int64)), pa.string()), width=5, padding="0")
+    joined = pc.binary_join_element_wise(pa.array(np.asarray(clips, dtype=object), pa.string()), numbers, "/")
+    return pc.binary_join_element_wise(joined, pa.scalar(".jpg"), "").to_numpy(zero_copy_only=False)
+
+
+def _read_fields(path: Path, skip_rows: int = 1):
+    """The rows of a CSV after its header as three Arrow string columns (no type guessing, '' kept as '')."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = ["image_location", "valence", "arousal"]
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
+                                   quoted_strings_can_be_null=False)
+    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(skip_rows=skip_rows, column_names=names),
+                          convert_options=convert)
+
+
+def split_locations(locations) -> tuple[np.ndarray, np.ndarray]:
+    """``<clip>/%05d.jpg`` strings (Arrow or numpy) -> (clip as object array with None where the form is wrong,
+    1-based frame as int64 with -1 there)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(locations, pa.ChunkedArray | pa.Array):
+        locations = pa.array(np.asarray(locations, dtype=object), pa.string())
+    parts = pc.extract_regex(locations, f"^{LOCATION.pattern}$")
+    if isinstance(parts, pa.ChunkedArray):
+        parts = parts.combine_chunks()
+    matched = parts.is_valid()  # the children of a non-matching (null) row hold "", not numbers
+    frame = pc.cast(pc.if_else(matched, parts.field("frame"), pa.scalar("-1")), pa.int64())
+    clip = np.where(matched.to_numpy(zero_copy_only=False), parts.field("clip").to_numpy(zero_copy_only=False), None)
+    return clip, frame.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _numbers(column) -> tuple[np.ndarray, np.ndarray]:
+    """Arrow strings -> (float64 values, True where the text is not a number). Fast path: one Arrow cast."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        return values.astype(np.float64), np.zeros(len(values), dtype=bool)
+    except pa.ArrowInvalid:  # some field is not a number: find which, the slow way (broken files only)
+        text = pd.Series(column.to_numpy(zero_copy_only=False), dtype=object)
+        values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+        spelled = text.str.strip().str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
+        return values, np.isnan(values) & ~spelled
 
 
 def _examples(values) -> str:
@@ -64,14 +112,15 @@ def read_sample(path: str | Path) -> pd.DataFrame:
     if header.split(",")[:1] != ["image_location"]:
         raise InputError(f"report.sample_submission: {path} starts with {header!r}, not an "
                          f"'{HEADER}' header; is this the organisers' sample prediction file?")
-    locations = pd.read_csv(path, usecols=["image_location"], dtype=str, keep_default_na=False)["image_location"]
-    parts = locations.str.fullmatch(LOCATION.pattern)
-    if not parts.all():
-        row = int(np.flatnonzero(~parts.to_numpy())[0])
-        raise InputError(f"{path}, row {row + 2}: image_location {locations.iloc[row]!r} is not <clip>/%05d.jpg")
-    split = locations.str.extract(LOCATION.pattern)
-    sample = pd.DataFrame({"image_location": locations.to_numpy(), "clip": split["clip"].to_numpy(),
-                           "frame": split["frame"].astype(np.int64).to_numpy()})
+    try:
+        locations = _read_fields(path)["image_location"].to_numpy(zero_copy_only=False)
+    except Exception as e:  # pyarrow.ArrowInvalid: a row with another number of fields
+        raise InputError(f"report.sample_submission: {path} is not a three-column CSV: {e}") from None
+    clip, frame = split_locations(locations)
+    if (frame < 0).any():
+        row = int(np.flatnonzero(frame < 0)[0])
+        raise InputError(f"{path}, row {row + 2}: image_location {locations[row]!r} is not <clip>/%05d.jpg")
+    sample = pd.DataFrame({"image_location": locations, "clip": clip, "frame": frame})
     position = sample.groupby("clip", sort=False).cumcount().to_numpy() + 1
     bad = np.flatnonzero(sample["frame"].to_numpy() != position)
     if bad.size:
@@ -85,14 +134,14 @@ def read_sample(path: str | Path) -> pd.DataFrame:
 def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: str, variant_columns: list[str]):
     """Per clip (sorted) its predictions as one ``(sum N, 2)`` array on the frame grid, and each clip's offset."""
     clips = sorted(frames)
-    preds = predictions[predictions["clip"].isin(clips)]
     counts = np.array([frames[c] for c in clips], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    position = dict(zip(clips, offsets, strict=True))
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    code = pd.Index(clips).get_indexer(predictions["clip"])  # -1: not a clip asked for
+    preds = predictions[code >= 0]
+    code = code[code >= 0]
     values = np.full((int(counts.sum()), len(TARGETS)), np.nan, dtype=np.float64)
     frame = preds["frame"].to_numpy(np.int64)
-    n_of = preds["clip"].map(frames).to_numpy(np.int64)
-    beyond = (frame < 0) | (frame >= n_of)
+    beyond = (frame < 0) | (frame >= counts[code])
     if beyond.any():
         bad = preds[beyond].groupby("clip")["frame"].agg(["min", "max", "size"])
         clip = bad.index[0]
@@ -100,7 +149,7 @@ def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: st
                          f"frames, e.g. clip {clip} frames {bad.loc[clip, 'min']}..{bad.loc[clip, 'max']} for "
                          f"{frames[clip]} frames; was the run evaluated with another manifest? Rerun `emofusion "
                          "evaluate`")
-    row = preds["clip"].map(position).to_numpy(np.int64) + frame
+    row = offsets[code] + frame
     if np.unique(row).size != row.size:
         raise InputError(f"{run}: predictions.parquet has duplicate (clip, frame) rows; rerun `emofusion evaluate`")
     values[row] = preds[variant_columns].to_numpy(np.float64)
@@ -131,15 +180,15 @@ def build_submission(predictions: pd.DataFrame, frames: Mapping[str, int], *, ru
         frame_col = np.concatenate([np.arange(1, n + 1) for n in counts])
         locations = image_locations(clip_col, frame_col)
     else:
-        unknown = sorted(set(sample["clip"]) - set(frames))
+        listed = sorted(pd.unique(sample["clip"]))
+        unknown = sorted(set(listed) - set(frames))
         if unknown:
             raise InputError(f"the sample submission lists clip(s) {_examples(unknown)} that are not test clips of "
                              "the manifest, so there are no predictions for them; check corpus.test_list and "
                              "report.sample_submission belong to the same test set")
-        used = {c: frames[c] for c in sorted(set(sample["clip"]))}
+        used = {c: frames[c] for c in listed}
         clips, counts, offsets, values = _clip_table(predictions, used, run=run, variant_columns=variant_columns)
-        index = dict(zip(clips, range(len(clips)), strict=True))
-        which = sample["clip"].map(index).to_numpy(np.int64)
+        which = pd.Index(clips).get_indexer(sample["clip"])
         frame = np.minimum(sample["frame"].to_numpy(np.int64), counts[which])  # pad: repeat the last frame
         values = values[offsets[which] + frame - 1]
         locations = sample["image_location"].to_numpy()
@@ -148,9 +197,12 @@ def build_submission(predictions: pd.DataFrame, frames: Mapping[str, int], *, ru
 
 
 def write_submission(path: str | Path, rows: pd.DataFrame) -> None:
-    """Write the submission CSV atomically (6 decimals: far below the annotation's resolution)."""
-    with atomic_path(path) as tmp:
-        rows.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    """Write the submission CSV atomically, 6 decimals (far below the annotation's resolution), ``\\n`` lines."""
+    lines = map("{},{:.6f},{:.6f}\n".format, rows["image_location"].tolist(), rows["valence"].tolist(),
+                rows["arousal"].tolist())
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(HEADER + "\n")
+        f.writelines(lines)
 
 
 def check_submission(path: str | Path, frames: Mapping[str, int], *,
@@ -177,42 +229,33 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
     if header != HEADER:
         errors.append(f"header is {header!r}; it must be exactly {HEADER!r}")
     try:
-        table = pd.read_csv(path, header=None, skiprows=1, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        table = pd.DataFrame(columns=[0, 1, 2])
-    except pd.errors.ParserError as e:
-        errors.append(f"not a three-column CSV: {e}")
+        table = _read_fields(path)
+    except Exception as e:  # pyarrow.ArrowInvalid: a row with another number of fields
+        errors.append(f"not a CSV of image_location,valence,arousal rows: {e}")
         return verdict
-    if table.shape[1] != 3:
-        errors.append(f"rows have {table.shape[1]} fields; each must be image_location,valence,arousal")
-        return verdict
-    file_row = np.arange(len(table)) + 2  # the header is row 1
-    verdict["rows"] = len(table)
-    locations = table[0]
-    parts = locations.str.extract(f"^{LOCATION.pattern}$")
-    bad_location = parts["clip"].isna().to_numpy()
-    if bad_location.any():
-        errors.append(f"image_location is not <clip>/%05d.jpg in {int(bad_location.sum())} row(s): "
-                      + _examples(f"row {r} {locations.iloc[r - 2]!r}" for r in file_row[bad_location]))
-    ok = ~bad_location
-    clip = parts["clip"].to_numpy(dtype=object)
-    frame = np.where(ok, pd.to_numeric(parts["frame"], errors="coerce").fillna(-1), -1).astype(np.int64)
+    file_row = np.arange(table.num_rows) + 2  # the header is row 1
+    verdict["rows"] = table.num_rows
+    locations = table["image_location"].to_numpy(zero_copy_only=False)
+    clip, frame = split_locations(table["image_location"])
+    ok = frame >= 0
+    if not ok.all():
+        errors.append(f"image_location is not <clip>/%05d.jpg in {int((~ok).sum())} row(s): "
+                      + _examples(f"row {r} {locations[r - 2]!r}" for r in file_row[~ok]))
 
     # Values: numbers, finite, in [-1, 1].
-    for col, target in zip((1, 2), TARGETS, strict=True):
-        text = table[col].str.strip()
-        value = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
-        not_number = np.isnan(value) & ~text.str.lower().isin(["nan", "+nan", "-nan"]).to_numpy()
+    for target in TARGETS:
+        value, not_number = _numbers(table[target])
         nonfinite = ~np.isfinite(value) & ~not_number
         outside = np.isfinite(value) & (np.abs(value) > 1.0)
         for mask, what in ((not_number, "is not a number"), (nonfinite, "is NaN or infinite"),
                            (outside, "is outside [-1, 1]")):
             if mask.any():
+                text = table[target].to_numpy(zero_copy_only=False)
                 errors.append(f"{target} {what} in {int(mask.sum())} row(s): "
-                              + _examples(f"row {r} ({table[col].iloc[r - 2]!r})" for r in file_row[mask]))
+                              + _examples(f"row {r} ({text[r - 2]!r})" for r in file_row[mask]))
 
     # Clips: every row's clip expected, every expected clip present.
-    known = np.array([c in frames for c in clip], dtype=bool) | ~ok
+    known = pd.Series(clip, dtype=object).isin(list(frames)).to_numpy() | ~ok
     if not known.all():
         unknown = pd.Series(file_row[~known]).groupby(clip[~known]).agg(["min", "size"])
         source = "the sample submission" if sample is not None else "the manifest's test clips"
@@ -245,11 +288,11 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
 
     if sample is not None and not errors:
         # The rows are then the sample's as a set (same clips, same 1..N); only their order can still differ.
-        differ = np.flatnonzero(sample["image_location"].to_numpy() != locations.to_numpy())
+        differ = np.flatnonzero(sample["image_location"].to_numpy() != locations)
         if differ.size:
             first = int(differ[0])
             errors.append(f"rows are not in the sample submission's order: row {first + 2} is "
-                          f"{locations.iloc[first]!r}, the sample has {sample['image_location'].iloc[first]!r}")
+                          f"{locations[first]!r}, the sample has {sample['image_location'].iloc[first]!r}")
     verdict["clips"] = len(present & set(frames))
     verdict["ok"] = not errors
     return verdict
