@@ -405,6 +405,8 @@ def test_minilm_words_in_context():
     # the same word in another context gets another row (contextual, not a lookup table)
     assert not np.allclose(rows[1], rows[6])
     assert backbone.embed_words([]).shape == (0, 384)
+    odd = backbone.embed_words(["so", "\u200b", "good"])  # a word the tokenizer drops still gets its own row
+    assert odd.shape == (3, 384) and (np.abs(odd).sum(axis=1) > 0).all()
 
 
 @pytest.mark.slow

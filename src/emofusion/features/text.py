@@ -44,6 +44,9 @@ class _HFText(TextBackbone):
         transformers.utils.logging.disable_progress_bar()  # no per-load bars in rule logs
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            if getattr(self.tokenizer, "add_prefix_space", None) is False:
+                # byte-level BPE (RoBERTa, GPT-2 style) reads pre-split words as words only with a prefix space
+                self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, add_prefix_space=True)
             self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
         except (OSError, ValueError) as e:
             raise ConfigError(f"{self.key('model')}: {self.path} does not load as a transformers encoder with its "
@@ -112,7 +115,9 @@ class _HFText(TextBackbone):
         if not words:
             return np.zeros((0, self.width), dtype=np.float32)
         n_tokens = np.array([len(ids) for ids in self.tokenizer(words, add_special_tokens=False)["input_ids"]])
-        n_tokens = np.maximum(n_tokens, 1)
+        if (n_tokens == 0).any():  # e.g. only control characters: the tokenizer drops them, the word would vanish
+            words = [w if n else self.tokenizer.unk_token for w, n in zip(words, n_tokens, strict=True)]
+            n_tokens = np.maximum(n_tokens, 1)
         chunks = self._chunks(n_tokens)
         # owner chunk of each word: the one where it sits furthest from an edge
         pos = np.arange(len(words))[:, None]
