@@ -81,3 +81,31 @@ def test_extraction_runs_as_slurm_shard_jobs(slurm_cluster, workdir):
     # the face shard asked Slurm for the GPU (the profile's gpu: 1 -> sbatch --gpus=1), the audio shard did not
     assert "gpu:1" in slurm_job(shards["group_faces_shard_faces"])
     assert "gpu" not in slurm_job(shards["group_audio_shard_audio"])
+
+
+@pytest.mark.slurm
+def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
+    """One `train` job through the real profile: its own Slurm job (not a shard), asking for the GPU. The inputs are
+    a small synthetic corpus written where the stages would have put theirs, and only `train` may run."""
+    import yaml
+
+    from fusion_corpus import make_corpus
+
+    make_corpus(workdir / "results")  # manifest.parquet, labels.h5, features/<modality>/<backbone>.h5
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["fusion"]["experiments"] = {"tiny": {"model": "early_fusion", "stores": {"visual": "synthv", "audio": "syntha"},
+                                             "training": {"window": 32, "steps": 8, "pool": 2, "epochs": 2}}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/fusion/tiny/fold0/seed0/model.pt"
+    cmd = ["timeout", "-s", "INT", "-k", "30", "240", SNAKEMAKE,
+           *on_demo(workdir, target, "--allowed-rules", "train", "--profile", str(SLURM_PROFILE),
+                    "--workflow-profile", str(TEST_PROFILE))]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert (workdir / target).stat().st_size > 0
+    assert len((workdir / "results/fusion/tiny/fold0/seed0/log.jsonl").read_text().splitlines()) == 2
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
+    assert len(submitted) == 1, out
+    job = slurm_job(submitted[0][0])
+    assert "JobState=COMPLETED" in job and "gpu:1" in job, job
