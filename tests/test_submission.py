@@ -183,3 +183,27 @@ def test_missing_or_empty_file(tmp_path):
 def test_image_locations_pad_to_five_digits_and_grow_beyond():
     got = image_locations(np.array(["a", "b"], dtype=object), np.array([7, 123456]))
     assert list(got) == ["a/00007.jpg", "b/123456.jpg"]
+
+
+def test_check_submission_command(tmp_path, caplog):
+    import json
+
+    from emofusion.cli import main
+    from emofusion.io import write_parquet
+
+    manifest = tmp_path / "manifest.parquet"
+    write_parquet(manifest, pd.DataFrame({
+        "clip": ["clip_a", "clip_b_left", "train_clip"], "video_id": ["a", "b", "t"], "video": ["a.mp4"] * 3,
+        "audio": ["a.mp4"] * 3, "split": ["test", "test", "train"], "fold": [-1, -1, 1], "annotation": None,
+        "crops": None, "subject": None, "frames": [4, 3, 5], "fps": [30.0] * 3}))
+    good = write_csv(tmp_path / "good.csv", good_text())
+    assert main(["check-submission", "--manifest", str(manifest), str(good), "--out", str(tmp_path / "v.json")]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["ok"]
+    bad = write_csv(tmp_path / "bad.csv", BROKEN["missing clip"][0](good_text()))
+    assert main(["check-submission", "--manifest", str(manifest), str(bad)]) == 1
+    assert "is not a valid submission" in caplog.text and "clip_b_left" in caplog.text
+    # With a sample file listing clip_a only, the good file has a clip too many.
+    rows = "\n".join(f"clip_a/{i:05d}.jpg,0,0" for i in range(1, 5))
+    sample = write_csv(tmp_path / "sample.csv", HEADER + "\n" + rows + "\n")
+    assert main(["check-submission", "--manifest", str(manifest), str(good), "--sample", str(sample)]) == 1
+    assert "not in the sample submission: clip_b_left" in caplog.text
