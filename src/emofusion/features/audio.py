@@ -237,8 +237,9 @@ class WhisperEncoder(_Audio):
                          f"50 Hz), mean over the {self.window:g} s ending at each frame")
 
     def weights(self):
-        return f"{self.source.name} ({self.source.origin}: {self.source.weights_file})", \
-            self._file_sha([self.source.weights_file])
+        where = self.source.origin if self.source.origin.startswith("bundled") else \
+            f"{self.source.origin}: {self.source.weights_file}"
+        return f"{self.source.name} ({where})", self._file_sha([self.source.weights_file])
 
     def _states(self, mel):
         """mel (B, n_mels, 3000) -> states (B, 1500, width) at ``layer``."""
