@@ -56,6 +56,31 @@ def build_fusion_model(experiment: Mapping[str, Any], dims: Mapping[str, int], s
     return build_model(experiment["model"], **config.to_dict())
 
 
+def train_epoch(model, batches, *, opt, scaler, loss_fn, device, amp: bool, grad_clip: float | None) -> list[float]:
+    """One pass of optimisation over ``batches`` (dicts of :meth:`FusionData.batch`); the loss of each batch."""
+    import torch
+
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses = []
+    for batch in batches:
+        feats = {m: x.to(device, non_blocking=True) for m, x in batch["feats"].items()}
+        masks = {m: x.to(device, non_blocking=True) for m, x in batch["masks"].items()}
+        target, tmask = batch["target"].to(device), batch["target_mask"].to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            pred = model(feats, masks)
+        loss = loss_fn(pred, target, tmask)  # float32 whatever the autocast state
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.detach())
+    return [float(x) for x in losses]  # one device sync at the end, not one per batch
+
+
 def _fingerprint(experiment, fold, seed, data) -> str:
     from emofusion.provenance import config_hash
 
@@ -150,23 +175,9 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
 
         loader = torch.utils.data.DataLoader(WindowBatches(data, train_windows), sampler=batches, batch_size=None,
                                              num_workers=workers, pin_memory=device.type == "cuda")
-        model.train()
-        losses = []
-        for batch in progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch"):
-            feats = {m: x.to(device, non_blocking=True) for m, x in batch["feats"].items()}
-            masks = {m: x.to(device, non_blocking=True) for m, x in batch["masks"].items()}
-            target, tmask = batch["target"].to(device), batch["target_mask"].to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                pred = model(feats, masks)
-            loss = loss_fn(pred, target, tmask)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tr["grad_clip"]:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, tr["grad_clip"])
-            scaler.step(opt)
-            scaler.update()
-            losses.append(float(loss.detach()))
+        bar = progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch")
+        losses = train_epoch(model, bar, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp,
+                             grad_clip=tr["grad_clip"])
         steps, val_loss = predict_steps(model, data, val_windows, device=device, batch_size=bs, amp=amp,
                                         loss_fn=loss_fn, workers=workers)
         frames = reassemble(steps, val_local, val_clips, data.frames, windowing)
