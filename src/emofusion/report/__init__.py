@@ -145,8 +145,9 @@ def write_report(*, config: dict[str, Any], manifest: pd.DataFrame, manifest_pat
         manifest={"path": str(manifest_path), "sha256": file_sha256(manifest_path)},
         runs=[{"path": str(r.path), "experiment": r.experiment, "fold": r.fold, "seed": r.seed,
                "provenance": r.metrics.get("provenance"), "stores": r.metrics.get("stores")} for r in runs])
-    plots = _write_plots(out, runs, table, splits[0], int(report_cfg["plot_clips"]))
+    # Submissions first: a failing check then leaves no output at all.
     check = _write_submissions(out, runs, manifest, report_cfg, prov)
+    plots = _write_plots(out, runs, table, splits[0], int(report_cfg["plot_clips"]))
     with atomic_path(out / "results.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     with atomic_path(out / "results.md") as tmp:
