@@ -583,7 +583,7 @@ class WavLM(HFSpeech):
 
 
 def vggish_network():
-    """VGGish (Hershey et al. 2017) in the layout of torchvggish's / torchaudio's state dicts
+    """VGGish (Hershey et al. 2017) in the layout of torchvggish's state dicts
     (``features.*`` convolutions, ``embeddings.*`` fully connected), so their weight files load as they are."""
     from torch import nn
 
@@ -628,7 +628,9 @@ def vggish_mel_matrix(n_fft_bins: int = 257, n_mels: int = 64, fmin: float = 125
 class VGGish(_Audio):
     """VGGish 128-d embedding (before its PCA/quantisation post-processor) of the 0.96 s example ending every
     ``hop`` s (default 0.25); each frame holds the latest. Weights: a local state dict ``weights`` in
-    torchvggish's layout (``vggish-10086976.pth``; torchaudio's VGGISH pipeline uses the same names)."""
+    harritaylor/torchvggish's layout (its ``vggish-10086976.pth``). Front end as the TensorFlow reference: 25 ms
+    periodic-Hann frames every 10 ms without padding, |rfft| at 512 points, 64 HTK mel bands 125-7500 Hz,
+    log(mel + 0.01), 96-frame examples."""
 
     name = "vggish"
     licence = "user weights (VGGish: Apache-2.0, Google/AudioSet)"
