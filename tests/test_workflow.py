@@ -20,7 +20,7 @@ def test_lint_clean(workdir):
 def test_dry_run_default_config(workdir):
     proc = snakemake(*on_demo(workdir, "-n", "--cores", "1", "--quiet", "rules"), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for rule in ("manifest", "labels"):
+    for rule in ("manifest", "labels", "train", "evaluate", "report"):
         assert rule in proc.stdout
 
 
@@ -102,6 +102,49 @@ def test_default_target_on_demo_and_reruns_only_what_changed(workdir):
     assert planned("folds", seed=1) == {"manifest", "labels"}
     assert planned("faces", fill_gaps=5) == {"faces"}
     assert planned("asr", beam_size=1) == {"transcribe"}
+    _check_fusion_stage(workdir, original, planned)
+
+
+def _jobs(workdir: Path, *targets: str) -> dict[str, int]:
+    """Rule -> number of jobs a dry run would run."""
+    dry = run_in(workdir, *targets, "-n", "--quiet", "rules")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    counts = {}
+    for line in dry.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _check_fusion_stage(workdir: Path, original: str, planned) -> None:
+    """After the default target: every run evaluated, the report and its checked submissions; one experiment's lr
+    reruns that experiment's train/evaluate and the report only; `snakemake fusion` never schedules extraction."""
+    import json
+
+    import yaml
+
+    cfg = yaml.safe_load(original)
+    experiments = cfg["fusion"]["experiments"]
+    for name in experiments:
+        metrics = json.loads((workdir / f"results/fusion/{name}/fold0/seed0/metrics.json").read_text())
+        assert set(metrics["splits"]) >= {"train", "validation"}, name
+    report = workdir / "results/report"
+    assert (report / "results.csv").is_file() and (report / "results.md").is_file()
+    assert (report / "submission/check.json").is_file() and any((report / "plots").glob("*.png"))
+
+    changed = {**experiments, "rjca": {**experiments["rjca"], "training": {"lr": 0.01}}}
+    assert planned("fusion", experiments=changed) == {"train", "evaluate", "report"}
+    assert {k: v for k, v in _jobs(workdir).items() if k != "all"} == {"train": 1, "evaluate": 1, "report": 1}
+    assert "results/fusion/rjca/fold0/seed0/model.pt" in run_in(workdir, "-n").stdout
+
+    (workdir / "config.yaml").write_text(original)
+    import shutil
+
+    shutil.rmtree(workdir / "results/fusion")
+    shutil.rmtree(workdir / "results/report")
+    n = len(experiments)
+    assert _jobs(workdir, "fusion") == {"train": n, "evaluate": n, "report": 1, "fusion": 1}
 
 
 def test_a_local_asr_model_is_an_input_of_the_transcripts(workdir):
