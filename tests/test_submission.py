@@ -207,3 +207,21 @@ def test_check_submission_command(tmp_path, caplog):
     sample = write_csv(tmp_path / "sample.csv", HEADER + "\n" + rows + "\n")
     assert main(["check-submission", "--manifest", str(manifest), str(good), "--sample", str(sample)]) == 1
     assert "not in the sample submission: clip_b_left" in caplog.text
+
+
+def test_interleaved_clips_are_fine_and_several_faults_are_all_listed(tmp_path):
+    lines = good_text().splitlines()
+    interleaved = [lines[0], lines[1], lines[5], lines[2], lines[6], lines[3], lines[7], lines[4]]
+    assert check_submission(write_csv(tmp_path / "i.csv", "\n".join(interleaved) + "\n"), FRAMES)["ok"]
+    faults = [lines[0], lines[1], lines[1], "clip_a/00004.jpg,0.4,2", "clip_b_left/00003.jpg,x,0",
+              "other/00001.jpg,0,0"]
+    verdict = check_submission(write_csv(tmp_path / "f.csv", "\n".join(faults) + "\n"), FRAMES)
+    assert verdict["errors"] == [
+        "valence is not a number in 1 row(s): row 5 ('x')",
+        "arousal is outside [-1, 1] in 1 row(s): row 4 ('2')",
+        "1 clip(s) not in the manifest's test clips: other (1 rows from row 6)",
+        "duplicate image_location in 1 row(s): row 3 clip_a/00001.jpg",
+        "clip clip_a: 2 of its 4 frames missing: 2-3",
+        "clip clip_b_left: 2 of its 3 frames missing: 1-2",
+    ]
+    assert verdict["clips"] == 2 and verdict["rows"] == 5

@@ -150,7 +150,7 @@ def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: st
                          f"{frames[clip]} frames; was the run evaluated with another manifest? Rerun `emofusion "
                          "evaluate`")
     row = offsets[code] + frame
-    if np.unique(row).size != row.size:
+    if np.bincount(row, minlength=len(values)).max(initial=0) > 1:
         raise InputError(f"{run}: predictions.parquet has duplicate (clip, frame) rows; rerun `emofusion evaluate`")
     values[row] = preds[variant_columns].to_numpy(np.float64)
     missing = np.isnan(values).any(axis=1)
@@ -255,36 +255,51 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
                               + _examples(f"row {r} ({text[r - 2]!r})" for r in file_row[mask]))
 
     # Clips: every row's clip expected, every expected clip present.
-    known = pd.Series(clip, dtype=object).isin(list(frames)).to_numpy() | ~ok
+    names = sorted(frames)
+    code = pd.Index(names).get_indexer(pd.Series(clip, dtype=object).fillna(""))  # -1: unknown or malformed
+    known = (code >= 0) | ~ok
     if not known.all():
         unknown = pd.Series(file_row[~known]).groupby(clip[~known]).agg(["min", "size"])
         source = "the sample submission" if sample is not None else "the manifest's test clips"
         errors.append(f"{len(unknown)} clip(s) not in {source}: "
                       + _examples(f"{c} ({n} rows from row {r})" for c, (r, n) in unknown.iterrows()))
-    present = set(clip[ok])
+    present = {names[c] for c in np.unique(code[code >= 0])}
     absent = sorted(set(frames) - present)
     if absent:
         errors.append(f"{len(absent)} expected clip(s) have no rows: " + _examples(absent))
 
-    # Frames per clip: 1..N ascending, no duplicates, no gaps, nothing beyond N.
-    keep = ok & known
-    df = pd.DataFrame({"clip": clip[keep], "frame": frame[keep], "row": file_row[keep]})
-    dup = df.duplicated(["clip", "frame"], keep="first").to_numpy()
+    # Frames per clip: 1..N ascending, no duplicates, no gaps, nothing beyond N. Vectorised over all rows: each
+    # (clip, frame) inside 1..N has one slot in a flat grid of sum(N) frames.
+    counts = np.array([frames[c] for c in names], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    keep = ok & (code >= 0)
+    code, frame, rows = code[keep], frame[keep], file_row[keep]
+    inside = (frame >= 1) & (frame <= counts[code])
+    for c in np.unique(code[~inside]):  # only the clips at fault
+        bad = np.unique(frame[~inside & (code == c)])
+        errors.append(f"clip {names[c]}: {bad.size} frame number(s) outside 1..{counts[c]}: {_runs(bad)}")
+    code, frame, rows = code[inside], frame[inside], rows[inside]
+    slot = offsets[code] + frame - 1
+    by_slot = np.argsort(slot, kind="stable")  # file order kept among equal slots: the first is not a duplicate
+    dup = np.zeros(slot.size, dtype=bool)
+    dup[by_slot[1:]] = slot[by_slot[1:]] == slot[by_slot[:-1]]
     if dup.any():
         errors.append(f"duplicate image_location in {int(dup.sum())} row(s): "
-                      + _examples(f"row {r} {c}/{f:05d}.jpg" for c, f, r in df[dup].itertuples(index=False)))
-    for name, group in df.groupby("clip", sort=True):
-        n = int(frames[name])
-        got = np.unique(group["frame"].to_numpy())
-        gaps = np.setdiff1d(np.arange(1, n + 1), got)
-        if gaps.size:
-            errors.append(f"clip {name}: {gaps.size} of its {n} frames missing: {_runs(gaps)}")
-        extra = got[(got < 1) | (got > n)]
-        if extra.size:
-            errors.append(f"clip {name}: {extra.size} frame number(s) outside 1..{n}: {_runs(extra)}")
-        back = np.flatnonzero(np.diff(group["frame"].to_numpy()) <= 0)
-        if back.size and not dup.any():
-            errors.append(f"clip {name}: frames not in ascending order from row {int(group['row'].iloc[back[0] + 1])}")
+                      + _examples(f"row {r} {names[c]}/{f:05d}.jpg" for c, f, r in zip(code[dup], frame[dup], rows[dup],
+                                                                                     strict=True)))
+    gaps = np.flatnonzero(np.bincount(slot, minlength=int(counts.sum())) == 0)
+    owner = np.searchsorted(offsets, gaps, side="right") - 1
+    for c in np.unique(owner):
+        if names[c] in present:  # a clip without any row is reported once, above
+            lost = gaps[owner == c] - offsets[c] + 1
+            errors.append(f"clip {names[c]}: {lost.size} of its {counts[c]} frames missing: {_runs(lost)}")
+    if not dup.any():
+        by_clip = np.argsort(code, kind="stable")  # file order within each clip
+        c_sorted, f_sorted = code[by_clip], frame[by_clip]
+        back = np.flatnonzero((c_sorted[1:] == c_sorted[:-1]) & (f_sorted[1:] <= f_sorted[:-1])) + 1
+        for c in np.unique(c_sorted[back]):
+            first = back[c_sorted[back] == c][0]
+            errors.append(f"clip {names[c]}: frames not in ascending order from row {int(rows[by_clip][first])}")
 
     if sample is not None and not errors:
         # The rows are then the sample's as a set (same clips, same 1..N); only their order can still differ.
@@ -293,6 +308,6 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
             first = int(differ[0])
             errors.append(f"rows are not in the sample submission's order: row {first + 2} is "
                           f"{locations[first]!r}, the sample has {sample['image_location'].iloc[first]!r}")
-    verdict["clips"] = len(present & set(frames))
+    verdict["clips"] = len(present)
     verdict["ok"] = not errors
     return verdict
