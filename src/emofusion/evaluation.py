@@ -58,8 +58,9 @@ def predict_frames(model, data, clips: list[str], *, device, batch_size: int, am
 
     windows = data.windows(clips, data.windowing.hop)
     steps, _ = predict_steps(model, data, windows, device=device, batch_size=batch_size, amp=amp, workers=workers)
+    position = {c: i for i, c in enumerate(clips)}
     local = windows.copy()
-    local[:, 0] = [clips.index(data.clips[i]) for i in windows[:, 0]]
+    local[:, 0] = [position[data.clips[i]] for i in windows[:, 0]]  # index into data.clips -> into clips
     frames = reassemble(steps, local, clips, data.frames, data.windowing)
     return {c: np.clip(v, -1.0, 1.0) for c, v in frames.items()}
 
