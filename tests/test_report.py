@@ -262,3 +262,40 @@ def test_own_invalid_submission_is_an_error(tmp_path, monkeypatch):
         write_report(config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet", run_dirs=[run],
                      out=tmp_path / "r")
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())  # no plots either
+
+
+@pytest.mark.slow
+def test_report_on_runs_really_trained_and_evaluated(tmp_path):
+    """The training/evaluation stage's own outputs (tiny models on tests/fusion_corpus.py) read by the report."""
+    import torch
+
+    from emofusion.evaluation import evaluate_run
+    from emofusion.training.loop import train_run
+    from fusion_corpus import experiment, make_corpus
+
+    torch.set_num_threads(1)
+    corpus = make_corpus(tmp_path / "corpus")
+    manifest = pd.read_parquet(corpus["manifest"])
+    runs = []
+    for exp, seeds in ((experiment("early_fusion", epochs=2, window=32, steps=8, pool=2, train_hop=8), (0, 1)),
+                       (experiment("unimodal", modalities=("audio",), model_options={"modality": "audio"}, epochs=2,
+                                   window=32, steps=8, pool=2, train_hop=8), (0,))):
+        stores = {m: corpus["stores"][m] for m in exp["stores"]}
+        for seed in seeds:
+            run = tmp_path / "fusion" / exp["name"] / "fold0" / f"seed{seed}"
+            train_run(exp, fold=0, seed=seed, out=run, manifest=manifest, labels=corpus["labels"], stores=stores,
+                      device=torch.device("cpu"))
+            evaluate_run(run, run, manifest=manifest, labels=corpus["labels"], stores=stores,
+                         smoothing={"windows": [1, 5]}, device=torch.device("cpu"))
+            runs.append(run)
+    out = tmp_path / "report"
+    result = write_report(config=load_config(overrides={"report": {"plot_clips": 2}}), manifest=manifest,
+                          manifest_path=corpus["manifest"], run_dirs=runs, out=out)
+    assert result["check"]["ok"], result["check"]
+    test = manifest[manifest["split"] == "test"]
+    for name in ("early_fusion", "unimodal"):
+        sub = pd.read_csv(out / "submission" / f"{name}.csv")
+        assert len(sub) == test["frames"].sum() and sub[["valence", "arousal"]].abs().max().max() <= 1
+    table = result["table"]
+    assert table.loc[table["fold"] == "pooled", "runs"].tolist() == [2, 1]
+    assert len([p for p in result["plots"] if p.startswith("predictions_")]) == 2
