@@ -73,7 +73,7 @@ def _markdown_table(table: pd.DataFrame, split: str, *, with_fold: bool) -> list
     # Bold the best value of each score column (among the rows of this table).
     best = {(v, t): table[score_column(split, v, t) + "_mean"].max() for v in VARIANTS for t in SCORES}
     for _, row in table.iterrows():
-        cells = [row["experiment"], row["model"], f"{row['modalities']} ({row['stores']})"]
+        cells = [row["experiment"], row["model"], row["stores"] or row["modalities"]]  # stores name the modalities
         cells += [str(row["fold"])] if with_fold else []
         cells += [str(row["runs"])]
         for variant in VARIANTS:
