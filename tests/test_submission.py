@@ -109,6 +109,11 @@ def test_sample_file_errors(tmp_path):
         read_sample(write_csv(tmp_path / "g.csv", HEADER + "\nclip_a/00001.jpg,0,0\nclip_a/00003.jpg,0,0\n"))
     with pytest.raises(InputError, match=r"row 2: image_location 'clip_a/1.png' is not"):
         read_sample(write_csv(tmp_path / "f.csv", HEADER + "\nclip_a/1.png,0,0\n"))
+    # A BOM, CRLF lines and value columns holding anything are the organisers' business, not an error.
+    sample = read_sample(write_csv(tmp_path / "bom.csv", "\ufeffimage_location,valence,arousal\r\n"
+                                   "clip_a/00001.jpg,,\r\nclip_a/00002.jpg,x,y\r\n"))
+    assert list(sample["image_location"]) == ["clip_a/00001.jpg", "clip_a/00002.jpg"]
+    assert list(read_sample(write_csv(tmp_path / "one.csv", "image_location\nclip_a/00001.jpg\n"))["frame"]) == [1]
 
 
 def _break(text: str, old: str, new: str) -> str:

@@ -38,7 +38,7 @@ def image_locations(clips: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return pc.binary_join_element_wise(joined, pa.scalar(".jpg"), "").to_numpy(zero_copy_only=False)
 
 
-def _read_fields(path: Path, skip_rows: int = 1):
+def _read_fields(path: Path):
     """The rows of a CSV after its header as three Arrow string columns (no type guessing, '' kept as '')."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -46,7 +46,7 @@ def _read_fields(path: Path, skip_rows: int = 1):
     names = ["image_location", "valence", "arousal"]
     convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
                                    quoted_strings_can_be_null=False)
-    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(skip_rows=skip_rows, column_names=names),
+    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(skip_rows=1, column_names=names),
                           convert_options=convert)
 
 
@@ -107,15 +107,22 @@ def read_sample(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"report.sample_submission: {path} does not exist; set it to the organisers' sample "
                          "prediction file or to null")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         header = f.readline().strip()
     if header.split(",")[:1] != ["image_location"]:
         raise InputError(f"report.sample_submission: {path} starts with {header!r}, not an "
                          f"'{HEADER}' header; is this the organisers' sample prediction file?")
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    # Only the first column counts; the sample's value columns may hold anything (often zeros or nothing).
+    options = pacsv.ConvertOptions(include_columns=["image_location"], column_types={"image_location": pa.string()},
+                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
     try:
-        locations = _read_fields(path)["image_location"].to_numpy(zero_copy_only=False)
-    except Exception as e:  # pyarrow.ArrowInvalid: a row with another number of fields
-        raise InputError(f"report.sample_submission: {path} is not a three-column CSV: {e}") from None
+        locations = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding="utf-8-sig"),
+                                   convert_options=options)["image_location"].to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid as e:  # rows with different numbers of fields
+        raise InputError(f"report.sample_submission: {path} is not a CSV with one row per line: {e}") from None
     clip, frame = split_locations(locations)
     if (frame < 0).any():
         row = int(np.flatnonzero(frame < 0)[0])
@@ -228,9 +235,11 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
         header = f.readline().rstrip("\r\n")
     if header != HEADER:
         errors.append(f"header is {header!r}; it must be exactly {HEADER!r}")
+    import pyarrow as pa
+
     try:
         table = _read_fields(path)
-    except Exception as e:  # pyarrow.ArrowInvalid: a row with another number of fields
+    except pa.ArrowInvalid as e:  # a row with another number of fields
         errors.append(f"not a CSV of image_location,valence,arousal rows: {e}")
         return verdict
     file_row = np.arange(table.num_rows) + 2  # the header is row 1
