@@ -369,6 +369,10 @@ def test_crepe_finds_the_pitch_of_a_tone_and_no_periodicity_in_noise():
         assert (feats[:, 2] < 0.02).all()  # a steady tone: pitch barely moves
     noise = (0.3 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32)
     assert (backbone.embed(noise, SR, np.array([0.6, 0.9]))[:, 1] < 0.4).all()
+    coarse = build_backbone("audio", "crepe", {"window": 0.3, "hop": 0.02})  # half the frames, same pitch
+    assert coarse.native_rate == 50.0
+    tone = (0.3 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32)
+    np.testing.assert_allclose(2 ** coarse.embed(tone, SR, np.array([0.9]))[:, 0], 220.0, rtol=0.02)
 
 
 @pytest.mark.slow
