@@ -55,7 +55,7 @@ def test_written_submission_has_every_frame_and_passes_the_check(tmp_path):
     assert lines[0] == HEADER
     assert [ln.split(",")[0] for ln in lines[1:]] == (
         [f"clip_a/{i:05d}.jpg" for i in range(1, 5)] + [f"clip_b_left/{i:05d}.jpg" for i in range(1, 4)])
-    assert lines[1] == "clip_a/00001.jpg,0.000000,-0.000000"
+    assert lines[1] == "clip_a/00001.jpg,0.000000,0.000000"  # not -0.000000
     assert lines[3] == "clip_a/00003.jpg,1.000000,-0.200000"  # 0.2 * 20 clipped
     assert lines[7] == "clip_b_left/00003.jpg,0.210000,-0.200000"  # frame 3 = 0-based row 2 of the clip
     verdict = check_submission(path, FRAMES)

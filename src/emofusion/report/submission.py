@@ -196,6 +196,10 @@ def build_submission(predictions: pd.DataFrame, frames: Mapping[str, int], *, ru
         used = {c: frames[c] for c in listed}
         clips, counts, offsets, values = _clip_table(predictions, used, run=run, variant_columns=variant_columns)
         which = pd.Index(clips).get_indexer(sample["clip"])
+        empty = [c for c, n in zip(clips, counts, strict=True) if n == 0]
+        if empty:
+            raise InputError(f"the sample submission lists clip(s) {_examples(empty)} that have no decoded frames in "
+                             "the manifest, so there is no prediction to pad with; check their videos")
         frame = np.minimum(sample["frame"].to_numpy(np.int64), counts[which])  # pad: repeat the last frame
         values = values[offsets[which] + frame - 1]
         locations = sample["image_location"].to_numpy()
@@ -205,8 +209,9 @@ def build_submission(predictions: pd.DataFrame, frames: Mapping[str, int], *, ru
 
 def write_submission(path: str | Path, rows: pd.DataFrame) -> None:
     """Write the submission CSV atomically, 6 decimals (far below the annotation's resolution), ``\\n`` lines."""
-    lines = map("{},{:.6f},{:.6f}\n".format, rows["image_location"].tolist(), rows["valence"].tolist(),
-                rows["arousal"].tolist())
+    # Rounding first and adding +0.0 turns -0.0 and tiny negatives into "0.000000" rather than "-0.000000".
+    v, a = (np.round(rows[t].to_numpy(np.float64), 6) + 0.0 for t in TARGETS)
+    lines = map("{},{:.6f},{:.6f}\n".format, rows["image_location"].tolist(), v.tolist(), a.tolist())
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         f.write(HEADER + "\n")
         f.writelines(lines)
