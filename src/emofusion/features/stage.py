@@ -1,0 +1,274 @@
+"""The embedding stage: face crops, audio or transcripts of one clip/video -> a feature shard; shards -> a store.
+
+* Visual (per clip): the face store's crops are read in bounded row ranges of ``batch_size`` frames, the next
+  range read by a thread while the device computes; only valid faces go through the network (invalid rows are
+  zeros, valid False). On CUDA the host buffers are pinned and copied without blocking, and backbones that
+  tolerate it run under float16 autocast.
+* Audio (per video): the audio stage's WAV on the frame timeline; row i describes the window ending at frame i;
+  validity is the sidecar's decoded span. A two-person video's ``_left`` / ``_right`` clips share the rows.
+* Text (per video): one row per transcript word, put on the frames during which that word is spoken.
+* Merge: every shard of a (modality, backbone) copied into ``results/features/<modality>/<backbone>.h5`` after
+  checking the shards agree on :data:`~emofusion.features.store.IDENTITY_ATTRS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emofusion.errors import EmofusionError, InputError
+from emofusion.features.registry import AudioBackbone, Backbone, TextBackbone, VisualBackbone
+from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, read_attrs, store_attrs, write_store
+from emofusion.io import atomic_path
+from emofusion.log import logger
+
+
+@dataclass(frozen=True)
+class ClipRows:
+    """One clip's rows on its frame timeline, as a shard stores them."""
+
+    clip: str
+    features: np.ndarray  # (N, D) float32
+    valid: np.ndarray  # (N,) bool
+    fps: float
+
+    def item(self) -> tuple[str, np.ndarray, np.ndarray, float]:
+        return self.clip, self.features, self.valid, self.fps
+
+
+def autocast(device, enabled: bool, dtype=None):
+    """float16 autocast on CUDA (bfloat16 on the CPU, where only tests ask for it); a no-op when disabled."""
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------------ visual
+
+
+def _open_faces(path: Path):
+    import h5py
+
+    if not path.is_file():
+        raise InputError(f"face store {path} does not exist; run `emofusion faces` (or snakemake) first")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(f"face store {path} cannot be read ({e}); delete it and rerun the face stage") from None
+    if "crops" not in f or "valid" not in f or f["crops"].ndim != 4 or f["crops"].shape[-1] != 3:
+        f.close()
+        raise InputError(f"{path} is not a face store (needs crops (N, S, S, 3) and valid (N,)); rebuild it with "
+                         "`emofusion faces`")
+    return f
+
+
+def _ranges(n: int, batch: int, window: int) -> list[tuple[int, int, int]]:
+    """Row ranges (read_from, lo, hi): frames lo:hi embedded from crops read_from:hi (window-1 rows of context)."""
+    return [(max(0, lo - window + 1), lo, min(n, lo + batch)) for lo in range(0, n, batch)]
+
+
+def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_size: int = 64, amp: bool = True,
+                amp_dtype=None, clip: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's face store -> (features (N, width) float32, valid (N,) bool): one row per frame.
+
+    ``amp``: autocast when the backbone tolerates it (``backbone.amp``) on CUDA, or wherever ``amp_dtype`` is
+    given (tests compare bfloat16 on the CPU against float32)."""
+    import torch
+
+    path = Path(faces)
+    clip = clip or path.stem
+    device = backbone.device
+    window = int(getattr(backbone, "window", 1))
+    use_amp = amp and backbone.amp and (device.type == "cuda" or amp_dtype is not None)
+    with _open_faces(path) as f:
+        crops_ds = f["crops"]
+        valid = np.asarray(f["valid"][:], dtype=bool)
+        n = len(valid)
+        if crops_ds.shape[0] != n:
+            raise InputError(f"{path}: {crops_ds.shape[0]} crops but {n} validity flags; rebuild the face store")
+        out = np.zeros((n, backbone.width), dtype=np.float32)
+        if not valid.any():
+            logger.warning("%s: no valid face in %d frames; clip %s gets all-invalid %s features", path, n, clip,
+                           backbone.name)
+            return out, valid
+        ranges = [r for r in _ranges(n, batch_size, window) if valid[r[1]:r[2]].any()]
+        pin = device.type == "cuda"
+
+        def read(r: tuple[int, int, int]):
+            start, _, hi = r
+            block = torch.from_numpy(crops_ds[start:hi])  # contiguous rows: whole chunks, decompressed once
+            return block.pin_memory() if pin else block
+
+        # One range read ahead: h5py's gzip decoding of batch k+1 overlaps the device's work on batch k.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(read, ranges[0]) if ranges else None
+            for k, (start, lo, hi) in enumerate(ranges):
+                block = pending.result()
+                pending = pool.submit(read, ranges[k + 1]) if k + 1 < len(ranges) else None
+                rows = np.flatnonzero(valid[lo:hi]) + lo  # frames to embed
+                block = block.to(device, non_blocking=pin)
+                if window > 1:
+                    # (B, window) rows ending at each frame; before frame 0 repeat frame 0
+                    idx = np.maximum(rows[:, None] - np.arange(window - 1, -1, -1)[None, :], 0) - start
+                    batch = block[torch.as_tensor(idx, device=device)]  # (B, window, H, W, 3)
+                else:
+                    batch = block[torch.as_tensor(rows - start, device=device)]  # (B, H, W, 3)
+                with autocast(device, use_amp, amp_dtype):
+                    feats = backbone.embed(batch)
+                if tuple(feats.shape) != (len(rows), backbone.width):
+                    raise EmofusionError(f"backbone {backbone.name} gave {tuple(feats.shape)} for {len(rows)} "
+                                         f"crops of clip {clip}; expected ({len(rows)}, {backbone.width})")
+                out[rows] = feats.float().cpu().numpy()
+    return out, valid
+
+
+# ------------------------------------------------------------------------------------------------ audio, text
+
+
+def _audio(wav: str | os.PathLike) -> tuple[np.ndarray, int, dict[str, Any]]:
+    from emofusion.audio import read_audio
+
+    samples, sample_rate, meta = read_audio(wav)
+    for key in ("frames", "fps", "valid_start_sample", "valid_end_sample"):
+        if key not in meta:
+            raise InputError(f"audio sidecar of {wav} has no {key!r}; rerun `emofusion audio`")
+    return samples, sample_rate, meta
+
+
+def embed_audio(backbone: AudioBackbone, wav: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, float]:
+    """A video's audio-stage WAV -> (features (N, width), valid (N,), fps) on the video's frame timeline.
+
+    A frame is valid when the window's end (its time) lies inside the sidecar's decoded span; invalid rows are
+    zeros (the backbone saw padding there)."""
+    from emofusion.features.timeline import frame_times
+
+    samples, sample_rate, meta = _audio(wav)
+    n, fps = int(meta["frames"]), float(meta["fps"])
+    times = frame_times(n, fps)
+    features = np.asarray(backbone.embed(samples, sample_rate, times), dtype=np.float32)
+    if features.shape != (n, backbone.width):
+        raise EmofusionError(f"audio backbone {backbone.name} gave {features.shape} for {n} frames of {wav}; "
+                             f"expected ({n}, {backbone.width})")
+    at = np.round(times * sample_rate)
+    valid = (at >= meta["valid_start_sample"]) & (at <= meta["valid_end_sample"])
+    valid &= meta["valid_end_sample"] > meta["valid_start_sample"]
+    features[~valid] = 0.0
+    return features, valid, fps
+
+
+def embed_transcript(backbone: TextBackbone, transcript: str | os.PathLike,
+                     wav: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, float]:
+    """A video's transcript -> (features (N, width), valid (N,), fps): each frame takes the row of the word
+    spoken at its time (no word: zeros, invalid). ``wav`` (its sidecar) gives the frame timeline and duration."""
+    from emofusion.asr.transcript import read_transcript
+    from emofusion.audio import read_audio_metadata
+    from emofusion.features.timeline import words_on_frames
+
+    meta = read_audio_metadata(wav)
+    n, fps = int(meta["frames"]), float(meta["fps"])
+    words, _, _ = read_transcript(transcript)
+    words = words.reset_index(drop=True)
+    texts = [str(w).strip() for w in words["text"]]
+    if texts:
+        rows = np.asarray(backbone.embed_words(texts), dtype=np.float32)
+        if rows.shape != (len(texts), backbone.width):
+            raise EmofusionError(f"text backbone {backbone.name} gave {rows.shape} for {len(texts)} words of "
+                                 f"{transcript}; expected ({len(texts)}, {backbone.width})")
+    else:
+        rows = np.zeros((0, backbone.width), dtype=np.float32)
+    features, valid = words_on_frames(rows, words, n, fps, audio_duration=float(meta["duration_seconds"]),
+                                      source=str(transcript))
+    return features, valid, fps
+
+
+# ------------------------------------------------------------------------------------------------------ shards
+
+
+def write_shard(out: str | os.PathLike, rows: Sequence[ClipRows], backbone: Backbone,
+                provenance: dict[str, Any]) -> None:
+    """Check every clip's rows (width, NaN/inf: an error naming the clip and backbone) and write the shard."""
+    for r in rows:
+        check_rows(r.features, r.valid, clip=r.clip, backbone=backbone.name, width=backbone.width)
+    write_store(out, (r.item() for r in rows), store_attrs(**backbone.describe(), provenance=provenance))
+
+
+def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *, provenance: dict[str, Any],
+                 clips: Sequence[str] | None = None, modality: str | None = None,
+                 backbone: str | None = None) -> dict[str, Any]:
+    """Copy every shard's clip groups into one store at ``out`` (atomically).
+
+    The shards must agree on the identity attributes (schema, modality, backbone, width, weights): a difference
+    raises StoreMismatch naming both files. A clip in two shards is an error; with ``clips`` every listed clip
+    must be present (others are left out). Root attributes come from the shards, provenance from the merge plus
+    each shard's config hash."""
+    import h5py
+
+    if not shards:
+        raise InputError("embed-merge: no shards given")
+    paths = [Path(s) for s in shards]
+    first = read_attrs(paths[0])
+    for key, want in (("modality", modality), ("backbone", backbone)):
+        if want is not None and first[key] != want:
+            raise StoreMismatch(f"{paths[0]}: {key} is {first[key]!r} but the merge is for {want!r}")
+    owner: dict[str, Path] = {}
+    shard_info = []
+    for p in paths:
+        attrs = read_attrs(p) if p != paths[0] else first
+        for key in IDENTITY_ATTRS:
+            if attrs[key] != first[key]:
+                raise StoreMismatch(f"shards disagree on {key}: {paths[0]} has {first[key]!r}, {p} has "
+                                    f"{attrs[key]!r}; rerun the embedding of the stale one (`snakemake features`)")
+        with h5py.File(p, "r") as f:
+            for c in f:
+                if c in owner:
+                    raise InputError(f"clip {c} is in two shards: {owner[c]} and {p}")
+                owner[c] = p
+        shard_info.append({"path": str(p), "config_hash": attrs["provenance"].get("config_hash"),
+                           "git": attrs["provenance"].get("git")})
+    wanted = sorted(owner) if clips is None else sorted(set(clips))
+    missing = [c for c in wanted if c not in owner]
+    if missing:
+        raise InputError(f"embed-merge: no shard holds clip(s) {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}; embed them first")
+    attrs = {k: v for k, v in first.items() if k != "provenance"}
+    attrs["provenance"] = json.dumps({**provenance, "shards": shard_info}, sort_keys=True, default=str)
+    started = time.perf_counter()
+    handles: dict[Path, Any] = {}
+    try:
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
+            for k, v in attrs.items():
+                dst.attrs[k] = v
+            for c in wanted:  # sorted: the same bytes whatever order the shards came in
+                src = handles.get(owner[c])
+                if src is None:
+                    src = handles[owner[c]] = h5py.File(owner[c], "r")
+                src.copy(src[c], dst, name=c)  # H5Ocopy: chunks copied as stored, no decode/encode
+    finally:
+        for h in handles.values():
+            h.close()
+    logger.info("merged %d clips from %d shards into %s in %.2f s", len(wanted), len(paths), out,
+                time.perf_counter() - started)
+    return {"clips": len(wanted), "shards": len(paths)}
+
+
+def iter_shard_rows(path: str | os.PathLike) -> Iterator[ClipRows]:
+    """The clips of a shard or store as ClipRows (tests, inspection)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        for c in sorted(f):
+            g = f[c]
+            yield ClipRows(c, g["features"][:], g["valid"][:], float(g.attrs["fps"]))

@@ -1,0 +1,112 @@
+# Embedding stage: per (modality, backbone) a feature store results/features/<modality>/<backbone>.h5 that the
+# fusion models read. Shards first — per clip (visual, from its face store) or per video (audio and text, whose
+# clips share the video's rows) — so a new clip embeds only that clip; then one cheap merge per store. The
+# params carry only the backbone's own options and its weights' identity, so changing one backbone reruns only
+# its shards and store.
+
+rule embed_visual:
+    wildcard_constraints:
+        backbone="[^/]+",
+        clip="[^/]+",
+    input:
+        faces="results/faces/{clip}.h5",
+        video=embed_video,
+        weights=embed_weight_files("visual"),
+    output:
+        "results/features/visual/{backbone}/{clip}.h5",
+    log:
+        "logs/embed_visual/{backbone}/{clip}.log",
+    benchmark:
+        "benchmarks/embed_visual/{backbone}/{clip}.tsv"
+    params:
+        cfg=embed_config("visual"),
+        weights=embed_weights("visual"),
+    threads: 2
+    resources:
+        mem_mb=3000,
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion embed --config-json {params.cfg} --modality visual --backbone {wildcards.backbone} "
+        "--faces {input.faces} --video {input.video:q} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule embed_audio:
+    wildcard_constraints:
+        backbone="[^/]+",
+        video="[^/]+",
+    input:
+        wav="results/audio/{video}.wav",
+        meta="results/audio/{video}.json",
+        weights=embed_weight_files("audio"),
+    output:
+        "results/features/audio/{backbone}/{video}.h5",
+    log:
+        "logs/embed_audio/{backbone}/{video}.log",
+    benchmark:
+        "benchmarks/embed_audio/{backbone}/{video}.tsv"
+    params:
+        cfg=embed_config("audio"),
+        weights=embed_weights("audio"),
+        clips=video_clips,
+    threads: 1
+    resources:
+        mem_mb=3000,
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion embed --config-json {params.cfg} --modality audio --backbone {wildcards.backbone} "
+        "--audio {input.wav} --clips {params.clips} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule embed_text:
+    wildcard_constraints:
+        backbone="[^/]+",
+        video="[^/]+",
+    input:
+        transcript="results/transcripts/{video}.parquet",
+        wav="results/audio/{video}.wav",
+        meta="results/audio/{video}.json",
+        weights=embed_weight_files("text"),
+    output:
+        "results/features/text/{backbone}/{video}.h5",
+    log:
+        "logs/embed_text/{backbone}/{video}.log",
+    benchmark:
+        "benchmarks/embed_text/{backbone}/{video}.tsv"
+    params:
+        cfg=embed_config("text"),
+        weights=embed_weights("text"),
+        clips=video_clips,
+    threads: 1
+    resources:
+        mem_mb=3000,
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion embed --config-json {params.cfg} --modality text --backbone {wildcards.backbone} "
+        "--transcript {input.transcript} --audio {input.wav} --clips {params.clips} --threads {threads} "
+        "--out {output} > {log} 2>&1"
+
+
+rule embed_merge:
+    wildcard_constraints:
+        modality="visual|audio|text",
+        backbone="[^/]+",
+    input:
+        embed_shards,
+    output:
+        "results/features/{modality}/{backbone}.h5",
+    log:
+        "logs/embed_merge/{modality}/{backbone}.log",
+    params:
+        cfg=embed_merge_config,
+        clips=all_clips_option,
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/emofusion.yaml"
+    shell:
+        "emofusion embed-merge --config-json {params.cfg} --modality {wildcards.modality} "
+        "--backbone {wildcards.backbone} --shards {input} --clips {params.clips} --out {output} > {log} 2>&1"
