@@ -22,6 +22,9 @@ Why WAV + sidecar: every audio tool (whisper, opensmile, torchaudio, soundfile, 
 is, and the JSON is readable by anyone; each is written to a temporary file and renamed into place once the
 whole track has been decoded. Decoding is frame by frame with PyAV (resampled by FFmpeg, channels averaged
 here) and the WAV is written in blocks of ``chunk_seconds``, so memory does not grow with the video's length.
+
+Consumers read audio with :func:`load_audio`: an audio-stage output with its sidecar, or any other audio file (a
+user's own recording, no sidecar) decoded and resampled by the same code (:func:`decode_audio`), all of it valid.
 """
 
 from __future__ import annotations
