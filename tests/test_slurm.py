@@ -9,14 +9,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import REPO, SNAKEMAKE, on_demo, snakemake, venv_env
+from conftest import DEMO, REPO, SNAKEMAKE, on_demo, snakemake, venv_env
 
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"  # the test cluster's partition etc., laid over SLURM_PROFILE
 SCRIPTS = REPO / "tests" / "slurm"
-SHARDS = {"faces": "faces_shard", "audio": "audio_shard", "transcribe": "transcribe_shard"}  # rule -> group
+SHARDS = {"faces": "faces_shard", "audio": "audio_shard", "transcribe": "transcribe_shard",  # rule -> group
+          "embed_visual": "embed_visual_shard", "embed_audio": "embed_audio_shard", "embed_text": "embed_text_shard"}
 # Two clips with the corpus's pre-aligned crops (no detection: quick on a CPU) make one face shard; plus one video's
 # audio, a CPU shard.
 TARGETS = ["results/faces/demo09-30-320x180.h5", "results/faces/demo07-30-320x180.h5",
@@ -109,3 +111,53 @@ def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
     assert len(submitted) == 1, out
     job = slurm_job(submitted[0][0])
     assert "JobState=COMPLETED" in job and "gpu:1" in job, job
+
+
+def two_clip_corpus(root: Path) -> Path:
+    """The demo's two clips with pre-aligned crops (no detection: quick on a CPU), as an Aff-Wild2 tree of links."""
+    for clip in ("demo07-30-320x180", "demo09-30-320x180"):
+        for src in [*DEMO.glob(f"videos/*/{clip}.mp4"), *DEMO.glob(f"annotations/*/*/{clip}.txt"),
+                    DEMO / "cropped_aligned" / clip]:
+            dst = root / src.relative_to(DEMO)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return root
+
+
+@pytest.mark.slurm
+def test_embedding_runs_as_slurm_jobs_and_gives_the_store_of_a_local_run(slurm_cluster, tmp_path):
+    """The visual store of a two-clip corpus through the cluster: a face shard, an embedding shard on the GPU and
+    the merge, each a Slurm job; the store holds the same rows as a local run's."""
+    from emofusion.features.store import IDENTITY_ATTRS, FeatureStore
+
+    corpus = two_clip_corpus(tmp_path / "corpus")
+    target = "results/features/visual/fer.h5"
+    runs = {}
+    for where in ("slurm", "local"):
+        wd = tmp_path / where
+        wd.mkdir()
+        shutil.copy(REPO / "config.yaml", wd / "config.yaml")
+        how = (["--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE)] if where == "slurm"
+               else ["--cores", "2"])
+        cmd = ["timeout", "-s", "INT", "-k", "30", "270", SNAKEMAKE, target, *how, "--snakefile",
+               str(REPO / "Snakefile"), "--directory", str(wd), "--config", f"corpus={{root: {corpus}}}"]
+        proc = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=330, env=venv_env())
+        runs[where] = proc.stdout + proc.stderr
+        assert proc.returncode == 0, runs[where]
+    submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", runs["slurm"]))
+    # the plugin logs to slurm_logs/group_<group>_<rule>/... for a shard, slurm_logs/rule_<rule>/<wildcards>/...
+    jobs = {next(p for p in Path(log).parts if p.startswith(("group_", "rule_"))): job_id
+            for job_id, log in submitted.items()}
+    assert sorted(jobs) == ["group_embed_visual_shard_embed_visual", "group_faces_shard_faces",
+                            "rule_embed_merge"], runs["slurm"]
+    for job_id in submitted:
+        assert "JobState=COMPLETED" in slurm_job(job_id), slurm_job(job_id)
+    assert "gpu:1" in slurm_job(jobs["group_embed_visual_shard_embed_visual"])
+    assert "gpu" not in slurm_job(jobs["rule_embed_merge"])
+
+    cluster, local = (FeatureStore(tmp_path / w / target) for w in ("slurm", "local"))
+    assert cluster.clips == local.clips == ["demo07-30-320x180", "demo09-30-320x180"]
+    assert {k: cluster.attrs[k] for k in IDENTITY_ATTRS} == {k: local.attrs[k] for k in IDENTITY_ATTRS}
+    for clip in cluster.clips:
+        (fa, va), (fb, vb) = cluster.read(clip), local.read(clip)
+        assert va.any() and np.array_equal(va, vb) and np.array_equal(fa, fb), clip
