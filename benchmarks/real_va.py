@@ -24,7 +24,8 @@ Every frame is labelled with its utterance's value. Three methods, all measured 
 CCC (:func:`emofusion.metrics.ccc`, population, float64) is computed once over all out-of-fold predictions
 pooled (utterance level), and, as a diagnostic, over all out-of-fold frames (each frame's own prediction for the
 neural model, its utterance's prediction for the others). Predictions are clipped to [-1, 1] as the evaluation
-does. ``--out results.json`` also writes the figures with their provenance.
+does. ``--shuffle-labels`` is the control: labels permuted across recordings, every method should land near 0.
+``--out results.json`` also writes the figures with their provenance.
 """
 
 from __future__ import annotations
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, default=30, help="epochs of the neural model (fixed, no early stopping)")
     p.add_argument("--preset", default="demo_frame", help="fusion.presets entry giving optimiser, lr, batch size")
     p.add_argument("--limit", type=int, default=None, help="only the first N recordings (smoke runs)")
+    p.add_argument("--shuffle-labels", action="store_true",
+                   help="control: permute the labels across recordings first (every method should score about 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="also write the figures and provenance as JSON here")
     args = p.parse_args(argv)
@@ -263,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     files, y = read_labels(args.data)
     files, y = files[: args.limit], y[: args.limit]
+    if args.shuffle_labels:
+        y = y[np.random.default_rng(args.split_seed).permutation(len(y))]
     if args.folds < 2 or args.folds > len(files):
         raise SystemExit(f"--folds must be between 2 and the {len(files)} recordings, got {args.folds}")
     t0 = time.perf_counter()
@@ -275,7 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "backbone": args.backbone, "backbone_options": options, "width": int(backbone.width),
               "folds": args.folds, "split_seed": args.split_seed, "model": args.model, "epochs": args.epochs,
               "seeds": args.seeds, "preset": args.preset, "training": training, "loss": "ccc flat",
-              "ridge_alphas": RIDGE_ALPHAS.tolist(), "threads": args.threads}
+              "ridge_alphas": RIDGE_ALPHAS.tolist(), "threads": args.threads,
+              "shuffle_labels": args.shuffle_labels}
     print("config:", json.dumps(config, sort_keys=True, default=str))
     print(f"embedded {len(files)} recordings ({lengths.sum()} frames at {FPS:g} fps, {backbone.width}-d "
           f"{args.backbone}) in {embed_s:.1f} s")
