@@ -99,3 +99,16 @@ def make_video(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def demo_subset(root: Path, clips: tuple[str, ...] = ("demo07-30-320x180", "demo09-30-320x180")) -> Path:
+    """Some of the demo's clips as an Aff-Wild2 tree of links (default: the two with pre-aligned crops, which
+    need no face detection and so run quickly on a CPU). Extend an existing tree by calling it again."""
+    for clip in clips:
+        for src in [*DEMO.glob(f"videos/*/{clip}.mp4"), *DEMO.glob(f"annotations/*/*/{clip}.txt"),
+                    *DEMO.glob(f"cropped_aligned/{clip}")]:
+            dst = root / src.relative_to(DEMO)
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(src)
+    return root

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DEMO, REPO, SNAKEMAKE, on_demo, snakemake, venv_env
+from conftest import REPO, SNAKEMAKE, demo_subset, on_demo, snakemake, venv_env
 
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"  # the test cluster's partition etc., laid over SLURM_PROFILE
@@ -113,24 +113,13 @@ def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
     assert "JobState=COMPLETED" in job and "gpu:1" in job, job
 
 
-def two_clip_corpus(root: Path) -> Path:
-    """The demo's two clips with pre-aligned crops (no detection: quick on a CPU), as an Aff-Wild2 tree of links."""
-    for clip in ("demo07-30-320x180", "demo09-30-320x180"):
-        for src in [*DEMO.glob(f"videos/*/{clip}.mp4"), *DEMO.glob(f"annotations/*/*/{clip}.txt"),
-                    DEMO / "cropped_aligned" / clip]:
-            dst = root / src.relative_to(DEMO)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(src)
-    return root
-
-
 @pytest.mark.slurm
 def test_embedding_runs_as_slurm_jobs_and_gives_the_store_of_a_local_run(slurm_cluster, tmp_path):
     """The visual store of a two-clip corpus through the cluster: a face shard, an embedding shard on the GPU and
     the merge, each a Slurm job; the store holds the same rows as a local run's."""
     from emofusion.features.store import IDENTITY_ATTRS, FeatureStore
 
-    corpus = two_clip_corpus(tmp_path / "corpus")
+    corpus = demo_subset(tmp_path / "corpus")
     target = "results/features/visual/fer.h5"
     runs = {}
     for where in ("slurm", "local"):
