@@ -104,6 +104,9 @@ def test_metrics_are_the_protocols_ccc_of_the_written_predictions(trained):
         assert s["raw"]["mean"] == pytest.approx((s["raw"]["valence"] + s["raw"]["arousal"]) / 2)
         assert s["frames"] == int(d["valid_valence"].sum())
     assert m["splits"]["validation"]["raw"]["mean"] > 0.5  # the audio carries the labels
+    # the checkpoint was chosen on the same frame-level validation CCC that evaluation reports
+    run = json.loads((trained["run"] / "run.json").read_text())
+    assert m["splits"]["validation"]["raw"]["mean"] == pytest.approx(run["best_val_ccc_mean"], abs=1e-9)
     assert m["smoothing"]["valence"] in SMOOTHING["windows"] and "cross-fitted" in m["smoothing"]["chosen_on"]
     for modality, info in m["stores"].items():
         assert info["sha256"] == file_sha256(trained["stores"][modality])

@@ -333,3 +333,21 @@ def test_a_killed_training_process_resumes_to_the_same_result(corpus, tmp_path):
     b = torch.load(cut / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _log_without_time(tmp_path / "whole" / "log.jsonl") == _log_without_time(cut / "log.jsonl")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_with_amp_learns_and_evaluates(corpus, tmp_path):
+    """The CUDA path: float16 autocast with a gradient scaler, lazy reads by two workers, evaluation on the GPU."""
+    from emofusion.evaluation import evaluate_run
+
+    cuda = torch.device("cuda")
+    exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 16}, epochs=6, amp=True, **SMALL)
+    stores = {m: corpus["stores"][m] for m in exp["stores"]}
+    manifest = pd.read_parquet(corpus["manifest"])
+    info = train_run(exp, fold=0, seed=0, out=tmp_path, manifest=manifest, labels=corpus["labels"], stores=stores,
+                     device=cuda, in_memory=False, workers=2)
+    assert info["best_val_ccc_mean"] > 0.5
+    metrics = evaluate_run(tmp_path, tmp_path, manifest=manifest, labels=corpus["labels"], stores=stores,
+                           smoothing={"windows": [1, 5]}, device=cuda)
+    assert metrics["splits"]["validation"]["raw"]["mean"] == pytest.approx(info["best_val_ccc_mean"], abs=1e-3)
