@@ -245,6 +245,7 @@ def calibrated(net, size: int = 112):
     return net.eval()
 
 
+@pytest.mark.slow
 def test_hsemotion_loads_torchvision_and_timm_style_state_dicts(tmp_path):
     from torchvision.models import efficientnet_b0
 
@@ -281,6 +282,7 @@ def test_torchvision_model_by_name_takes_the_input_of_its_classifier(tmp_path):
         build_backbone("visual", "torchvision", {"model": "resnet18", "weights": str(tmp_path / "m.pt")})
 
 
+@pytest.mark.slow
 def test_hugging_face_image_model_from_a_local_directory(tmp_path):
     from transformers import ViTConfig, ViTModel
 

@@ -447,11 +447,11 @@ class HSEmotion(_TorchVisual):
     timeline = "one row per video frame from that frame's aligned face crop (RGB, ImageNet-normalised)"
 
     def __init__(self, options=None, *, device=None):
+        super().__init__(options, device=device)
+        self.path = self.weight_path("weights")  # before the heavy imports: a missing file fails at once
         import torch.nn as nn
         from torchvision.models import efficientnet_b0
 
-        super().__init__(options, device=device)
-        self.path = self.weight_path("weights")
         self.input_size = int(self.option("input_size", 224))
         state = load_state_dict(self.path, key=self.key("weights"))
         head = [k for k in state if k.endswith("weight") and state[k].ndim == 2]
@@ -494,10 +494,10 @@ class FaceNet(_TorchVisual):
     width = 512
 
     def __init__(self, options=None, *, device=None):
-        from facenet_pytorch import InceptionResnetV1
-
         super().__init__(options, device=device)
         self.path = self.weight_path("weights")
+        from facenet_pytorch import InceptionResnetV1
+
         state = load_state_dict(self.path, key=self.key("weights"))
         classes = int(state["logits.weight"].shape[0]) if "logits.weight" in state else None
         net = InceptionResnetV1(pretrained=None, classify=False, num_classes=classes)
@@ -547,16 +547,16 @@ class TorchvisionModel(_TorchVisual):
     timeline = "one row per video frame from that frame's aligned face crop (RGB, ImageNet-normalised)"
 
     def __init__(self, options=None, *, device=None):
+        super().__init__(options, device=device)
+        self.path = self.weight_path("weights")
         import torchvision
 
-        super().__init__(options, device=device)
         model = self.option("model")
         names = torchvision.models.list_models(module=torchvision.models)
         if model not in names:
             raise ConfigError(f"{self.key('model')} is {model!r}; set it to a torchvision classification model, "
                               f"e.g. {', '.join(n for n in ('resnet18', 'resnet50', 'efficientnet_b0') if n in names)}")
         self.model = model
-        self.path = self.weight_path("weights")
         self.input_size = int(self.option("input_size", 224))
         state = load_state_dict(self.path, key=self.key("weights"))
         head = [k for k in state if k.endswith("weight") and state[k].ndim == 2]
@@ -592,10 +592,10 @@ class HuggingFaceImage(_TorchVisual):
     timeline = "one row per video frame from that frame's aligned face crop (the model's own size and normalisation)"
 
     def __init__(self, options=None, *, device=None):
-        from transformers import AutoModel
-
         super().__init__(options, device=device)
         self.path = self.weight_path("path")
+        from transformers import AutoModel
+
         if not self.path.is_dir() or not (self.path / "config.json").is_file():
             raise ConfigError(f"{self.key('path')}: {self.path} is not a Hugging Face model directory (no config.json)")
         net = AutoModel.from_pretrained(self.path, local_files_only=True)
@@ -639,11 +639,11 @@ class R2Plus1D(_TorchVisual):
                 "(frames before 0 repeat frame 0)")
 
     def __init__(self, options=None, *, device=None):
+        super().__init__(options, device=device)
+        self.path = self.weight_path("weights")
         import torch.nn as nn
         from torchvision.models.video import r2plus1d_18
 
-        super().__init__(options, device=device)
-        self.path = self.weight_path("weights")
         self.window = int(self.option("window", 8))
         self.grid = int(self.option("grid", 2))
         self.input_size = int(self.option("input_size", 112))
