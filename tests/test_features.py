@@ -310,13 +310,17 @@ def test_facenet_and_r2plus1d_build_from_local_state_dicts(tmp_path):
     torch.testing.assert_close(rows.norm(dim=1), torch.ones(2))  # L2-normalised embeddings
 
     torch.save(r2plus1d_18(weights=None).state_dict(), tmp_path / "r21d.pt")
-    r21d = build_backbone("visual", "r2plus1d", {"weights": str(tmp_path / "r21d.pt"), "window": 4, "grid": 2})
+    options = {"weights": str(tmp_path / "r21d.pt"), "window": 4, "grid": 2, "input_size": 128}
+    r21d = build_backbone("visual", "r2plus1d", options)
     assert (r21d.window, r21d.width) == (4, 512 * 4)
     _rows(r21d, n=1)
-    # channel-major: the 4 cells of channel 0 come first (equal to pooling the map of channel 0)
+    # Channel-major (C, P): at 128 px the last map is 8x8, so the 2x2 cells are disjoint 4x4 blocks and the mean
+    # of channel c's 4 consecutive values is that channel's global average, which a grid of 1 gives directly.
     clip = torch.as_tensor(random_crops(4, seed=2, size=112))[None]
-    out = r21d.embed(clip)[0]
-    assert out.shape == (2048,) and torch.isfinite(out).all()
+    cells = r21d.embed(clip)[0].view(512, 4)
+    whole = build_backbone("visual", "r2plus1d", {**options, "grid": 1}).embed(clip)[0]
+    torch.testing.assert_close(cells.mean(1), whole, rtol=1e-4, atol=1e-5)
+    assert cells.std(1).max() > 0  # the cells differ: the layout is not a broadcast of the average
 
 
 # -------------------------------------------------------------------------------------------- visual stage
