@@ -201,6 +201,32 @@ def test_offline_visual_features_are_real_deterministic_and_not_constant(name, a
     assert with_probs.width == backbone.width + len(EMOTIONS) and torch.allclose(b[:, :backbone.width], a)
 
 
+def test_pyemotion_rebuild_equals_the_wheels_own_network(astronaut_crop):
+    """Our NetworkV2 (rebuilt from the state dict's shapes) against PyEmotion's own class, loaded from its file
+    (the package's __init__ imports OpenCV and more, so the module is loaded on its own)."""
+    import importlib.util
+
+    from emofusion.features.visual import package_file
+
+    spec = importlib.util.spec_from_file_location("_pyemotion_networks",
+                                                  package_file("PyEmotion", "networks.py", backbone="pyemotion"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    theirs = module.NetworkV2(in_c=1, nl=32, out_f=7)
+    state = torch.load(package_file("PyEmotion", "model/main_model.pkl", backbone="pyemotion"), map_location="cpu",
+                       weights_only=True)
+    theirs.load_state_dict(state["network"])
+    theirs.eval()
+    ours = build_backbone("visual", "pyemotion", {"probabilities": True})
+    crops = torch.as_tensor(np.concatenate([astronaut_crop, random_crops(3, size=112)]))
+    with torch.inference_mode():
+        x = ours._input(crops)
+        torch.testing.assert_close(ours.net(x)[1], theirs(x))
+        hidden = theirs.linear[1](theirs.linear[0](theirs.conv_4(theirs.conv_3(theirs.conv_2(theirs.conv_1(x))))
+                                                   .flatten(1)))
+    torch.testing.assert_close(ours.embed(crops)[:, :256], hidden)
+
+
 def test_fer_width_and_rates_are_declared():
     fer = build_backbone("visual", "fer")
     pye = build_backbone("visual", "pyemotion")
