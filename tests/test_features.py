@@ -349,6 +349,55 @@ def test_facenet_and_r2plus1d_build_from_local_state_dicts(tmp_path):
     assert cells.std(1).max() > 0  # the cells differ: the layout is not a broadcast of the average
 
 
+def _weights_for(name: str, d: Path) -> dict:
+    """Options that build a registered visual backbone here: offline ones as they are, the others with small or
+    randomly initialised weight files written by the test."""
+    from torchvision.models import efficientnet_b0, mobilenet_v3_small
+
+    if name in OFFLINE_VISUAL:
+        return {}
+    if name == "hsemotion":
+        torch.save(efficientnet_b0(weights=None, num_classes=10).state_dict(), d / "e.pt")
+        return {"weights": str(d / "e.pt"), "input_size": 64}
+    if name == "torchvision":
+        torch.save(mobilenet_v3_small(weights=None, num_classes=5).state_dict(), d / "m.pt")
+        return {"model": "mobilenet_v3_small", "weights": str(d / "m.pt"), "input_size": 64}
+    if name == "facenet":
+        from facenet_pytorch import InceptionResnetV1
+
+        torch.save(InceptionResnetV1(pretrained=None).state_dict(), d / "f.pt")
+        return {"weights": str(d / "f.pt")}
+    if name == "r2plus1d":
+        from torchvision.models.video import r2plus1d_18
+
+        torch.save(r2plus1d_18(weights=None).state_dict(), d / "r.pt")
+        return {"weights": str(d / "r.pt"), "window": 2, "input_size": 32}
+    if name == "hf":
+        from transformers import ViTConfig, ViTModel
+
+        ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                           image_size=32, patch_size=8)).save_pretrained(d / "vit")
+        return {"path": str(d / "vit")}
+    raise AssertionError(f"no test weights for visual backbone {name}: add it here")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in backbone_names("visual") if not n.startswith("_test")])
+def test_every_registered_visual_backbone_gives_one_row_per_frame(name, tmp_path):
+    """Through the stage: one row per frame of the declared width, finite, invalid frames zeros, provenance."""
+    torch.manual_seed(0)
+    backbone = build_backbone("visual", name, _weights_for(name, tmp_path))
+    valid = np.array([1, 0, 1, 1, 0, 1], bool)
+    path = face_store(tmp_path / "c1.h5", random_crops(6, size=112), valid)
+    feats, got = stage.embed_faces(backbone, path, batch_size=4)
+    assert feats.shape == (6, backbone.width) and np.isfinite(feats).all() and (feats[~valid] == 0).all()
+    np.testing.assert_array_equal(got, valid)
+    stage.write_shard(tmp_path / "s.h5", [stage.ClipRows("c1", feats, got, 30.0)], backbone, {"git": "x"})
+    attrs = read_attrs(tmp_path / "s.h5")
+    assert (attrs["backbone"], attrs["width"], attrs["native_rate"]) == (name, backbone.width, 0.0)
+    assert attrs["licence"] and attrs["timeline"] and attrs["weights_source"] and len(attrs["weights_sha256"]) == 64
+
+
 # -------------------------------------------------------------------------------------------- visual stage
 
 
