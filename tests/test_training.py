@@ -271,6 +271,15 @@ def test_same_seed_same_result_other_seed_other_result(corpus, tmp_path):
     assert a["best_val_ccc_mean"] == b["best_val_ccc_mean"]
 
 
+def test_lazy_reads_by_a_worker_train_the_same_weights_as_in_memory(corpus, tmp_path):
+    exp = experiment("late_fusion", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=1, **SMALL)
+    train(corpus, tmp_path / "mem", exp, in_memory=True)
+    train(corpus, tmp_path / "lazy", exp, in_memory=False, workers=1)
+    a = torch.load(tmp_path / "mem" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "lazy" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _log_without_time(path: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
 
