@@ -603,7 +603,7 @@ class HuggingFaceImage(_TorchVisual):
         pre = json.loads(pre.read_text()) if pre.is_file() else {}
         size = pre.get("size", getattr(net.config, "image_size", 224))
         size = size.get("shortest_edge", size.get("height", 224)) if isinstance(size, dict) else size
-        self.input_size = int(self.option("input_size", size))
+        self.input_size = int(self.option("input_size") or size)
         self.mean = tuple(pre.get("image_mean", IMAGENET_MEAN))
         self.std = tuple(pre.get("image_std", IMAGENET_STD))
         cfg = net.config
