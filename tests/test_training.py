@@ -54,6 +54,12 @@ def test_experiment_merges_preset_and_overrides_and_names_bad_keys():
     assert list(section["experiments"]) == ["a"] and list(section["presets"]) == ["rjca"]
     assert validate_config(experiment_section(fusion, "a"))["fusion"]["experiments"]["a"]["model"] == "rjca"
     assert grid({**fusion, "folds": [0, 2], "seeds": [1]}) == [("a", 0, 1), ("a", 2, 1), ("b", 0, 1), ("b", 2, 1)]
+    # a config's own preset is added to the built-in ones, which stay usable
+    mine = validate_config({"fusion": {"presets": {"mine": {"epochs": 3}}, "experiments": {
+        "a": {"model": "rjca", "preset": "mine"}, "b": {"model": "rjca", "preset": "rjcma"}}}})["fusion"]
+    assert resolve_experiment(mine, "a")["training"]["epochs"] == 3
+    assert resolve_experiment(mine, "b")["training"]["window"] == 300
+    assert experiment_section(mine, "b")["fusion"]["presets"]["rjcma"]["hop"] == 200
     fusion["experiments"]["a"]["training"]["lr"] = "fast"
     with pytest.raises(ConfigError, match=r"fusion.experiments.a.training.lr"):
         resolve_experiment(fusion, "a")

@@ -36,6 +36,15 @@ def _preset_schema() -> dict[str, Any]:
     return load_schema("config")["$defs"]["preset"]
 
 
+def presets(fusion: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The built-in presets (the schema's default of fusion.presets) with the config's own added or replacing
+    them by name, so listing one preset in a config does not drop the published ones."""
+    from emofusion.config import load_schema
+
+    builtin = load_schema("config")["properties"]["fusion"]["properties"]["presets"]["default"]
+    return {**copy.deepcopy(builtin), **fusion.get("presets", {})}
+
+
 def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
     """The experiment ``name`` of a validated ``fusion`` section with its preset merged under its overrides.
 
@@ -48,11 +57,11 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(f"fusion.experiments has no experiment {name!r}; configured: {sorted(experiments)}")
     exp = copy.deepcopy(experiments[name])
     preset_name = exp.get("preset", "demo")
-    presets = fusion.get("presets", {})
-    if preset_name not in presets:
+    known = presets(fusion)
+    if preset_name not in known:
         raise ConfigError(f"fusion.experiments.{name}.preset: no preset {preset_name!r} in fusion.presets; "
-                          f"defined: {sorted(presets)}")
-    training = {**presets[preset_name], **exp.get("training", {})}
+                          f"defined: {sorted(known)}")
+    training = {**known[preset_name], **exp.get("training", {})}
     schema = _preset_schema()
     for err in jsonschema.Draft202012Validator(schema).iter_errors(training):
         key = ".".join(str(p) for p in err.absolute_path)
@@ -71,7 +80,7 @@ def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = F
     exp = fusion["experiments"][name]
     preset = exp.get("preset", "demo")
     section: dict[str, Any] = {"device": fusion.get("device", "auto"), "experiments": {name: exp},
-                               "presets": {preset: fusion.get("presets", {}).get(preset, {})}}
+                               "presets": {preset: presets(fusion).get(preset, {})}}
     if smoothing:
         section["smoothing"] = fusion.get("smoothing", {})
     return {"fusion": section}
