@@ -723,3 +723,28 @@ def test_workflow_builds_the_visual_store_and_reruns_only_what_changed(tmp_path)
     demo_subset(corpus, ("demo08-30-320x180",))
     plan = planned(run("-n"))
     assert plan == {"faces": 1, "embed_visual": 1, "embed_merge": 1}, plan
+
+
+# --------------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", OFFLINE_VISUAL)
+def test_cuda_float32_and_float16_autocast_match_the_cpu(name, tmp_path, astronaut_crop):
+    """The CUDA path (pinned prefetch, non-blocking copies, float16 autocast) gives the CPU's rows."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    crops = np.concatenate([astronaut_crop, random_crops(70, seed=5, size=112)])
+    valid = np.ones(len(crops), bool)
+    valid[3] = False
+    path = face_store(tmp_path / "c1.h5", crops, valid)
+    cpu, _ = stage.embed_faces(build_backbone("visual", name), path, batch_size=32, amp=False)
+    gpu_backbone = build_backbone("visual", name, device="cuda")
+    f32, v32 = stage.embed_faces(gpu_backbone, path, batch_size=32, amp=False)
+    f16, _ = stage.embed_faces(gpu_backbone, path, batch_size=32, amp=True)
+    np.testing.assert_array_equal(v32, valid)
+    np.testing.assert_allclose(f32, cpu, rtol=1e-3, atol=1e-4)
+    cos = (f16 * cpu).sum(1)[valid] / (np.linalg.norm(f16, axis=1) * np.linalg.norm(cpu, axis=1))[valid]
+    assert cos.min() > 0.999
+    happy = fer_probabilities(gpu_backbone, torch.as_tensor(astronaut_crop, device="cuda"))[0]
+    assert EMOTIONS[int(happy.argmax())] == "happy"
