@@ -529,7 +529,28 @@ def test_reader_is_lazy_picklable_loads_in_memory_and_refuses_mismatches(tmp_pat
             FeatureStore(path, **kwargs)
     with pytest.raises(InputError, match="has no clip 'c3'"):
         store.read("c3")
+    # A forked worker (DataLoader) inherits the parent's open handle and datasets but reads through its own.
+    import multiprocessing
+
+    global _INHERITED
+    _INHERITED = store  # not an argument: the child must use the object fork copied, open handle and all
+    assert store._file is not None and store._datasets
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child_rows, child_pid = pool.apply(_read_inherited, ("c1",))
+    np.testing.assert_array_equal(child_rows, store.read("c1")[0])
+    assert store._pid != child_pid
     store.close()
+
+
+_INHERITED = None
+
+
+def _read_inherited(clip):
+    import os
+
+    rows = _INHERITED.read(clip)[0]
+    assert _INHERITED._pid == os.getpid()  # reopened in the child
+    return rows, _INHERITED._pid
 
 
 # --------------------------------------------------------------------------------------------- commands

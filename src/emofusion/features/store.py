@@ -143,6 +143,7 @@ class FeatureStore:
         self.width = int(self.attrs["width"])
         self._file = None
         self._pid: int | None = None
+        self._datasets: dict[str, tuple[Any, Any]] = {}  # clip -> open (features, valid) datasets of this process
         self._memory: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         with self._open_fresh() as f:
             self.clips: list[str] = sorted(f)
@@ -160,6 +161,7 @@ class FeatureStore:
         if self._file is None or self._pid != os.getpid():
             self._file = self._open_fresh()
             self._pid = os.getpid()
+            self._datasets = {}
         return self._file
 
     def __contains__(self, clip: str) -> bool:
@@ -179,8 +181,12 @@ class FeatureStore:
         if self._memory is not None:
             feats, valid = self._memory[clip]
             return feats[start:stop], valid[start:stop]
-        g = self._handle()[clip]
-        return g["features"][start:stop], g["valid"][start:stop]
+        f = self._handle()
+        ds = self._datasets.get(clip)
+        if ds is None:  # looking a dataset up costs as much as reading a short clip: keep it open
+            g = f[clip]
+            ds = self._datasets[clip] = (g["features"], g["valid"])
+        return ds[0][start:stop], ds[1][start:stop]
 
     def load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The whole store in memory: clip -> (features, valid)."""
@@ -193,6 +199,7 @@ class FeatureStore:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
         self._file = None
+        self._datasets = {}
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -203,4 +210,5 @@ class FeatureStore:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_file"] = None  # never pickle an open handle; the worker opens its own
+        state["_datasets"] = {}
         return state
