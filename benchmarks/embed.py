@@ -16,8 +16,9 @@ Three tables:
    weights written to a temporary file: the same network, so the same speed.
 2. Store reads: ``--clips`` clips of 500 frames x 128 float32 written as shards and merged with
    ``emofusion.features.stage.merge_shards``; then every clip read through ``FeatureStore.read`` (lazy, one
-   contiguous read per clip), the whole store through ``FeatureStore.load``, and a plain sequential ``read()`` of
-   the same file's bytes; all warm (the file read once first), so the ratio is the reader's overhead.
+   contiguous read per clip; a fresh reader, and the same reader's next pass), the whole store through
+   ``FeatureStore.load``, and a plain sequential ``read()`` of the same file's bytes; all warm (the file read
+   once first), so the ratio is the reader's overhead.
 """
 
 from __future__ import annotations
@@ -240,12 +241,22 @@ def read_table(args, work: Path) -> dict:
                 pass
         return time.perf_counter() - t
 
-    def lazy() -> float:
+    def lazy() -> float:  # a fresh reader: every clip's datasets looked up on its first read
         store = FeatureStore(merged, backbone="bench")
         t = time.perf_counter()
         for clip in store.clips:
             store.read(clip)
         store.close()
+        return time.perf_counter() - t
+
+    warm_store = FeatureStore(merged, backbone="bench")
+    for clip in warm_store.clips:
+        warm_store.read(clip)
+
+    def again() -> float:  # the same reader's next epoch: datasets already open
+        t = time.perf_counter()
+        for clip in warm_store.clips:
+            warm_store.read(clip)
         return time.perf_counter() - t
 
     def whole() -> float:
@@ -254,7 +265,9 @@ def read_table(args, work: Path) -> dict:
         return time.perf_counter() - t
 
     plain()  # warm the page cache: every row below reads the same cached bytes
-    best = {name: min(fn() for _ in range(3)) for name, fn in (("plain", plain), ("lazy", lazy), ("load", whole))}
+    best = {name: min(fn() for _ in range(3))
+            for name, fn in (("plain", plain), ("lazy", lazy), ("again", again), ("load", whole))}
+    warm_store.close()
     return {"clips": args.clips, "file_mb": size / 2**20, "payload_mb": payload / 2**20, "merge_s": merge_s,
             **{f"{k}_mb_s": size / 2**20 / v for k, v in best.items()}}
 
@@ -308,7 +321,8 @@ def main() -> None:
           f"{reads['clips']} shards {reads['merge_s']:.2f} s\n")
     print("| read | MB/s |\n|---|---|")
     print(f"| plain sequential read() of the file | {reads['plain_mb_s']:.0f} |")
-    print(f"| FeatureStore.read, clip by clip (lazy) | {reads['lazy_mb_s']:.0f} |")
+    print(f"| FeatureStore.read, clip by clip, first pass (lazy open) | {reads['lazy_mb_s']:.0f} |")
+    print(f"| FeatureStore.read, clip by clip, next pass (datasets open) | {reads['again_mb_s']:.0f} |")
     print(f"| FeatureStore.load (whole store) | {reads['load_mb_s']:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"embed": rows, "read": reads}, indent=2))
