@@ -219,7 +219,7 @@ class FusionData:
         w[:, 0] = np.array([index[clips[i]] for i in w[:, 0]], dtype=np.int64) if len(w) else w[:, 0]
         return w
 
-    def _gather_index(self, windows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def gather_index(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Global row indices ``(B, steps, pool)`` of the pooled frames and ``(B, steps)`` of the label frames;
         frames past a clip's end point at the padding row ``self.total``."""
         n = self.clip_frames[windows[:, 0]]
@@ -237,7 +237,7 @@ class FusionData:
         import torch
 
         windows = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
-        pooled, label = self._gather_index(windows, self.offsets)
+        pooled, label = self.gather_index(windows)
         feats, masks = {}, {}
         for m in self.modalities:
             if self.in_memory:

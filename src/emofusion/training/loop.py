@@ -101,7 +101,7 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     from emofusion.metrics import TARGETS, split_ccc
     from emofusion.models import CCCLoss, save_checkpoint
     from emofusion.provenance import provenance
-    from emofusion.training.data import FusionData
+    from emofusion.training.data import FusionData, WindowBatches
     from emofusion.training.windows import Windowing, reassemble
 
     out = Path(out)
@@ -125,7 +125,7 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     loss_fn = CCCLoss(reduction=tr["loss_reduction"])
 
     train_windows = data.windows(data.clips_of("train"), windowing.train_hop)
-    _, label_idx = data._gather_index(train_windows, data.offsets)
+    _, label_idx = data.gather_index(train_windows)
     train_windows = train_windows[data.label_valid[label_idx].any(axis=(1, 2))]  # windows without labels teach nothing
     val_clips = data.clips_of("validation")
     val_windows = data.windows(val_clips, windowing.hop)
@@ -169,8 +169,6 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
                 g["lr"] = tr["lr"] * (epoch + 1) / warm
         perm = np.random.default_rng([seed, epoch]).permutation(len(train_windows))
         batches = [perm[i:i + bs].tolist() for i in range(0, len(perm), bs)]
-        from emofusion.training.data import WindowBatches
-
         loader = torch.utils.data.DataLoader(WindowBatches(data, train_windows), sampler=batches, batch_size=None,
                                              num_workers=workers, pin_memory=device.type == "cuda")
         bar = progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch")
