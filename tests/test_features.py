@@ -769,3 +769,17 @@ def test_cuda_float32_and_float16_autocast_match_the_cpu(name, tmp_path, astrona
     assert cos.min() > 0.999
     happy = fer_probabilities(gpu_backbone, torch.as_tensor(astronaut_crop, device="cuda"))[0]
     assert EMOTIONS[int(happy.argmax())] == "happy"
+
+
+def test_an_unknown_store_stops_the_workflow_naming_the_registered_backbones(tmp_path):
+    import yaml
+
+    from conftest import on_demo, snakemake
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    cfg["features"]["visual"]["stores"] = ["fer", "nosuchnet"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(*on_demo(tmp_path, "features", "-n"), cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "unknown backbone 'nosuchnet'" in out and "fer" in out and "pyemotion" in out, out
