@@ -98,10 +98,13 @@ def test_default_target_on_demo_and_reruns_only_what_changed(workdir):
                 rules.add(parts[0])
         return rules - {"all"}
 
+    # a changed extraction section reruns its stage and what reads it downstream: the stores it feeds and every
+    # fusion run (the manifest, faces and transcripts are their inputs), never the other extraction stages
+    fusion = {"train", "evaluate", "report"}
     assert planned() == set()
-    assert planned("folds", seed=1) == {"manifest", "labels"}
-    assert planned("faces", fill_gaps=5) == {"faces"}
-    assert planned("asr", beam_size=1) == {"transcribe"}
+    assert planned("folds", seed=1) == {"manifest", "labels"} | fusion
+    assert planned("faces", fill_gaps=5) == {"faces", "embed_visual", "embed_merge"} | fusion
+    assert planned("asr", beam_size=1) == {"transcribe", "embed_text", "embed_merge"} | fusion
     _check_fusion_stage(workdir, original, planned)
 
 
