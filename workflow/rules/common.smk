@@ -128,7 +128,8 @@ def asr_model_files(wildcards):
 
 
 # Embedding stage (workflow/rules/features.smk)
-from emofusion.features.registry import MODALITIES, backbone_class  # cheap: backbones import torch when built
+# cheap: backbones import torch when built
+from emofusion.features.registry import MODALITIES, backbone_class, backbone_config, weight_paths
 
 
 def feature_stores():
@@ -146,10 +147,8 @@ def _backbone_options(modality, name):
 
 
 def _embed_section(modality, name):
-    """The part of the config a backbone's outputs depend on: the stage's device/batch/amp and its own options."""
-    section = config["features"]
-    return {"features": {"device": section["device"], "batch_size": section["batch_size"], "amp": section["amp"],
-                         modality: {"backbones": {name: _backbone_options(modality, name)}}}}
+    """The part of the config a backbone's outputs depend on (the same function the embed command records)."""
+    return backbone_config(config["features"], modality, name)
 
 
 def embed_config(modality):
@@ -178,16 +177,11 @@ def embed_weights(modality):
 
 
 def embed_weight_files(modality):
-    """A backbone's local weight file(s) (options weights / path) as inputs, so replacing them reruns it."""
+    """A backbone's local weight file(s) (options weights / path / model) as inputs, so replacing them reruns it."""
     def files(wildcards):
         out = []
-        for key in ("weights", "path"):
-            value = _backbone_options(modality, wildcards.backbone).get(key)
-            path = Path(str(value)).expanduser() if value else None
-            if path is not None and path.is_file():
-                out.append(str(path))
-            elif path is not None and path.is_dir():
-                out += sorted(str(q) for q in path.rglob("*") if q.is_file())
+        for path in weight_paths(_backbone_options(modality, wildcards.backbone)):
+            out += sorted(str(q) for q in path.rglob("*") if q.is_file()) if path.is_dir() else [str(path)]
         return out
     return files
 
@@ -252,6 +246,12 @@ def fusion_run_files(name):
 
 def fusion_run_dirs():
     return " ".join(shlex.quote(run) for run in FUSION_RUNS)
+
+
+def sample_submission(wildcards):
+    """The organisers' sample prediction file, when report.sample_submission names one: an input, so a new file
+    reruns the report, and a missing one stops the DAG before anything runs."""
+    return config["report"]["sample_submission"] or []
 
 
 def fusion_targets():

@@ -44,14 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default 0: torch's default)")
 
 
-def backbone_config(cfg: dict, modality: str, name: str) -> dict:
-    """The part of the config one backbone's outputs depend on (so its provenance hash changes only with it)."""
-    section = cfg["features"]
-    options = section[modality].get("backbones", {}).get(name) or {}
-    return {"features": {"device": section["device"], "batch_size": section["batch_size"], "amp": section["amp"],
-                         modality: {"backbones": {name: options}}}}
-
-
 def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
@@ -66,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.device import resolve_device
     from emofusion.errors import InputError
     from emofusion.features import stage
-    from emofusion.features.registry import build_backbone
+    from emofusion.features.registry import backbone_config, build_backbone
     from emofusion.log import logger
     from emofusion.provenance import provenance
 
@@ -102,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         clips = args.clips or [Path(args.audio).stem]
         rows = [stage.ClipRows(c, feats, valid, fps) for c in clips]  # the clips of a video share its rows
         inputs = {"audio": args.audio, "transcript": args.transcript, "clips": clips}
-    prov = provenance(config=backbone_config(cfg, args.modality, args.backbone), modality=args.modality,
+    prov = provenance(config=backbone_config(cfg["features"], args.modality, args.backbone), modality=args.modality,
                       backbone=args.backbone, device=str(device), **inputs)
     stage.write_shard(args.out, rows, backbone, prov)
     for r in rows:

@@ -28,13 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emofusion.commands.embed import backbone_config
     from emofusion.config import load_config
+    from emofusion.features.registry import backbone_config
     from emofusion.features.stage import merge_shards
     from emofusion.provenance import provenance
 
     cfg = load_config(args.config, overrides=args.config_json)
-    prov = provenance(config=backbone_config(cfg, args.modality, args.backbone), modality=args.modality,
+    prov = provenance(config=backbone_config(cfg["features"], args.modality, args.backbone), modality=args.modality,
                       backbone=args.backbone, merged=len(args.shards))
     merge_shards(args.shards, args.out, provenance=prov, clips=args.clips, modality=args.modality,
                  backbone=args.backbone)

@@ -155,6 +155,29 @@ def build_backbone(modality: str, name: str, options: dict | None = None, *, dev
     return cls(dict(options or {}), device=device)
 
 
+def backbone_config(features: dict, modality: str, name: str) -> dict:
+    """The part of the ``features:`` config one backbone's outputs depend on: its own options, the device, and for
+    visual backbones the batch and autocast settings (audio and text read neither). The workflow passes exactly
+    this to a backbone's rules and the shards record its hash, so changing anything else reruns nothing."""
+    section: dict[str, Any] = {"device": features["device"]}
+    if modality == "visual":
+        section.update(batch_size=features["batch_size"], amp=features["amp"])
+    options = features[modality].get("backbones", {}).get(name) or {}
+    return {"features": {**section, modality: {"backbones": {name: options}}}}
+
+
+def weight_paths(options: dict) -> list[Path]:
+    """The local weight files or model directories a backbone's options name (keys weights, path, model), where
+    they exist: the workflow makes their files rule inputs, so replacing the weights reruns the backbone."""
+    out = []
+    for key in ("weights", "path", "model"):
+        value = options.get(key)
+        path = Path(str(value)).expanduser() if value else None
+        if path is not None and path.exists():
+            out.append(path)
+    return out
+
+
 def sha256_files(paths: Iterable[str | os.PathLike]) -> str:
     """sha256 of one file, or of several files' bytes in sorted path order (a directory: all files under it)."""
     files: list[Path] = []

@@ -227,10 +227,13 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     shard_info = []
     for p in paths:
         attrs = read_attrs(p) if p != paths[0] else first
-        for key in IDENTITY_ATTRS:
-            if attrs[key] != first[key]:
-                raise StoreMismatch(f"shards disagree on {key}: {paths[0]} has {first[key]!r}, {p} has "
-                                    f"{attrs[key]!r}; rerun the embedding of the stale one (`snakemake features`)")
+        identity = {key: attrs[key] for key in IDENTITY_ATTRS}
+        identity["config_hash"] = attrs["provenance"].get("config_hash")  # the backbone's options
+        for key, value in identity.items():
+            want = first[key] if key != "config_hash" else first["provenance"].get("config_hash")
+            if value != want:
+                raise StoreMismatch(f"shards disagree on {key}: {paths[0]} has {want!r}, {p} has "
+                                    f"{value!r}; rerun the embedding of the stale one (`snakemake features`)")
         with h5py.File(p, "r") as f:
             for c in f:
                 if c in owner:

@@ -26,10 +26,11 @@ from emofusion.errors import EmofusionError, InputError
 from emofusion.io import atomic_path
 
 SCHEMA_VERSION = 1
-# Root attributes every store carries (the merge checks that shards agree on the identity ones).
+# Root attributes every store carries (the merge checks that shards agree on the identity ones: same network,
+# weights and options, so one store never mixes rows put on the timeline two ways).
 REQUIRED_ATTRS = ("schema_version", "modality", "backbone", "width", "native_rate", "timeline", "weights_sha256",
                   "weights_source", "licence", "provenance")
-IDENTITY_ATTRS = ("schema_version", "modality", "backbone", "width", "weights_sha256")
+IDENTITY_ATTRS = ("schema_version", "modality", "backbone", "width", "native_rate", "timeline", "weights_sha256")
 
 
 class StoreMismatch(EmofusionError):
