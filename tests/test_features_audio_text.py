@@ -78,6 +78,18 @@ def test_window_pool_equals_its_definition():
     np.testing.assert_allclose(got, naive_pool(values, ends, frame_times, 0.5, stats), rtol=1e-5, atol=1e-5)
 
 
+def test_window_min_max_in_small_blocks_equals_one_block():
+    """min/max gather (rows, span, D) at once; in blocks the memory is bounded and the values are the same."""
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(400, 3))
+    ends = (np.arange(400) + 1) * 0.01
+    lo, hi = timeline._bounds(ends, timeline.frame_times(120, 30.0), 0.5)
+    whole = timeline._window_extreme(values, lo, hi, np.maximum)
+    blocked = timeline._window_extreme(values, lo, hi, np.maximum, block_bytes=8 * 3 * 50 * 7)  # 7 rows a block
+    np.testing.assert_array_equal(blocked, whole)
+    np.testing.assert_array_equal(whole[-1], values[lo[-1]:hi[-1]].max(0))
+
+
 def test_window_pool_is_causal_and_uses_what_there_is_at_the_start():
     values = np.arange(100, dtype=float)[:, None]
     ends = (np.arange(100) + 1) * 0.01  # native frame k ends at (k + 1) * 10 ms

@@ -79,13 +79,19 @@ def window_pool(values: np.ndarray, ends: np.ndarray, frame_times: np.ndarray, *
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
-def _window_extreme(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, op) -> np.ndarray:
-    """op-reduce of values[lo:hi] per row, vectorised over rows with a padded index matrix."""
+def _window_extreme(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, op, *,
+                    block_bytes: int = 64 << 20) -> np.ndarray:
+    """op-reduce of values[lo:hi] per row, vectorised over rows with a padded index matrix. Rows go in blocks
+    so the gathered (rows, span, D) array stays under ``block_bytes`` whatever the video's length."""
     span = int((hi - lo).max())
-    idx = lo[:, None] + np.arange(span)[None, :]  # (N, span)
-    inside = idx < hi[:, None]
-    idx = np.where(inside, idx, (hi - 1)[:, None])  # pad with the last in-window frame: neutral for min/max
-    return op.reduce(values[idx], axis=1)
+    rows = max(1, block_bytes // max(1, span * values.shape[1] * values.itemsize))
+    out = np.empty((len(lo), values.shape[1]), dtype=values.dtype)
+    for start in range(0, len(lo), rows):
+        b_lo, b_hi = lo[start:start + rows], hi[start:start + rows]
+        idx = b_lo[:, None] + np.arange(span)[None, :]  # (rows, span)
+        idx = np.where(idx < b_hi[:, None], idx, (b_hi - 1)[:, None])  # pad with the last in-window frame
+        out[start:start + rows] = op.reduce(values[idx], axis=1)
+    return out
 
 
 def hold_latest(values: np.ndarray, ends: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
