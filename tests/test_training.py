@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,6 +310,20 @@ def test_a_resume_state_of_another_configuration_is_not_used(corpus, tmp_path):
     other = experiment("early_fusion", epochs=2, lr=0.01, **SMALL)
     train(corpus, tmp_path, other)
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2  # started over: 2 epochs, not 1 + 2
+
+
+def test_a_resume_state_made_on_other_labels_is_not_used(corpus, tmp_path):
+    """Snakemake reruns training when labels.h5 is rebuilt, and resume.pt survives that: it must not be resumed."""
+    exp = experiment("early_fusion", epochs=3, **SMALL)
+    train(corpus, tmp_path / "run", exp, stop_after=1)
+    labels = tmp_path / "labels.h5"
+    shutil.copy(corpus["labels"], labels)
+    with h5py.File(labels, "r+") as h5:
+        clip = sorted(h5)[0]
+        h5[clip]["values"][0] = -h5[clip]["values"][0] + 0.5  # one relabelled frame
+    train_run(exp, fold=0, seed=0, out=tmp_path / "run", manifest=pd.read_parquet(corpus["manifest"]),
+              labels=labels, stores={m: corpus["stores"][m] for m in exp["stores"]}, device=CPU)
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3  # started over, not resumed at 1
 
 
 @pytest.mark.slow

@@ -82,11 +82,23 @@ def train_epoch(model, batches, *, opt, scaler, loss_fn, device, amp: bool, grad
 
 
 def _fingerprint(experiment, fold, seed, data) -> str:
+    """What a resumed run must share with the killed one. Snakemake reruns training when the labels, a store or
+    the folds change, but resume.pt survives it: resuming on other data would silently mix two runs. So: the
+    labels' and the split's content, and each store's weights, options and file (size and mtime: hashing a
+    multi-GB store at every start would cost more than it guards)."""
+    import hashlib
+
     from emofusion.provenance import config_hash
 
+    def store_identity(store):
+        stat = store.path.stat()
+        return {"weights": store.attrs["weights_sha256"], "config": store.attrs["provenance"].get("config_hash"),
+                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    labels = hashlib.sha256(data.labels.tobytes() + data.label_valid.tobytes()).hexdigest()
     return config_hash({"experiment": experiment, "fold": fold, "seed": seed, "width": data.width,
-                        "weights": {m: s.attrs["weights_sha256"] for m, s in data.stores.items()},
-                        "clips": data.clips, "frames": data.total})
+                        "stores": {m: store_identity(s) for m, s in data.stores.items()},
+                        "clips": data.clips, "frames": data.total, "split": data.split, "labels": labels})
 
 
 def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str | Path, manifest, labels: str | Path,
