@@ -82,3 +82,18 @@ def test_fusion_rules_train_evaluate_report_and_rerun_only_what_changed(workdir)
     cfg["fusion"]["seeds"] = [0]
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert jobs(workdir, "fusion", "-n", "--quiet", "rules") == {"report": 1, "fusion": 1}
+
+
+def test_the_sample_submission_file_is_an_input_of_the_report(workdir):
+    """Replacing the organisers' sample file must rerun the report (its rows decide the submission's rows)."""
+    sample = workdir / "sample.csv"
+    sample.write_text("image_location,valence,arousal\n")
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["report"] = {**cfg.get("report", {}), "sample_submission": str(sample)}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    dry = snakemake(*on_demo(workdir, "results/report/results.csv", "-n"), cwd=workdir)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out
+    job = out[out.index("rule report:"):]
+    assert str(sample) in job.split("output:")[0], job
+    assert "results/report/provenance.json" in job.split("log:")[0]

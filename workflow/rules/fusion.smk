@@ -63,9 +63,13 @@ rule report:
         manifest="results/manifest.parquet",
         metrics=fusion_run_files("metrics.json"),
         predictions=fusion_run_files("predictions.parquet"),
+        runs=fusion_run_files("run.json"),
+        epochs=fusion_run_files("log.jsonl"),
+        sample=sample_submission,
     output:
         table="results/report/results.csv",
         markdown="results/report/results.md",
+        provenance="results/report/provenance.json",
         plots=directory("results/report/plots"),
         submission=directory("results/report/submission"),
     log:
