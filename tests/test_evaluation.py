@@ -114,6 +114,33 @@ def test_metrics_are_the_protocols_ccc_of_the_written_predictions(trained):
     assert (m["experiment"], m["model"], m["fold"], m["seed"]) == ("early_fusion", "early_fusion", 0, 0)
 
 
+def test_validation_smoothing_is_cross_fitted_on_the_other_half_of_its_videos(trained):
+    df = pd.read_parquet(trained["run"] / "predictions.parquet")
+    m = json.loads((trained["run"] / "metrics.json").read_text())
+    video_of = dict(zip(trained["manifest"]["clip"], trained["manifest"]["video_id"], strict=True))
+    d = df[df["split"] == "validation"]
+    raw = {c: g[["valence", "arousal"]].to_numpy() for c, g in d.groupby("clip")}
+    lab = {c: (np.nan_to_num(g[["label_valence", "label_arousal"]].to_numpy()),
+               g[["valid_valence", "valid_arousal"]].to_numpy()) for c, g in d.groupby("clip")}
+    val = sorted(c for c in raw if lab[c][1].any())
+    a, b = _halves(val, video_of)
+    assert a and b
+    every = choose_window({c: raw[c] for c in val}, lab, SMOOTHING["windows"])
+    assert every == {t: m["smoothing"][t] for t in ("valence", "arousal")}
+    differs = False
+    for fit, apply in ((a, b), (b, a)):
+        chosen = choose_window({c: raw[c] for c in fit}, lab, SMOOTHING["windows"])
+        differs |= chosen != every
+        for c in apply:
+            g = d[d["clip"] == c]
+            for target in ("valence", "arousal"):
+                expected = np.clip(moving_average(raw[c][:, ("valence", "arousal").index(target)], chosen[target]),
+                                   -1, 1)
+                np.testing.assert_allclose(g[f"{target}_smoothed"], expected, atol=1e-6, err_msg=f"{c} {target}")
+    # otherwise choosing on all of validation would pass unnoticed
+    assert differs, "both halves choose the all-validation windows; the fixture cannot tell cross-fitting apart"
+
+
 def test_smoothing_of_train_and_test_uses_the_window_chosen_on_validation(trained):
     df = pd.read_parquet(trained["run"] / "predictions.parquet")
     m = json.loads((trained["run"] / "metrics.json").read_text())
