@@ -687,14 +687,46 @@ def wav(tmp_path_factory):
     return d / "v.wav"
 
 
-def test_audio_stage_gives_one_row_per_frame_valid_inside_the_decoded_span(wav):
-    from emofusion.audio import read_audio_metadata
+@pytest.fixture(scope="module")
+def burst_wav(tmp_path_factory):
+    """The audio stage's output for a 1 s, 30 fps video whose audio stream starts 0.3 s after the first frame and
+    lasts 0.5 s (decoded span 0.3-0.8 s), silent but for a 440 Hz burst at 0.65-0.75 s on the video's timeline."""
+    from conftest import run_ffmpeg
+    from emofusion.audio import extract_audio
 
-    meta = read_audio_metadata(wav)
-    feats, valid, fps = stage.embed_audio(build_backbone("audio", "_test_energy"), wav)
-    assert feats.shape == (meta["frames"], 1) and fps == pytest.approx(meta["fps"])
-    assert valid[5:25].all() and (feats[valid][1:] > 0.05).all()  # a sine tone: energy in every valid window
+    d = tmp_path_factory.mktemp("burst")
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=1", "-itsoffset", "0.3", "-f", "lavfi",
+               "-i", r"aevalsrc=0.5*sin(2*PI*440*t)*between(t\,0.35\,0.45-1e-9):s=16000:d=0.5",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(d / "v.mkv"))
+    extract_audio(d / "v.mkv", d / "v.wav")
+    return d / "v.wav"
+
+
+def test_audio_stage_gives_one_row_per_frame_valid_inside_the_decoded_span(burst_wav):
+    from emofusion.audio import read_audio
+
+    samples, sr, meta = read_audio(burst_wav)
+    fps = meta["fps"]
+    assert (meta["frames"], fps, sr) == (30, 30.0, 16000)
+    assert (meta["valid_start_sample"], meta["valid_end_sample"]) == (4800, 12800)  # 0.3 s late, 0.2 s early
+    backbone = build_backbone("audio", "_test_energy")
+    feats, valid, got_fps = stage.embed_audio(backbone, burst_wav)
+    assert feats.shape == (30, 1) and got_fps == pytest.approx(fps)
+    # a frame is valid when its time (its window's end) is inside the span: frames 9 (0.3 s) to 24 (0.8 s)
+    np.testing.assert_array_equal(np.flatnonzero(~valid), [*range(0, 9), *range(25, 30)])
+    # the burst's samples are [10400, 12000); the 0.2 s window ending at frame i holds samples
+    # [16000 i/30 - 3200, 16000 i/30): frame 20 (10667) is the first to reach into it, frame 28 (14933) the last
+    raw = backbone.embed(samples, sr, np.arange(30) / fps)[:, 0]
+    np.testing.assert_array_equal(np.flatnonzero(raw > 0.05), np.arange(20, 29))
+    # frames 25-28 heard the burst but end past the span: zeroed, the rest of the burst kept
     assert (feats[~valid] == 0).all()
+    np.testing.assert_array_equal(feats[:, 0], np.where(valid, raw, 0))
+    np.testing.assert_array_equal(np.flatnonzero(feats[:, 0] > 0.05), np.arange(20, 25))
+    assert (feats[valid, 0][(feats[valid, 0] <= 0.05)] < 1e-3).all()  # silence elsewhere, not a smeared burst
+    # frames 23 and 24 hold the whole 0.1 s burst in their 0.2 s window: RMS 0.5/sqrt(2) * sqrt(0.1/0.2);
+    # 20-22 hold part of it
+    np.testing.assert_allclose(feats[23:25, 0], 0.25, atol=0.005)
+    assert (feats[20:23, 0] < 0.24).all()
 
 
 def test_text_rows_follow_word_timing_and_a_transcript_past_the_audio_fails(tmp_path, wav):
