@@ -150,6 +150,28 @@ def test_smoothing_of_train_and_test_uses_the_window_chosen_on_validation(traine
         np.testing.assert_allclose(g["valence_smoothed"], np.clip(expected, -1, 1), atol=1e-6)
 
 
+def test_evaluate_command_reads_the_runs_stores_unless_a_store_option_replaces_one(trained, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from emofusion.cli import main
+
+    copy = tmp_path / "audio_copy.h5"
+    shutil.copy(trained["stores"]["audio"], copy)
+    base = ["evaluate", "--config-json", json.dumps({"fusion": {"device": "cpu", "smoothing": SMOOTHING}}),
+            "--run", str(trained["run"]), "--manifest", str(trained["corpus"]["manifest"]),
+            "--labels", str(trained["corpus"]["labels"])]
+    assert main([*base, "--store", f"audio={copy}", "--out", str(tmp_path / "out")]) == 0
+    stores = json.loads((tmp_path / "out" / "metrics.json").read_text())["stores"]
+    assert {m: v["path"] for m, v in stores.items()} == {**{m: str(p) for m, p in trained["stores"].items()},
+                                                          "audio": str(copy)}
+    for bad, why in (("text=t.h5", "reads only"), ("audio", "expected MODALITY=PATH")):
+        with caplog.at_level(logging.ERROR, logger="emofusion"):
+            assert main([*base, "--store", bad, "--out", str(tmp_path / "bad")]) == 1
+        assert why in caplog.text
+    assert not (tmp_path / "bad").exists()
+
+
 def test_evaluation_refuses_a_store_rebuilt_with_other_weights(trained, tmp_path):
     import h5py
 

@@ -41,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from emofusion.commands.train import runtime
+    from emofusion.commands.train import parse_stores, runtime
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
-    from emofusion.errors import ConfigError, InputError
+    from emofusion.errors import InputError
     from emofusion.evaluation import evaluate_run
 
     cfg = load_config(args.config, overrides=args.config_json)
@@ -52,12 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if not info_path.is_file():
         raise InputError(f"{info_path} does not exist; train the run first (`emofusion train --out {args.run}`)")
     info = json.loads(info_path.read_text())
-    stores = dict(info["stores"])
-    for v in args.store:
-        m, sep, path = v.partition("=")
-        if not sep or m not in stores:
-            raise ConfigError(f"--store {v!r}: expected MODALITY=PATH with a modality of the run {sorted(stores)}")
-        stores[m] = path
+    stores = parse_stores(args.store, info["config"], defaults=info["stores"])
     device, in_memory = runtime(args, cfg["fusion"]["device"])
     evaluate_run(args.run, args.out or args.run, manifest=read_manifest(args.manifest), labels=args.labels,
                  stores=stores, smoothing=cfg["fusion"]["smoothing"], device=device, in_memory=in_memory,

@@ -46,8 +46,9 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
 
 
-def parse_stores(values: list[str], experiment: dict) -> dict[str, str]:
-    """``{modality: path}`` from ``--store m=path`` options, defaulting to the standard store paths."""
+def parse_stores(values: list[str], experiment: dict, defaults: dict[str, str] | None = None) -> dict[str, str]:
+    """``{modality: path}`` from ``--store m=path`` options; a modality not given takes its path in ``defaults``
+    (default: the standard store paths)."""
     from emofusion.errors import ConfigError
     from emofusion.training.experiments import store_path
 
@@ -61,7 +62,9 @@ def parse_stores(values: list[str], experiment: dict) -> dict[str, str]:
     if extra:
         raise ConfigError(f"--store {extra}: experiment {experiment['name']!r} reads only "
                           f"{sorted(experiment['stores'])}")
-    return {m: given.get(m, str(store_path(m, b))) for m, b in experiment["stores"].items()}
+    if defaults is None:
+        defaults = {m: str(store_path(m, b)) for m, b in experiment["stores"].items()}
+    return {m: given.get(m, defaults[m]) for m in experiment["stores"]}
 
 
 def runtime(args: argparse.Namespace, device_name: str):
