@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -170,6 +171,30 @@ def test_evaluate_command_reads_the_runs_stores_unless_a_store_option_replaces_o
             assert main([*base, "--store", bad, "--out", str(tmp_path / "bad")]) == 1
         assert why in caplog.text
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_malformed_checkpoint_is_an_input_error_naming_the_runs_file(trained, tmp_path):
+    import shutil
+
+    from emofusion.errors import InputError
+    from emofusion.models.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(trained["run"] / "model.pt")
+    broken = {"not torch": None, "foreign": {"weights": torch.zeros(2)},
+              "wrong weights": {**ckpt, "state_dict": {k: v for k, v in list(ckpt["state_dict"].items())[1:]}},
+              "no normaliser": {**ckpt, "extra": {k: v for k, v in ckpt["extra"].items() if k != "normaliser"}}}
+    for name, content in broken.items():
+        run = tmp_path / name.replace(" ", "_")
+        run.mkdir()
+        shutil.copy(trained["run"] / "run.json", run / "run.json")
+        if content is None:
+            (run / "model.pt").write_bytes(b"not a checkpoint at all")
+        else:
+            torch.save(content, run / "model.pt")
+        with pytest.raises(InputError, match=re.escape(f"{run / 'model.pt'} is not a usable emofusion checkpoint")):
+            evaluate_run(run, run / "out", manifest=trained["manifest"], labels=trained["corpus"]["labels"],
+                         stores=trained["stores"], smoothing=SMOOTHING, device=CPU)
+        assert not (run / "out").exists()
 
 
 def test_evaluation_refuses_a_store_rebuilt_with_other_weights(trained, tmp_path):

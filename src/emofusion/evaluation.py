@@ -121,11 +121,12 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     """Predict every frame of every clip with the run's best checkpoint; write predictions.parquet and
     metrics.json into ``out`` (atomically); return the metrics."""
     import json
+    import pickle
 
     import pandas as pd
 
     from emofusion.io import write_json, write_parquet
-    from emofusion.models import build_model, read_checkpoint
+    from emofusion.models.checkpoint import model_from_checkpoint, read_checkpoint
     from emofusion.provenance import file_sha256, provenance
     from emofusion.training.data import FusionData, Normaliser
     from emofusion.training.windows import Windowing
@@ -135,17 +136,21 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
         if not (run / name).is_file():
             raise InputError(f"{run / name} does not exist; train the run first (`emofusion train --out {run}`)")
     info = json.loads((run / "run.json").read_text())
-    ckpt = read_checkpoint(run / "model.pt")
-    extra = ckpt["extra"]
+    try:
+        ckpt = read_checkpoint(run / "model.pt")
+        model = model_from_checkpoint(ckpt)
+        extra = {k: ckpt["extra"][k] for k in ("weights_sha256", "normaliser", "best_epoch")}
+    except (ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        # a truncated, foreign or hand-edited file: torch, the registry or a missing entry says what is wrong
+        raise InputError(f"{run / 'model.pt'} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); "
+                         f"retrain the run (`emofusion train --out {run}`)") from None
     exp = info["config"]
     windowing = Windowing.from_training(exp["training"], key=f"fusion.experiments.{info['experiment']}.training")
     data = FusionData(manifest=manifest, labels=labels, stores=stores, backbones=exp["stores"], fold=info["fold"],
                       windowing=windowing, weights_sha256=extra["weights_sha256"],
                       normaliser=Normaliser.from_plain(extra["normaliser"]), in_memory=in_memory,
                       check_labels=False)
-    model = build_model(ckpt["model"], **ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
+    model.to(device)
     bs = batch_size or int(exp["training"]["batch_size"])
     raw = predict_frames(model, data, data.clips, device=device, batch_size=bs,
                          amp=bool(exp["training"]["amp"]), workers=workers)

@@ -76,11 +76,17 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return ckpt
 
 
+def model_from_checkpoint(ckpt: Mapping[str, Any], *, strict: bool = True) -> FusionModel:
+    """The model of a :func:`read_checkpoint` dict: rebuilt from its name and config (on the CPU), its weights
+    loaded; in eval mode."""
+    model = build_model(ckpt["model"], **ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"], strict=strict)
+    return model.eval()
+
+
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
                     strict: bool = True) -> FusionModel:
     """Rebuild the model from the checkpoint's name and config and load its weights; returned in eval mode.
-    Use :func:`read_checkpoint` for the provenance and ``extra``."""
+    Use :func:`read_checkpoint` (and :func:`model_from_checkpoint`) for the provenance and ``extra`` too."""
     ckpt = read_checkpoint(path, map_location=map_location)
-    model = build_model(ckpt["model"], **ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"], strict=strict)
-    return model.to(map_location).eval()
+    return model_from_checkpoint(ckpt, strict=strict).to(map_location)
