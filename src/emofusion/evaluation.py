@@ -65,8 +65,9 @@ def predict_frames(model, data, clips: list[str], *, device, batch_size: int, am
     return {c: np.clip(v, -1.0, 1.0) for c, v in frames.items()}
 
 
-def clip_labels(data, clip: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, 2)`` labels and validity of one clip of a :class:`FusionData`."""
+def fold_clip_labels(data, clip: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2)`` labels and validity of one clip of a :class:`FusionData` (already read and aligned; cf.
+    :func:`emofusion.labels.clip_labels`, which reads an annotation file)."""
     i = data.clips.index(clip)
     sl = slice(data.offsets[i], data.offsets[i + 1])
     return data.labels[sl], data.label_valid[sl]
@@ -154,7 +155,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     bs = batch_size or int(exp["training"]["batch_size"])
     raw = predict_frames(model, data, data.clips, device=device, batch_size=bs,
                          amp=bool(exp["training"]["amp"]), workers=workers)
-    lab = {c: clip_labels(data, c) for c in data.clips}
+    lab = {c: fold_clip_labels(data, c) for c in data.clips}
     candidates = [int(w) for w in smoothing.get("windows", [1])]
     for w in candidates:
         if w > 1 and w % 2 == 0:

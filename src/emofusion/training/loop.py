@@ -108,7 +108,7 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests)."""
     import torch
 
-    from emofusion.evaluation import clip_labels, predict_steps
+    from emofusion.evaluation import fold_clip_labels, predict_steps
     from emofusion.io import atomic_path, write_json
     from emofusion.metrics import TARGETS, split_ccc
     from emofusion.models import CCCLoss, save_checkpoint
@@ -144,7 +144,7 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     val_local = val_windows.copy()
     index = {c: i for i, c in enumerate(val_clips)}
     val_local[:, 0] = [index[data.clips[i]] for i in val_windows[:, 0]]  # index into data.clips -> into val_clips
-    val_labels = {c: clip_labels(data, c) for c in val_clips}
+    val_labels = {c: fold_clip_labels(data, c) for c in val_clips}
     bs = int(tr["batch_size"])
     fingerprint = _fingerprint(experiment, fold, seed, data)
 
