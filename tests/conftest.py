@@ -69,6 +69,15 @@ def on_demo(workdir: Path, *args: str) -> list[str]:
             "--config", f"corpus={{root: {DEMO}}}"]
 
 
+def planned_jobs(summary: str) -> dict[str, int]:
+    """Rule -> job count from the table `snakemake -n --quiet rules` prints (its total line left out)."""
+    counts = {}
+    for line in summary.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
 def run_ffmpeg(*args: str) -> None:
     """Run ffmpeg quietly; fail the test with its stderr if it fails."""
     if shutil.which("ffmpeg") is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import on_demo, snakemake
+from conftest import on_demo, planned_jobs, snakemake
 from fusion_corpus import make_corpus
 
 FUSION_RULES = ("--allowed-rules", "train", "evaluate", "report")
@@ -28,12 +28,7 @@ EXPERIMENTS = {
 def jobs(workdir: Path, *args: str) -> dict[str, int]:
     proc = snakemake(*on_demo(workdir, *args, *FUSION_RULES, "--cores", "2"), cwd=workdir, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    counts = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            counts[parts[0]] = int(parts[1])
-    return counts
+    return planned_jobs(proc.stdout)
 
 
 def set_experiments(workdir: Path, experiments: dict) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, on_demo, snakemake
+from conftest import REPO, on_demo, planned_jobs, snakemake
 
 # Every test plans or runs the workflow in its own directory: the checkout's results/ (a user's demo run) must
 # neither change what a test sees nor be changed by it.
@@ -20,8 +20,10 @@ def test_lint_clean(workdir):
 def test_dry_run_default_config(workdir):
     proc = snakemake(*on_demo(workdir, "-n", "--cores", "1", "--quiet", "rules"), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for rule in ("manifest", "labels", "train", "evaluate", "report"):
-        assert rule in proc.stdout
+    # 12 clips of 11 videos, the three default stores, ten demo experiments (fold 0, one seed), one report
+    assert planned_jobs(proc.stdout) == {
+        "manifest": 1, "labels": 1, "faces": 12, "audio": 11, "transcribe": 11, "embed_visual": 12,
+        "embed_audio": 11, "embed_text": 11, "embed_merge": 3, "train": 10, "evaluate": 10, "report": 1, "all": 1}
 
 
 def test_unknown_config_key_stops_the_workflow(workdir):
@@ -91,12 +93,7 @@ def test_default_target_on_demo_and_reruns_only_what_changed(workdir):
         (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
         dry = run_in(workdir, "-n", "--quiet", "rules")
         assert dry.returncode == 0, dry.stdout + dry.stderr
-        rules = set()
-        for line in dry.stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-                rules.add(parts[0])
-        return rules - {"all"}
+        return set(planned_jobs(dry.stdout)) - {"all"}
 
     # a changed extraction section reruns its stage and what reads it downstream: the stores it feeds and every
     # fusion run (the manifest, faces and transcripts are their inputs), never the other extraction stages
@@ -112,12 +109,7 @@ def _jobs(workdir: Path, *targets: str) -> dict[str, int]:
     """Rule -> number of jobs a dry run would run."""
     dry = run_in(workdir, *targets, "-n", "--quiet", "rules")
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    counts = {}
-    for line in dry.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            counts[parts[0]] = int(parts[1])
-    return counts
+    return planned_jobs(dry.stdout)
 
 
 def _check_fusion_stage(workdir: Path, original: str, planned) -> None:
