@@ -7,7 +7,7 @@
 Transcription: the same audio (speech_emotion_va clips concatenated to about --seconds, 16 kHz) through each
 engine with the default asr config unless overridden; the model is loaded and warmed up (a few seconds of the
 audio, which also compiles openai-whisper's numba DTW) before timing. Real-time factor = audio seconds per wall
-second (higher is faster). Audio extraction: `emofusion.audio.extract_audio` on every video under --videos, audio
+second (higher is faster). Audio extraction: `emofusion.audio.stage.extract_audio` on every video under --videos, audio
 seconds written per wall second.
 """
 
@@ -81,7 +81,7 @@ def bench_asr(args, audio: np.ndarray) -> list[dict]:
 def bench_audio(args) -> list[dict]:
     import subprocess
 
-    from emofusion.audio import extract_audio
+    from emofusion.audio.stage import extract_audio
 
     rows = []
     videos = sorted(p for p in Path(args.videos).iterdir() if p.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi"))

@@ -7,7 +7,7 @@
 
 Three tables:
 
-1. End to end: ``emofusion.faces.extract_faces`` on every video (decode as a stream, batched MTCNN, subject
+1. End to end: ``emofusion.faces.stage.extract_faces`` on every video (decode as a stream, batched MTCNN, subject
    tracking, batched alignment, HDF5 store), each in its own process so its peak memory is its own. Frames per
    second over the whole run (model loading excluded); peak resident memory (CPU) above the process's size once
    torch and the models are loaded, and ``torch.cuda.max_memory_allocated`` on CUDA.
@@ -54,7 +54,7 @@ def current_rss_mb() -> float:
 
 
 def settings_from(args):
-    from emofusion.faces import FaceSettings
+    from emofusion.faces.config import FaceSettings
 
     return FaceSettings(batch_size=args.batch_size, device=args.device, min_face_size=args.min_face_size,
                         max_side=args.max_side or None, detect_every=args.detect_every)
@@ -64,7 +64,8 @@ def child(args) -> None:
     """One end-to-end run in this process; prints one JSON line."""
     import torch
 
-    from emofusion.faces import FaceAligner, extract_faces, resolve_device
+    from emofusion.device import resolve_device
+    from emofusion.faces.stage import FaceAligner, extract_faces
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +121,8 @@ def same_frames(video: Path, args) -> dict:
     from facenet_pytorch import MTCNN
     from PIL import Image
 
-    from emofusion.faces import FaceAligner, resolve_device
+    from emofusion.device import resolve_device
+    from emofusion.faces.stage import FaceAligner
 
     settings = settings_from(args)
     device = resolve_device(settings.device)

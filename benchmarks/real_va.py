@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/real_va.py --folds 2 --seeds 1 --epochs 1 --limit 12   # smoke run, seconds
 
 Audio only, k-fold cross-validation over utterances (one fixed split, shuffled with --split-seed, shared by every
-method). Each recording goes through the project's audio path: decoded by :func:`emofusion.audio.load_audio`,
+method). Each recording goes through the project's audio path: decoded by :func:`emofusion.audio.read.load_audio`,
 embedded onto a 30 fps frame timeline by the default audio backbone (``build_backbone("audio", name, options)``
 with the config schema's defaults; row i describes the window ending at frame i, as the embedding stage does).
 Every frame is labelled with its utterance's value. Three methods, all measured in this run on the same folds:
@@ -18,7 +18,7 @@ Every frame is labelled with its utterance's value. Three methods, all measured 
   training utterances' frames, the flat CCC loss (:class:`emofusion.models.CCCLoss`; ``per_sequence`` cannot
   learn here: a constant target has no within-sequence variance, so its CCC and gradient are 0) and the demo
   preset's optimiser settings, one optimisation pass per epoch through
-  :func:`emofusion.training.loop.train_epoch`; a fixed number of epochs (no validation split to stop on with 47
+  :func:`emofusion.training.stage.train_epoch`; a fixed number of epochs (no validation split to stop on with 47
   items). Its utterance prediction is the mean over the utterance's frames. Mean ± sd over --seeds seeds.
 
 CCC (:func:`emofusion.metrics.ccc`, population, float64) is computed once over all out-of-fold predictions
@@ -78,7 +78,7 @@ def read_labels(folder: Path) -> tuple[list[str], np.ndarray]:
 
 def embed_recordings(backbone, paths: list[Path], fps: float = FPS) -> list[np.ndarray]:
     """Each recording -> float32 ``(frames, width)`` on a ``fps`` timeline (row i: the window ending at frame i)."""
-    from emofusion.audio import load_audio
+    from emofusion.audio.read import load_audio
     from emofusion.features.timeline import frame_times
 
     out = []
@@ -157,7 +157,7 @@ def neural(seqs: list[np.ndarray], y: np.ndarray, folds, *, seed: int, model_nam
 
     from emofusion.models import CCCLoss, build_model
     from emofusion.training.data import Normaliser, _Moments
-    from emofusion.training.loop import seed_everything, train_epoch
+    from emofusion.training.stage import seed_everything, train_epoch
 
     device = torch.device("cpu")
     utt = np.zeros_like(y)

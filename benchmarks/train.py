@@ -13,7 +13,7 @@ audio + text, window 300, hop 200, L 300, batch 12). For each model, data mode a
 batches of the epoch's shuffled order (the table projects them onto the whole epoch):
   loader   the DataLoader alone: reading (lazy), gathering, pooling, to tensors
   model    the same number of optimisation steps on one batch already on the device (the model's own time)
-  epoch    the real thing: emofusion.training.loop.train_epoch over the DataLoader
+  epoch    the real thing: emofusion.training.stage.train_epoch over the DataLoader
 GPU: utilisation = mean of nvidia-smi samples every 100 ms during the epoch part; peak = max_memory_allocated.
 """
 
@@ -34,7 +34,7 @@ from emofusion.corpus import MANIFEST_COLUMNS
 from emofusion.features.store import store_attrs, write_store
 from emofusion.models import CCCLoss
 from emofusion.training.data import FusionData, WindowBatches
-from emofusion.training.loop import build_fusion_model, train_epoch
+from emofusion.training.stage import build_fusion_model, train_epoch
 from emofusion.training.windows import Windowing
 
 WIDTHS = {"visual": 512, "audio": 128, "text": 768}

@@ -14,19 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emofusion.asr import (
-    COLUMNS,
-    SCHEMA,
-    convert_model,
-    read_transcript,
-    transcribe_file,
-    transcript_frame,
-    word_at_frames,
-)
 from emofusion.asr.convert import ctranslate2_to_whisper, read_ctranslate2_model
 from emofusion.asr.engines import AsrOptions, load_engine
 from emofusion.asr.models import resolve_model
-from emofusion.audio import extract_audio
+from emofusion.asr.stage import convert_model, transcribe_file
+from emofusion.asr.transcript import COLUMNS, SCHEMA, read_transcript, transcript_frame, word_at_frames
+from emofusion.audio.stage import extract_audio
 from emofusion.cli import main
 from emofusion.config import load_config
 from emofusion.errors import ConfigError, InputError
@@ -163,7 +156,7 @@ class RecordingEngine:
 def test_only_the_valid_span_is_transcribed_and_times_shift_back(tmp_path):
     import soundfile as sf
 
-    from emofusion.audio import SCHEMA as AUDIO_SCHEMA
+    from emofusion.audio.read import SCHEMA as AUDIO_SCHEMA
 
     # 3 s on the frame timeline, decoded audio in [0.5, 2.0) s, zero padding around it
     x = np.zeros(48000, np.float32)
@@ -343,7 +336,7 @@ def test_corrupt_or_missing_audio_fails_cleanly(tmp_path):
     out = tmp_path / "out" / "bad.parquet"
     with pytest.raises(InputError, match=r"bad\.wav cannot be opened as a media file"):  # no sidecar: FFmpeg
         transcribe_file(bad, out, asr_config())
-    from emofusion.audio import SCHEMA as AUDIO_SCHEMA
+    from emofusion.audio.read import SCHEMA as AUDIO_SCHEMA
 
     (tmp_path / "bad.json").write_text(json.dumps({"schema": AUDIO_SCHEMA}))  # an audio-stage output's WAV
     with pytest.raises(InputError, match=r"bad\.wav cannot be read"):
@@ -358,7 +351,7 @@ def test_corrupt_or_missing_audio_fails_cleanly(tmp_path):
 
 @pytest.mark.slow
 def test_cli_transcribes_speech_with_word_times(bundled, speech, fast_engine, tmp_path):
-    from emofusion.audio import read_audio
+    from emofusion.audio.read import read_audio
 
     out = tmp_path / "results" / "transcripts" / "speech.parquet"
     cfg = json.dumps({"asr": asr_config()})
@@ -430,7 +423,7 @@ def test_converted_openai_whisper_agrees_with_faster_whisper(speech, converted, 
 @pytest.mark.slow
 def test_openai_whisper_with_vad_finds_the_speech(speech, converted):
     ref = load_engine(AsrOptions(**asr_config(engine="openai-whisper", beam_size=1)), threads=2, checkpoint=converted)
-    from emofusion.audio import read_audio
+    from emofusion.audio.read import read_audio
 
     audio, _, _ = read_audio(speech)
     segments = ref.transcribe(audio)

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import SHARED_DATA
 from conftest import run_ffmpeg as ffmpeg
-from emofusion.audio import extract_audio, read_audio, read_audio_metadata, sidecar_path
+from emofusion.audio.read import read_audio, read_audio_metadata, sidecar_path
+from emofusion.audio.stage import extract_audio
 from emofusion.cli import main
 from emofusion.errors import ConfigError, InputError
 

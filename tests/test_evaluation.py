@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from emofusion.errors import ConfigError
-from emofusion.evaluation import _halves, choose_window, evaluate_run, moving_average
+from emofusion.evaluation.smoothing import choose_window, halves, moving_average
+from emofusion.evaluation.stage import evaluate_run
 from emofusion.features.store import StoreMismatch, store_attrs, write_store
 from emofusion.metrics import ccc
 from emofusion.provenance import file_sha256
-from emofusion.training.loop import train_run
+from emofusion.training.stage import train_run
 from fusion_corpus import experiment, make_corpus
 
 CPU = torch.device("cpu")
@@ -48,7 +49,7 @@ def test_choose_window_prefers_smoothing_noisy_predictions_and_none_for_clean_on
 
 def test_halves_keep_a_videos_clips_together():
     video_of = {"v1_left": "v1", "v1_right": "v1", "v2": "v2", "v3": "v3"}
-    a, b = _halves(sorted(video_of), video_of)
+    a, b = halves(sorted(video_of), video_of)
     assert {"v1_left", "v1_right"} <= set(a) or {"v1_left", "v1_right"} <= set(b)
     assert sorted(a + b) == sorted(video_of) and a and b
 
@@ -124,7 +125,7 @@ def test_validation_smoothing_is_cross_fitted_on_the_other_half_of_its_videos(tr
     lab = {c: (np.nan_to_num(g[["label_valence", "label_arousal"]].to_numpy()),
                g[["valid_valence", "valid_arousal"]].to_numpy()) for c, g in d.groupby("clip")}
     val = sorted(c for c in raw if lab[c][1].any())
-    a, b = _halves(val, video_of)
+    a, b = halves(val, video_of)
     assert a and b
     every = choose_window({c: raw[c] for c in val}, lab, SMOOTHING["windows"])
     assert every == {t: m["smoothing"][t] for t in ("valence", "arousal")}

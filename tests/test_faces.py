@@ -13,23 +13,15 @@ import pytest
 from conftest import SHARED_DATA
 from conftest import run_ffmpeg as ffmpeg
 from emofusion.cli import main
+from emofusion.device import resolve_device
 from emofusion.errors import ConfigError, InputError
-from emofusion.faces import (
-    ARCFACE_112,
-    DATASETS,
-    FaceSettings,
-    MTCNNDetector,
-    SubjectTracker,
-    extract_faces,
-    face_template,
-    faces_from_crops,
-    gap_sources,
-    read_faces,
-    resolve_device,
-    similarity_transforms,
-    transform_points,
-    warp_faces,
-)
+from emofusion.faces.align import ARCFACE_112, face_template, similarity_transforms, transform_points, warp_faces
+from emofusion.faces.config import FaceSettings
+from emofusion.faces.crops import faces_from_crops
+from emofusion.faces.detector import MTCNNDetector
+from emofusion.faces.stage import extract_faces
+from emofusion.faces.store import DATASETS, gap_sources, read_faces
+from emofusion.faces.tracker import SubjectTracker
 
 torch = pytest.importorskip("torch")
 
@@ -286,7 +278,7 @@ def test_video_store_has_one_row_per_frame_with_the_face(media, tmp_path, caplog
 
 @needs_data
 def test_key_frame_mode_follows_the_face_between_key_frames(media):
-    from emofusion.faces import FaceAligner
+    from emofusion.faces.stage import FaceAligner
     from emofusion.video import VideoStream
 
     frames = torch.cat([b.frames for b in VideoStream(media["face"], batch_size=12)])

@@ -111,7 +111,7 @@ def astronaut_crop() -> np.ndarray:
     """The astronaut's face, detected by the project's MTCNN and aligned like every face-store crop."""
     from skimage import data
 
-    from emofusion.faces import FaceAligner, FaceSettings
+    from emofusion.faces.stage import FaceAligner, FaceSettings
 
     image = data.astronaut()
     aligner = FaceAligner(FaceSettings(), width=image.shape[1], height=image.shape[0], side=None, device="cpu")
@@ -677,7 +677,7 @@ class WordLength(registry.TextBackbone):
 def wav(tmp_path_factory):
     """The audio stage's output for a 1 s, 30 fps video with a 440 Hz tone over its whole length."""
     from conftest import run_ffmpeg
-    from emofusion.audio import extract_audio
+    from emofusion.audio.stage import extract_audio
 
     d = tmp_path_factory.mktemp("audio")
     run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=1", "-f", "lavfi", "-i",
@@ -692,7 +692,7 @@ def burst_wav(tmp_path_factory):
     """The audio stage's output for a 1 s, 30 fps video whose audio stream starts 0.3 s after the first frame and
     lasts 0.5 s (decoded span 0.3-0.8 s), silent but for a 440 Hz burst at 0.65-0.75 s on the video's timeline."""
     from conftest import run_ffmpeg
-    from emofusion.audio import extract_audio
+    from emofusion.audio.stage import extract_audio
 
     d = tmp_path_factory.mktemp("burst")
     run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=1", "-itsoffset", "0.3", "-f", "lavfi",
@@ -703,7 +703,7 @@ def burst_wav(tmp_path_factory):
 
 
 def test_audio_stage_gives_one_row_per_frame_valid_inside_the_decoded_span(burst_wav):
-    from emofusion.audio import read_audio
+    from emofusion.audio.read import read_audio
 
     samples, sr, meta = read_audio(burst_wav)
     fps = meta["fps"]

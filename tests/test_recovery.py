@@ -18,7 +18,7 @@ TARGET = f"results/faces/{CLIP}.h5"
 
 @pytest.mark.workflow
 def test_kill_during_a_face_job_then_unlock_and_rerun(workdir):
-    from emofusion.faces import read_faces
+    from emofusion.faces.store import read_faces
 
     faces = workdir / "results" / "faces"
     faces.mkdir(parents=True)

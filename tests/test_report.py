@@ -15,9 +15,10 @@ from PIL import Image
 from emofusion.cli import main
 from emofusion.config import load_config
 from emofusion.errors import EmofusionError, InputError
-from emofusion.report import read_runs, results_table, write_report
+from emofusion.report.runs import read_runs
+from emofusion.report.stage import write_report
 from emofusion.report.submission import HEADER
-from emofusion.report.table import results_markdown
+from emofusion.report.table import results_markdown, results_table
 from fusion_runs import make_manifest, make_run, make_runs
 
 SCORES = ("valence", "arousal", "mean")
@@ -248,7 +249,7 @@ def test_inconsistent_experiment_and_experiment_without_fold0(tmp_path):
 
 @pytest.mark.slow
 def test_own_invalid_submission_is_an_error(tmp_path, monkeypatch):
-    import emofusion.report as report
+    import emofusion.report.stage as report
 
     manifest = make_manifest(tmp_path / "manifest.parquet")
     run = make_run(tmp_path / "fusion", manifest, experiment="e", fold=0, seed=0, quality=0.5)
@@ -269,8 +270,8 @@ def test_report_on_runs_really_trained_and_evaluated(tmp_path):
     """The training/evaluation stage's own outputs (tiny models on tests/fusion_corpus.py) read by the report."""
     import torch
 
-    from emofusion.evaluation import evaluate_run
-    from emofusion.training.loop import train_run
+    from emofusion.evaluation.stage import evaluate_run
+    from emofusion.training.stage import train_run
     from fusion_corpus import experiment, make_corpus
 
     torch.set_num_threads(1)

@@ -22,7 +22,7 @@ from emofusion.errors import ConfigError, InputError
 from emofusion.features.store import StoreMismatch, store_attrs, write_store
 from emofusion.training.data import FusionData
 from emofusion.training.experiments import experiment_section, grid, resolve_experiment
-from emofusion.training.loop import build_fusion_model, train_run
+from emofusion.training.stage import build_fusion_model, train_run
 from emofusion.training.windows import Windowing, reassemble, windows_for
 from fusion_corpus import BACKBONES, WIDTHS, experiment, make_corpus
 
@@ -369,7 +369,7 @@ def test_a_killed_training_process_resumes_to_the_same_result(corpus, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda_with_amp_learns_and_evaluates(corpus, tmp_path):
     """The CUDA path: float16 autocast with a gradient scaler, lazy reads by two workers, evaluation on the GPU."""
-    from emofusion.evaluation import evaluate_run
+    from emofusion.evaluation.stage import evaluate_run
 
     cuda = torch.device("cuda")
     exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 16}, epochs=6, amp=True, **SMALL)

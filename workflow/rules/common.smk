@@ -60,7 +60,7 @@ import re
 
 import importlib.metadata
 
-from emofusion.asr import converted_name, is_bundled, needs_conversion  # cheap: no torch, no whisper
+from emofusion.asr.models import converted_name, is_bundled, needs_conversion  # cheap: no torch, no whisper
 from emofusion.asr.models import BUNDLED
 
 # Stem of each bundled model's converted checkpoint -> its asr.model name (whisper-tiny.en -> tiny.en-bundled).

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emofusion.audio import extract_audio
+    from emofusion.audio.stage import extract_audio
     from emofusion.config import load_config
     from emofusion.provenance import provenance
 

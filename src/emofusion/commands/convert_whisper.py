@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emofusion.asr import convert_model
+    from emofusion.asr.stage import convert_model
 
     convert_model(args.model, args.out)
     return 0

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
     from emofusion.errors import InputError
-    from emofusion.evaluation import evaluate_run
+    from emofusion.evaluation.stage import evaluate_run
 
     cfg = load_config(args.config, overrides=args.config_json)
     info_path = Path(args.run) / "run.json"

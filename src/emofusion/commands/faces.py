@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from emofusion.config import load_config
     from emofusion.corpus import validate_clip_id
-    from emofusion.faces import FaceSettings, extract_faces, faces_from_crops
+    from emofusion.faces.stage import FaceSettings, extract_faces, faces_from_crops
     from emofusion.provenance import provenance
 
     cfg = load_config(args.config, overrides=args.config_json)

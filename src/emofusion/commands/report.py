@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
-    from emofusion.report import write_report
+    from emofusion.report.stage import write_report
 
     cfg = load_config(args.config, overrides=args.config_json)
     write_report(config=cfg, manifest=read_manifest(args.manifest), manifest_path=args.manifest,

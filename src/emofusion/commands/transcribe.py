@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emofusion.asr import transcribe_file
+    from emofusion.asr.stage import transcribe_file
     from emofusion.config import load_config
 
     cfg = load_config(args.config, overrides=args.config_json)

@@ -139,7 +139,7 @@ def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_siz
 
 
 def _audio(wav: str | os.PathLike) -> tuple[np.ndarray, int, dict[str, Any]]:
-    from emofusion.audio import read_audio
+    from emofusion.audio.read import read_audio
 
     samples, sample_rate, meta = read_audio(wav)
     for key in ("frames", "fps", "valid_start_sample", "valid_end_sample"):
@@ -174,7 +174,7 @@ def embed_transcript(backbone: TextBackbone, transcript: str | os.PathLike,
     """A video's transcript -> (features (N, width), valid (N,), fps): each frame takes the row of the word
     spoken at its time (no word: zeros, invalid). ``wav`` (its sidecar) gives the frame timeline and duration."""
     from emofusion.asr.transcript import read_transcript
-    from emofusion.audio import read_audio_metadata
+    from emofusion.audio.read import read_audio_metadata
     from emofusion.features.timeline import words_on_frames
 
     meta = read_audio_metadata(wav)

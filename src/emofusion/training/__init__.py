@@ -5,7 +5,9 @@ training loop with resume.
   folders), the JSON a Snakemake rule passes.
 - :mod:`emofusion.training.windows`: the two windowings of MODELS.md (clip-level pooled steps, frame-level).
 - :mod:`emofusion.training.data`: stores + labels + manifest of one fold, checked, normalised, batched.
-- :mod:`emofusion.training.loop`: ``train_run`` (optimiser, schedule, AMP, early stopping, resumable checkpoints).
+- :mod:`emofusion.training.predict`: predictions over windows and frames (used by validation and evaluation).
+- :mod:`emofusion.training.stage`: ``train_run``, what ``emofusion train`` calls (optimiser, schedule, AMP, early
+  stopping, resumable checkpoints).
 
 Heavy imports (torch, h5py) happen inside these modules, not here.
 """

@@ -1,15 +1,7 @@
-"""Frame-level predictions from a trained run, CCC per split (PROTOCOL.md), smoothing chosen on held-out data.
+"""Evaluation stage entry (what ``emofusion evaluate`` calls): frame-level predictions from a trained run, CCC per
+split (PROTOCOL.md), smoothing chosen on held-out data (:mod:`emofusion.evaluation.smoothing`).
 
-- :func:`predict_steps` runs a model over windows in batches; :func:`predict_frames` reassembles them into one
-  prediction per frame of every clip (overlaps averaged, see :func:`emofusion.training.windows.reassemble`),
-  clipped to [-1, 1].
-- :func:`moving_average`: centred, odd window, edges padded with the nearest value (not zeros).
-- :func:`choose_window`: the candidate window with the best CCC on the data it is given.
-- :func:`evaluate_run`: predictions.parquet and metrics.json of a run folder.
-
-Smoothing is chosen per target and never on the split it is reported for: train and test use the window chosen
-on the whole validation split; the validation figure is cross-fitted (windows chosen on one half of the
-validation videos are applied to the other half, and the other way round).
+:func:`evaluate_run` writes predictions.parquet and metrics.json of a run folder.
 """
 
 from __future__ import annotations
@@ -21,99 +13,10 @@ from typing import Any
 import numpy as np
 
 from emofusion.errors import ConfigError, InputError
+from emofusion.evaluation.smoothing import choose_window, halves, smooth
 from emofusion.log import logger
-from emofusion.metrics import TARGETS, ccc, split_ccc
-
-
-def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, amp: bool = False,
-                  loss_fn=None, workers: int = 0) -> tuple[np.ndarray, float]:
-    """Step-level predictions ``(W, L, T)`` float32 of ``windows`` in order, and the mean loss over the batches
-    (``loss_fn(pred, target, mask)``; NaN without one)."""
-    import torch
-
-    from emofusion.training.data import WindowBatches
-
-    batches = [list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
-    loader = torch.utils.data.DataLoader(WindowBatches(data, windows), sampler=batches, batch_size=None,
-                                         num_workers=workers)
-    outs, losses = [], []
-    model.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            feats = {m: x.to(device, non_blocking=True) for m, x in batch["feats"].items()}
-            masks = {m: x.to(device, non_blocking=True) for m, x in batch["masks"].items()}
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-                pred = model(feats, masks)
-            if loss_fn is not None:
-                losses.append(float(loss_fn(pred, batch["target"].to(device), batch["target_mask"].to(device))))
-            outs.append(pred.float().cpu().numpy())
-    preds = np.concatenate(outs) if outs else np.zeros((0, data.windowing.steps, len(TARGETS)), np.float32)
-    return preds, float(np.mean(losses)) if losses else float("nan")
-
-
-def predict_frames(model, data, clips: list[str], *, device, batch_size: int, amp: bool = False,
-                   workers: int = 0) -> dict[str, np.ndarray]:
-    """``{clip: (N, 2)}`` float32: exactly one prediction per frame, clipped to [-1, 1]."""
-    from emofusion.training.windows import reassemble
-
-    windows = data.windows(clips, data.windowing.hop)
-    steps, _ = predict_steps(model, data, windows, device=device, batch_size=batch_size, amp=amp, workers=workers)
-    position = {c: i for i, c in enumerate(clips)}
-    local = windows.copy()
-    local[:, 0] = [position[data.clips[i]] for i in windows[:, 0]]  # index into data.clips -> into clips
-    frames = reassemble(steps, local, clips, data.frames, data.windowing)
-    return {c: np.clip(v, -1.0, 1.0) for c, v in frames.items()}
-
-
-def fold_clip_labels(data, clip: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, 2)`` labels and validity of one clip of a :class:`FusionData` (already read and aligned; cf.
-    :func:`emofusion.labels.clip_labels`, which reads an annotation file)."""
-    i = data.clips.index(clip)
-    sl = slice(data.offsets[i], data.offsets[i + 1])
-    return data.labels[sl], data.label_valid[sl]
-
-
-def moving_average(x: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average along axis 0 with an odd ``window``; edges padded with the nearest value."""
-    if window <= 1 or len(x) == 0:
-        return x.copy()
-    if window % 2 == 0:
-        raise ConfigError(f"fusion.smoothing.windows: {window} is even; a centred window must be odd")
-    k = window // 2
-    padded = np.concatenate([np.repeat(x[:1], k, axis=0), x, np.repeat(x[-1:], k, axis=0)]).astype(np.float64)
-    c = np.concatenate([np.zeros((1, *x.shape[1:])), np.cumsum(padded, axis=0)])
-    return ((c[window:] - c[:-window]) / window).astype(x.dtype)
-
-
-def _pooled_ccc(preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np.ndarray, np.ndarray]], t: int,
-                window: int) -> float:
-    clips = sorted(preds)
-    p = np.concatenate([moving_average(preds[c][:, t], window) for c in clips])
-    y = np.concatenate([labels[c][0][:, t] for c in clips])
-    m = np.concatenate([labels[c][1][:, t] for c in clips])
-    return ccc(p, y, m)
-
-
-def choose_window(preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                  candidates: list[int]) -> dict[str, int]:
-    """Per target, the candidate window (1 = none) with the best pooled CCC on these clips (ties: the smaller)."""
-    out = {}
-    for t, name in enumerate(TARGETS):
-        scores = [(_pooled_ccc(preds, labels, t, w), -w) for w in sorted(set(candidates) | {1})]
-        out[name] = -max(scores)[1]
-    return out
-
-
-def smooth(preds: Mapping[str, np.ndarray], windows: Mapping[str, int]) -> dict[str, np.ndarray]:
-    return {c: np.stack([moving_average(p[:, t], windows[name]) for t, name in enumerate(TARGETS)], axis=1)
-            for c, p in preds.items()}
-
-
-def _halves(clips: list[str], video_of: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """Two halves of the clips, whole videos at a time (both people of a two-person video together)."""
-    videos = sorted({video_of[c] for c in clips})
-    first = set(videos[0::2])
-    return [c for c in clips if video_of[c] in first], [c for c in clips if video_of[c] not in first]
+from emofusion.metrics import TARGETS, split_ccc
+from emofusion.training.predict import fold_clip_labels, predict_frames
 
 
 def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Path, stores: Mapping[str, str],
@@ -167,7 +70,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     else:
         chosen = {t: 1 for t in TARGETS}
     smoothed = smooth(raw, chosen)  # train and test: the window chosen on the whole validation split
-    a, b = _halves(val, video_of)
+    a, b = halves(val, video_of)
     if a and b:
         for fit, apply in ((a, b), (b, a)):
             smoothed.update(smooth({c: raw[c] for c in apply}, choose_window({c: raw[c] for c in fit}, lab,

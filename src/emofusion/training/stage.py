@@ -1,4 +1,5 @@
-"""``train_run``: one (experiment, fold, seed) run, from checked data to the best checkpoint, resumable.
+"""Training stage entry (what ``emofusion train`` calls): ``train_run``, one (experiment, fold, seed) run, from checked
+data to the best checkpoint, resumable.
 
 Optimiser and schedule from the resolved preset (Adam/AdamW, linear warm-up, ReduceLROnPlateau on the validation
 mean CCC), float16 autocast with a gradient scaler on CUDA, gradient clipping, early stopping; the best epoch by
@@ -108,12 +109,12 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests)."""
     import torch
 
-    from emofusion.evaluation import fold_clip_labels, predict_steps
     from emofusion.io import atomic_path, write_json
     from emofusion.metrics import TARGETS, split_ccc
     from emofusion.models import CCCLoss, save_checkpoint
     from emofusion.provenance import provenance
     from emofusion.training.data import FusionData, WindowBatches
+    from emofusion.training.predict import fold_clip_labels, predict_steps
     from emofusion.training.windows import Windowing, reassemble
 
     out = Path(out)

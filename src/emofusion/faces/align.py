@@ -1,0 +1,101 @@
+"""Similarity alignment: the ArcFace five-point template, closed-form similarity transforms from the landmarks,
+and the batched warp that cuts the aligned crops."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emofusion.errors import ConfigError
+from emofusion.faces.config import CPU_CHUNK, FLOAT_BUDGET
+
+# ArcFace (insightface) 112x112 five-point template in pixel-index coordinates: left eye, right eye, nose tip,
+# left mouth corner, right mouth corner (left/right as seen in the image).
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+                        [70.7299, 92.2041]], dtype=np.float64)
+_MAX_SUPERSAMPLE = 4
+
+
+def face_template(size: int = 112, margin: float = 0.0) -> np.ndarray:
+    """The five-point target of the alignment for a ``size`` crop: ArcFace 112 scaled, shrunk by ``1 + margin``
+    about the crop centre to keep more context around the face. ``(5, 2)`` float64, pixel-index coordinates."""
+    if size < 16:
+        raise ConfigError(f"faces.size = {size} is too small for a face crop; use at least 16 (112 is standard)")
+    if margin < 0:
+        raise ConfigError(f"faces.margin = {margin} must be >= 0")
+    centre = (size - 1) / 2.0
+    scaled = (ARCFACE_112 + 0.5) * (size / 112.0) - 0.5  # pixel centres stay pixel centres
+    return (scaled - centre) / (1.0 + margin) + centre
+
+
+def similarity_transforms(src, dst):
+    """Least-squares similarity transforms (rotation, uniform scale, translation; no reflection) taking each set
+    of points ``src (B, P, 2)`` onto ``dst (P, 2)``, in closed form for the whole batch. Returns ``(B, 2, 3)``
+    matrices ``[[a, -b, tx], [b, a, ty]]`` with ``dst ~ M @ [x, y, 1]``."""
+    import torch
+
+    src = torch.as_tensor(src, dtype=torch.float64)
+    dst = torch.as_tensor(dst, dtype=torch.float64, device=src.device)
+    src_mean = src.mean(dim=1, keepdim=True)  # (B, 1, 2)
+    dst_mean = dst.mean(dim=0)  # (2,)
+    p = src - src_mean
+    q = dst - dst_mean
+    norm = (p ** 2).sum(dim=(1, 2)).clamp_min(1e-12)
+    a = (p[..., 0] * q[:, 0] + p[..., 1] * q[:, 1]).sum(dim=1) / norm
+    b = (p[..., 0] * q[:, 1] - p[..., 1] * q[:, 0]).sum(dim=1) / norm
+    mx, my = src_mean[:, 0, 0], src_mean[:, 0, 1]
+    tx = dst_mean[0] - (a * mx - b * my)
+    ty = dst_mean[1] - (b * mx + a * my)
+    return torch.stack([torch.stack([a, -b, tx], dim=1), torch.stack([b, a, ty], dim=1)], dim=1)
+
+
+def warp_faces(frames, transforms, size: int, index=None):
+    """Aligned ``size x size`` crops of ``frames (B, 3, H, W)`` uint8 under ``transforms (B, 2, 3)`` (frame pixels
+    -> crop pixels); with ``index (K,)`` only of those frames (``transforms (K, 2, 3)``), without copying the rest.
+    ``affine_grid`` + ``grid_sample`` a chunk of frames at a time; when the face is larger than the crop (the warp
+    shrinks it), each crop pixel averages ceil(1 / scale) x ceil(1 / scale) samples (at most 4 x 4) so it does not
+    alias. Returns ``(K, S, S, 3)``
+    uint8 on the frames' device; zeros where the crop leaves the frame."""
+    import torch
+    from torch.nn.functional import affine_grid, avg_pool2d, grid_sample
+
+    _, C, H, W = frames.shape
+    if index is None:
+        index = torch.arange(frames.shape[0], device=frames.device)
+    B = len(index)
+    if B == 0:
+        return torch.zeros((0, size, size, C), dtype=torch.uint8, device=frames.device)
+    m = transforms.to(device=frames.device, dtype=torch.float64)
+    a, b, tx, ty = m[:, 0, 0], m[:, 1, 0], m[:, 0, 2], m[:, 1, 2]
+    det = a * a + b * b  # squared scale (crop pixels per frame pixel)
+    ss = int(min(_MAX_SUPERSAMPLE, max(1, np.ceil(1.0 / max(float(det.sqrt().min()), 1e-6)))))
+    # theta maps normalised crop coordinates to normalised frame coordinates (align_corners=False):
+    # crop normalised -> crop pixels -> (inverse similarity) frame pixels -> frame normalised.
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    inverse = torch.stack([torch.stack([a, b, -(a * tx + b * ty)], 1) / det[:, None],
+                           torch.stack([-b, a, b * tx - a * ty], 1) / det[:, None],
+                           torch.stack([zero, zero, one], 1)], 1)  # (B, 3, 3)
+    k = size / 2.0
+    from_crop = torch.tensor([[k, 0, k - 0.5], [0, k, k - 0.5], [0, 0, 1]], dtype=torch.float64, device=m.device)
+    to_frame = torch.tensor([[2 / W, 0, 1 / W - 1], [0, 2 / H, 1 / H - 1], [0, 0, 1]], dtype=torch.float64,
+                            device=m.device)
+    theta = (to_frame @ inverse @ from_crop)[:, :2].float()  # (B, 2, 3)
+    n = size * ss
+    out = torch.empty((B, size, size, C), dtype=torch.uint8, device=frames.device)
+    step = max(1, FLOAT_BUDGET // (C * max(H * W, n * n)))
+    if frames.device.type == "cpu":
+        step = min(step, CPU_CHUNK)  # cache-sized chunks, as in detection
+    for i in range(0, B, step):
+        chunk = frames.index_select(0, index[i:i + step])
+        grid = affine_grid(theta[i:i + step], [chunk.shape[0], C, n, n], align_corners=False)  # (b, n, n, 2)
+        crop = grid_sample(chunk.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if ss > 1:
+            crop = avg_pool2d(crop, ss)
+        out[i:i + step] = crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out
+
+
+def transform_points(transforms: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply ``(B, 2, 3)`` transforms to ``(B, P, 2)`` points."""
+    t = np.asarray(transforms, dtype=np.float64)
+    p = np.asarray(points, dtype=np.float64)
+    return np.einsum("bij,bpj->bpi", t[:, :, :2], p) + t[:, None, :, 2]

@@ -1,0 +1,61 @@
+"""Settings of the face stage (the validated ``faces:`` config section) and the summary of a written store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from emofusion.errors import ConfigError
+
+# Float elements (64 MB) converted from uint8 frames at once when resizing or warping full frames.
+FLOAT_BUDGET = 1 << 24
+CPU_CHUNK = 8  # frames per MTCNN pass on a CPU
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """The ``faces:`` config section (see workflow/schemas/config.schema.yaml for meanings and defaults)."""
+
+    size: int = 112
+    margin: float = 0.0
+    min_face_size: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    pyramid_factor: float = 0.709
+    min_probability: float = 0.9
+    max_side: int | None = 640
+    detect_every: int = 1
+    reacquire_after: int = 15
+    batch_size: int = 32
+    device: str = "auto"
+    fill_gaps: int = 0
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any] | None) -> FaceSettings:
+        """Settings from a validated ``config["faces"]`` (unknown keys were rejected by the schema)."""
+        section = dict(section or {})
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(section) - known)
+        if extra:
+            raise ConfigError(f"faces: unknown key(s) {', '.join(extra)}; see workflow/schemas/config.schema.yaml")
+        if "thresholds" in section:
+            section["thresholds"] = tuple(float(t) for t in section["thresholds"])
+            if len(section["thresholds"]) != 3:
+                raise ConfigError("faces.thresholds: give three MTCNN thresholds (P-, R-, O-net), e.g. [0.6, 0.7, 0.7]")
+        return cls(**section)
+
+
+@dataclass(frozen=True)
+class FaceSummary:
+    """Counts of one written store."""
+
+    clip: str
+    source: str
+    frames: int
+    valid: int
+    detected: int
+    filled: int
+    seconds: float
+
+    @property
+    def invalid(self) -> int:
+        return self.frames - self.valid

@@ -1,0 +1,62 @@
+"""Predictions of a fusion model over the windows of a :class:`~emofusion.training.data.FusionData`, shared by
+training (validation every epoch) and evaluation (every frame of every clip).
+
+- :func:`predict_steps` runs a model over windows in batches; :func:`predict_frames` reassembles them into one
+  prediction per frame of every clip (overlaps averaged, see :func:`emofusion.training.windows.reassemble`),
+  clipped to [-1, 1].
+- :func:`fold_clip_labels`: the labels of one clip of a fold, aligned with its frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emofusion.metrics import TARGETS
+
+
+def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, amp: bool = False,
+                  loss_fn=None, workers: int = 0) -> tuple[np.ndarray, float]:
+    """Step-level predictions ``(W, L, T)`` float32 of ``windows`` in order, and the mean loss over the batches
+    (``loss_fn(pred, target, mask)``; NaN without one)."""
+    import torch
+
+    from emofusion.training.data import WindowBatches
+
+    batches = [list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
+    loader = torch.utils.data.DataLoader(WindowBatches(data, windows), sampler=batches, batch_size=None,
+                                         num_workers=workers)
+    outs, losses = [], []
+    model.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            feats = {m: x.to(device, non_blocking=True) for m, x in batch["feats"].items()}
+            masks = {m: x.to(device, non_blocking=True) for m, x in batch["masks"].items()}
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                pred = model(feats, masks)
+            if loss_fn is not None:
+                losses.append(float(loss_fn(pred, batch["target"].to(device), batch["target_mask"].to(device))))
+            outs.append(pred.float().cpu().numpy())
+    preds = np.concatenate(outs) if outs else np.zeros((0, data.windowing.steps, len(TARGETS)), np.float32)
+    return preds, float(np.mean(losses)) if losses else float("nan")
+
+
+def predict_frames(model, data, clips: list[str], *, device, batch_size: int, amp: bool = False,
+                   workers: int = 0) -> dict[str, np.ndarray]:
+    """``{clip: (N, 2)}`` float32: exactly one prediction per frame, clipped to [-1, 1]."""
+    from emofusion.training.windows import reassemble
+
+    windows = data.windows(clips, data.windowing.hop)
+    steps, _ = predict_steps(model, data, windows, device=device, batch_size=batch_size, amp=amp, workers=workers)
+    position = {c: i for i, c in enumerate(clips)}
+    local = windows.copy()
+    local[:, 0] = [position[data.clips[i]] for i in windows[:, 0]]  # index into data.clips -> into clips
+    frames = reassemble(steps, local, clips, data.frames, data.windowing)
+    return {c: np.clip(v, -1.0, 1.0) for c, v in frames.items()}
+
+
+def fold_clip_labels(data, clip: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2)`` labels and validity of one clip of a :class:`FusionData` (already read and aligned; cf.
+    :func:`emofusion.labels.clip_labels`, which reads an annotation file)."""
+    i = data.clips.index(clip)
+    sl = slice(data.offsets[i], data.offsets[i + 1])
+    return data.labels[sl], data.label_valid[sl]
