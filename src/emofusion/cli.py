@@ -1,6 +1,7 @@
 """The `emofusion` command: one subcommand per pipeline step (Snakemake calls exactly these).
 
-Subcommands are the modules of :mod:`emofusion.commands`, discovered at start-up. Each module defines
+Subcommands are the modules of :mod:`emofusion.commands`, discovered at start-up (``_``-prefixed modules
+such as :mod:`emofusion.commands._common`, the shared argument helpers, are not subcommands). Each module defines
 ``NAME``, ``ORDER`` (pipeline position, for --help), ``HELP`` (one line), ``DESCRIPTION``, ``add_arguments(parser)``
 and ``run(args) -> int``. Command modules import only argparse-level code at the top, so `--help` is instant;
 heavy imports (torch, whisper) happen inside ``run``.
@@ -24,13 +25,6 @@ def _command_modules() -> list[ModuleType]:
     mods = [importlib.import_module(f"{commands.__name__}.{m.name}")
             for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
     return sorted(mods, key=lambda m: (m.ORDER, m.NAME))
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The config options shared by the subcommands that read settings."""
-    parser.add_argument("--config", metavar="FILE", help="config.yaml to read (validated; defaults filled)")
-    parser.add_argument("--config-json", metavar="JSON",
-                        help="config sections as a JSON object, merged over --config (what Snakemake rules pass)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "audio"
 ORDER = 40
 HELP = "extract a video's audio as mono 16 kHz WAV aligned to its first frame (results/audio/VIDEO.wav + .json)"
@@ -23,8 +25,6 @@ two renames would pair the new WAV with the old JSON)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--video", required=True, help="the video whose frame timeline the audio follows")
     p.add_argument("--audio", help="file holding the audio track, when it is not the video itself")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "check-submission"
 ORDER = 91
 HELP = "validate an ABAW submission CSV (the check `emofusion report` runs on its own files)"
@@ -17,8 +19,6 @@ is invalid. Use it on a file edited or made outside emofusion before uploading i
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--manifest", required=True, help="results/manifest.parquet (test clips and frame counts)")
     p.add_argument("submission", help="the submission CSV to check")

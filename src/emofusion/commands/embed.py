@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "embed"
 ORDER = 60
 HELP = "embed a clip's faces, or a video's audio or transcript, with one backbone into a feature shard"
@@ -28,8 +30,6 @@ config key to set. `emofusion embed-merge` then gathers the shards into the stor
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--modality", required=True, choices=("visual", "audio", "text"))
     p.add_argument("--backbone", required=True, help="registered backbone name (e.g. fer, egemaps, minilm)")

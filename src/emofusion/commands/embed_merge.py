@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "embed-merge"
 ORDER = 61
 HELP = "merge a backbone's feature shards into results/features/<modality>/<backbone>.h5"
@@ -17,8 +19,6 @@ merge and each shard's config hash."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--modality", required=True, choices=("visual", "audio", "text"))
     p.add_argument("--backbone", required=True)

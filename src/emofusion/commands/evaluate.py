@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments, add_runtime_arguments, parse_stores, runtime
+
 NAME = "evaluate"
 ORDER = 80
 HELP = "predict every frame of every clip with a trained run; CCC per split, raw and smoothed"
@@ -24,9 +26,6 @@ half, and the other way round). Writes into --out:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-    from emofusion.commands.train import add_runtime_arguments
-
     add_config_arguments(p)
     p.add_argument("--run", required=True, help="trained run folder (model.pt, run.json)")
     p.add_argument("--manifest", required=True, help="results/manifest.parquet")
@@ -41,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from emofusion.commands.train import parse_stores, runtime
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
     from emofusion.errors import InputError

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "faces"
 ORDER = 30
 HELP = "detect, track and align the subject's face in every frame of a clip (or read its pre-aligned crops)"
@@ -23,8 +25,6 @@ audio-only file fails with the file named; nothing is left at --out on failure."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--video", required=True, help="the clip's video (gives the frame timeline in both modes)")
     p.add_argument("--clip", help="clip id (default: the video's file stem); a _left/_right suffix picks the side")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "labels"
 ORDER = 20
 HELP = "read the annotation files into one HDF5 label store (per clip: values, valid mask)"
@@ -15,8 +17,6 @@ per clip holding `values (N, 2)` and `valid (N, 2)`. Clips without annotations (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--manifest", required=True, help="results/manifest.parquet from `emofusion manifest`")
     p.add_argument("--out", required=True, help="output HDF5 path (e.g. results/labels.h5)")

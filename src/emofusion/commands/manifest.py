@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "manifest"
 ORDER = 10
 HELP = "list the corpus's clips (Aff-Wild2 layout or a CSV/Parquet manifest) into results/manifest.parquet"
@@ -16,8 +18,6 @@ test clips. Bad clip ids, missing videos and undecodable files fail with the fil
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="output Parquet path (e.g. results/manifest.parquet)")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "report"
 ORDER = 90
 HELP = "table of CCC across experiments/folds/seeds, plots, and validated ABAW submission files"
@@ -23,8 +25,6 @@ A submission that fails its own check is an error and nothing is written."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--manifest", required=True, help="results/manifest.parquet (test clips and frame counts)")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR",

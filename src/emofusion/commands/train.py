@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments, add_runtime_arguments, parse_stores, runtime
+
 NAME = "train"
 ORDER = 70
 HELP = "train one fusion experiment on one fold with one seed (resumes a killed run)"
@@ -24,8 +26,6 @@ Writes into --out:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--experiment", required=True, help="name of a fusion.experiments entry")
     p.add_argument("--fold", type=int, default=0, help="fold (0 = official train/validation split)")
@@ -36,45 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="feature store of a modality (default: results/features/<modality>/<backbone>.h5)")
     p.add_argument("--out", required=True, help="run folder, e.g. results/fusion/<experiment>/fold0/seed0")
     add_runtime_arguments(p)
-
-
-def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of how (not what) a run computes, shared with `emofusion evaluate`."""
-    p.add_argument("--data", choices=("auto", "memory", "lazy"), default="auto",
-                   help="features in memory, read lazily from the stores, or auto (in memory below 8 GiB)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (lazy reads; 0 = none)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
-
-
-def parse_stores(values: list[str], experiment: dict, defaults: dict[str, str] | None = None) -> dict[str, str]:
-    """``{modality: path}`` from ``--store m=path`` options; a modality not given takes its path in ``defaults``
-    (default: the standard store paths)."""
-    from emofusion.errors import ConfigError
-    from emofusion.training.experiments import store_path
-
-    given = {}
-    for v in values:
-        m, sep, path = v.partition("=")
-        if not sep or not path:
-            raise ConfigError(f"--store {v!r}: expected MODALITY=PATH")
-        given[m] = path
-    extra = sorted(set(given) - set(experiment["stores"]))
-    if extra:
-        raise ConfigError(f"--store {extra}: experiment {experiment['name']!r} reads only "
-                          f"{sorted(experiment['stores'])}")
-    if defaults is None:
-        defaults = {m: str(store_path(m, b)) for m, b in experiment["stores"].items()}
-    return {m: given.get(m, defaults[m]) for m in experiment["stores"]}
-
-
-def runtime(args: argparse.Namespace, device_name: str):
-    import torch
-
-    from emofusion.device import resolve_device
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    return resolve_device(device_name, key="fusion.device"), {"auto": None, "memory": True, "lazy": False}[args.data]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emofusion.commands._common import add_config_arguments
+
 NAME = "transcribe"
 ORDER = 50
 HELP = "transcribe a video's audio with Whisper word timestamps into results/transcripts/VIDEO.parquet"
@@ -22,8 +24,6 @@ naming asr.model."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emofusion.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--audio", required=True, help="audio-stage WAV (e.g. results/audio/VIDEO.wav) or any audio file")
     p.add_argument("--out", required=True, help="output Parquet (e.g. results/transcripts/VIDEO.parquet)")

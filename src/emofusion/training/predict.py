@@ -41,17 +41,19 @@ def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, 
 
 
 def predict_frames(model, data, clips: list[str], *, device, batch_size: int, amp: bool = False,
-                   workers: int = 0) -> dict[str, np.ndarray]:
-    """``{clip: (N, 2)}`` float32: exactly one prediction per frame, clipped to [-1, 1]."""
+                   loss_fn=None, workers: int = 0) -> tuple[dict[str, np.ndarray], float]:
+    """``{clip: (N, 2)}`` float32: exactly one prediction per frame, clipped to [-1, 1]; and the mean loss over
+    the batches of windows (:func:`predict_steps`; NaN without ``loss_fn``)."""
     from emofusion.training.windows import reassemble
 
     windows = data.windows(clips, data.windowing.hop)
-    steps, _ = predict_steps(model, data, windows, device=device, batch_size=batch_size, amp=amp, workers=workers)
+    steps, loss = predict_steps(model, data, windows, device=device, batch_size=batch_size, amp=amp, loss_fn=loss_fn,
+                                workers=workers)
     position = {c: i for i, c in enumerate(clips)}
     local = windows.copy()
     local[:, 0] = [position[data.clips[i]] for i in windows[:, 0]]  # index into data.clips -> into clips
     frames = reassemble(steps, local, clips, data.frames, data.windowing)
-    return {c: np.clip(v, -1.0, 1.0) for c, v in frames.items()}
+    return {c: np.clip(v, -1.0, 1.0) for c, v in frames.items()}, loss
 
 
 def fold_clip_labels(data, clip: str) -> tuple[np.ndarray, np.ndarray]:

@@ -114,8 +114,8 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     from emofusion.models import CCCLoss, save_checkpoint
     from emofusion.provenance import provenance
     from emofusion.training.data import FusionData, WindowBatches
-    from emofusion.training.predict import fold_clip_labels, predict_steps
-    from emofusion.training.windows import Windowing, reassemble
+    from emofusion.training.predict import fold_clip_labels, predict_frames
+    from emofusion.training.windows import Windowing
 
     out = Path(out)
     name = experiment["name"]
@@ -142,9 +142,6 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     train_windows = train_windows[data.label_valid[label_idx].any(axis=(1, 2))]  # windows without labels teach nothing
     val_clips = data.clips_of("validation")
     val_windows = data.windows(val_clips, windowing.hop)
-    val_local = val_windows.copy()
-    index = {c: i for i, c in enumerate(val_clips)}
-    val_local[:, 0] = [index[data.clips[i]] for i in val_windows[:, 0]]  # index into data.clips -> into val_clips
     val_labels = {c: fold_clip_labels(data, c) for c in val_clips}
     bs = int(tr["batch_size"])
     fingerprint = _fingerprint(experiment, fold, seed, data)
@@ -187,11 +184,9 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
         bar = progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch")
         losses = train_epoch(model, bar, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp,
                              grad_clip=tr["grad_clip"])
-        steps, val_loss = predict_steps(model, data, val_windows, device=device, batch_size=bs, amp=amp,
-                                        loss_fn=loss_fn, workers=workers)
-        frames = reassemble(steps, val_local, val_clips, data.frames, windowing)
-        scores = split_ccc({c: np.clip(v, -1, 1) for c, v in frames.items()}, {c: val_labels[c][0] for c in val_clips},
-                           {c: val_labels[c][1] for c in val_clips})
+        frames, val_loss = predict_frames(model, data, val_clips, device=device, batch_size=bs, amp=amp,
+                                          loss_fn=loss_fn, workers=workers)
+        scores = split_ccc(frames, {c: val_labels[c][0] for c in val_clips}, {c: val_labels[c][1] for c in val_clips})
         lr = opt.param_groups[0]["lr"]
         if sched is not None and epoch >= warm:
             sched.step(scores["mean"])
