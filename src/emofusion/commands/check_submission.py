@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.corpus import read_manifest
     from emofusion.io import write_json
     from emofusion.log import logger
-    from emofusion.report.submission import check_submission, read_sample
+    from emofusion.report.stage import check_submission, read_sample
 
     cfg = load_config(args.config, overrides=args.config_json)
     manifest = read_manifest(args.manifest)

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.device import resolve_device
     from emofusion.errors import InputError
     from emofusion.features import stage
-    from emofusion.features.registry import backbone_config, build_backbone
+    from emofusion.features.stage import backbone_config, build_backbone
     from emofusion.log import logger
     from emofusion.provenance import provenance
 

@@ -29,8 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from emofusion.config import load_config
-    from emofusion.features.registry import backbone_config
-    from emofusion.features.stage import merge_shards
+    from emofusion.features.stage import backbone_config, merge_shards
     from emofusion.provenance import provenance
 
     cfg = load_config(args.config, overrides=args.config_json)

@@ -41,8 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
-    from emofusion.training.experiments import resolve_experiment
-    from emofusion.training.stage import train_run
+    from emofusion.training.stage import resolve_experiment, train_run
 
     cfg = load_config(args.config, overrides=args.config_json)
     experiment = resolve_experiment(cfg["fusion"], args.experiment)

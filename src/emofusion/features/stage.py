@@ -27,6 +27,8 @@ import numpy as np
 
 from emofusion.errors import EmofusionError, InputError
 from emofusion.features.registry import AudioBackbone, Backbone, TextBackbone, VisualBackbone
+from emofusion.features.registry import backbone_config as backbone_config  # re-exported for the commands
+from emofusion.features.registry import build_backbone as build_backbone
 from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, read_attrs, store_attrs, write_store
 from emofusion.io import atomic_path
 from emofusion.log import logger

@@ -28,7 +28,8 @@ from emofusion.report.runs import Run, read_runs, target_columns
 from emofusion.report.submission import build_submission, check_submission, read_sample, write_submission
 from emofusion.report.table import POOLED, results_markdown, results_table
 
-__all__ = ["best_experiment", "check_submission", "read_runs", "results_table", "submission_run", "write_report"]
+__all__ = ["best_experiment", "check_submission", "read_runs", "read_sample", "results_table", "submission_run",
+           "write_report"]
 
 
 def best_experiment(table: pd.DataFrame, split: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from emofusion.errors import ConfigError
 from emofusion.log import logger, progress
+from emofusion.training.experiments import resolve_experiment as resolve_experiment  # re-exported for the command
 
 RESUME = "resume.pt"
 
