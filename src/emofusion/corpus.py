@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from emofusion.errors import ConfigError, InputError
-from emofusion.log import logger
+from emofusion.log import logger, progress
+from emofusion.video import timeline
 
 SPLITS = ("train", "validation", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -196,8 +197,6 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
 
 def probe_video(path: str | Path) -> tuple[int, float]:
     """(decoded frame count, average fps) of a video, from a full scan of its stream (exact, no guessing)."""
-    from emofusion.video import timeline
-
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise InputError(f"video {path} is missing or empty")
@@ -237,8 +236,6 @@ def fold_split(manifest: pd.DataFrame, fold: int) -> pd.Series:
 
 def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
     """The manifest table (MANIFEST_COLUMNS) of the configured corpus, with decoded frame counts and folds."""
-    from emofusion.log import progress
-
     specs = discover(cfg["corpus"])
     probes: dict[str, tuple[int, float]] = {}
     for s in progress(specs, desc="probe videos", unit="clip"):

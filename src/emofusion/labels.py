@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from emofusion.errors import InputError
+from emofusion.io import atomic_path
 from emofusion.log import logger
 from emofusion.metrics import INVALID, TARGETS
+from emofusion.provenance import config_hash
 
 HEADER = ",".join(TARGETS)
 
@@ -81,9 +83,6 @@ def clip_labels(path: str | Path, frames: int, *, max_mismatch: int) -> ClipLabe
 def write_labels(manifest: pd.DataFrame, out: str | Path, *, max_mismatch: int, provenance: dict[str, Any]) -> None:
     """Write the labels store: a group per clip with ``values (N, 2)``, ``valid (N, 2)`` and attributes."""
     import h5py
-
-    from emofusion.io import atomic_path
-    from emofusion.provenance import config_hash
 
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs["schema_version"] = 1

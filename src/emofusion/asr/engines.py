@@ -26,6 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from emofusion.asr.convert import (
+    ctranslate2_to_whisper,
+    load_whisper_checkpoint,
+    model_from_checkpoint_dict,
+    read_whisper_checkpoint,
+)
 from emofusion.asr.models import ModelSource, converted_name, resolve_model
 from emofusion.device import resolve_device
 from emofusion.errors import ConfigError, InputError
@@ -112,13 +118,6 @@ class OpenAIWhisper(Engine):
                  checkpoint: str | Path | None = None):
         super().__init__(source, options, threads=threads)
         import torch
-
-        from emofusion.asr.convert import (
-            ctranslate2_to_whisper,
-            load_whisper_checkpoint,
-            model_from_checkpoint_dict,
-            read_whisper_checkpoint,
-        )
 
         if threads:
             torch.set_num_threads(threads)

@@ -11,8 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from emofusion.asr.convert import ctranslate2_to_whisper
+from emofusion.asr.engines import AsrOptions, load_engine
 from emofusion.asr.models import is_bundled, resolve_model
 from emofusion.asr.transcript import SCHEMA, transcript_frame
+from emofusion.audio.read import load_audio, sidecar_path
+from emofusion.errors import ConfigError, InputError
+from emofusion.io import atomic_path, write_parquet
+from emofusion.log import logger
+from emofusion.provenance import file_sha256, provenance
 
 
 def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, checkpoint: str | Path | None = None,
@@ -31,18 +38,10 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
     """
     import time
 
-    from emofusion.asr.engines import AsrOptions, load_engine
-    from emofusion.audio.read import load_audio, sidecar_path
-    from emofusion.io import write_parquet
-    from emofusion.log import logger
-    from emofusion.provenance import provenance
-
     options = AsrOptions.from_config(asr)
     samples, rate, audio_meta = load_audio(audio, sample_rate=16000)
     duration = samples.size / rate if rate else 0.0
     if rate != 16000:
-        from emofusion.errors import InputError
-
         raise InputError(f"audio {audio} is at {rate} Hz; Whisper needs 16000 Hz (set audio.sample_rate: 16000 "
                          "and rerun the audio stage)")
     has_audio = bool(audio_meta.get("has_audio", True))
@@ -97,12 +96,6 @@ def convert_model(model: str, out: str | Path) -> dict[str, Any]:
     """Convert a CTranslate2 Whisper model (``asr.model``: a bundled name or a model directory) into an
     openai-whisper checkpoint at ``out`` (atomically); return the record stored under its ``emofusion`` key."""
     import torch
-
-    from emofusion.asr.convert import ctranslate2_to_whisper
-    from emofusion.errors import ConfigError
-    from emofusion.io import atomic_path
-    from emofusion.log import logger
-    from emofusion.provenance import file_sha256, provenance
 
     source = resolve_model(model, "faster-whisper") if is_bundled(model) or Path(model).is_dir() else None
     if source is None or source.format != "ctranslate2":

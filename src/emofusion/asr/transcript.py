@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from emofusion.errors import InputError
+from emofusion.io import read_parquet_metadata
 
 SCHEMA = "emofusion.transcript/1"
 COLUMNS = {
@@ -90,8 +91,6 @@ def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.D
 
 def read_transcript(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(words, segments, metadata) of a transcript file; words and segments keep the file's columns."""
-    from emofusion.io import read_parquet_metadata
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"transcript {path} does not exist; run `emofusion transcribe` (or snakemake) first")

@@ -14,9 +14,12 @@ import numpy as np
 
 from emofusion.errors import ConfigError, InputError
 from emofusion.evaluation.smoothing import choose_window, halves, smooth
+from emofusion.io import write_json, write_parquet
 from emofusion.log import logger
 from emofusion.metrics import TARGETS, split_ccc
+from emofusion.provenance import file_sha256, provenance
 from emofusion.training.predict import fold_clip_labels, predict_frames
+from emofusion.training.windows import Windowing
 
 
 def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Path, stores: Mapping[str, str],
@@ -29,11 +32,8 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
 
     import pandas as pd
 
-    from emofusion.io import write_json, write_parquet
     from emofusion.models.checkpoint import model_from_checkpoint, read_checkpoint
-    from emofusion.provenance import file_sha256, provenance
     from emofusion.training.data import FusionData, Normaliser
-    from emofusion.training.windows import Windowing
 
     run, out = Path(run), Path(out)
     for name in ("model.pt", "run.json"):

@@ -17,7 +17,9 @@ import numpy as np
 from emofusion.errors import InputError
 from emofusion.faces.config import FaceSettings, FaceSummary
 from emofusion.faces.store import create_store, finish_store, log_summary
+from emofusion.io import atomic_path
 from emofusion.log import logger, progress
+from emofusion.video import frame_timestamps
 
 _CROP_NAME = re.compile(r"^(\d+)\.(jpe?g|png)$", re.IGNORECASE)
 
@@ -66,9 +68,6 @@ def faces_from_crops(crops_dir: str | Path, video: str | Path, out: str | Path, 
     detection. The frame count and timestamps come from ``video``; missing images are invalid frames; images
     numbered beyond the video's frames are ignored with a warning."""
     import h5py
-
-    from emofusion.io import atomic_path
-    from emofusion.video import frame_timestamps
 
     settings = settings or FaceSettings()
     started = time.perf_counter()

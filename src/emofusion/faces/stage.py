@@ -26,7 +26,9 @@ from emofusion.faces.detector import MTCNNDetector, mtcnn_weights
 from emofusion.faces.memory import release_freed_memory
 from emofusion.faces.store import create_store, finish_store, log_summary
 from emofusion.faces.tracker import SubjectTracker
+from emofusion.io import atomic_path
 from emofusion.log import logger, progress
+from emofusion.video import VideoStream
 
 __all__ = ["FaceAligner", "FaceSettings", "extract_faces", "faces_from_crops"]
 
@@ -87,8 +89,6 @@ def extract_faces(video: str | Path, out: str | Path, *, clip: str, settings: Fa
     import h5py
 
     from emofusion.corpus import side_of
-    from emofusion.io import atomic_path
-    from emofusion.video import VideoStream
 
     settings = settings or FaceSettings()
     started = time.perf_counter()

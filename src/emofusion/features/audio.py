@@ -29,6 +29,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from emofusion.asr.convert import ctranslate2_to_whisper, model_from_checkpoint_dict, read_whisper_checkpoint
+from emofusion.asr.models import DEFAULT_MODEL, resolve_model
 from emofusion.errors import ConfigError
 from emofusion.features.registry import AudioBackbone, register, sha256_files
 from emofusion.features.timeline import STATS, hold_latest, window_pool
@@ -217,9 +219,6 @@ class WhisperEncoder(_Audio):
 
     def __init__(self, options=None, *, device=None):
         super().__init__(options, device=device)
-        from emofusion.asr.convert import ctranslate2_to_whisper, model_from_checkpoint_dict, read_whisper_checkpoint
-        from emofusion.asr.models import DEFAULT_MODEL, resolve_model
-
         model = self.option("model", DEFAULT_MODEL)
         try:
             self.source = resolve_model(model, "openai-whisper")

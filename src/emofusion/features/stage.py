@@ -25,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from emofusion.audio.read import read_audio, read_audio_metadata
 from emofusion.errors import EmofusionError, InputError
 from emofusion.features.registry import AudioBackbone, Backbone, TextBackbone, VisualBackbone
 from emofusion.features.registry import backbone_config as backbone_config  # re-exported for the commands
 from emofusion.features.registry import build_backbone as build_backbone
 from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, read_attrs, store_attrs, write_store
+from emofusion.features.timeline import frame_times, words_on_frames
 from emofusion.io import atomic_path
 from emofusion.log import logger
 
@@ -141,8 +143,6 @@ def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_siz
 
 
 def _audio(wav: str | os.PathLike) -> tuple[np.ndarray, int, dict[str, Any]]:
-    from emofusion.audio.read import read_audio
-
     samples, sample_rate, meta = read_audio(wav)
     for key in ("frames", "fps", "valid_start_sample", "valid_end_sample"):
         if key not in meta:
@@ -155,8 +155,6 @@ def embed_audio(backbone: AudioBackbone, wav: str | os.PathLike) -> tuple[np.nda
 
     A frame is valid when the window's end (its time) lies inside the sidecar's decoded span; invalid rows are
     zeros (the backbone saw padding there)."""
-    from emofusion.features.timeline import frame_times
-
     samples, sample_rate, meta = _audio(wav)
     n, fps = int(meta["frames"]), float(meta["fps"])
     times = frame_times(n, fps)
@@ -176,8 +174,6 @@ def embed_transcript(backbone: TextBackbone, transcript: str | os.PathLike,
     """A video's transcript -> (features (N, width), valid (N,), fps): each frame takes the row of the word
     spoken at its time (no word: zeros, invalid). ``wav`` (its sidecar) gives the frame timeline and duration."""
     from emofusion.asr.transcript import read_transcript
-    from emofusion.audio.read import read_audio_metadata
-    from emofusion.features.timeline import words_on_frames
 
     meta = read_audio_metadata(wav)
     n, fps = int(meta["frames"]), float(meta["fps"])

@@ -24,6 +24,7 @@ from emofusion.errors import EmofusionError
 from emofusion.io import atomic_path, write_json
 from emofusion.log import logger
 from emofusion.provenance import file_sha256, provenance
+from emofusion.report.plots import choose_clips, plot_ccc_per_model, plot_predictions, plot_training_curves
 from emofusion.report.runs import Run, read_runs, target_columns
 from emofusion.report.submission import build_submission, check_submission, read_sample, write_submission
 from emofusion.report.table import POOLED, results_markdown, results_table
@@ -65,8 +66,6 @@ def _smoothing_text(runs: Sequence[Run]) -> str:
 
 
 def _write_plots(out: Path, runs: Sequence[Run], table: pd.DataFrame, split: str, plot_clips: int) -> list[str]:
-    from emofusion.report.plots import choose_clips, plot_ccc_per_model, plot_predictions, plot_training_curves
-
     best = best_experiment(table, split)
     candidates = [r for r in runs if r.experiment == best]
     shown = submission_run(runs, best) or min(candidates, key=lambda r: (r.fold, r.seed))

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from emofusion.errors import ConfigError, InputError
+from emofusion.features.store import FeatureStore
 from emofusion.log import logger
-from emofusion.training.windows import Windowing
+from emofusion.training.windows import Windowing, windows_for
 
 IN_MEMORY_LIMIT = 8 << 30  # bytes of features below which `auto` loads the stores into memory
 
@@ -94,7 +95,6 @@ class FusionData:
                  weights_sha256: Mapping[str, str] | None = None, normaliser: Normaliser | None = None,
                  in_memory: bool | None = None, check_labels: bool = True):
         from emofusion.corpus import fold_split
-        from emofusion.features.store import FeatureStore
         from emofusion.models.config import MODALITIES
 
         self.windowing = windowing
@@ -212,8 +212,6 @@ class FusionData:
     # --- batches ------------------------------------------------------------------------------------------------
     def windows(self, clips: list[str], hop: int) -> np.ndarray:
         """``(W, 2)`` rows ``(clip index in self.clips, start frame)`` of every window of ``clips``."""
-        from emofusion.training.windows import windows_for
-
         w = windows_for(self.frames, clips, self.windowing, hop)
         index = {c: self.clips.index(c) for c in clips}
         w[:, 0] = np.array([index[clips[i]] for i in w[:, 0]], dtype=np.int64) if len(w) else w[:, 0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from emofusion.metrics import TARGETS
+from emofusion.training.windows import reassemble
 
 
 def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, amp: bool = False,
@@ -44,8 +45,6 @@ def predict_frames(model, data, clips: list[str], *, device, batch_size: int, am
                    loss_fn=None, workers: int = 0) -> tuple[dict[str, np.ndarray], float]:
     """``{clip: (N, 2)}`` float32: exactly one prediction per frame, clipped to [-1, 1]; and the mean loss over
     the batches of windows (:func:`predict_steps`; NaN without ``loss_fn``)."""
-    from emofusion.training.windows import reassemble
-
     windows = data.windows(clips, data.windowing.hop)
     steps, loss = predict_steps(model, data, windows, device=device, batch_size=batch_size, amp=amp, loss_fn=loss_fn,
                                 workers=workers)

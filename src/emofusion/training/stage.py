@@ -22,8 +22,13 @@ from typing import Any
 import numpy as np
 
 from emofusion.errors import ConfigError
+from emofusion.io import atomic_path, write_json
 from emofusion.log import logger, progress
+from emofusion.metrics import TARGETS, split_ccc
+from emofusion.provenance import config_hash, provenance
 from emofusion.training.experiments import resolve_experiment as resolve_experiment  # re-exported for the command
+from emofusion.training.predict import fold_clip_labels, predict_frames
+from emofusion.training.windows import Windowing
 
 RESUME = "resume.pt"
 
@@ -90,8 +95,6 @@ def _fingerprint(experiment, fold, seed, data) -> str:
     multi-GB store at every start would cost more than it guards)."""
     import hashlib
 
-    from emofusion.provenance import config_hash
-
     def store_identity(store):
         stat = store.path.stat()
         return {"weights": store.attrs["weights_sha256"], "config": store.attrs["provenance"].get("config_hash"),
@@ -110,13 +113,8 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests)."""
     import torch
 
-    from emofusion.io import atomic_path, write_json
-    from emofusion.metrics import TARGETS, split_ccc
     from emofusion.models import CCCLoss, save_checkpoint
-    from emofusion.provenance import provenance
     from emofusion.training.data import FusionData, WindowBatches
-    from emofusion.training.predict import fold_clip_labels, predict_frames
-    from emofusion.training.windows import Windowing
 
     out = Path(out)
     name = experiment["name"]
@@ -237,7 +235,5 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
 
 
 def _write_log(path: Path, log: list[dict[str, Any]]) -> None:
-    from emofusion.io import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
