@@ -40,6 +40,11 @@ def words_of(df: pd.DataFrame) -> list[str]:
     return [re.sub(r"[^a-z']", "", w.lower()) for w in df.loc[df["kind"] == "word", "text"]]
 
 
+def test_options_defaults_are_the_schemas():
+    """AsrOptions' field defaults (for programmatic use) state the schema's defaults again: they must agree."""
+    assert AsrOptions.from_config(load_config()["asr"]) == AsrOptions()
+
+
 @pytest.fixture(scope="module")
 def bundled():
     try:

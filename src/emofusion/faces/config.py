@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
-
-from emofusion.errors import ConfigError
 
 # Float elements (64 MB) converted from uint8 frames at once when resizing or warping full frames.
 FLOAT_BUDGET = 1 << 24
@@ -30,17 +28,12 @@ class FaceSettings:
     fill_gaps: int = 0
 
     @classmethod
-    def from_config(cls, section: dict[str, Any] | None) -> FaceSettings:
-        """Settings from a validated ``config["faces"]`` (unknown keys were rejected by the schema)."""
-        section = dict(section or {})
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(section) - known)
-        if extra:
-            raise ConfigError(f"faces: unknown key(s) {', '.join(extra)}; see workflow/schemas/config.schema.yaml")
+    def from_config(cls, section: dict[str, Any]) -> FaceSettings:
+        """Settings from ``config["faces"]`` as ``load_config`` returns it: the schema has rejected unknown keys
+        and bad values and filled the defaults, so nothing is checked again here."""
+        section = dict(section)
         if "thresholds" in section:
             section["thresholds"] = tuple(float(t) for t in section["thresholds"])
-            if len(section["thresholds"]) != 3:
-                raise ConfigError("faces.thresholds: give three MTCNN thresholds (P-, R-, O-net), e.g. [0.6, 0.7, 0.7]")
         return cls(**section)
 
 

@@ -1,5 +1,8 @@
 """Experiments from the ``fusion:`` config section: preset and overrides merged and checked, stores, run folders.
 
+Every function takes a ``fusion`` section validated by the schema (``load_config``, or Snakemake's ``validate``),
+so every key has its value or the schema's default; the defaults are not repeated here.
+
 A resolved experiment is a plain dict (JSON-serialisable, recorded in every run)::
 
     {"name", "model", "model_options", "stores": {modality: backbone}, "preset", "training": {every preset key}}
@@ -42,7 +45,7 @@ def presets(fusion: dict[str, Any]) -> dict[str, dict[str, Any]]:
     from emofusion.config import load_schema
 
     builtin = load_schema("config")["properties"]["fusion"]["properties"]["presets"]["default"]
-    return {**copy.deepcopy(builtin), **fusion.get("presets", {})}
+    return {**copy.deepcopy(builtin), **fusion["presets"]}
 
 
 def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
@@ -52,16 +55,16 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
     ``fusion.experiments.<name>.training.<key>``)."""
     import jsonschema
 
-    experiments = fusion.get("experiments", {})
+    experiments = fusion["experiments"]
     if name not in experiments:
         raise ConfigError(f"fusion.experiments has no experiment {name!r}; configured: {sorted(experiments)}")
     exp = copy.deepcopy(experiments[name])
-    preset_name = exp.get("preset", "demo")
+    preset_name = exp["preset"]
     known = presets(fusion)
     if preset_name not in known:
         raise ConfigError(f"fusion.experiments.{name}.preset: no preset {preset_name!r} in fusion.presets; "
                           f"defined: {sorted(known)}")
-    training = {**known[preset_name], **exp.get("training", {})}
+    training = {**known[preset_name], **exp["training"]}
     schema = _preset_schema()
     for err in jsonschema.Draft202012Validator(schema).iter_errors(training):
         key = ".".join(str(p) for p in err.absolute_path)
@@ -69,30 +72,29 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
                           f"experiment's overrides): {err.message}")
     for key, sub in schema["properties"].items():  # a preset written by hand may leave keys to their defaults
         training.setdefault(key, copy.deepcopy(sub["default"]))
-    return {"name": name, "model": exp["model"], "model_options": dict(exp.get("model_options", {})),
-            "stores": dict(exp.get("stores", {"visual": "fer", "audio": "egemaps"})), "preset": preset_name,
-            "training": training}
+    return {"name": name, "model": exp["model"], "model_options": dict(exp["model_options"]),
+            "stores": dict(exp["stores"]), "preset": preset_name, "training": training}
 
 
 def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = False) -> dict[str, Any]:
     """``{"fusion": ...}`` holding only experiment ``name``, its preset and the device (plus the smoothing
     settings for evaluation): a valid config section whose JSON changes only when this experiment does."""
     exp = fusion["experiments"][name]
-    preset = exp.get("preset", "demo")
-    section: dict[str, Any] = {"device": fusion.get("device", "auto"), "experiments": {name: exp},
+    preset = exp["preset"]
+    section: dict[str, Any] = {"device": fusion["device"], "experiments": {name: exp},
                                "presets": {preset: presets(fusion).get(preset, {})}}
     if smoothing:
-        section["smoothing"] = fusion.get("smoothing", {})
+        section["smoothing"] = fusion["smoothing"]
     return {"fusion": section}
 
 
 def experiment_stores(fusion: dict[str, Any], name: str, root: str | Path = STORE_ROOT) -> dict[str, str]:
     """``{modality: store path}`` an experiment reads."""
     exp = fusion["experiments"][name]
-    return {m: str(store_path(m, b, root)) for m, b in exp.get("stores", {"visual": "fer", "audio": "egemaps"}).items()}
+    return {m: str(store_path(m, b, root)) for m, b in exp["stores"].items()}
 
 
 def grid(fusion: dict[str, Any]) -> list[tuple[str, int, int]]:
     """Every ``(experiment, fold, seed)`` run of the section, in a stable order."""
-    return [(name, fold, seed) for name in sorted(fusion.get("experiments", {}))
-            for fold in fusion.get("folds", [0]) for seed in fusion.get("seeds", [0])]
+    return [(name, fold, seed) for name in sorted(fusion["experiments"])
+            for fold in fusion["folds"] for seed in fusion["seeds"]]
