@@ -132,7 +132,7 @@ def test_undecodable_video_named(affwild):
     with pytest.raises(InputError, match=r"vidA\.mp4 cannot be decoded"):
         build_manifest(corpus_cfg(affwild))
     (affwild / "videos/batch1/vidA.mp4").write_bytes(b"")
-    with pytest.raises(InputError, match=r"vidA\.mp4 is missing or empty"):
+    with pytest.raises(InputError, match=r"vidA\.mp4 is empty"):
         build_manifest(corpus_cfg(affwild))
 
 

@@ -56,6 +56,14 @@ def _reason(exc: BaseException) -> str:
     return re.sub(r"^.*?\.cpp:\d+,\s*", "", msg).strip()
 
 
+def check_video_file(path: Path) -> None:
+    """InputError naming ``path`` when it is missing or empty: the one existence check of every probe below."""
+    if not path.is_file():
+        raise InputError(f"video {path} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"video {path} is empty (0 bytes); copy it again from the corpus")
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Check a video and list its frames' timestamps by demuxing its packets (no decoding).
 
@@ -68,10 +76,7 @@ def probe(path: str | Path) -> VideoInfo:
     import av
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video {path} does not exist")
-    if path.stat().st_size == 0:
-        raise InputError(f"video {path} is empty (0 bytes); copy it again from the corpus")
+    check_video_file(path)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as e:
@@ -166,8 +171,10 @@ class VideoTimeline:
 
 def timeline(path: str | Path) -> VideoTimeline:
     """The frame timeline of ``path`` from torchcodec's exact scan (packets only, no pixels decoded): the frame
-    count every stage shares. InputError naming the file when it cannot be decoded or has no frames; callers check
-    that the file exists first (with their own wording)."""
+    count every stage shares. InputError naming the file when it is missing or empty, cannot be decoded or has no
+    frames."""
+    path = Path(path)
+    check_video_file(path)
     meta = open_decoder(path).metadata
     frames = int(meta.num_frames or 0)
     fps = float(meta.average_fps or 0.0)

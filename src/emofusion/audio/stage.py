@@ -38,17 +38,9 @@ from emofusion.audio.read import SCHEMA, sidecar_path
 from emofusion.errors import ConfigError, InputError
 from emofusion.io import atomic_path, write_json
 from emofusion.log import logger
-from emofusion.video import VideoTimeline
 from emofusion.video import timeline as video_timeline
 
 MISSING_AUDIO = ("error", "silence")
-
-
-def probe_timeline(video: str | Path) -> VideoTimeline:
-    """The video's frame timeline (:func:`emofusion.video.timeline`), the file checked first."""
-    video = Path(video)
-    check_file(video, "video")
-    return video_timeline(video)
 
 
 def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | None = None, sample_rate: int = 16000,
@@ -73,7 +65,7 @@ def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | Non
     out = Path(out)
     if out.suffix.lower() != ".wav":
         raise InputError(f"--out {out}: the audio output must be a .wav file")
-    timeline = probe_timeline(video)
+    timeline = video_timeline(video)
     if source != video:
         check_file(source, "audio")
     stream = audio_stream(source)

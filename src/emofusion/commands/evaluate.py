@@ -37,22 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
-    from emofusion.errors import InputError
-    from emofusion.evaluation.stage import evaluate_run
+    from emofusion.evaluation.stage import evaluate_run, read_run_info
 
     cfg = load_config(args.config, overrides=args.config_json)
-    info_path = Path(args.run) / "run.json"
-    if not info_path.is_file():
-        raise InputError(f"{info_path} does not exist; train the run first (`emofusion train --out {args.run}`)")
-    info = json.loads(info_path.read_text())
+    info = read_run_info(args.run)
     stores = parse_stores(args.store, info["config"], defaults=info["stores"])
     device, in_memory = runtime(args, cfg["fusion"]["device"])
     evaluate_run(args.run, args.out or args.run, manifest=read_manifest(args.manifest), labels=args.labels,
                  stores=stores, smoothing=cfg["fusion"]["smoothing"], device=device, in_memory=in_memory,
-                 workers=args.workers)
+                 workers=args.workers, info=info)
     return 0

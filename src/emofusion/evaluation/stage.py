@@ -6,6 +6,7 @@ split (PROTOCOL.md), smoothing chosen on held-out data (:mod:`emofusion.evaluati
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,20 @@ from emofusion.training.predict import fold_clip_labels, predict_frames
 from emofusion.training.windows import Windowing
 
 
+def read_run_info(run: str | Path) -> dict[str, Any]:
+    """``run.json`` of a trained run folder; InputError naming it when the run has not been trained."""
+    path = Path(run) / "run.json"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; train the run first (`emofusion train --out {run}`)")
+    return json.loads(path.read_text())
+
+
 def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Path, stores: Mapping[str, str],
                  smoothing: Mapping[str, Any], device, batch_size: int | None = None, in_memory: bool | None = None,
-                 workers: int = 0) -> dict[str, Any]:
+                 workers: int = 0, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Predict every frame of every clip with the run's best checkpoint; write predictions.parquet and
-    metrics.json into ``out`` (atomically); return the metrics."""
-    import json
+    metrics.json into ``out`` (atomically); return the metrics. ``info``: the run's :func:`read_run_info`, when
+    the caller has read it already."""
     import pickle
 
     import pandas as pd
@@ -36,10 +45,10 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     from emofusion.training.data import FusionData, Normaliser
 
     run, out = Path(run), Path(out)
-    for name in ("model.pt", "run.json"):
-        if not (run / name).is_file():
-            raise InputError(f"{run / name} does not exist; train the run first (`emofusion train --out {run}`)")
-    info = json.loads((run / "run.json").read_text())
+    if not (run / "model.pt").is_file():
+        raise InputError(f"{run / 'model.pt'} does not exist; train the run first (`emofusion train --out {run}`)")
+    if info is None:
+        info = read_run_info(run)
     try:
         ckpt = read_checkpoint(run / "model.pt")
         model = model_from_checkpoint(ckpt)
