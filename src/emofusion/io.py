@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from emofusion.log import logger
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -47,8 +49,6 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     run that was killed before it could clean up (a manual ``emofusion`` command writing the output a running job
     is writing is a race the last rename would win anyway).
     """
-    from emofusion.log import logger
-
     final = Path(path)
     pattern = _temporary_name(final)
     removed = []
