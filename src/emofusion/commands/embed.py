@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.device import resolve_device
     from emofusion.errors import InputError
     from emofusion.features import stage
-    from emofusion.features.stage import backbone_config, build_backbone
+    from emofusion.features.stage import backbone_config, backbone_options, build_backbone
     from emofusion.log import logger
     from emofusion.provenance import provenance
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     section = cfg["features"]
-    options = section[args.modality].get("backbones", {}).get(args.backbone) or {}
+    options = backbone_options(section, args.modality, args.backbone)
     device = resolve_device(section["device"], key="features.device")
     backbone = build_backbone(args.modality, args.backbone, options, device=device)
     rows: list[stage.ClipRows] = []

@@ -155,6 +155,11 @@ def build_backbone(modality: str, name: str, options: dict | None = None, *, dev
     return cls(dict(options or {}), device=device)
 
 
+def backbone_options(features: dict, modality: str, name: str) -> dict:
+    """One backbone's options in the ``features:`` config (``features.<modality>.backbones.<name>``; {} if unset)."""
+    return features[modality].get("backbones", {}).get(name) or {}
+
+
 def backbone_config(features: dict, modality: str, name: str) -> dict:
     """The part of the ``features:`` config one backbone's outputs depend on: its own options, the device, and for
     visual backbones the batch and autocast settings (audio and text read neither). The workflow passes exactly
@@ -162,8 +167,7 @@ def backbone_config(features: dict, modality: str, name: str) -> dict:
     section: dict[str, Any] = {"device": features["device"]}
     if modality == "visual":
         section.update(batch_size=features["batch_size"], amp=features["amp"])
-    options = features[modality].get("backbones", {}).get(name) or {}
-    return {"features": {**section, modality: {"backbones": {name: options}}}}
+    return {"features": {**section, modality: {"backbones": {name: backbone_options(features, modality, name)}}}}
 
 
 def weight_paths(options: dict) -> list[Path]:
