@@ -617,7 +617,7 @@ class SubjectTracker:
             if self.last is None or self.missed >= self.reacquire_after:
                 choice = int(idx[np.argmax(areas)])
             else:
-                choice = self._match(cand, areas, idx)
+                choice = self._match(self.last, cand, areas, idx)
         if choice >= 0:
             self.last = boxes[choice].astype(np.float64)
             self.missed = 0
@@ -625,8 +625,7 @@ class SubjectTracker:
             self.missed += 1
         return choice
 
-    def _match(self, cand: np.ndarray, areas: np.ndarray, idx: np.ndarray) -> int:
-        last = self.last
+    def _match(self, last: np.ndarray, cand: np.ndarray, areas: np.ndarray, idx: np.ndarray) -> int:
         iou = box_iou(last, cand)
         j = int(np.argmax(iou))
         if iou[j] >= _TRACK_IOU:
@@ -952,8 +951,8 @@ def _load_crop(path: Path, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as f:
+            im = f.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8)

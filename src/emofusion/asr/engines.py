@@ -238,8 +238,8 @@ class FasterWhisper(Engine):
 
     def transcribe(self, audio: np.ndarray) -> list[dict[str, Any]]:
         o = self.options
-        common = {"language": o.language, "beam_size": o.beam_size, "temperature": 0.0, "word_timestamps": True,
-                  "vad_filter": o.vad}
+        common: dict[str, Any] = {"language": o.language, "beam_size": o.beam_size, "temperature": 0.0,
+                                  "word_timestamps": True, "vad_filter": o.vad}
         if self.pipeline is not None:
             if not o.vad:  # fixed 30-s windows instead of speech regions
                 duration = audio.size / self.sample_rate
