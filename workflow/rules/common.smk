@@ -5,11 +5,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from emofusion.config import schema_path
 from emofusion.corpus import discover
 
 
-# Fills defaults and rejects unknown keys; the same schema validates `emofusion ... --config` runs by hand.
-validate(config, "../schemas/config.schema.yaml")
+# Fills defaults and rejects unknown keys. The schema ships inside the package: the same file validates
+# `emofusion ... --config` runs by hand.
+validate(config, str(schema_path()))
 
 # Listing the corpus decodes nothing, so building the DAG stays fast on all of Aff-Wild2.
 CLIPS = {c.clip: c for c in discover(config["corpus"])}

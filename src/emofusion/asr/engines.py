@@ -37,7 +37,7 @@ ENGINES: dict[str, Callable[..., Engine]] = {}
 
 @dataclass(frozen=True)
 class AsrOptions:
-    """The ``asr:`` config section (see workflow/schemas/config.schema.yaml for each key)."""
+    """The ``asr:`` config section (see src/emofusion/schemas/config.schema.yaml for each key)."""
 
     engine: str = "faster-whisper"
     model: str = "tiny.en-bundled"
