@@ -77,7 +77,7 @@ _TRACK_SCALE = 2.0  # largest size ratio between the tracked face and a candidat
 
 @dataclass(frozen=True)
 class FaceSettings:
-    """The ``faces:`` config section (see workflow/schemas/config.schema.yaml for meanings and defaults)."""
+    """The ``faces:`` config section (see src/emofusion/schemas/config.schema.yaml for meanings and defaults)."""
 
     size: int = 112
     margin: float = 0.0
@@ -99,7 +99,7 @@ class FaceSettings:
         known = {f.name for f in fields(cls)}
         extra = sorted(set(section) - known)
         if extra:
-            raise ConfigError(f"faces: unknown key(s) {', '.join(extra)}; see workflow/schemas/config.schema.yaml")
+            raise ConfigError(f"faces: unknown key(s) {', '.join(extra)}; see src/emofusion/schemas/config.schema.yaml")
         if "thresholds" in section:
             section["thresholds"] = tuple(float(t) for t in section["thresholds"])
             if len(section["thresholds"]) != 3:
