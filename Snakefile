@@ -8,6 +8,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# `snakemake --report report.html` (after a run): this description, the results table and the plots.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/faces.smk"

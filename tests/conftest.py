@@ -1,4 +1,4 @@
-"""Shared fixtures: small media made with ffmpeg, paths of the repository and the shared data."""
+"""Shared fixtures: small media made with ffmpeg, paths of the repository and of its real test media."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "resources" / "demo"
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"  # real recordings, in the repository (tests/data/README.md: sources, licences)
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 from conftest import run_ffmpeg as ffmpeg
 from emofusion.audio.read import read_audio, read_audio_metadata, sidecar_path
 from emofusion.audio.stage import extract_audio
@@ -18,7 +18,7 @@ from emofusion.errors import ConfigError, InputError
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg program to make test media")
 
-SHARED = SHARED_DATA / "pyfeat_videos"
+PYFEAT = TEST_DATA / "pyfeat_videos"
 
 
 def mux_video(path: Path, *, seconds: float = 3.0, fps: int = 25, audio: str | None = None,
@@ -114,9 +114,8 @@ def test_mp4_offset_with_aac_priming(tmp_path):
     assert onset(x, rate) == pytest.approx(0.5, abs=3e-3)
 
 
-@pytest.mark.skipif(not (SHARED / "face_noface.mov").is_file(), reason="shared test videos not present")
 def test_real_video_with_late_audio_stream(tmp_path):
-    info = extract_audio(SHARED / "face_noface.mov", tmp_path / "f.wav")
+    info = extract_audio(PYFEAT / "face_noface.mov", tmp_path / "f.wav")
     assert info["offset_seconds"] == pytest.approx(2.43, abs=0.01)
     assert info["valid_start_sample"] == info["offset_samples"] == round(info["offset_seconds"] * 16000)
     assert info["frames"] == 169 and info["has_audio"]

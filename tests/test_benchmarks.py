@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, TEST_DATA
 from emofusion.errors import InputError
 
-SPEECH = SHARED_DATA / "speech_emotion_va"
+SPEECH = TEST_DATA / "speech_emotion_va"  # the first 12 recordings
 
 
 @pytest.fixture(autouse=True)
@@ -75,8 +75,6 @@ def test_neural_is_seeded_and_never_sees_held_out_labels():
 
 @pytest.mark.slow
 def test_smoke_run_on_real_speech(tmp_path):
-    if not (SPEECH / "arousal.csv").is_file():
-        pytest.skip(f"{SPEECH} is not there (../shared/data)")
     out = tmp_path / "real_va.json"
     result = load_real_va().main(["--data", str(SPEECH), "--folds", "2", "--seeds", "1", "--epochs", "1",
                                   "--limit", "12", "--out", str(out)])

@@ -1,34 +1,123 @@
-"""The command line: help lists every step; failures exit non-zero, name the problem, leave nothing behind."""
+"""The command line: every subcommand (discovered from emofusion/commands/) documents itself, and a bad input exits
+1 with one line naming the problem, no traceback and nothing written."""
 
+import importlib
+import logging
+import pkgutil
+import re
 import subprocess
 import sys
 
+import pytest
+
+from emofusion import commands
 from emofusion.cli import build_parser, main
 
-STEPS = ["manifest", "labels"]
+
+def discovered_subcommands() -> list[str]:
+    """The NAME of every module in emofusion/commands/ that defines a subcommand (shared helper modules define no
+    NAME and run, and are no subcommand)."""
+    names = []
+    for info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if hasattr(module, "NAME") and hasattr(module, "run"):
+            names.append(module.NAME)
+    return sorted(names)
+
+
+SUBCOMMANDS = discovered_subcommands()
+
+# One bad input per subcommand: its arguments ({tmp}: the test's empty folder) and what the error line must say.
+# A new subcommand fails test_bad_input_fails_cleanly until it has an entry here.
+BAD_INPUT = {
+    "manifest": (["--config-json", '{{"corpus": {{"root": "{tmp}/nope"}}}}', "--out", "{tmp}/out/manifest.parquet"],
+                 "corpus.root: folder {tmp}/nope does not exist"),
+    "labels": (["--manifest", "{tmp}/missing.parquet", "--out", "{tmp}/out/labels.h5"],
+               "manifest {tmp}/missing.parquet does not exist"),
+    "faces": (["--video", "{tmp}/missing.mp4", "--out", "{tmp}/out/clip.h5"], "video {tmp}/missing.mp4 does not exist"),
+    "audio": (["--video", "{tmp}/missing.mp4", "--out", "{tmp}/out/a.wav"], "video {tmp}/missing.mp4 does not exist"),
+    "convert-whisper": (["--model", "{tmp}/no-model", "--out", "{tmp}/out/whisper.pt"],
+                        "'{tmp}/no-model' is not a CTranslate2 Whisper model"),
+    "transcribe": (["--audio", "{tmp}/missing.wav", "--out", "{tmp}/out/t.parquet"],
+                   "audio {tmp}/missing.wav does not exist"),
+    "embed": (["--modality", "visual", "--backbone", "fer", "--faces", "{tmp}/missing.h5", "--out", "{tmp}/out/e.h5"],
+              "face store {tmp}/missing.h5 does not exist"),
+    "embed-merge": (["--modality", "visual", "--backbone", "fer", "--shards", "{tmp}/missing.h5", "--out",
+                     "{tmp}/out/fer.h5"], "feature store {tmp}/missing.h5 does not exist"),
+    "train": (["--experiment", "nope", "--manifest", "{tmp}/m.parquet", "--labels", "{tmp}/l.h5", "--out",
+               "{tmp}/out/run"], "fusion.experiments has no experiment 'nope'"),
+    "evaluate": (["--run", "{tmp}/run", "--manifest", "{tmp}/m.parquet", "--labels", "{tmp}/l.h5"],
+                 "{tmp}/run/run.json does not exist"),
+    "report": (["--manifest", "{tmp}/missing.parquet", "--runs", "{tmp}/run", "--out", "{tmp}/out/report"],
+               "manifest {tmp}/missing.parquet does not exist"),
+    "check-submission": (["--manifest", "{tmp}/missing.parquet", "{tmp}/submission.csv"],
+                         "manifest {tmp}/missing.parquet does not exist"),
+}
+
+
+def _subparsers() -> dict:
+    return next(a for a in build_parser()._actions if a.dest == "command").choices
+
+
+def test_subcommands_are_discovered_and_registered():
+    assert sorted(_subparsers()) == SUBCOMMANDS
+    assert {"manifest", "labels", "faces", "audio", "transcribe", "embed", "train", "evaluate", "report"} <= set(
+        SUBCOMMANDS)
 
 
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "emofusion.cli", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for step in STEPS:
-        assert f"    {step} " in out
+    for name in SUBCOMMANDS:  # a long name stands alone on its line, its help on the next
+        assert re.search(rf"^    {re.escape(name)}( |$)", out, re.MULTILINE), name
 
 
-def test_every_subcommand_documents_itself():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, p in sub.choices.items():
-        assert p.description and len(p.description) > 40, name
-        assert "--out" in p.format_help() or name.startswith("convert"), name
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_subcommand_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: emofusion {name} "), out[:200]
+    description = _subparsers()[name].description
+    assert description and len(description) > 40, name
+    assert description.splitlines()[0] in out
+    assert "--out" in out or name.startswith("convert"), name
 
 
-def test_bad_corpus_fails_cleanly(tmp_path, caplog):
-    out = tmp_path / "results" / "manifest.parquet"
-    rc = main(["manifest", "--config-json", f'{{"corpus": {{"root": "{tmp_path / "nope"}"}}}}', "--out", str(out)])
+def test_every_bad_input_case_is_a_subcommand():
+    assert sorted(BAD_INPUT) == SUBCOMMANDS, "BAD_INPUT and the subcommands in emofusion/commands/ differ"
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_bad_input_fails_cleanly(name, tmp_path, caplog):
+    """In-process (the real process's stderr is checked below): exit status 1, one error record of one line, no
+    exception logged with it, nothing written."""
+    assert name in BAD_INPUT, f"add a bad-input case for the subcommand {name!r} to BAD_INPUT"
+    args, expected = BAD_INPUT[name]
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        rc = main([name, *(a.format(tmp=tmp_path) for a in args)])
     assert rc == 1
-    assert "corpus.root" in caplog.text
-    assert not out.parent.exists() or not any(out.parent.iterdir())  # no output, no temporary file
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    assert expected.format(tmp=tmp_path) in message and "\n" not in message and errors[0].exc_info is None
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no output, no temporary file
+
+
+def test_bad_input_in_a_real_process_is_one_line_on_stderr(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "emofusion.cli", "labels", "--manifest", str(tmp_path / "m.parquet"),
+                           "--out", str(tmp_path / "labels.h5")], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and f"manifest {tmp_path / 'm.parquet'} does not exist" in lines[0], proc.stderr
+
+
+def test_missing_required_argument_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["faces", "--out", "x.h5"])
+    assert exit_.value.code == 2
+    assert "the following arguments are required: --video" in capsys.readouterr().err
 
 
 def test_invalid_config_key_fails(tmp_path, caplog):

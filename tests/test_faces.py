@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 from conftest import run_ffmpeg as ffmpeg
 from emofusion.cli import main
 from emofusion.device import resolve_device
@@ -25,8 +25,7 @@ from emofusion.faces.tracker import SubjectTracker
 
 torch = pytest.importorskip("torch")
 
-PYFEAT = SHARED_DATA / "pyfeat_videos"
-needs_data = pytest.mark.skipif(not (PYFEAT / "single_face.mp4").is_file(), reason="../shared/data not present")
+PYFEAT = TEST_DATA / "pyfeat_videos"
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
 
 # The astronaut's face in skimage.data.astronaut() (512x512): MTCNN's box is about (180, 62, 268, 173).
@@ -39,9 +38,9 @@ def x264(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
-    """Short real test videos cut from ../shared/data (and some broken files), made once per module."""
-    if shutil.which("ffmpeg") is None or not (PYFEAT / "single_face.mp4").is_file():
-        pytest.skip("needs ffmpeg and ../shared/data")
+    """Short real test videos cut from tests/data (and some broken files), made once per module."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
     d = tmp_path_factory.mktemp("media")
     out = {
         "face": d / "face.mp4",  # 12 frames, one man, 640x360
@@ -245,7 +244,6 @@ def test_detects_the_astronaut_and_aligns_her_eyes_onto_the_template(detector):
     assert np.abs(eyes - mapped[:2]).max() < 2.0, eyes  # where the transform put them: the warp is exact
 
 
-@needs_data
 def test_video_store_has_one_row_per_frame_with_the_face(media, tmp_path, caplog):
     out = tmp_path / "faces" / "face.h5"
     assert run_cli("--video", str(media["face"]), "--clip", "face", "--out", str(out),
@@ -276,7 +274,6 @@ def test_video_store_has_one_row_per_frame_with_the_face(media, tmp_path, caplog
     assert list(out.parent.iterdir()) == [out]  # no temporary files left beside it
 
 
-@needs_data
 def test_key_frame_mode_follows_the_face_between_key_frames(media):
     from emofusion.faces.stage import FaceAligner
     from emofusion.video import VideoStream
@@ -304,7 +301,6 @@ def test_no_face_video_gives_an_all_invalid_store_and_a_warning(media, tmp_path,
     assert "no face in any frame" in caplog.text
 
 
-@needs_data
 def test_two_person_video_left_and_right_clips_get_their_own_face(media, tmp_path):
     settings = FaceSettings(device="cpu")
     stores = {}
@@ -377,7 +373,6 @@ def test_precropped_store_matches_its_images(tmp_path, caplog):
     assert f["attrs"]["filled_frames"] == 4 and f["attrs"]["detected_frames"] == 6
 
 
-@needs_data
 def test_precropped_frame_count_comes_from_the_video(tmp_path):
     # no_face.mp4's header announces 98 frames; 3 are discarded by its edit list, so the decoder shows 95.
     from emofusion.corpus import probe_video
@@ -388,7 +383,6 @@ def test_precropped_frame_count_comes_from_the_video(tmp_path):
     assert summary.frames == probe_video(PYFEAT / "no_face.mp4")[0] == 95 and summary.valid == 0
 
 
-@needs_data
 def test_variable_frame_rate_timestamps_come_from_the_stream():
     from torchcodec.decoders import VideoDecoder
 
@@ -427,7 +421,6 @@ def test_concatenated_video_with_timestamps_going_back_is_kept_in_decode_order_a
     assert len(warnings) == 1 and str(joined) in warnings[0] and f"{backwards} time(s)" in warnings[0]
 
 
-@needs_data
 def test_stream_batches_cover_every_frame_once_with_and_without_prefetch():
     from emofusion.video import VideoStream
 
@@ -504,7 +497,6 @@ def test_truncated_file_without_a_sample_table_is_refused(tmp_path, container, c
         probe(cut)
 
 
-@needs_data
 def test_decoding_failure_mid_stream_leaves_no_store(media, tmp_path, monkeypatch):
     from emofusion.video import VideoStream
 
@@ -528,8 +520,8 @@ def test_decoding_failure_mid_stream_leaves_no_store(media, tmp_path, monkeypatc
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory) -> dict[str, Path]:
-    if shutil.which("ffmpeg") is None or not (PYFEAT / "single_face.mp4").is_file():
-        pytest.skip("needs ffmpeg and ../shared/data")
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
     d = tmp_path_factory.mktemp("broken")
     files = {"empty": d / "empty.mp4", "text": d / "text.mp4", "audio": d / "audio.mp4",
              "truncated": d / "truncated.mp4", "no_index": d / "no_index.mp4", "codec": d / "codec.mp4"}

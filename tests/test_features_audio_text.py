@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 from emofusion.errors import ConfigError, InputError
 from emofusion.features import timeline
 from emofusion.features.registry import backbone_names, build_backbone
 
 SR = 16000
-SPEECH = SHARED_DATA / "speech_emotion_va"
+SPEECH = TEST_DATA / "speech_emotion_va"
 
 
 @pytest.fixture(autouse=True)
@@ -32,10 +32,7 @@ def _one_thread():
 def speech_wav(name: str = "00.wav") -> np.ndarray:
     import soundfile as sf
 
-    path = SPEECH / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not there (../shared/data)")
-    wav, sr = sf.read(path, dtype="float32")
+    wav, sr = sf.read(SPEECH / name, dtype="float32")
     assert sr == SR and wav.ndim == 1
     return wav
 

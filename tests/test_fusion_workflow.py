@@ -4,7 +4,9 @@ test does not depend on the extraction stages."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -37,6 +39,23 @@ def set_experiments(workdir: Path, experiments: dict) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
+def check_snakemake_report(workdir: Path) -> None:
+    """`snakemake --report report.html` on the finished run: Snakemake's self-contained HTML report holds the
+    results table and the plots the report rule declares with report()."""
+    html = workdir / "report.html"
+    proc = snakemake(*on_demo(workdir, "fusion", "--report", str(html), *FUSION_RULES), cwd=workdir, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = html.read_text()
+    # the page carries each declared file as a data URI in its `results` object, with the caption
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", text, re.DOTALL).group(1))
+    report = workdir / "results/report"
+    table = results["results/report/results.csv"]
+    assert base64.b64decode(table["data_uri"].split("base64,", 1)[1]) == (report / "results.csv").read_bytes()
+    assert "concordance correlation coefficient" in table["caption"]
+    plots = {Path(k).name for k, v in results.items() if v["mime_type"] == "image/png"}
+    assert plots == {p.name for p in (report / "plots").glob("*.png")} and "ccc_per_model.png" in plots
+
+
 @pytest.mark.workflow
 def test_fusion_rules_train_evaluate_report_and_rerun_only_what_changed(workdir):
     make_corpus(workdir / "results")
@@ -54,6 +73,8 @@ def test_fusion_rules_train_evaluate_report_and_rerun_only_what_changed(workdir)
     assert (report / "results.csv").is_file() and (report / "submission/check.json").is_file()
     assert {p.stem for p in (report / "submission").glob("*.csv")} == set(EXPERIMENTS)
     assert jobs(workdir, "fusion", "-n", "--quiet", "rules") == {}
+    assert (workdir / "logs/benchmarks/train/ef/fold0/seed0.tsv").is_file()
+    check_snakemake_report(workdir)
 
     # one experiment's learning rate: that experiment's train and evaluate, and the report
     changed = {**EXPERIMENTS, "ef": {**EXPERIMENTS["ef"], "training": {**EXPERIMENTS["ef"]["training"], "lr": 0.01}}}

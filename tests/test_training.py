@@ -75,10 +75,11 @@ def test_experiment_merges_preset_and_overrides_and_names_bad_keys():
 
 def test_repo_config_builds_every_family():
     """The default config's experiments cover every registered model family and build at the demo's widths."""
-    from emofusion.config import REPO_ROOT, load_config
+    from conftest import REPO
+    from emofusion.config import load_config
     from emofusion.models import list_models
 
-    fusion = load_config(REPO_ROOT / "config.yaml")["fusion"]
+    fusion = load_config(REPO / "config.yaml")["fusion"]
     families = set()
     for name in fusion["experiments"]:
         exp = resolve_experiment(fusion, name)

@@ -1,8 +1,9 @@
-"""Load and validate the configuration against workflow/schemas/config.schema.yaml.
+"""Load and validate the configuration against the package's schema, ``emofusion/schemas/config.schema.yaml``.
 
 The schema is the single source of truth for keys, types, descriptions and defaults: Snakemake validates
-`config` with it in workflow/rules/common.smk, and the command line validates with it here, so a stage run by
-hand sees exactly the config Snakemake would give it.
+`config` with this same file in workflow/rules/common.smk (through :func:`schema_path`), and the command line
+validates with it here, so a stage run by hand sees exactly the config Snakemake would give it. It ships inside
+the package, so an installed emofusion (not only a checkout) finds it.
 """
 
 from __future__ import annotations
@@ -17,17 +18,21 @@ import yaml
 
 from emofusion.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+
+def schema_path(name: str = "config") -> Path:
+    """The file of a schema shipped with the package (package data, see pyproject.toml)."""
+    return SCHEMA_DIR / f"{name}.schema.yaml"
 
 
 @functools.cache
 def load_schema(name: str = "config") -> dict[str, Any]:
-    """A schema from workflow/schemas/ (the project is installed editable, so the checkout is at hand)."""
-    path = SCHEMA_DIR / f"{name}.schema.yaml"
+    """A schema shipped with the package, parsed."""
+    path = schema_path(name)
     if not path.is_file():
-        raise ConfigError(f"schema {path} not found: emofusion must be installed from its checkout "
-                          "(pip install -e . or scripts/setup.sh)")
+        raise ConfigError(f"schema {path} not found: the emofusion installation is incomplete; reinstall it "
+                          "(pip install . from the checkout, or scripts/setup.sh)")
     return yaml.safe_load(path.read_text())
 
 
@@ -60,7 +65,7 @@ def validate_config(config: dict[str, Any] | None, *, source: str = "config") ->
             key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
             lines.append(f"  {key}: {err.message}")
         raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)
-                          + "\nSee workflow/schemas/config.schema.yaml for every key, its type and its default.")
+                          + f"\nSee {schema_path()} for every key, its type and its default.")
     return cfg
 
 

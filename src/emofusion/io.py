@@ -51,7 +51,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """
     final = Path(path)
     pattern = _temporary_name(final)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(final.parent))
     except FileNotFoundError:

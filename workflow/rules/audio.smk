@@ -11,7 +11,7 @@ rule audio:
     log:
         "logs/audio/{video}.log",
     benchmark:
-        "benchmarks/audio/{video}.tsv"
+        "logs/benchmarks/audio/{video}.tsv"
     params:
         cfg=config_json("audio"),
     threads: 1
@@ -21,12 +21,10 @@ rule audio:
         "../../envs/emofusion.yaml"
     shell:
         "emofusion audio --config-json {params.cfg} --video {input.video:q} --audio {input.audio:q} "
-        "--out {output.wav} > {log} 2>&1"
+        "--out {output.wav:q} > {log:q} 2>&1"
 
 
 rule convert_whisper:
-    wildcard_constraints:
-        model=CONVERTIBLE_PATTERN,
     output:
         "results/asr/{model}.pt",
     log:
@@ -41,7 +39,7 @@ rule convert_whisper:
     conda:
         "../../envs/emofusion.yaml"
     shell:
-        "emofusion convert-whisper --model {params.model} --out {output} > {log} 2>&1"
+        "emofusion convert-whisper --model {params.model} --out {output:q} > {log:q} 2>&1"
 
 
 rule transcribe:
@@ -55,7 +53,7 @@ rule transcribe:
     log:
         "logs/transcribe/{video}.log",
     benchmark:
-        "benchmarks/transcribe/{video}.tsv"
+        "logs/benchmarks/transcribe/{video}.tsv"
     params:
         cfg=config_json("asr"),
         checkpoint=whisper_checkpoint_option,
@@ -66,5 +64,5 @@ rule transcribe:
     conda:
         "../../envs/emofusion.yaml"
     shell:
-        "emofusion transcribe --config-json {params.cfg} --audio {input.audio} {params.checkpoint} "
-        "--threads {threads} --out {output} > {log} 2>&1"
+        "emofusion transcribe --config-json {params.cfg} --audio {input.audio:q} {params.checkpoint} "
+        "--threads {threads} --out {output:q} > {log:q} 2>&1"

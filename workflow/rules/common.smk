@@ -5,11 +5,13 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from emofusion.config import schema_path
 from emofusion.corpus import discover
 
 
-# Fills defaults and rejects unknown keys; the same schema validates `emofusion ... --config` runs by hand.
-validate(config, "../schemas/config.schema.yaml")
+# Fills defaults and rejects unknown keys. The schema ships inside the package: the same file validates
+# `emofusion ... --config` runs by hand.
+validate(config, str(schema_path()))
 
 # Listing the corpus decodes nothing, so building the DAG stays fast on all of Aff-Wild2.
 CLIPS = {c.clip: c for c in discover(config["corpus"])}
@@ -18,8 +20,23 @@ VIDEOS = {c.video_id: c for c in reversed(list(CLIPS.values()))}  # video id -> 
 
 def config_json(*sections):
     """Config sections as one shell-quoted JSON argument. Passed as a param so Snakemake reruns a stage when
-    its sections change, and only then."""
+    its sections change, and only then. (Per-rule variants are named <rule>_config_json.)"""
     return shlex.quote(json.dumps({s: config[s] for s in sections}, sort_keys=True))
+
+
+def output_folder(name):
+    """A param: the folder of the rule's output `name`, for commands that write into a folder, so the folder
+    always comes from the declared outputs."""
+    def folder(wildcards, output):
+        return str(Path(output[name]).parent)
+    return folder
+
+
+def input_folder(name):
+    """A param: the folder of the rule's input `name` (a run folder read as a whole)."""
+    def folder(wildcards, input):
+        return str(Path(input[name]).parent)
+    return folder
 
 
 def all_videos():
@@ -151,14 +168,14 @@ def _embed_section(modality, name):
     return backbone_config(config["features"], modality, name)
 
 
-def embed_config(modality):
+def embed_config_json(modality):
     """--config-json for an embed rule: only this backbone's options, so changing another reruns nothing here."""
     def cfg(wildcards):
         return shlex.quote(json.dumps(_embed_section(modality, wildcards.backbone), sort_keys=True))
     return cfg
 
 
-def embed_merge_config(wildcards):
+def embed_merge_config_json(wildcards):
     return shlex.quote(json.dumps(_embed_section(wildcards.modality, wildcards.backbone), sort_keys=True))
 
 
@@ -224,19 +241,15 @@ def fusion_store_options(wildcards, input):
     return " ".join(f"--store {m}={shlex.quote(input[m])}" for m in stores)
 
 
-def fusion_experiment_json(wildcards):
+def train_config_json(wildcards):
     """Only this experiment, its preset and the device: editing another experiment leaves this param alone."""
     return shlex.quote(json.dumps(experiment_section(config["fusion"], wildcards.experiment), sort_keys=True))
 
 
-def fusion_evaluate_json(wildcards):
-    """As fusion_experiment_json, plus the smoothing candidates evaluation chooses from."""
+def evaluate_config_json(wildcards):
+    """As train_config_json, plus the smoothing candidates evaluation chooses from."""
     section = experiment_section(config["fusion"], wildcards.experiment, smoothing=True)
     return shlex.quote(json.dumps(section, sort_keys=True))
-
-
-def fusion_run_dir(wildcards):
-    return str(run_dir(wildcards.experiment, wildcards.fold, wildcards.seed))
 
 
 def fusion_run_files(name):
@@ -260,3 +273,15 @@ def fusion_targets():
         return []
     return ["results/report/results.csv", "results/report/results.md", "results/report/plots",
             "results/report/submission"]
+
+
+# Every rule's wildcard constraints, in one place. An id never holds a slash, so a path has only one parse.
+wildcard_constraints:
+    clip="[^/]+",
+    video="[^/]+",
+    modality="|".join(MODALITIES),
+    backbone="[^/]+",
+    model=CONVERTIBLE_PATTERN,
+    experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    fold="[0-9]+",
+    seed="[0-9]+",

@@ -11,7 +11,7 @@ rule faces:
     log:
         "logs/faces/{clip}.log",
     benchmark:
-        "benchmarks/faces/{clip}.tsv"
+        "logs/benchmarks/faces/{clip}.tsv"
     params:
         cfg=config_json("faces"),
         crops=face_crops_option,
@@ -21,5 +21,5 @@ rule faces:
     conda:
         "../../envs/emofusion.yaml"
     shell:
-        "emofusion faces --config-json {params.cfg} --video {input.video} --clip {wildcards.clip} {params.crops} "
-        "--threads {threads} --out {output} > {log} 2>&1"
+        "emofusion faces --config-json {params.cfg} --video {input.video:q} --clip {wildcards.clip} {params.crops} "
+        "--threads {threads} --out {output:q} > {log:q} 2>&1"

@@ -5,9 +5,6 @@
 # its shards and store.
 
 rule embed_visual:
-    wildcard_constraints:
-        backbone="[^/]+",
-        clip="[^/]+",
     input:
         faces="results/faces/{clip}.h5",
         video=embed_video,
@@ -17,9 +14,9 @@ rule embed_visual:
     log:
         "logs/embed_visual/{backbone}/{clip}.log",
     benchmark:
-        "benchmarks/embed_visual/{backbone}/{clip}.tsv"
+        "logs/benchmarks/embed_visual/{backbone}/{clip}.tsv"
     params:
-        cfg=embed_config("visual"),
+        cfg=embed_config_json("visual"),
         weights=embed_weights("visual"),
     threads: 2
     resources:
@@ -28,13 +25,10 @@ rule embed_visual:
         "../../envs/emofusion.yaml"
     shell:
         "emofusion embed --config-json {params.cfg} --modality visual --backbone {wildcards.backbone} "
-        "--faces {input.faces} --video {input.video:q} --threads {threads} --out {output} > {log} 2>&1"
+        "--faces {input.faces:q} --video {input.video:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule embed_audio:
-    wildcard_constraints:
-        backbone="[^/]+",
-        video="[^/]+",
     input:
         wav="results/audio/{video}.wav",
         meta="results/audio/{video}.json",
@@ -44,9 +38,9 @@ rule embed_audio:
     log:
         "logs/embed_audio/{backbone}/{video}.log",
     benchmark:
-        "benchmarks/embed_audio/{backbone}/{video}.tsv"
+        "logs/benchmarks/embed_audio/{backbone}/{video}.tsv"
     params:
-        cfg=embed_config("audio"),
+        cfg=embed_config_json("audio"),
         weights=embed_weights("audio"),
         clips=video_clips,
     threads: 1
@@ -56,13 +50,10 @@ rule embed_audio:
         "../../envs/emofusion.yaml"
     shell:
         "emofusion embed --config-json {params.cfg} --modality audio --backbone {wildcards.backbone} "
-        "--audio {input.wav} --clips {params.clips} --threads {threads} --out {output} > {log} 2>&1"
+        "--audio {input.wav:q} --clips {params.clips} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule embed_text:
-    wildcard_constraints:
-        backbone="[^/]+",
-        video="[^/]+",
     input:
         transcript="results/transcripts/{video}.parquet",
         wav="results/audio/{video}.wav",
@@ -73,9 +64,9 @@ rule embed_text:
     log:
         "logs/embed_text/{backbone}/{video}.log",
     benchmark:
-        "benchmarks/embed_text/{backbone}/{video}.tsv"
+        "logs/benchmarks/embed_text/{backbone}/{video}.tsv"
     params:
-        cfg=embed_config("text"),
+        cfg=embed_config_json("text"),
         weights=embed_weights("text"),
         clips=video_clips,
     threads: 1
@@ -85,14 +76,11 @@ rule embed_text:
         "../../envs/emofusion.yaml"
     shell:
         "emofusion embed --config-json {params.cfg} --modality text --backbone {wildcards.backbone} "
-        "--transcript {input.transcript} --audio {input.wav} --clips {params.clips} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        "--transcript {input.transcript:q} --audio {input.wav:q} --clips {params.clips} --threads {threads} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule embed_merge:
-    wildcard_constraints:
-        modality="visual|audio|text",
-        backbone="[^/]+",
     input:
         embed_shards,
     output:
@@ -100,7 +88,7 @@ rule embed_merge:
     log:
         "logs/embed_merge/{modality}/{backbone}.log",
     params:
-        cfg=embed_merge_config,
+        cfg=embed_merge_config_json,
         clips=all_clips_option,
     threads: 1
     resources:
@@ -109,4 +97,4 @@ rule embed_merge:
         "../../envs/emofusion.yaml"
     shell:
         "emofusion embed-merge --config-json {params.cfg} --modality {wildcards.modality} "
-        "--backbone {wildcards.backbone} --shards {input} --clips {params.clips} --out {output} > {log} 2>&1"
+        "--backbone {wildcards.backbone} --shards {input:q} --clips {params.clips} --out {output:q} > {log:q} 2>&1"

@@ -1,12 +1,6 @@
 # Fusion stage: per (experiment, fold, seed) a training run and its evaluation, then one report over the grid.
-# Each run's params carry only its own experiment and preset (fusion_experiment_json), so editing one
+# Each run's params carry only its own experiment and preset (train_config_json), so editing one
 # experiment reruns that experiment's train/evaluate and the report; the stores are inputs, never rebuilt here.
-
-wildcard_constraints:
-    experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    fold="[0-9]+",
-    seed="[0-9]+",
-
 
 rule train:
     input:
@@ -18,11 +12,11 @@ rule train:
     log:
         "logs/train/{experiment}/fold{fold}/seed{seed}.log",
     benchmark:
-        "benchmarks/train/{experiment}/fold{fold}/seed{seed}.tsv"
+        "logs/benchmarks/train/{experiment}/fold{fold}/seed{seed}.tsv"
     params:
-        cfg=fusion_experiment_json,
+        cfg=train_config_json,
         stores=fusion_store_options,
-        out=fusion_run_dir,
+        out=output_folder("run"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -30,8 +24,8 @@ rule train:
         "../../envs/emofusion.yaml"
     shell:
         "emofusion train --config-json {params.cfg} --experiment {wildcards.experiment} --fold {wildcards.fold} "
-        "--seed {wildcards.seed} --manifest {input.manifest} --labels {input.labels} {params.stores} "
-        "--threads {threads} --out {params.out} > {log} 2>&1"
+        "--seed {wildcards.seed} --manifest {input.manifest:q} --labels {input.labels:q} {params.stores} "
+        "--threads {threads} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -45,17 +39,18 @@ rule evaluate:
     log:
         "logs/evaluate/{experiment}/fold{fold}/seed{seed}.log",
     params:
-        cfg=fusion_evaluate_json,
+        cfg=evaluate_config_json,
         stores=fusion_store_options,
-        run=fusion_run_dir,
+        run=input_folder("run"),
+        out=output_folder("metrics"),
     threads: 1
     resources:
         mem_mb=4000,
     conda:
         "../../envs/emofusion.yaml"
     shell:
-        "emofusion evaluate --config-json {params.cfg} --run {params.run} --manifest {input.manifest} "
-        "--labels {input.labels} {params.stores} --threads {threads} > {log} 2>&1"
+        "emofusion evaluate --config-json {params.cfg} --run {params.run:q} --manifest {input.manifest:q} "
+        "--labels {input.labels:q} {params.stores} --threads {threads} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -67,19 +62,21 @@ rule report:
         epochs=fusion_run_files("log.jsonl"),
         sample=sample_submission,
     output:
-        table="results/report/results.csv",
+        table=report("results/report/results.csv", caption="../report/results.rst", category="Results"),
         markdown="results/report/results.md",
         provenance="results/report/provenance.json",
-        plots=directory("results/report/plots"),
+        plots=report(directory("results/report/plots"), patterns=["{name}.png"], caption="../report/plots.rst",
+                     category="Plots"),
         submission=directory("results/report/submission"),
     log:
         "logs/report/report.log",
     params:
         cfg=config_json("report", "fusion"),
         runs=fusion_run_dirs(),
+        out=output_folder("table"),
     localrule: True
     conda:
         "../../envs/emofusion.yaml"
     shell:
-        "emofusion report --config-json {params.cfg} --manifest {input.manifest} --runs {params.runs} "
-        "--out results/report > {log} 2>&1"
+        "emofusion report --config-json {params.cfg} --manifest {input.manifest:q} --runs {params.runs} "
+        "--out {params.out:q} > {log:q} 2>&1"

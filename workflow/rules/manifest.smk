@@ -14,7 +14,7 @@ rule manifest:
     conda:
         "../../envs/emofusion.yaml"
     shell:
-        "emofusion manifest --config-json {params.cfg} --out {output} > {log} 2>&1"
+        "emofusion manifest --config-json {params.cfg} --out {output:q} > {log:q} 2>&1"
 
 
 rule labels:
@@ -31,4 +31,4 @@ rule labels:
     conda:
         "../../envs/emofusion.yaml"
     shell:
-        "emofusion labels --config-json {params.cfg} --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "emofusion labels --config-json {params.cfg} --manifest {input.manifest:q} --out {output:q} > {log:q} 2>&1"

@@ -43,7 +43,7 @@ ENGINES: dict[str, Callable[..., Engine]] = {}
 
 @dataclass(frozen=True)
 class AsrOptions:
-    """The ``asr:`` config section (see workflow/schemas/config.schema.yaml for each key)."""
+    """The ``asr:`` config section (see src/emofusion/schemas/config.schema.yaml for each key)."""
 
     engine: str = "faster-whisper"
     model: str = "tiny.en-bundled"
@@ -235,8 +235,8 @@ class FasterWhisper(Engine):
 
     def transcribe(self, audio: np.ndarray) -> list[dict[str, Any]]:
         o = self.options
-        common = {"language": o.language, "beam_size": o.beam_size, "temperature": 0.0, "word_timestamps": True,
-                  "vad_filter": o.vad}
+        common: dict[str, Any] = {"language": o.language, "beam_size": o.beam_size, "temperature": 0.0,
+                                  "word_timestamps": True, "vad_filter": o.vad}
         if self.pipeline is not None:
             if not o.vad:  # fixed 30-s windows instead of speech regions
                 duration = audio.size / self.sample_rate

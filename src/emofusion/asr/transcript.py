@@ -65,7 +65,7 @@ def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.D
         words = [w for w in seg.get("words") or [] if str(w["word"]).strip()]
         if not words:
             continue
-        word_rows = []
+        word_rows: list[dict[str, Any]] = []
         for w in words:
             start = min(max(float(w["start"]), last, 0.0), duration)
             end = min(max(float(w["end"]), start), duration)

@@ -107,7 +107,8 @@ def write_track(source: Path, wav, *, stream_index: int, reference: float | None
     nxt = 0  # output index of the next sample the resampler gives; < pos: already covered, dropped
     first_pts: float | None = None
     expected = 0.0  # source time the next frame should start at if the stream is contiguous
-    resampler = key = None
+    resampler: Any = None  # an av.AudioResampler from the first frame on
+    key = None
     valid_start = valid_end = 0
     jumps = {"gaps": 0, "gap_seconds": 0.0, "overlaps": 0, "overlap_seconds": 0.0}
 
@@ -147,6 +148,7 @@ def write_track(source: Path, wav, *, stream_index: int, reference: float | None
                     fill(nxt)
                     valid_start = valid_end = pos
                 elif abs(t - expected) > tolerance:
+                    assert reference is not None  # set with the first frame
                     emit(resampler.resample(None))  # finish the audio before the jump, then start afresh
                     resampler = key = None
                     target = round((t - reference) * sample_rate)
@@ -186,6 +188,7 @@ def write_track(source: Path, wav, *, stream_index: int, reference: float | None
                        jumps["overlap_seconds"])
     if out.clipped:
         logger.warning("%s: %d samples beyond full scale were clipped", source, out.clipped)
+    assert reference is not None  # set with the first frame
     offset_seconds = first_pts - reference
     jumps = {k: round(v, 6) for k, v in jumps.items()}  # float sums of frame lengths: keep the sidecar readable
     return {"has_audio": True, "audio_start_seconds": first_pts, "offset_seconds": offset_seconds,

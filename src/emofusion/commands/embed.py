@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 from emofusion.commands._common import add_config_arguments
 
@@ -58,7 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.device import resolve_device
     from emofusion.errors import InputError
     from emofusion.features import stage
-    from emofusion.features.stage import backbone_config, backbone_options, build_backbone
+    from emofusion.features.stage import (
+        AudioBackbone,
+        TextBackbone,
+        VisualBackbone,
+        backbone_config,
+        backbone_options,
+        build_backbone,
+    )
     from emofusion.log import logger
     from emofusion.provenance import provenance
 
@@ -78,19 +86,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--video: {len(videos)} videos for {len(args.faces)} face stores; give one each")
         for faces, video in zip(args.faces, videos, strict=True):
             clip, fps = _clip_and_fps(Path(faces), video)
-            feats, valid = stage.embed_faces(backbone, faces, batch_size=section["batch_size"], amp=section["amp"],
-                                             clip=clip)
+            feats, valid = stage.embed_faces(cast(VisualBackbone, backbone), faces, batch_size=section["batch_size"],
+                                             amp=section["amp"], clip=clip)
             rows.append(stage.ClipRows(clip, feats, valid, fps))
         inputs = {"faces": args.faces, "videos": args.video}
     else:
         if not args.audio:
             raise InputError(f"embed --modality {args.modality} needs --audio results/audio/<video>.wav")
         if args.modality == "audio":
-            feats, valid, fps = stage.embed_audio(backbone, args.audio)
+            feats, valid, fps = stage.embed_audio(cast(AudioBackbone, backbone), args.audio)
         else:
             if not args.transcript:
                 raise InputError("embed --modality text needs --transcript results/transcripts/<video>.parquet")
-            feats, valid, fps = stage.embed_transcript(backbone, args.transcript, args.audio)
+            feats, valid, fps = stage.embed_transcript(cast(TextBackbone, backbone), args.transcript, args.audio)
         clips = args.clips or [Path(args.audio).stem]
         rows = [stage.ClipRows(c, feats, valid, fps) for c in clips]  # the clips of a video share its rows
         inputs = {"audio": args.audio, "transcript": args.transcript, "clips": clips}

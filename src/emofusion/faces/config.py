@@ -12,7 +12,7 @@ CPU_CHUNK = 8  # frames per MTCNN pass on a CPU
 
 @dataclass(frozen=True)
 class FaceSettings:
-    """The ``faces:`` config section (see workflow/schemas/config.schema.yaml for meanings and defaults)."""
+    """The ``faces:`` config section (see src/emofusion/schemas/config.schema.yaml for meanings and defaults)."""
 
     size: int = 112
     margin: float = 0.0

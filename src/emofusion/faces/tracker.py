@@ -57,7 +57,7 @@ class SubjectTracker:
             if self.last is None or self.missed >= self.reacquire_after:
                 choice = int(idx[np.argmax(areas)])
             else:
-                choice = self._match(cand, areas, idx)
+                choice = self._match(self.last, cand, areas, idx)
         if choice >= 0:
             self.last = boxes[choice].astype(np.float64)
             self.missed = 0
@@ -65,8 +65,7 @@ class SubjectTracker:
             self.missed += 1
         return choice
 
-    def _match(self, cand: np.ndarray, areas: np.ndarray, idx: np.ndarray) -> int:
-        last = self.last
+    def _match(self, last: np.ndarray, cand: np.ndarray, areas: np.ndarray, idx: np.ndarray) -> int:
         iou = box_iou(last, cand)
         j = int(np.argmax(iou))
         if iou[j] >= _TRACK_IOU:

@@ -12,7 +12,7 @@ import importlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from emofusion.errors import ConfigError
 
@@ -55,6 +55,11 @@ class Backbone:
 
     def option(self, option: str, default: Any = None) -> Any:
         return self.options.get(option, default)
+
+    @overload
+    def weight_path(self, option: str = ..., *, required: Literal[True] = ...) -> Path: ...
+    @overload
+    def weight_path(self, option: str = ..., *, required: bool) -> Path | None: ...
 
     def weight_path(self, option: str = "weights", *, required: bool = True) -> Path | None:
         """A user-set local weight file (or directory); ConfigError naming the key when unset or missing."""

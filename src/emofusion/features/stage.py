@@ -121,6 +121,7 @@ def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_siz
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(read, ranges[0]) if ranges else None
             for k, (start, lo, hi) in enumerate(ranges):
+                assert pending is not None  # submitted for every range
                 block = pending.result()
                 pending = pool.submit(read, ranges[k + 1]) if k + 1 < len(ranges) else None
                 rows = np.flatnonzero(valid[lo:hi]) + lo  # frames to embed
@@ -144,7 +145,7 @@ def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_siz
 
 
 def _audio(wav: str | os.PathLike) -> tuple[np.ndarray, int, dict[str, Any]]:
-    samples, sample_rate, meta = read_audio(wav)
+    samples, sample_rate, meta = read_audio(Path(wav))
     for key in ("frames", "fps", "valid_start_sample", "valid_end_sample"):
         if key not in meta:
             raise InputError(f"audio sidecar of {wav} has no {key!r}; rerun `emofusion audio`")
@@ -176,9 +177,9 @@ def embed_transcript(backbone: TextBackbone, transcript: str | os.PathLike,
     spoken at its time (no word: zeros, invalid). ``wav`` (its sidecar) gives the frame timeline and duration."""
     from emofusion.asr.transcript import read_transcript
 
-    meta = read_audio_metadata(wav)
+    meta = read_audio_metadata(Path(wav))
     n, fps = int(meta["frames"]), float(meta["fps"])
-    words, _, _ = read_transcript(transcript)
+    words, _, _ = read_transcript(Path(transcript))
     words = words.reset_index(drop=True)
     texts = [str(w).strip() for w in words["text"]]
     if texts:

@@ -65,6 +65,7 @@ class Baseline(FusionModel):
     """Shared input handling: zero invalid steps, optionally L2-normalise."""
 
     config_class = BaselineConfig
+    config: BaselineConfig
 
     def inputs(self, feats: Mapping[str, Tensor],
                masks: Mapping[str, Tensor] | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -90,7 +91,7 @@ class Unimodal(Baseline):
             raise ConfigError(f"unimodal: modality {config.modality!r} has no width in dims {config.dim}")
         # Only the chosen modality is an input: keep just its width so prepare() checks and masks only it.
         modality = config.modality or config.modalities[0]
-        config = dataclasses.replace(config, dims={modality: config.dim[modality]}, modality=modality)
+        config = dataclasses.replace(config, dims=((modality, config.dim[modality]),), modality=modality)
         super().__init__(config=config)
         self.temporal = temporal_encoder(in_dim=config.dim[modality], config=config)
         self.heads = RegressionHeads(in_dim=config.width or config.dim[modality], n_targets=config.n_targets,
@@ -99,7 +100,7 @@ class Unimodal(Baseline):
 
     def forward(self, feats: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> Tensor:
         xs, ms = self.inputs(feats, masks)
-        m = self.config.modality
+        m = self.modalities[0]  # the only one: __init__ kept just the chosen modality's width
         return self.heads(self.temporal(xs[m], ms[m]))
 
 

@@ -184,10 +184,9 @@ class JointCrossAttention(nn.Module):
         )
 
     def forward(self, xs: Sequence[Tensor]) -> list[list[Tensor]]:
-        states = []
+        states: list[list[Tensor]] = []
         for layer in self.layers:
-            xs = layer(xs)
-            states.append(xs)
+            states.append(layer(states[-1] if states else xs))
         return states
 
 

@@ -63,7 +63,8 @@ def split_locations(locations) -> tuple[np.ndarray, np.ndarray]:
         parts = parts.combine_chunks()
     matched = parts.is_valid()  # the children of a non-matching (null) row hold "", not numbers
     frame = pc.cast(pc.if_else(matched, parts.field("frame"), pa.scalar("-1")), pa.int64())
-    clip = np.where(matched.to_numpy(zero_copy_only=False), parts.field("clip").to_numpy(zero_copy_only=False), None)
+    clip = np.where(matched.to_numpy(zero_copy_only=False), parts.field("clip").to_numpy(zero_copy_only=False),
+                    np.array(None, dtype=object))
     return clip, frame.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
