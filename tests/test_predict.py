@@ -244,3 +244,64 @@ def test_export_needs_an_evaluated_run_and_writes_nothing_otherwise(tmp_path):
     with pytest.raises(InputError, match=r"metrics\.json does not exist; evaluate it first"):
         export_bundle(run, tmp_path / "x.tar")
     assert not (tmp_path / "x.tar").exists()
+
+
+@pytest.mark.workflow
+def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path, make_video):
+    """A real run on a demo subset (train and validation clips with crops, test clip demo10 with detected faces):
+    `emofusion predict` on demo10's video gives its rows of predictions.parquet to 1e-6, raw and smoothed; the
+    same from an exported bundle; the overlay keeps every frame and the audio; `snakemake predict` with two videos."""
+    import av
+    import yaml
+
+    from conftest import REPO, demo_subset, snakemake
+
+    clip = "demo10-30-320x180"
+    root = demo_subset(tmp_path / "corpus", ("demo01-30-320x180", "demo07-30-320x180", clip))
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["corpus"]["root"] = str(root)
+    cfg["folds"]["k"] = 2
+    cfg["features"]["text"]["stores"] = []
+    cfg["fusion"]["experiments"] = {"rjca": cfg["fusion"]["experiments"]["rjca"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    where = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    run = tmp_path / "results/fusion/rjca/fold0/seed0"
+    proc = snakemake("--cores", "2", *where, str(run / "predictions.parquet"), cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    evaluated = pd.read_parquet(run / "predictions.parquet")
+    evaluated = evaluated[evaluated["clip"] == clip].reset_index(drop=True)
+
+    def same_as_evaluation(csv: Path) -> None:
+        table = pd.read_csv(csv)
+        assert len(table) == len(evaluated) == 286
+        for col in ("valence", "arousal", "valence_smoothed", "arousal_smoothed"):
+            np.testing.assert_allclose(table[col], evaluated[col], atol=1e-6, rtol=0, err_msg=col)
+
+    video = root / "videos/batch2" / f"{clip}.mp4"
+    cache = tmp_path / "results/predict/.cache"
+    assert _predict(str(video), "--run", str(run), "--out", str(tmp_path / "predicted"), "--cache", str(cache),
+                    "--overlay") == 0
+    same_as_evaluation(tmp_path / "predicted" / f"{clip}.csv")
+    with av.open(str(tmp_path / "predicted" / f"{clip}.overlay.mp4")) as c:
+        assert len(c.streams.audio) == 1
+        assert sum(1 for _ in c.decode(video=0)) == 286
+
+    from emofusion.cli import main
+
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "rjca.tar")]) == 0
+    assert _predict(str(video), "--model", str(tmp_path / "rjca.tar"), "--out", str(tmp_path / "bundled"),
+                    "--cache", str(cache)) == 0
+    same_as_evaluation(tmp_path / "bundled" / f"{clip}.csv")
+    summary = json.loads((tmp_path / "bundled" / f"{clip}.json").read_text())
+    assert summary["model"]["source"]["kind"] == "bundle" and summary["cache"]["computed"] == []
+
+    # the predict target: two videos, one job each, the demo video's stages from the cache filled above
+    other = make_video(frames=30, size="96x64")
+    cfg["predict"] = {"model": "results/fusion/rjca/fold0/seed0", "videos": [str(video), str(other)]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake("--cores", "2", *where, "predict", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "results/predict/rjca-fold0-seed0"
+    same_as_evaluation(out / f"{clip}.csv")
+    assert len(pd.read_csv(out / f"{other.stem}.csv")) == 30
+    assert {p.name for p in out.iterdir()} == {f"{s}.{e}" for s in (clip, other.stem) for e in ("csv", "json", "png")}

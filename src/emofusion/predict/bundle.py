@@ -49,10 +49,10 @@ class Model:
 
 
 def _locate(path: str, near: Path, what: str) -> Path:
-    """A path recorded in provenance (often relative to the workflow's directory): as is, or under the current
-    directory, or under any folder above ``near``."""
+    """A path recorded in provenance (often relative to the workflow's directory): as is, or under the nearest
+    folder above ``near`` that has it (the workflow directory of a run), or under the current directory."""
     p = Path(path)
-    candidates = [p] if p.is_absolute() else [Path.cwd() / p, *(base / p for base in near.resolve().parents)]
+    candidates = [p] if p.is_absolute() else [*(base / p for base in near.resolve().parents), Path.cwd() / p]
     for c in candidates:
         if c.exists():
             return c
