@@ -266,7 +266,8 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     where = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
     run = tmp_path / "results/fusion/rjca/fold0/seed0"
-    proc = snakemake("--cores", "2", *where, str(run / "predictions.parquet"), cwd=tmp_path, timeout=900)
+    proc = snakemake("--cores", "2", *where, "results/fusion/rjca/fold0/seed0/predictions.parquet", cwd=tmp_path,
+                     timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     evaluated = pd.read_parquet(run / "predictions.parquet")
     evaluated = evaluated[evaluated["clip"] == clip].reset_index(drop=True)

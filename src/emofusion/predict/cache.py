@@ -9,6 +9,9 @@ prediction never leaves a half-written entry that a later one would trust.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ class VideoCache:
     sha256: str
     hits: list[str] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage computed (benchmarks)
 
     @classmethod
     def open(cls, cache: str | Path, video: str | Path, sha256: str | None = None) -> VideoCache:
@@ -46,6 +50,12 @@ class VideoCache:
 
     def path(self, stage: str, key: str, ext: str) -> Path:
         return self.root / f"{stage}-{key}{ext}"
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
     def have(self, stage: str, *paths: Path) -> bool:
         """True when every file of the entry exists (recording a hit), else False (a miss: compute it)."""

@@ -125,8 +125,9 @@ class Predictor:
                 settings = FaceSettings.from_config(section)
             except ConfigError as e:
                 raise InputError(f"{self.model.source['path']}: its face settings are not valid here ({e})") from None
-            extract_faces(video, out, clip=clip, settings=settings, threads=max(1, self.threads),
-                          provenance=provenance(config={"faces": section}, source="mtcnn", video=str(video)))
+            with vc.timed("faces"):
+                extract_faces(video, out, clip=clip, settings=settings, threads=max(1, self.threads),
+                              provenance=provenance(config={"faces": section}, source="mtcnn", video=str(video)))
         return out, key
 
     def _audio(self, vc: VideoCache, video: Path) -> tuple[Path, str]:
@@ -138,8 +139,9 @@ class Predictor:
         key = stage_key(stage="audio", audio=section)
         out = vc.path("audio", key, ".wav")
         if not vc.have("audio", out, sidecar_path(out)):
-            extract_audio(video, out, sample_rate=int(section["sample_rate"]), missing_audio="silence",
-                          metadata=provenance(config={"audio": section}))
+            with vc.timed("audio"):
+                extract_audio(video, out, sample_rate=int(section["sample_rate"]), missing_audio="silence",
+                              metadata=provenance(config={"audio": section}))
         return out, key
 
     def _transcript(self, vc: VideoCache, wav: Path, audio_key: str) -> tuple[Path, str]:
@@ -150,7 +152,8 @@ class Predictor:
                         device=self.device.type)
         out = vc.path("transcript", key, ".parquet")
         if not vc.have("transcript", out):
-            transcribe_file(wav, out, section, threads=self.threads or None)
+            with vc.timed("transcript"):
+                transcribe_file(wav, out, section, threads=self.threads or None)
         return out, key
 
     def _shard(self, vc: VideoCache, modality: str, upstream: str, clip: str, *, faces: Path | None = None,
@@ -166,6 +169,18 @@ class Predictor:
         if vc.have(f"embed {modality}", out):
             return out
         backbone = self.backbones[modality]
+        with vc.timed(f"embed {modality}"):
+            feats, valid, fps = self._embed(backbone, modality, b, clip, faces, wav, transcript, fps)
+        prov = provenance(config={"features": {modality: {"backbones": {b["name"]: b["options"]}}}},
+                          modality=modality, backbone=b["name"], device=str(self.device), faces=str(faces or ""),
+                          audio=str(wav or ""), transcript=str(transcript or ""))
+        stage.write_shard(out, [stage.ClipRows(clip, feats, valid, fps)], backbone, prov)
+        return out
+
+    @staticmethod
+    def _embed(backbone, modality: str, b: dict[str, Any], clip: str, faces, wav, transcript, fps: float):
+        from emofusion.features import stage
+
         if modality == "visual":
             feats, valid = stage.embed_faces(backbone, faces, batch_size=int(b.get("batch_size") or 64),
                                              amp=bool(b.get("amp")), clip=clip)
@@ -173,11 +188,7 @@ class Predictor:
             feats, valid, fps = stage.embed_audio(backbone, wav)
         else:
             feats, valid, fps = stage.embed_transcript(backbone, transcript, wav)
-        prov = provenance(config={"features": {modality: {"backbones": {b["name"]: b["options"]}}}},
-                          modality=modality, backbone=b["name"], device=str(self.device), faces=str(faces or ""),
-                          audio=str(wav or ""), transcript=str(transcript or ""))
-        stage.write_shard(out, [stage.ClipRows(clip, feats, valid, fps)], backbone, prov)
-        return out
+        return feats, valid, fps
 
     # ---------------------------------------------------------------------------------------------- predict
     def predict(self, video: str | Path, *, cache: str | Path, side: str | None = None) -> Prediction:
@@ -232,10 +243,12 @@ class Predictor:
                 has_word = valid
         for w in warnings:
             logger.warning("%s", w)
-        raw, smoothed = self._run_model(vc, clip, tl.frames, shards)
+        with vc.timed("model"):
+            raw, smoothed = self._run_model(vc, clip, tl.frames, shards)
         return Prediction(video=video, clip=clip, frames=tl.frames, fps=tl.fps, raw=raw, smoothed=smoothed,
                           has_face=has_face, has_speech=has_speech, has_word=has_word, faces=faces, sha256=vc.sha256,
-                          cache={"folder": str(vc.root), "reused": vc.hits, "computed": vc.misses},
+                          cache={"folder": str(vc.root), "reused": vc.hits, "computed": vc.misses,
+                                 "seconds": {k: round(v, 3) for k, v in vc.seconds.items()}},
                           warnings=warnings)
 
     def _run_model(self, vc: VideoCache, clip: str, frames: int, shards: dict[str, Path]):
