@@ -14,7 +14,7 @@ import pytest
 
 from emofusion.errors import InputError
 
-BACKBONE = {"visual": "fer", "audio": "egemaps"}
+BACKBONE = {"visual": "fer", "audio": "egemaps", "text": "minilm"}
 
 
 def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) -> Path:
@@ -49,6 +49,10 @@ def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) 
     save_checkpoint(root / "model.pt", net, extra={"normaliser": norm, "best_epoch": 0, "weights_sha256":
                                                    {m: b["weights_sha256"] for m, b in backbones.items()}})
     stages = {"audio": {"sample_rate": 16000, "missing_audio": "error"}}
+    if "text" in modalities:
+        from emofusion.config import validate_config
+
+        stages["asr"] = validate_config({})["asr"]
     if "visual" in modalities:
         stages["faces"] = {**FaceSettings().__dict__, "thresholds": [0.6, 0.7, 0.7]}
         stages["detector"] = {"weights_sha256": mtcnn_weights()}
@@ -142,6 +146,19 @@ def test_no_face_anywhere_masks_the_visual_input_with_a_warning(tmp_path, make_v
     table = pd.read_csv(out / f"{video.stem}.csv")
     assert len(table) == 12 and not table["has_face"].any() and table["has_speech"].notna().all()
     assert any("no face was found in any frame" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow  # real ASR (Whisper and its VAD)
+def test_a_text_model_gets_a_transcript_and_its_word_mask(tmp_path, make_video):
+    video = make_video(frames=30, size="64x48")  # a sine tone: no words
+    out = tmp_path / "out"
+    bundle = _bundle(tmp_path / "b", modalities=("audio", "text"))
+    assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c")) == 0
+    table = pd.read_csv(out / f"{video.stem}.csv")
+    assert len(table) == 30 and table["has_word"].notna().all() and not table["has_word"].any()
+    summary = json.loads((out / f"{video.stem}.json").read_text())
+    assert summary["cache"]["computed"] == ["audio", "embed audio", "transcript", "embed text"]
+    assert summary["fraction_with_word"] == 0.0
 
 
 @pytest.mark.parametrize("case", ["missing", "not a video", "truncated"])
