@@ -267,7 +267,8 @@ def test_export_needs_an_evaluated_run_and_writes_nothing_otherwise(tmp_path):
 def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path, make_video):
     """A real run on a demo subset (train and validation clips with crops, test clip demo10 with detected faces):
     `emofusion predict` on demo10's video gives its rows of predictions.parquet to 1e-6, raw and smoothed; the
-    same from an exported bundle; the overlay keeps every frame and the audio; `snakemake predict` with two videos."""
+    same from an exported bundle; the overlay keeps every frame and the audio; `snakemake predict` with two videos.
+    The run's face settings are not the defaults: `emofusion predict` reads them from the run's stores."""
     import av
     import yaml
 
@@ -280,6 +281,8 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
     cfg["folds"]["k"] = 2
     cfg["features"]["text"]["stores"] = []
     cfg["fusion"]["experiments"] = {"rjca": cfg["fusion"]["experiments"]["rjca"]}
+    # face settings other than the defaults: faster here, and predict must take them from the run, not a config
+    cfg["faces"].update(detect_every=3, min_face_size=40)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     where = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
     run = tmp_path / "results/fusion/rjca/fold0/seed0"

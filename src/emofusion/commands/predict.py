@@ -69,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     cache = Path(args.cache) if args.cache else out / ".cache"
     for video in args.videos:
         pred = predictor.predict(video, cache=cache, side=args.side)
-        paths = write_outputs(pred, model, out, side=args.side)
         if args.overlay:
             from emofusion.predict.overlay import write_overlay
 
             write_overlay(pred, out / f"{stem(Path(video), args.side)}.overlay.mp4")
+        paths = write_outputs(pred, model, out, side=args.side)  # the JSON last: a complete set
         logger.info("%s: %d frames -> %s (valence %.3f, arousal %.3f on average; stages reused: %s)", video,
                     pred.frames, paths["csv"], float(pred.smoothed[:, 0].mean()), float(pred.smoothed[:, 1].mean()),
                     ", ".join(pred.cache["reused"]) or "none")

@@ -73,21 +73,22 @@ def _shard_provenance(store: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _face_settings(store: Path) -> dict[str, Any]:
-    """The faces: section and detector weights the face stores of a visual store's clips were made with."""
+    """The faces: section and detector weights the face stores of a visual store's clips were made with (from a
+    detected clip's store when there is one: clips that ship crops record the same section, but no detector)."""
     import h5py
 
+    found = None
     for shard, prov in _shard_provenance(store):
         for faces in prov.get("faces") or []:
-            path = _locate(faces, shard, "face store")
-            with h5py.File(path, "r") as f:
+            with h5py.File(_locate(faces, shard, "face store"), "r") as f:
                 fprov = json.loads(f.attrs.get("provenance", "{}"))
-                source = str(f.attrs.get("source", ""))
-            if source == "mtcnn" or "detector" in fprov:
-                return {"faces": fprov["config"]["faces"], "detector": fprov.get("detector", {})}
-            fallback = {"faces": fprov["config"]["faces"], "detector": {}}
-    if "fallback" in locals():  # every clip shipped crops: the settings detection would have used
-        return fallback
-    raise InputError(f"feature store {store}: its provenance names no face store; rebuild it with `emofusion embed`")
+            found = {"faces": fprov["config"]["faces"], "detector": fprov.get("detector", {})}
+            if found["detector"]:
+                return found
+    if found is None:
+        raise InputError(f"feature store {store}: its provenance names no face store; rebuild it with "
+                         "`emofusion embed`")
+    return found
 
 
 def _audio_settings(store: Path) -> dict[str, Any]:
