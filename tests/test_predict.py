@@ -161,6 +161,29 @@ def test_a_text_model_gets_a_transcript_and_its_word_mask(tmp_path, make_video):
     assert summary["fraction_with_word"] == 0.0
 
 
+@pytest.mark.slow  # real detection on a two-person video
+def test_side_picks_the_face_on_that_half(tmp_path):
+    """--side left/right follows the corpus's _left/_right convention: the subject on that half of the frame."""
+    import h5py
+
+    from conftest import DEMO, run_ffmpeg
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.stage import Predictor
+
+    video = tmp_path / "two.mp4"  # one second of the demo's two-person video (640 px wide, a face on each half)
+    run_ffmpeg("-i", str(DEMO / "videos/batch1/demo06-30-640x180.mp4"), "-t", "1", "-c:v", "libx264", "-c:a", "aac",
+               str(video))
+    predictor = Predictor(load_bundle(_bundle(tmp_path / "b", modalities=("visual", "audio"))), device="cpu")
+    centre = {}
+    for side in ("left", "right"):
+        pred = predictor.predict(video, cache=tmp_path / "cache", side=side)
+        assert pred.clip == f"video_{side}" and pred.has_face.mean() > 0.8
+        with h5py.File(pred.faces, "r") as f:
+            boxes = f["boxes"][:][pred.has_face]
+        centre[side] = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
+    assert centre["left"] < 320 < centre["right"], centre
+
+
 @pytest.mark.parametrize("case", ["missing", "not a video", "truncated"])
 def test_an_unreadable_video_is_an_error_naming_it_and_nothing_is_written(tmp_path, make_video, case):
     from emofusion.predict.bundle import load_bundle

@@ -162,7 +162,8 @@ class Predictor:
         from emofusion.provenance import provenance
 
         b = self.recipe["backbones"][modality]
-        key = stage_key(stage=modality, upstream=upstream, backbone=b["name"], options=b["options"],
+        # the clip id is the shard's group name: a _left and a _right prediction of one video get a shard each
+        key = stage_key(stage=modality, clip=clip, upstream=upstream, backbone=b["name"], options=b["options"],
                         weights=b["weights_sha256"], batch_size=b.get("batch_size"), amp=b.get("amp"),
                         device=self.device.type)
         out = vc.path(f"{modality}-{b['name']}", key, ".h5")
