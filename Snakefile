@@ -18,6 +18,7 @@ include: "workflow/rules/faces.smk"
 include: "workflow/rules/audio.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/fusion.smk"
+include: "workflow/rules/predict.smk"
 # --- stage includes (pipeline order) ---
 
 
@@ -41,3 +42,9 @@ rule fusion:
     """The fusion stage: train and evaluate every (experiment, fold, seed), then the report."""
     input:
         fusion_targets(),
+
+
+rule predict:
+    """Apply predict.model to predict.videos: results/predict/<name>/<video>.csv, .json, .png (not part of all)."""
+    input:
+        lambda wildcards: predict_targets(),  # evaluated only when the target is asked for

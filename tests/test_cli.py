@@ -52,6 +52,9 @@ BAD_INPUT = {
                "manifest {tmp}/missing.parquet does not exist"),
     "check-submission": (["--manifest", "{tmp}/missing.parquet", "{tmp}/submission.csv"],
                          "manifest {tmp}/missing.parquet does not exist"),
+    "predict": (["{tmp}/video.mp4", "--run", "{tmp}/run", "--out", "{tmp}/out/predicted"],
+                "--run {tmp}/run is not a folder"),
+    "export": (["--run", "{tmp}/run", "--out", "{tmp}/out/model.tar"], "--run {tmp}/run is not a folder"),
 }
 
 

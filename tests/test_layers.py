@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training", ("emofusion.training",)),
     ("evaluation", ("emofusion.evaluation",)),
     ("report", ("emofusion.report",)),
+    ("predict", ("emofusion.predict",)),
     ("commands", ("emofusion.commands",)),
     ("cli", ("emofusion.cli",)),
 ]
@@ -164,7 +165,7 @@ def test_emofusion_has_no_import_cycle_and_no_upward_import():
 
 # Packages with an entry module ``<package>.stage``: a command calls a stage only through it.
 STAGES = ("emofusion.audio", "emofusion.faces", "emofusion.asr", "emofusion.features", "emofusion.training",
-          "emofusion.evaluation", "emofusion.report")
+          "emofusion.evaluation", "emofusion.report", "emofusion.predict")
 
 
 def test_commands_call_a_stage_only_through_its_entry_module():

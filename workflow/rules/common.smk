@@ -275,6 +275,88 @@ def fusion_targets():
             "results/report/submission"]
 
 
+# Predict target (workflow/rules/predict.smk)
+PREDICT_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+def predict_videos():
+    """predict.videos as {stem: path}: a list of files or one folder's videos; stems must differ."""
+    videos = config["predict"]["videos"]
+    if isinstance(videos, str):
+        folder = Path(videos)
+        if not folder.is_dir():
+            raise ValueError(f"predict.videos: {videos} is not a folder; give a folder or a list of video files")
+        videos = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in PREDICT_SUFFIXES)
+    found = {}
+    for v in videos:
+        stem = Path(v).stem
+        if stem in found:
+            raise ValueError(f"predict.videos: {found[stem]} and {v} have the same file stem; rename one")
+        found[stem] = v
+    return found
+
+
+def predict_name():
+    """results/predict/<name>: predict.name, else experiment-fold-seed of a run folder, else the bundle's stem."""
+    p = config["predict"]
+    if p["name"]:
+        return p["name"]
+    model = Path(p["model"])
+    if (model / "run.json").is_file():
+        run = json.loads((model / "run.json").read_text())
+        return f"{run['experiment']}-fold{run['fold']}-seed{run['seed']}"
+    return model.name[:-4] if model.name.endswith(".tar") else model.name
+
+
+def predict_outputs():
+    """The files one predict job writes (the overlay video with predict.overlay)."""
+    out = {ext: f"results/predict/{{predict_name}}/{{stem}}.{ext}" for ext in ("csv", "json", "png")}
+    if config["predict"]["overlay"]:
+        out["overlay"] = "results/predict/{predict_name}/{stem}.overlay.mp4"
+    return out
+
+
+def predict_targets():
+    """Every video's CSV, JSON and plot (and overlay), when predict.model is set."""
+    p = config["predict"]
+    if not p["model"]:
+        raise ValueError("predict.model is not set: give a run folder (results/fusion/<experiment>/fold<k>/seed<s>) "
+                         "or a bundle from `emofusion export` in the config's predict: section")
+    name, out = predict_name(), []
+    for stem in predict_videos():
+        out += [path.format(predict_name=name, stem=stem) for path in predict_outputs().values()]
+    return out
+
+
+def predict_video_file(wildcards):
+    return predict_videos()[wildcards.stem]
+
+
+def predict_model_files(wildcards):
+    """The model's files as inputs, so a retrained run or a new bundle reruns the predictions."""
+    model = Path(config["predict"]["model"])
+    if model.is_dir():
+        names = ("model.pt", "run.json", "metrics.json", "bundle.json")
+        return [str(model / n) for n in names if (model / n).is_file()]
+    return [str(model)]
+
+
+def predict_model_option(wildcards):
+    model = Path(config["predict"]["model"])
+    flag = "--run" if (model / "run.json").is_file() else "--model"
+    return f"{flag} {shlex.quote(str(model))}"
+
+
+def predict_options(wildcards):
+    p = config["predict"]
+    opts = [f"--device {p['device']}"]
+    if p["side"]:
+        opts.append(f"--side {p['side']}")
+    if p["overlay"]:
+        opts.append("--overlay")
+    return " ".join(opts)
+
+
 # Every rule's wildcard constraints, in one place. An id never holds a slash, so a path has only one parse.
 wildcard_constraints:
     clip="[^/]+",
@@ -285,3 +367,5 @@ wildcard_constraints:
     experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
     fold="[0-9]+",
     seed="[0-9]+",
+    predict_name="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    stem="[^/]+",

@@ -1,0 +1,93 @@
+"""``<video>.overlay.mp4``: the original frames with the subject's face box and a valence/arousal gauge drawn,
+the original audio packets copied unchanged. Streamed one decoded frame at a time (PyAV), so memory does not
+grow with the video's length; one output frame per decoded frame, at the video's average rate."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from emofusion.errors import InputError
+from emofusion.predict.predictor import Prediction
+
+GAUGE = 96  # side of the valence-arousal square, pixels
+
+
+def _draw(image, box: np.ndarray | None, v: float, a: float, trace: np.ndarray) -> None:
+    """Draw on a PIL image: the face box, and in the lower-left corner a valence (x) / arousal (y) square with
+    the last second's path and the current point."""
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(image)
+    if box is not None and np.isfinite(box).all():
+        d.rectangle([float(x) for x in box], outline=(0, 255, 0), width=2)
+    h = image.height
+    s = min(GAUGE, h // 2)
+    x0, y0 = 6, h - s - 18
+    d.rectangle([x0, y0, x0 + s, y0 + s], fill=(0, 0, 0), outline=(255, 255, 255))
+    cx, cy = x0 + s / 2, y0 + s / 2
+    d.line([x0, cy, x0 + s, cy], fill=(110, 110, 110))
+    d.line([cx, y0, cx, y0 + s], fill=(110, 110, 110))
+
+    def at(val, aro):
+        return cx + float(val) * s / 2, cy - float(aro) * s / 2
+
+    if len(trace) > 1:
+        d.line([at(*p) for p in trace], fill=(255, 160, 0), width=1)
+    px, py = at(v, a)
+    d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(255, 40, 40))
+    d.text((x0, y0 + s + 3), f"V {v:+.2f}  A {a:+.2f}", fill=(255, 255, 255))
+
+
+def write_overlay(p: Prediction, out: str | Path) -> Path:
+    """Write the overlay video of a prediction atomically; returns its path."""
+    import av
+    import h5py
+
+    from emofusion.io import atomic_path
+
+    boxes = valid = None
+    if p.faces is not None:
+        with h5py.File(p.faces, "r") as f:
+            boxes, valid = f["boxes"][:], f["valid"][:].astype(bool)
+    values = p.smoothed
+    span = max(1, round(p.fps))  # the trace: the last second
+    out = Path(out)
+    try:
+        inp = av.open(str(p.video))
+    except (av.error.FFmpegError, OSError) as e:
+        raise InputError(f"video {p.video} cannot be opened for the overlay ({e})") from None
+    with inp, atomic_path(out) as tmp:
+        vin = inp.streams.video[0]
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        rate = Fraction(vin.average_rate or p.fps).limit_denominator(100000)
+        with av.open(str(tmp), "w", format="mp4") as dst:
+            vout = dst.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=rate)
+            vout.width, vout.height = vin.codec_context.width // 2 * 2, vin.codec_context.height // 2 * 2
+            vout.pix_fmt = "yuv420p"
+            vout.codec_context.time_base = 1 / rate
+            aout = dst.add_stream_from_template(ain) if ain is not None else None
+            i = 0
+            for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
+                if packet.stream.type == "audio":
+                    if packet.dts is None:
+                        continue
+                    packet.stream = aout
+                    dst.mux(packet)
+                    continue
+                for frame in packet.decode():
+                    k = min(i, p.frames - 1)
+                    image = frame.to_image()
+                    box = boxes[k] if boxes is not None and valid is not None and valid[k] else None
+                    _draw(image, box, values[k, 0], values[k, 1], values[max(0, k - span):k + 1])
+                    image = image.crop((0, 0, vout.width, vout.height))
+                    new = av.VideoFrame.from_image(image)
+                    new.pts, new.time_base = i, 1 / rate
+                    for enc in vout.encode(new):
+                        dst.mux(enc)
+                    i += 1
+            for enc in vout.encode():
+                dst.mux(enc)
+    return out

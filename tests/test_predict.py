@@ -1,0 +1,351 @@
+"""emofusion predict / export: outputs, cache, bundles and their refusals, bad input, and (workflow marker) the
+equality with evaluation on a real demo run, the overlay and `snakemake predict`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emofusion.errors import InputError
+
+BACKBONE = {"visual": "fer", "audio": "egemaps", "text": "minilm"}
+
+
+def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) -> Path:
+    """A bundle of an untrained model on the installed default backbones, written as `emofusion export` writes
+    one (the recipe made by hand: no run behind it). ``edit(doc)`` changes bundle.json first."""
+    import hashlib
+
+    import torch
+
+    from emofusion.faces.stage import FaceSettings, mtcnn_weights
+    from emofusion.features.registry import build_backbone
+    from emofusion.models.checkpoint import save_checkpoint
+    from emofusion.predict.bundle import BUNDLE_SCHEMA, RECIPE_SCHEMA, licences
+    from emofusion.training.stage import build_fusion_model
+    from emofusion.training.windows import Windowing
+    from fusion_corpus import experiment
+
+    exp = experiment("unimodal" if len(modalities) == 1 else "early_fusion", modalities=modalities,
+                     model_options={"lstm_layers": 1, "head_hidden": 8}, window=16, steps=16, pool=1, hop=8)
+    windowing = Windowing.from_training(exp["training"], key="test")
+    backbones = {}
+    for m in modalities:
+        bb = build_backbone(m, BACKBONE[m], {})
+        d = bb.describe()
+        backbones[m] = {"name": BACKBONE[m], "options": {}, "batch_size": 64, "amp": False,
+                        "weights_sha256": d["weights_sha256"], "weights_source": d["weights_source"],
+                        "licence": d["licence"], "width": d["width"], "packages": list(bb.packages)}
+    torch.manual_seed(0)
+    net = build_fusion_model(exp, {m: b["width"] for m, b in backbones.items()}, windowing.steps)
+    norm = {m: {"mean": torch.zeros(b["width"]), "std": torch.ones(b["width"])} for m, b in backbones.items()}
+    root.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(root / "model.pt", net, extra={"normaliser": norm, "best_epoch": 0, "weights_sha256":
+                                                   {m: b["weights_sha256"] for m, b in backbones.items()}})
+    stages = {"audio": {"sample_rate": 16000, "missing_audio": "error"}}
+    if "text" in modalities:
+        from emofusion.config import validate_config
+
+        stages["asr"] = validate_config({})["asr"]
+    if "visual" in modalities:
+        stages["faces"] = {**FaceSettings().__dict__, "thresholds": [0.6, 0.7, 0.7]}
+        stages["detector"] = {"weights_sha256": mtcnn_weights()}
+    recipe = {"schema": RECIPE_SCHEMA, "experiment": "synthetic", "model": exp["model"], "fold": 0, "seed": 0,
+              "modalities": sorted(modalities), "experiment_config": exp, "windowing": windowing.__dict__,
+              "smoothing": {"valence": 5, "arousal": 3}, "stages": stages, "backbones": backbones, "versions": {}}
+    weights = (root / "model.pt").read_bytes()
+    doc = {"bundle_schema": BUNDLE_SCHEMA, "name": "synthetic", "recipe": recipe, "licences": licences(recipe),
+           "checkpoint_sha256": hashlib.sha256(weights).hexdigest()}
+    if edit:
+        edit(doc)
+    (root / "bundle.json").write_text(json.dumps(doc))
+    if not tar:
+        return root
+    out = root.with_suffix(".tar")
+    with tarfile.open(out, "w") as t:
+        for name in ("bundle.json", "model.pt"):
+            t.add(root / name, arcname=name)
+    return out
+
+
+def _predict(*args: str) -> int:
+    from emofusion.cli import main
+
+    return main(["predict", *args])
+
+
+def test_outputs_one_row_per_frame_and_the_cache_reused(tmp_path, make_video):
+    video = make_video(frames=40, size="64x48")
+    bundle = _bundle(tmp_path / "bundle", tar=True)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(cache)) == 0
+    table = pd.read_csv(out / f"{video.stem}.csv")
+    assert list(table.columns) == ["frame", "time_s", "valence", "arousal", "valence_smoothed", "arousal_smoothed",
+                                   "has_face", "has_speech", "has_word"]
+    assert len(table) == 40 and (table["frame"] == np.arange(40)).all()
+    assert np.allclose(table["time_s"], np.arange(40) / 30)
+    assert table[["valence", "arousal"]].abs().max().max() <= 1.0
+    # the fixture's AAC track decodes to its first frames only: has_speech is the audio input's mask
+    assert table["has_speech"].iloc[0] and table["has_speech"].notna().all()
+    assert table["has_face"].isna().all() and table["has_word"].isna().all()
+    summary = json.loads((out / f"{video.stem}.json").read_text())
+    assert summary["frames"] == 40 and summary["fps"] == pytest.approx(30)
+    assert summary["fraction_with_speech"] == pytest.approx(table["has_speech"].mean())
+    assert summary["fraction_with_face"] is None
+    assert summary["valence"]["raw"]["mean"] == pytest.approx(table["valence"].mean(), abs=1e-6)
+    assert summary["model"]["source"]["kind"] == "bundle"
+    assert summary["model"]["backbones"]["audio"]["weights_sha256"]
+    assert summary["cache"]["computed"] == ["audio", "embed audio"] and summary["cache"]["reused"] == []
+    assert (out / f"{video.stem}.png").read_bytes()[:4] == b"\x89PNG"
+
+    # the same video again (another output folder): every stage comes from the cache, the rows are the same
+    assert _predict(str(video), "--model", str(bundle), "--out", str(tmp_path / "again"), "--cache", str(cache)) == 0
+    again = json.loads((tmp_path / "again" / f"{video.stem}.json").read_text())
+    assert again["cache"]["reused"] == ["audio", "embed audio"] and again["cache"]["computed"] == []
+    pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "again" / f"{video.stem}.csv"))
+
+
+def test_a_changed_setting_never_reuses_a_cached_stage(tmp_path, make_video):
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    video = make_video(frames=40, size="64x48")
+    model = load_bundle(_bundle(tmp_path / "b"))
+    first = Predictor(model, device="cpu").predict(video, cache=tmp_path / "cache")
+    model.recipe["stages"]["audio"]["sample_rate"] = 8000
+    second = Predictor(model, device="cpu").predict(video, cache=tmp_path / "cache")
+    assert first.cache["computed"] == ["audio", "embed audio"]
+    assert second.cache["computed"] == ["audio", "embed audio"], "a new audio setting reused the old audio"
+    assert len(list(Path(first.cache["folder"]).glob("audio-*.wav"))) == 2
+
+
+def test_a_video_without_audio_is_masked_with_a_warning(tmp_path, make_video, caplog):
+    video = make_video(frames=30, size="64x48", audio=False)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        assert _predict(str(video), "--model", str(_bundle(tmp_path / "b")), "--out", str(out), "--cache",
+                        str(tmp_path / "c")) == 0
+    table = pd.read_csv(out / f"{video.stem}.csv")
+    assert len(table) == 30 and not table["has_speech"].any()
+    assert any("has no audio track" in r.getMessage() and str(video) in r.getMessage() for r in caplog.records)
+    assert json.loads((out / f"{video.stem}.json").read_text())["fraction_with_speech"] == 0.0
+
+
+def test_no_face_anywhere_masks_the_visual_input_with_a_warning(tmp_path, make_video, caplog):
+    video = make_video(frames=12, size="64x48")  # a test pattern: no face
+    out = tmp_path / "out"
+    bundle = _bundle(tmp_path / "b", modalities=("visual", "audio"))
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c")) == 0
+    table = pd.read_csv(out / f"{video.stem}.csv")
+    assert len(table) == 12 and not table["has_face"].any() and table["has_speech"].notna().all()
+    assert any("no face was found in any frame" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow  # real ASR (Whisper and its VAD)
+def test_a_text_model_gets_a_transcript_and_its_word_mask(tmp_path, make_video):
+    video = make_video(frames=30, size="64x48")  # a sine tone: no words
+    out = tmp_path / "out"
+    bundle = _bundle(tmp_path / "b", modalities=("audio", "text"))
+    assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c")) == 0
+    table = pd.read_csv(out / f"{video.stem}.csv")
+    assert len(table) == 30 and table["has_word"].notna().all() and not table["has_word"].any()
+    summary = json.loads((out / f"{video.stem}.json").read_text())
+    assert summary["cache"]["computed"] == ["audio", "embed audio", "transcript", "embed text"]
+    assert summary["fraction_with_word"] == 0.0
+
+
+@pytest.mark.slow  # real detection on a two-person video
+def test_side_picks_the_face_on_that_half(tmp_path):
+    """--side left/right follows the corpus's _left/_right convention: the subject on that half of the frame."""
+    import h5py
+
+    from conftest import DEMO, run_ffmpeg
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    video = tmp_path / "two.mp4"  # one second of the demo's two-person video (640 px wide, a face on each half)
+    run_ffmpeg("-i", str(DEMO / "videos/batch1/demo06-30-640x180.mp4"), "-t", "1", "-c:v", "libx264", "-c:a", "aac",
+               str(video))
+    predictor = Predictor(load_bundle(_bundle(tmp_path / "b", modalities=("visual", "audio"))), device="cpu")
+    centre = {}
+    for side in ("left", "right"):
+        pred = predictor.predict(video, cache=tmp_path / "cache", side=side)
+        assert pred.clip == f"video_{side}" and pred.has_face.mean() > 0.8
+        with h5py.File(pred.faces, "r") as f:
+            boxes = f["boxes"][:][pred.has_face]
+        centre[side] = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
+    assert centre["left"] < 320 < centre["right"], centre
+
+
+@pytest.mark.parametrize("case", ["missing", "not a video", "truncated"])
+def test_an_unreadable_video_is_an_error_naming_it_and_nothing_is_written(tmp_path, make_video, case):
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    if case == "missing":
+        video = tmp_path / "nothere.mp4"
+    elif case == "not a video":
+        video = tmp_path / "notes.mp4"
+        video.write_text("not a video\n" * 100)
+    else:
+        good = make_video(frames=60, size="64x48").read_bytes()
+        video = tmp_path / "cut.mp4"
+        video.write_bytes(good[: len(good) // 2])
+    predictor = Predictor(load_bundle(_bundle(tmp_path / "b")), device="cpu")
+    with pytest.raises(InputError, match=str(video.name)):
+        predictor.predict(video, cache=tmp_path / "cache")
+    assert _predict(str(video), "--model", str(tmp_path / "b"), "--out", str(tmp_path / "out")) == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.csv"))
+
+
+def test_a_run_folder_without_model_pt_is_refused(tmp_path):
+    from emofusion.predict.bundle import load_run
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(InputError, match=r"model\.pt does not exist.*train"):
+        load_run(tmp_path / "run")
+
+
+def test_a_bundle_of_a_newer_schema_is_refused(tmp_path):
+    from emofusion.predict.bundle import BUNDLE_SCHEMA, load_bundle
+
+    bundle = _bundle(tmp_path / "b", tar=True, edit=lambda d: d.update(bundle_schema=BUNDLE_SCHEMA + 1))
+    with pytest.raises(InputError, match=rf"bundle schema {BUNDLE_SCHEMA + 1}, newer.*upgrade emofusion"):
+        load_bundle(bundle)
+
+
+def test_an_altered_bundle_is_refused(tmp_path):
+    from emofusion.predict.bundle import load_bundle
+
+    bundle = _bundle(tmp_path / "b")
+    (bundle / "model.pt").write_bytes((bundle / "model.pt").read_bytes() + b"x")
+    with pytest.raises(InputError, match="altered or damaged"):
+        load_bundle(bundle)
+
+
+def test_a_bundle_loads_without_unpickling_code(tmp_path):
+    """A model.pt holding a pickled object (code on load) is refused by weights_only loading."""
+    import hashlib
+    import pickle
+
+    from emofusion.predict.bundle import load_bundle
+
+    bundle = _bundle(tmp_path / "b")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    payload = pickle.dumps(Evil())
+    (bundle / "model.pt").write_bytes(payload)
+    doc = json.loads((bundle / "bundle.json").read_text())
+    doc["checkpoint_sha256"] = hashlib.sha256(payload).hexdigest()
+    (bundle / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="weights_only"):
+        load_bundle(bundle)
+
+
+def test_a_backbone_that_is_not_installed_is_refused_naming_it(tmp_path):
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    def edit(doc):
+        doc["recipe"]["backbones"]["audio"].update(name="nosuchnet", packages=["nosuchnet-weights"])
+
+    with pytest.raises(InputError, match=r"audio backbone 'nosuchnet'.*pip install nosuchnet-weights"):
+        Predictor(load_bundle(_bundle(tmp_path / "b", edit=edit)), device="cpu")
+
+
+def test_installed_weights_that_differ_are_refused_naming_the_backbone(tmp_path):
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    def edit(doc):
+        doc["recipe"]["backbones"]["audio"]["weights_sha256"] = "0" * 64
+
+    with pytest.raises(InputError, match=r"installed weights of the audio backbone 'egemaps'.*pip install opensmile"):
+        Predictor(load_bundle(_bundle(tmp_path / "b", edit=edit)), device="cpu")
+
+
+def test_export_needs_an_evaluated_run_and_writes_nothing_otherwise(tmp_path):
+    from emofusion.predict.bundle import export_bundle
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes((_bundle(tmp_path / "b") / "model.pt").read_bytes())
+    (run / "run.json").write_text("{}")
+    with pytest.raises(InputError, match=r"metrics\.json does not exist; evaluate it first"):
+        export_bundle(run, tmp_path / "x.tar")
+    assert not (tmp_path / "x.tar").exists()
+
+
+@pytest.mark.workflow
+def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path, make_video):
+    """A real run on a demo subset (train and validation clips with crops, test clip demo10 with detected faces):
+    `emofusion predict` on demo10's video gives its rows of predictions.parquet to 1e-6, raw and smoothed; the
+    same from an exported bundle; the overlay keeps every frame and the audio; `snakemake predict` with two videos.
+    The run's face settings are not the defaults: `emofusion predict` reads them from the run's stores."""
+    import av
+    import yaml
+
+    from conftest import REPO, demo_subset, snakemake
+
+    clip = "demo10-30-320x180"
+    root = demo_subset(tmp_path / "corpus", ("demo01-30-320x180", "demo07-30-320x180", clip))
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["corpus"]["root"] = str(root)
+    cfg["folds"]["k"] = 2
+    cfg["features"]["text"]["stores"] = []
+    cfg["fusion"]["experiments"] = {"rjca": cfg["fusion"]["experiments"]["rjca"]}
+    # face settings other than the defaults: faster here, and predict must take them from the run, not a config
+    cfg["faces"].update(detect_every=3, min_face_size=40)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    where = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
+    run = tmp_path / "results/fusion/rjca/fold0/seed0"
+    proc = snakemake("--cores", "2", *where, "results/fusion/rjca/fold0/seed0/predictions.parquet", cwd=tmp_path,
+                     timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    evaluated = pd.read_parquet(run / "predictions.parquet")
+    evaluated = evaluated[evaluated["clip"] == clip].reset_index(drop=True)
+
+    def same_as_evaluation(csv: Path) -> None:
+        table = pd.read_csv(csv)
+        assert len(table) == len(evaluated) == 286
+        for col in ("valence", "arousal", "valence_smoothed", "arousal_smoothed"):
+            np.testing.assert_allclose(table[col], evaluated[col], atol=1e-6, rtol=0, err_msg=col)
+
+    video = root / "videos/batch2" / f"{clip}.mp4"
+    cache = tmp_path / "results/predict/.cache"
+    assert _predict(str(video), "--run", str(run), "--out", str(tmp_path / "predicted"), "--cache", str(cache),
+                    "--overlay") == 0
+    same_as_evaluation(tmp_path / "predicted" / f"{clip}.csv")
+    with av.open(str(tmp_path / "predicted" / f"{clip}.overlay.mp4")) as c:
+        assert len(c.streams.audio) == 1
+        assert sum(1 for _ in c.decode(video=0)) == 286
+
+    from emofusion.cli import main
+
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "rjca.tar")]) == 0
+    assert _predict(str(video), "--model", str(tmp_path / "rjca.tar"), "--out", str(tmp_path / "bundled"),
+                    "--cache", str(cache)) == 0
+    same_as_evaluation(tmp_path / "bundled" / f"{clip}.csv")
+    summary = json.loads((tmp_path / "bundled" / f"{clip}.json").read_text())
+    assert summary["model"]["source"]["kind"] == "bundle" and summary["cache"]["computed"] == []
+
+    # the predict target: two videos, one job each, the demo video's stages from the cache filled above
+    other = make_video(frames=30, size="96x64")
+    cfg["predict"] = {"model": "results/fusion/rjca/fold0/seed0", "videos": [str(video), str(other)]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake("--cores", "2", *where, "predict", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "results/predict/rjca-fold0-seed0"
+    same_as_evaluation(out / f"{clip}.csv")
+    assert len(pd.read_csv(out / f"{other.stem}.csv")) == 30
+    assert {p.name for p in out.iterdir()} == {f"{s}.{e}" for s in (clip, other.stem) for e in ("csv", "json", "png")}
