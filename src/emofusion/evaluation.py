@@ -129,13 +129,14 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     from emofusion.io import write_json, write_parquet
     from emofusion.models.checkpoint import model_from_checkpoint, read_checkpoint
     from emofusion.provenance import file_sha256, provenance
+    from emofusion.repair import retrain
     from emofusion.training.data import FusionData, Normaliser
     from emofusion.training.windows import Windowing
 
     run, out = Path(run), Path(out)
     for name in ("model.pt", "run.json"):
         if not (run / name).is_file():
-            raise InputError(f"{run / name} does not exist; train the run first (`emofusion train --out {run}`)")
+            raise InputError(f"{run / name} does not exist; train the run first (`{retrain(run)}`)")
     info = json.loads((run / "run.json").read_text())
     try:
         ckpt = read_checkpoint(run / "model.pt")
@@ -144,7 +145,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         # a truncated, foreign or hand-edited file: torch, the registry or a missing entry says what is wrong
         raise InputError(f"{run / 'model.pt'} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); "
-                         f"retrain the run (`emofusion train --out {run}`)") from None
+                         f"retrain the run (`{retrain(run)}`)") from None
     exp = info["config"]
     windowing = Windowing.from_training(exp["training"], key=f"fusion.experiments.{info['experiment']}.training")
     data = FusionData(manifest=manifest, labels=labels, stores=stores, backbones=exp["stores"], fold=info["fold"],

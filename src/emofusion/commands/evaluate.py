@@ -46,11 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.corpus import read_manifest
     from emofusion.errors import InputError
     from emofusion.evaluation import evaluate_run
+    from emofusion.repair import retrain
 
     cfg = load_config(args.config, overrides=args.config_json)
     info_path = Path(args.run) / "run.json"
     if not info_path.is_file():
-        raise InputError(f"{info_path} does not exist; train the run first (`emofusion train --out {args.run}`)")
+        raise InputError(f"{info_path} does not exist; train the run first (`{retrain(args.run)}`)")
     info = json.loads(info_path.read_text())
     stores = parse_stores(args.store, info["config"], defaults=info["stores"])
     device, in_memory = runtime(args, cfg["fusion"]["device"])

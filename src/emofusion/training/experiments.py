@@ -53,6 +53,9 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
     import jsonschema
 
     experiments = fusion.get("experiments", {})
+    if not experiments:
+        raise ConfigError(f"fusion.experiments is empty, so there is no experiment {name!r}: the defaults define "
+                          "none; pass the config that defines it, e.g. `--config config.yaml`")
     if name not in experiments:
         raise ConfigError(f"fusion.experiments has no experiment {name!r}; configured: {sorted(experiments)}")
     exp = copy.deepcopy(experiments[name])
@@ -92,7 +95,26 @@ def experiment_stores(fusion: dict[str, Any], name: str, root: str | Path = STOR
     return {m: str(store_path(m, b, root)) for m, b in exp.get("stores", {"visual": "fer", "audio": "egemaps"}).items()}
 
 
+def check_stores(fusion: dict[str, Any], root: str | Path = STORE_ROOT) -> None:
+    """Every store an experiment names is a registered backbone of its modality or an existing file under
+    ``root``; else a ConfigError naming the experiment's key (the DAG would otherwise fail on the store's rule,
+    naming no experiment)."""
+    from emofusion.features.registry import backbone_class
+
+    for name, exp in sorted(fusion.get("experiments", {}).items()):
+        for modality, backbone in sorted(exp.get("stores", {"visual": "fer", "audio": "egemaps"}).items()):
+            if store_path(modality, backbone, root).is_file():
+                continue  # a store made outside the workflow (or by an earlier run): nothing to build
+            try:
+                backbone_class(modality, backbone)
+            except ConfigError as e:
+                known = str(e).partition("; ")[2]
+                raise ConfigError(f"fusion.experiments.{name}.stores.{modality}: unknown store {backbone!r}; "
+                                  f"{known}; no file {store_path(modality, backbone, root)} either") from None
+
+
 def grid(fusion: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """Every ``(experiment, fold, seed)`` run of the section, in a stable order."""
+    """Every ``(experiment, fold, seed)`` run of the section, in a stable order (its stores checked first)."""
+    check_stores(fusion)
     return [(name, fold, seed) for name in sorted(fusion.get("experiments", {}))
             for fold in fusion.get("folds", [0]) for seed in fusion.get("seeds", [0])]
