@@ -207,6 +207,7 @@ def all_clips_option(wildcards):
 
 
 # Fusion stage (workflow/rules/fusion.smk)
+from emofusion.report.runs import RUN_FILES  # cheap: pandas only
 from emofusion.training.experiments import experiment_section, experiment_stores, grid, run_dir
 
 FUSION_RUNS = [str(run_dir(e, f, s)) for e, f, s in grid(config["fusion"])]
@@ -255,8 +256,12 @@ def sample_submission(wildcards):
 
 
 def fusion_targets():
-    """The report, when any experiment is configured."""
+    """The report and everything it relies on (every run's files, the experiments' stores), when any experiment is
+    configured. Named as targets so a deleted run file or store is made again: Snakemake does not rerun a job
+    whose outputs exist when one of its inputs is gone."""
     if not FUSION_RUNS:
         return []
-    return ["results/report/results.csv", "results/report/results.md", "results/report/plots",
-            "results/report/submission"]
+    stores = {p for e in config["fusion"]["experiments"] for p in experiment_stores(config["fusion"], e).values()}
+    return [*sorted(stores), *(f for name in RUN_FILES for f in fusion_run_files(name)),
+            "results/report/results.csv", "results/report/results.md", "results/report/provenance.json",
+            "results/report/plots", "results/report/submission"]
