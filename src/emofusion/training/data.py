@@ -23,6 +23,7 @@ import pandas as pd
 from emofusion.errors import ConfigError, InputError
 from emofusion.features.store import FeatureStore
 from emofusion.log import logger
+from emofusion.repair import rebuild_store
 from emofusion.training.windows import Windowing, windows_for
 
 IN_MEMORY_LIMIT = 8 << 30  # bytes of features below which `auto` loads the stores into memory
@@ -76,7 +77,7 @@ def _check_finite(x: np.ndarray, path: Path, clip: str) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])
         raise InputError(f"feature store {path}: clip {clip!r} has NaN or inf features at {int(bad.any(1).sum())} "
-                         f"frame(s) (first: frame {row}); rebuild the store (`snakemake features`)")
+                         f"frame(s) (first: frame {row}); rebuild the store (`{rebuild_store(path)}`)")
 
 
 class FusionData:
@@ -113,7 +114,8 @@ class FusionData:
             missing = [c for c in self.clips if c not in store]
             if missing:
                 raise InputError(f"feature store {store.path} lacks {len(missing)} clip(s) of the manifest "
-                                 f"(first: {missing[0]!r}); rerun `snakemake features` so it covers the manifest")
+                                 f"(first: {missing[0]!r}); rebuild it so it covers the manifest "
+                                 f"(`{rebuild_store(store.path)}`)")
             wrong = [c for c in self.clips if store.frames[c] != self.frames[c]]
             if wrong:
                 c = wrong[0]
@@ -133,15 +135,13 @@ class FusionData:
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def _load_labels(self, path: str | Path) -> None:
-        import h5py
+        from emofusion.labels import open_labels
 
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"labels store {path} does not exist; run `emofusion labels` (or snakemake) first")
         # one row past the end: the padding row every out-of-clip index points at (invalid)
         self.labels = np.full((self.total + 1, 2), -5.0, np.float32)
         self.label_valid = np.zeros((self.total + 1, 2), bool)
-        with h5py.File(path, "r") as h5:
+        with open_labels(path) as h5:
             for i, c in enumerate(self.clips):
                 if c not in h5:
                     raise InputError(f"labels store {path} has no clip {c!r}; rebuild it (`emofusion labels`)")

@@ -13,6 +13,7 @@ CPU, ends bit-identical to an uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -106,6 +107,27 @@ def _fingerprint(experiment, fold, seed, data) -> str:
                         "clips": data.clips, "frames": data.total, "split": data.split, "labels": labels})
 
 
+def _read_resume(path: Path) -> dict | None:
+    """The training state in ``path``, or None after setting an unreadable file aside (a disk filled or a file
+    copied half-way): renamed to ``resume.pt.corrupt`` with a warning, so this run starts over and later runs do
+    not trip on it again."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict):
+            return state
+        problem = f"holds a {type(state).__name__}, not a training state"
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
+        problem = f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    logger.warning("%s %s; set aside as %s, training this run from the start", path, problem, aside)
+    return None
+
+
 def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str | Path, manifest, labels: str | Path,
               stores: Mapping[str, str], device, in_memory: bool | None = None, workers: int = 0,
               stop_after: int | None = None) -> dict[str, Any]:
@@ -147,8 +169,8 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
 
     start, best, best_epoch, since_best, best_state, log = 0, -float("inf"), -1, 0, None, []
     resume_path = out / RESUME
-    if resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+    state = _read_resume(resume_path) if resume_path.is_file() else None
+    if state is not None:
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
