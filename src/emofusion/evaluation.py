@@ -31,18 +31,18 @@ def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, 
     (``loss_fn(pred, target, mask)``; NaN without one)."""
     import torch
 
-    from emofusion.training.data import WindowBatches
+    from emofusion.training.loop import autocast_dtype
 
     batches = [list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
-    loader = torch.utils.data.DataLoader(WindowBatches(data, windows), sampler=batches, batch_size=None,
-                                         num_workers=workers)
+    loader = data.batches(windows, batches, workers=workers)
+    dtype = autocast_dtype(amp, device)
     outs, losses = [], []
     model.eval()
     with torch.inference_mode():
         for batch in loader:
             feats = {m: x.to(device, non_blocking=True) for m, x in batch["feats"].items()}
             masks = {m: x.to(device, non_blocking=True) for m, x in batch["masks"].items()}
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 pred = model(feats, masks)
             if loss_fn is not None:
                 losses.append(float(loss_fn(pred, batch["target"].to(device), batch["target_mask"].to(device))))
@@ -154,7 +154,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     model.to(device)
     bs = batch_size or int(exp["training"]["batch_size"])
     raw = predict_frames(model, data, data.clips, device=device, batch_size=bs,
-                         amp=bool(exp["training"]["amp"]), workers=workers)
+                         amp=exp["training"]["amp"], workers=workers)
     lab = {c: fold_clip_labels(data, c) for c in data.clips}
     candidates = [int(w) for w in smoothing.get("windows", [1])]
     for w in candidates:
