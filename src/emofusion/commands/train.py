@@ -14,7 +14,8 @@ with its frame count, no NaN/inf features, the fold has valid labels in train an
 the model's seq_len), fit the feature normalisation on the fold's training clips, and train: optimiser, warm-up,
 plateau schedule, gradient clipping and early stopping from the preset, float16 autocast on CUDA (or bfloat16,
 amp: bf16), seeded and deterministic on the CPU. Features on the device when they fit (fusion.device_data; on the
-CPU only when forced), TF32 only with fusion.tf32. The best epoch by validation mean CCC (frames reassembled from windows) is saved.
+CPU only when forced), TF32 only with fusion.tf32. The best epoch by validation mean CCC (frames reassembled from
+windows) is saved.
 Writes into --out:
   model.pt    best checkpoint (plain dict, torch.load(..., weights_only=True)): model, config, state dict,
               normaliser, experiment config, provenance, best epoch and validation mean CCC
@@ -75,7 +76,8 @@ def runtime(args: argparse.Namespace, device_name: str, *, tf32: bool = False):
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    return resolve_device(device_name, key="fusion.device", tf32=tf32), {"auto": None, "memory": True, "lazy": False}[args.data]
+    in_memory = {"auto": None, "memory": True, "lazy": False}[args.data]
+    return resolve_device(device_name, key="fusion.device", tf32=tf32), in_memory
 
 
 def run(args: argparse.Namespace) -> int:
