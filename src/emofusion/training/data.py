@@ -156,7 +156,7 @@ class FusionData:
                                   "use --data memory or auto, or set fusion.device_data to false or auto")
             in_memory = True
         if in_memory is None:
-            in_memory = nbytes < IN_MEMORY_LIMIT
+            in_memory = sum(self.total * 4 * w for w in self.width.values()) < IN_MEMORY_LIMIT
         self.in_memory = in_memory
         self._read_features(normaliser)
 
@@ -226,7 +226,7 @@ class FusionData:
             if self.in_memory:  # normalised per modality, so the device path holds one store on the host at a time
                 x = (normaliser or Normaliser(mean=means, std=stds)).apply(m, feats)
                 x[~valid] = 0.0
-                self.features[m], self.valid[m] = x.astype(np.float32), valid
+                self.features[m], self.valid[m] = x.astype(np.float32, copy=False), valid
                 del feats, x
                 if self.device is not None:
                     self._to_device(m)
