@@ -147,3 +147,24 @@ def test_tf32_and_device_data_keys_have_defaults_and_reach_the_runs_params():
     with pytest.raises(ConfigError, match="device_data"):
         validate_config({"fusion": {"device_data": "sometimes"}})
     set_tf32(False)
+
+
+@pytest.mark.gpu
+def test_device_data_on_cuda_gives_the_cpu_batches_and_trains(corpus, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cuda = torch.device("cuda")
+    mem = fold_data(corpus, SMALL, in_memory=True)
+    dev = fold_data(corpus, SMALL, device=cuda, device_data="auto")  # a few MB: fits
+    assert dev.device == cuda and dev.features["visual"] is None  # the host copy is dropped
+    windows = mem.windows(mem.clips, 24)
+    a, b = mem.batch(windows), dev.batch(windows)
+    for m in mem.modalities:
+        assert b["feats"][m].device.type == "cuda"
+        torch.testing.assert_close(b["feats"][m].cpu(), a["feats"][m], rtol=1e-6, atol=1e-6)
+        assert torch.equal(b["masks"][m].cpu(), a["masks"][m])
+    assert torch.equal(b["target"].cpu(), a["target"])
+    exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=1, **SMALL)
+    info = train_run(exp, fold=0, seed=0, out=tmp_path, manifest=pd.read_parquet(corpus["manifest"]),
+                     labels=corpus["labels"], stores={m: corpus["stores"][m] for m in exp["stores"]}, device=cuda)
+    assert np.isfinite(info["best_val_ccc_mean"])
