@@ -316,16 +316,19 @@ class FusionData:
         pooled = torch.where(pooled < n[:, None, None], base[:, None, None] + pooled, self.total)
         label = torch.where(label < n[:, None], base[:, None] + label, self.total)
         feats, masks = {}, {}
+        flat = pooled.reshape(-1)  # index_select: one contiguous gather, faster than advanced indexing
         for m in self.modalities:
-            v = d["valid"][m][pooled]  # (B, steps, pool)
-            x = d["features"][m][pooled] * v[..., None]  # (B, steps, pool, D)
+            v = d["valid"][m].index_select(0, flat).view(pooled.shape)  # (B, steps, pool)
+            x = d["features"][m].index_select(0, flat).view(*pooled.shape, -1) * v[..., None]  # (B, steps, pool, D)
             total = x[:, :, 0]
             for p in range(1, x.shape[2]):
                 total = total + x[:, :, p]
             count = v.sum(dim=2)
             feats[m] = total / count.clamp(min=1)[..., None].to(total.dtype)
             masks[m] = count > 0
-        return {"feats": feats, "masks": masks, "target": d["labels"][label], "target_mask": d["label_valid"][label]}
+        flat = label.reshape(-1)
+        return {"feats": feats, "masks": masks, "target": d["labels"].index_select(0, flat).view(*label.shape, 2),
+                "target_mask": d["label_valid"].index_select(0, flat).view(*label.shape, 2)}
 
     def batches(self, windows: np.ndarray, index: list[list[int]], *, workers: int = 0, pin: bool = False):
         """Batch dicts of ``windows[i]`` for each list ``i`` of ``index``, in order: gathered on the device when
