@@ -73,8 +73,8 @@ def make_face_store(path: Path, frames: int) -> None:
     idx = np.arange(frames) % len(crops)
     valid = (np.arange(frames) % 8) != 7
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset("crops", shape=(frames, 112, 112, 3), dtype=np.uint8, chunks=(32, 112, 112, 3),
-                              compression="gzip", compression_opts=1)
+        ds = f.create_dataset("crops", shape=(frames, 112, 112, 3), dtype=np.uint8,
+                              chunks=(min(32, frames), 112, 112, 3), compression="gzip", compression_opts=1)
         for lo in range(0, frames, 256):
             ds[lo:lo + 256] = crops[idx[lo:lo + 256]]
         f["valid"] = valid
