@@ -67,7 +67,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     model.to(device)
     bs = batch_size or int(exp["training"]["batch_size"])
     raw, _ = predict_frames(model, data, data.clips, device=device, batch_size=bs,
-                         amp=bool(exp["training"]["amp"]), workers=workers)
+                         amp=exp["training"]["amp"], workers=workers)
     lab = {c: fold_clip_labels(data, c) for c in data.clips}
     candidates = [int(w) for w in smoothing.get("windows", [1])]
     for w in candidates:

@@ -269,7 +269,7 @@ class Predictor:
                           windowing=Windowing(**recipe["windowing"]), weights_sha256=extra["weights_sha256"],
                           normaliser=Normaliser.from_plain(extra["normaliser"]), check_labels=False)
         raw = predict_frames(self.network, data, [clip], device=self.device, batch_size=int(training["batch_size"]),
-                             amp=bool(training["amp"]))[0][clip]
+                             amp=training["amp"])[0][clip]
         smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
         return raw, smoothed
 

@@ -80,6 +80,10 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
             "stores": dict(exp["stores"]), "preset": preset_name, "training": training}
 
 
+RUNTIME_DEFAULTS = {"tf32": False, "device_data": "auto", "device_memory_fraction": 0.5}  # fusion.<key>: how a
+# run computes; passed to a run's rules beside its experiment so `emofusion train` sees them
+
+
 def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = False) -> dict[str, Any]:
     """``{"fusion": ...}`` holding only experiment ``name``, its preset and the device (plus the smoothing
     settings for evaluation): a valid config section whose JSON changes only when this experiment does."""
@@ -89,6 +93,9 @@ def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = F
                                "presets": {preset: presets(fusion).get(preset, {})}}
     if smoothing:
         section["smoothing"] = fusion["smoothing"]
+    for key, default in RUNTIME_DEFAULTS.items():  # only when set otherwise: the default leaves the param as it was
+        if fusion.get(key, default) != default:
+            section[key] = fusion[key]
     return {"fusion": section}
 
 
