@@ -1,10 +1,12 @@
 """Decode, detect and write at once: the three steps of the face stage overlapped through bounded queues.
 
 One thread decodes batches of frames, the calling thread detects, tracks and aligns them (in order: the tracker's
-choice in a frame depends on the previous one), one thread writes the results into the store. The queues hold
-``depth`` items each, so memory stays bounded by a few batches whatever the video's length: at most
-``depth + 2`` decoded batches (one being decoded, ``depth`` queued, one being detected) and ``depth + 2`` result
-batches. The first failure in any of the three stops the other two and is raised in the caller; nothing hangs.
+choice in a frame depends on the previous one), one thread writes the results into the store. Memory stays
+bounded by a few batches whatever the video's length: the decoder takes a slot before it decodes a batch and the
+detector hands it back once done with it, so at most ``depth + 1`` batches of frames (the large part: 22 MB at
+32 frames of 640x360, 200 MB at 1080p) are alive, one being detected and ``depth`` decoded ahead; results (crops)
+wait in a queue of ``depth``. The first failure in any of the three stops the other two and is raised in the
+caller; nothing hangs.
 """
 
 from __future__ import annotations
@@ -74,8 +76,18 @@ def run_overlapped(items: Iterable[T], process: Callable[[T], R], write: Callabl
                 stop.set()
         return run
 
+    slots = threading.Semaphore(depth + 1)
+
     def decode() -> None:
-        for item in items:
+        it = iter(items)
+        while True:
+            while not slots.acquire(timeout=_POLL):
+                if stop.is_set():
+                    raise _Stopped
+            try:
+                item = next(it)
+            except StopIteration:
+                break
             decoded.put(item)
             del item  # not kept alive while the next one is decoded
         decoded.put(_END)
@@ -94,7 +106,8 @@ def run_overlapped(items: Iterable[T], process: Callable[[T], R], write: Callabl
         while (item := decoded.get()) is not _END:
             result = process(item)
             processed.put(result)
-            del item, result  # let the writer own them; the next batch is not held beside this one
+            del item, result  # the writer owns the result; the frames are let go before the next batch is decoded
+            slots.release()
             count += 1
         processed.put(_END)
         threads[1].join()  # the writer finishes the last batch (or fails) before the caller closes the store
@@ -104,8 +117,7 @@ def run_overlapped(items: Iterable[T], process: Callable[[T], R], write: Callabl
         stop.set()
         raise
     finally:
-        if errors or stop.is_set():
-            stop.set()
+        stop.set()  # after a failure the others give up; after success they have ended already
         for t in threads:
             t.join()
     if errors:
