@@ -744,15 +744,15 @@ def test_shard_writes_each_clip_as_one_job_would_and_skips_a_bad_one(media, brok
     assert run_cli(*cfg, *args) == 0
     for clip, _ in clips:  # the detector reused across clips starts each one afresh (detect_every's key frames)
         assert_same_store(tmp_path / "one" / f"{clip}.h5", tmp_path / "shard" / f"{clip}.h5")
-    # A JSON shard with a broken video in the middle: the others are written, the bad one is named, exit 1.
-    shard = [{"video": str(media["face"]), "clip": "a", "out": str(tmp_path / "json" / "a.h5")},
-             {"video": str(broken["text"]), "clip": "bad", "out": str(tmp_path / "json" / "bad.h5")},
-             {"video": str(media["face"]), "out": str(tmp_path / "json" / "face.h5")}]
+    # A broken video in the middle of a shard: the others are written, the bad one is named, exit 1.
+    shard = [(media["face"], "a"), (broken["text"], "bad"), (media["face"], "face")]
+    args = [a for video, clip in shard for a in ("--video", str(video), "--clip", clip,
+                                                 "--out", str(tmp_path / "bad" / f"{clip}.h5"))]
     with caplog.at_level(logging.ERROR, logger="emofusion"):
-        assert run_cli(*cfg, "--shard", json.dumps(shard)) == 1
-    assert sorted(p.name for p in (tmp_path / "json").iterdir()) == ["a.h5", "face.h5"]
+        assert run_cli(*cfg, *args) == 1
+    assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == ["a.h5", "face.h5"]
     assert "1 of 3 clips of the shard failed" in caplog.text and str(broken["text"]) in caplog.text
-    assert read_faces(tmp_path / "json" / "face.h5", crops=False)["attrs"]["clip"] == "face"
+    assert read_faces(tmp_path / "bad" / "face.h5", crops=False)["attrs"]["clip"] == "face"
     # Mismatched options are a usage error naming them.
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="emofusion"):

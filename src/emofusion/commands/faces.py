@@ -23,68 +23,46 @@ frame + 1) the same store is built from the images without detection; missing im
 Frames without a face are invalid (faces.fill_gaps copies the nearest face into short gaps, flagged in
 `filled`). A video without any face gives an all-invalid store and a warning. An unreadable, empty, truncated or
 audio-only file fails with the file named; nothing is left at --out on failure.
-A shard (--video/--out repeated, or --shard JSON) runs its clips one after another in one process, MTCNN loaded
-once; each store is written as its clip ends (a killed shard loses only the clip it was on); a clip with a bad
-input is skipped and named at the end (exit status 1). Decoding, detection and the writes overlap; faces.decode
-picks the GPU's decoder (NVDEC) or the CPU's."""
+A shard (--video, --out and, if given, --clip and --crops repeated once per clip) runs its clips one after
+another in one process, MTCNN loaded once; each store is written as its clip ends (a killed shard loses only the
+clip it was on); a clip with a bad input is skipped and named at the end (exit status 1). Decoding, detection and
+the writes overlap; faces.decode picks the GPU's decoder (NVDEC) or the CPU's."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--video", action="append", default=[],
+    p.add_argument("--video", action="append", required=True,
                    help="the clip's video (gives the frame timeline in both modes); repeat it, with --out (and "
                         "--clip, --crops) as often, for a shard of clips in one process")
     p.add_argument("--clip", action="append", default=[],
                    help="clip id (default: the video's file stem); a _left/_right suffix picks the side")
     p.add_argument("--crops", metavar="DIR", action="append", default=[],
                    help="folder of pre-aligned crops %%05d.jpg (skips detection)")
-    p.add_argument("--out", action="append", default=[], help="output HDF5 path (e.g. results/faces/<clip>.h5)")
-    p.add_argument("--shard", metavar="JSON",
-                   help='a shard of clips as a JSON list (or a file holding one) of {"video", "out", "clip", '
-                        '"crops"} objects (clip and crops optional), instead of --video/--clip/--out')
+    p.add_argument("--out", action="append", required=True,
+                   help="output HDF5 path (e.g. results/faces/<clip>.h5)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch and the video decoder (default 0: torch's default, one decoder thread)")
 
 
 def parse_jobs(args: argparse.Namespace) -> list:
-    """The shard's clips from --shard or the repeated --video/--clip/--crops/--out options, ids validated."""
-    import json
+    """The shard's clips from the repeated --video/--clip/--crops/--out options (the i-th of each), ids
+    validated."""
     from pathlib import Path
 
     from emofusion.corpus import validate_clip_id
     from emofusion.errors import ConfigError
     from emofusion.faces.stage import FaceJob
 
-    if args.shard:
-        if args.video or args.out or args.clip or args.crops:
-            raise ConfigError("--shard lists the clips: give it without --video/--clip/--crops/--out")
-        text = args.shard
-        if not text.lstrip().startswith("["):
-            try:
-                text = Path(text).read_text()
-            except OSError as e:
-                raise ConfigError(f"--shard {args.shard}: not a JSON list and not a readable file ({e})") from None
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--shard {args.shard}: not valid JSON ({e})") from None
-        if not isinstance(items, list) or not items or not all(
-                isinstance(x, dict) and {"video", "out"} <= set(x) <= {"video", "out", "clip", "crops"}
-                for x in items):
-            raise ConfigError(f"--shard {args.shard}: expected a non-empty list of objects with keys video and "
-                              "out (and optionally clip, crops)")
-    else:
-        n = len(args.video)
-        if n == 0 or len(args.out) != n or len(args.clip) not in (0, n) or len(args.crops) not in (0, n):
-            raise ConfigError(f"give --video and --out once per clip ({n} --video, {len(args.out)} --out), and "
-                              f"--clip and --crops either never or once per clip ({len(args.clip)} --clip, "
-                              f"{len(args.crops)} --crops)")
-        items = [{"video": args.video[i], "out": args.out[i], "clip": args.clip[i] if args.clip else None,
-                  "crops": args.crops[i] if args.crops else None} for i in range(n)]
+    n = len(args.video)
+    if len(args.out) != n or len(args.clip) not in (0, n) or len(args.crops) not in (0, n):
+        raise ConfigError(f"give --video and --out once per clip ({n} --video, {len(args.out)} --out), and --clip "
+                          f"and --crops either never or once per clip ({len(args.clip)} --clip, {len(args.crops)} "
+                          "--crops)")
     jobs = []
-    for x in items:
-        clip = validate_clip_id(x.get("clip") or Path(x["video"]).stem, source="--clip")
-        jobs.append(FaceJob(video=str(x["video"]), clip=clip, out=str(x["out"]), crops=x.get("crops") or None))
+    for i in range(n):
+        clip = validate_clip_id(args.clip[i] if args.clip else Path(args.video[i]).stem, source="--clip")
+        jobs.append(FaceJob(video=args.video[i], clip=clip, out=args.out[i],
+                            crops=(args.crops[i] or None) if args.crops else None))
     outs = [j.out for j in jobs]
     if len(set(outs)) != len(outs):
         twice = sorted({o for o in outs if outs.count(o) > 1})
