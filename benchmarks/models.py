@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--models", nargs="*", default=None, help="subset of registered models")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: measure one model, print JSON
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     header = f"| {'model':<12} | {'shape':<26} | {'params':>11} | {'fwd+bwd ms':>10} | {mem:>19} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    rows = []
     for name in names:
         if args.quick:
             r = measure(name, **common, isolated=False)
@@ -129,9 +132,15 @@ def main(argv: list[str] | None = None) -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"benchmark of {name} failed:\n{proc.stderr}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(r)
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
         print(f"| {r['model']:<12} | {r['shape']:<26} | {r['params']:>11,} | {r['ms']:>10.1f} | {peak:>19} |",
               flush=True)
+    if args.json:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from figures import write_figures
+
+        write_figures(args.json, "models", {"rows": rows, "amp": args.amp}, device=args.device)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Fusion training speed: epoch time with the features in memory and read lazily from the stores, in one run, with
-the model's own time beside it (the loader must not be the bottleneck); on CUDA also GPU utilisation and peak
-memory, with and without AMP.
+"""Fusion training speed: epoch time with the features in memory, read lazily from the stores, and held on the
+device (``fusion.device_data``: gathered there by index, no DataLoader), in one run, with the model's own time
+beside it (the loader must not be the bottleneck); on CUDA also GPU utilisation and peak memory; float32 against
+float16 (CUDA) and bfloat16 autocast (``--amp``).
 
     PYTHONPATH=src python benchmarks/train.py --quick                       # small synthetic corpus, CPU, seconds
-    PYTHONPATH=src python benchmarks/train.py --device cuda --amp both --workers 8          # Aff-Wild2-sized
+    PYTHONPATH=src python benchmarks/train.py --device cuda --amp all --workers 8           # Aff-Wild2-sized
+    PYTHONPATH=src python benchmarks/train.py --amp bf16 --data memory device               # CPU: bf16 vs fp32
 
 Synthetic stores written with the store writer (into --dir, a temporary folder by default): --clips clips of
 together --frames frames (Aff-Wild2: about 3 M frames, 600 clips), at the widths of the published backbones:
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,10 +35,14 @@ import torch
 
 from emofusion.corpus import MANIFEST_COLUMNS
 from emofusion.features.store import store_attrs, write_store
+from emofusion.metrics import INVALID, TARGETS
 from emofusion.models import CCCLoss
 from emofusion.training.data import FusionData, WindowBatches
 from emofusion.training.stage import build_fusion_model, train_epoch
 from emofusion.training.windows import Windowing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import write_figures
 
 WIDTHS = {"visual": 512, "audio": 128, "text": 768}
 RECIPES = {
@@ -60,6 +67,7 @@ def write_corpus(root: Path, frames: int, clips: int, widths: dict[str, int]) ->
                              "fold": [1] * clips, "annotation": "", "crops": "", "subject": "", "frames": lengths,
                              "fps": 30.0}, columns=MANIFEST_COLUMNS)
     with h5py.File(root / "labels.h5", "w") as h5:
+        h5.attrs.update(schema_version=1, targets=list(TARGETS), invalid_value=INVALID)  # a labels store
         for c, n in zip(ids, lengths, strict=True):
             g = h5.create_group(c)
             g.create_dataset("values", data=rng.uniform(-1, 1, size=(n, 2)).astype(np.float32))
@@ -111,13 +119,14 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(name: str, data: FusionData, *, device, amp: bool, batches: int, workers: int, quick: bool) -> dict:
+def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: int, workers: int,
+            quick: bool) -> dict:
     tr = RECIPES[name]["training"]
     exp = {"name": name, "model": name, "model_options": QUICK_OPTIONS[name] if quick else {}, "stores": {}}
     torch.manual_seed(0)
     model = build_fusion_model(exp, data.width, data.windowing.steps).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is True and device.type == "cuda")
     loss_fn = CCCLoss(reduction="flat")
     windows = data.windows(data.clips_of("train"), data.windowing.train_hop)
     bs = tr["batch_size"]
@@ -126,6 +135,8 @@ def measure(name: str, data: FusionData, *, device, amp: bool, batches: int, wor
     chosen = all_batches[:batches]
 
     def loader():
+        if data.device is not None:  # on the device: gathered there, no DataLoader
+            return data.batches(windows, chosen)
         return torch.utils.data.DataLoader(WindowBatches(data, windows), sampler=chosen, batch_size=None,
                                            num_workers=0 if data.in_memory else workers,
                                            pin_memory=device.type == "cuda", persistent_workers=False)
@@ -133,6 +144,7 @@ def measure(name: str, data: FusionData, *, device, amp: bool, batches: int, wor
     t0 = time.perf_counter()
     for _ in loader():
         pass
+    sync(device)
     loader_s = time.perf_counter() - t0
 
     one = next(iter(loader()))
@@ -157,32 +169,41 @@ def measure(name: str, data: FusionData, *, device, amp: bool, batches: int, wor
         train_epoch(model, loader(), opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=None)
     epoch_s = time.perf_counter() - t0
     scale = len(all_batches) / len(chosen)
-    return {"model": name, "data": "memory" if data.in_memory else f"lazy ({workers} workers)",
-            "amp": amp, "batches": f"{len(chosen)}/{len(all_batches)}", "loader_s": loader_s * scale,
+    mode = "device" if data.device is not None else "memory" if data.in_memory else f"lazy ({workers} workers)"
+    return {"model": name, "data": mode, "amp": {False: "fp32", True: "fp16", "bf16": "bf16"}[amp],
+            "batches": f"{len(chosen)}/{len(all_batches)}", "loader_s": loader_s * scale,
             "model_s": model_s * scale, "epoch_s": epoch_s * scale,
             "gpu_util": sampler.mean if sampler else None,
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--frames", type=int, default=3_000_000, help="frames of the synthetic corpus")
     parser.add_argument("--clips", type=int, default=600, help="clips of the synthetic corpus")
-    parser.add_argument("--amp", choices=("off", "on", "both"), default="off", help="float16 autocast (CUDA)")
+    parser.add_argument("--amp", choices=("off", "on", "both", "bf16", "all"), default="off",
+                        help="off: float32; on: float16 autocast (CUDA only); both: float32 and float16; bf16: "
+                             "float32 and bfloat16 (any device); all: the three")
+    parser.add_argument("--data", nargs="+", choices=("memory", "lazy", "device"), default=["memory", "lazy", "device"],
+                        help="data modes to measure (device: features on the device, fusion.device_data: true)")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON (for benchmarks/affwild2.py)")
     parser.add_argument("--batches", type=int, default=100, help="batches timed per measurement (projected)")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the lazy mode")
     parser.add_argument("--models", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--dir", help="folder for the synthetic stores (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="20k frames, 40 clips, small widths and models")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.clips, args.batches = 20_000, 40, 10
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    amps = {"off": [False], "on": [True], "both": [False, True]}[args.amp]
+    amps = {"off": [False], "on": [True], "both": [False, True], "bf16": [False, "bf16"],
+            "all": [False, True, "bf16"]}[args.amp]
+    if device.type != "cuda":
+        amps = [a for a in amps if a is not True] or [False]  # float16 autocast is CUDA's
     widths = QUICK_WIDTHS if args.quick else WIDTHS
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         t0 = time.perf_counter()
@@ -195,22 +216,28 @@ def main() -> None:
         rows = []
         for name in args.models:
             w = Windowing.from_training(RECIPES[name]["training"], key=name)
-            for in_memory in (True, False):
+            for mode in args.data:
                 t0 = time.perf_counter()
                 data = FusionData(manifest=manifest, labels=labels,
                                   stores={m: stores[m] for m in RECIPES[name]["stores"]},
                                   backbones={m: "bench" for m in RECIPES[name]["stores"]}, fold=0, windowing=w,
-                                  in_memory=in_memory)
+                                  in_memory=mode != "lazy", device=device, device_data=mode == "device")
                 setup = time.perf_counter() - t0
-                for amp in amps if device.type == "cuda" else [False]:
+                for amp in amps:
                     row = measure(name, data, device=device, amp=amp, batches=args.batches, workers=args.workers,
                                   quick=args.quick)
                     row["setup_s"] = setup
+                    row["epoch_batches"] = int(row["batches"].split("/")[1])
+                    row["epoch_frames"] = int(sum(data.frames[c] for c in data.clips_of("train")))
                     rows.append(row)
                     print(row, flush=True)
         table = pd.DataFrame(rows)
         print()
         print(table.to_markdown(index=False, floatfmt=".2f"))
+        if args.json:
+            write_figures(args.json, "train", {"rows": rows, "frames": int(manifest["frames"].sum()),
+                                               "clips": args.clips, "quick": args.quick}, device=str(device))
+    return rows
 
 
 if __name__ == "__main__":

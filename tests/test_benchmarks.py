@@ -1,10 +1,13 @@
-"""benchmarks/real_va.py: its label reading refuses bad folders, and a smoke run on real speech gives the table."""
+"""benchmarks/: real_va.py's label reading refuses bad folders and a smoke run on real speech gives the table; the
+benchmarks' --json figures parse and affwild2.py projects them; faces.py runs without an ffmpeg binary."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -87,3 +90,66 @@ def test_smoke_run_on_real_speech(tmp_path):
     assert methods["ridge on pooled features"]["mean"]["arousal"] > 0.3
     written = json.loads(out.read_text())
     assert written["provenance"]["config_hash"] and written["methods"].keys() == methods.keys()
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_json_parses_and_projects_onto_affwild2(tmp_path):
+    """benchmarks/train.py --json on a tiny corpus (device-resident and in-memory rows, bfloat16 beside float32),
+    read back by benchmarks/affwild2.py into a projection row per measurement, each citing its file."""
+    out = tmp_path / "train.json"
+    rows = load_benchmark("train").main(["--quick", "--models", "rjca", "--data", "device", "--amp", "bf16",
+                                         "--batches", "1", "--frames", "3000", "--clips", "6", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "train" and doc["machine"]["device"] == "cpu" and doc["figures"]["frames"] > 0
+    assert [(r["data"], r["amp"]) for r in doc["figures"]["rows"]] == [("device", "fp32"), ("device", "bf16")] == [
+        (r["data"], r["amp"]) for r in rows]
+    affwild2 = load_benchmark("affwild2")
+    projected = affwild2.rows_for(affwild2.load([out])[0], gpus=4)
+    assert len(projected) == 2 and all(r["source"].startswith("train.json (cpu") for r in projected)
+    scale = affwild2.FRAMES / doc["figures"]["frames"]
+    first = doc["figures"]["rows"][0]
+    assert projected[0]["hours"] == pytest.approx(first["epoch_s"] * scale / 3600)
+    assert projected[0]["hours_n"] == projected[0]["hours"]  # an epoch is not split across devices
+
+
+def test_affwild2_projects_every_stage_and_divides_sharded_ones(tmp_path, capsys):
+    affwild2 = load_benchmark("affwild2")
+    import figures  # benchmarks/ is on sys.path once a benchmark module is loaded
+
+    figures.write_figures(tmp_path / "faces.json", "faces", {
+        "end_to_end": [{"video": "a.mp4", "frames": 300, "seconds": 2.0}, {"video": "b.mp4", "frames": 100,
+                                                                          "seconds": 2.0}],
+        "settings": {"batch_size": 128}, "skipped": []}, device="cpu")
+    figures.write_figures(tmp_path / "embed.json", "embed", {"embed": [
+        {"backbone": "visual:fer", "amp": False, "fps": 1000.0, "forward_fps": 4000.0},
+        {"backbone": "audio:egemaps", "amp": False, "fps": 2990.0}], "read": {}}, device="cpu")
+    figures.write_figures(tmp_path / "asr.json", "asr", {"audio": {"rtf": 100.0}, "asr": [
+        {"engine": "faster-whisper", "compute": "int8", "beam": 5, "rtf": 10.0}], "skipped": []}, device="cpu")
+    assert affwild2.main([str(tmp_path / n) for n in ("faces.json", "embed.json", "asr.json")] + ["--gpus", "10"]) == 0
+    text = capsys.readouterr().out
+    docs = affwild2.load([tmp_path / "faces.json", tmp_path / "embed.json", tmp_path / "asr.json"])
+    rows = {r["stage"]: r for d in docs for r in affwild2.rows_for(d, gpus=10)}
+    faces = rows["faces (one job, batch 128)"]
+    assert faces["rate"] == pytest.approx(100.0) and faces["hours"] == pytest.approx(2.99e6 / 100 / 3600)
+    assert faces["hours_n"] == pytest.approx(faces["hours"] / 10)
+    assert rows["embed visual:fer (fp32)"]["note"] == "forward alone 4000 frames/s"
+    assert rows["ASR faster-whisper (int8, beam 5)"]["hours"] == pytest.approx(affwild2.AUDIO_HOURS / 10)
+    assert "| faces (one job, batch 128) | 100.0 frames/s | 8.31 | 0.83 |" in text and "faces.json (cpu" in text
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="bad.json"):
+        affwild2.load([tmp_path / "bad.json"])
+
+
+def test_faces_benchmark_skips_only_the_looped_table_without_ffmpeg(monkeypatch, capsys):
+    faces = load_benchmark("faces")
+    monkeypatch.setattr(faces.shutil, "which", lambda name: None)
+    args = SimpleNamespace(skipped=[], loop=2, loop_video=Path("none.mp4"))
+    assert faces.table_length(args) == []
+    assert "skipped: table 3: no ffmpeg binary" in capsys.readouterr().out
+    assert args.skipped == [{"note": args.skipped[0]["note"], "failed": False}]  # a note, not a failure

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -128,11 +130,15 @@ def test_missing_root_names_key(tmp_path):
 
 
 def test_undecodable_video_named(affwild):
-    (affwild / "videos/batch1/vidA.mp4").write_bytes(b"this is not a video")
-    with pytest.raises(InputError, match=r"vidA\.mp4 cannot be decoded"):
+    video = affwild / "videos/batch1/vidA.mp4"
+    video.write_bytes(video.read_bytes()[:64])  # an MP4 header, then nothing: only decoding finds it
+    with pytest.raises(InputError, match=r"vidA\.mp4: .*cannot be decoded"):
         build_manifest(corpus_cfg(affwild))
-    (affwild / "videos/batch1/vidA.mp4").write_bytes(b"")
-    with pytest.raises(InputError, match=r"vidA\.mp4 is empty"):
+    video.write_bytes(b"this is not a video")
+    with pytest.raises(InputError, match=r"vidA\.mp4: not a video container"):
+        build_manifest(corpus_cfg(affwild))
+    video.write_bytes(b"")
+    with pytest.raises(InputError, match=r"vidA\.mp4: the file is empty"):
         build_manifest(corpus_cfg(affwild))
 
 
@@ -224,3 +230,46 @@ def test_bad_annotation_files(tmp_path, text, match):
     (tmp_path / "bad.txt").write_text(text)
     with pytest.raises(InputError, match=r"bad\.txt.*" + match if "bad" not in match else match):
         read_annotation(tmp_path / "bad.txt")
+
+
+def test_bad_videos_named_in_one_message(affwild):
+    """Every bad video is probed and named at once (not just the first), with what is wrong with each."""
+    (affwild / "videos/batch1/vidA.mp4").write_bytes(b"")
+    (affwild / "videos/batch1/vidB.mp4").write_text("this is a text file, renamed")
+    with pytest.raises(InputError) as err:
+        build_manifest(corpus_cfg(affwild))
+    msg = str(err.value)
+    assert "2 bad video(s)" in msg and "corpus.on_bad_video: skip" in msg
+    assert re.search(r"vidA\.mp4: the file is empty", msg) and re.search(r"vidB\.mp4: not a video container", msg)
+
+
+def test_bad_videos_skipped(affwild, tmp_path):
+    (affwild / "videos/batch1/vidA.mp4").write_bytes(b"")
+    (affwild / "videos/batch1/vidB.mp4").write_text("this is a text file, renamed")
+    cfg = corpus_cfg(affwild, on_bad_video="skip")
+    # The DAG's clip list already leaves out files that are no video container at all.
+    assert [s.clip for s in discover(cfg["corpus"])] == ["vidC_left", "vidC_right", "vidD", "vidE"]
+    cfg["folds"]["k"] = 2  # two train/validation videos are left
+    df = build_manifest(cfg)
+    assert list(df["clip"]) == ["vidC_left", "vidC_right", "vidD", "vidE"]
+    assert sorted(Path(v).name for v in df.attrs["skipped_videos"]) == ["vidA.mp4", "vidB.mp4"]
+
+
+def test_manifest_command_records_skipped_and_unannotated(affwild, tmp_path):
+    from emofusion.cli import main
+    from emofusion.io import read_parquet_metadata
+
+    (affwild / "videos/batch1/vidA.mp4").write_bytes(b"")
+    shutil.copy(affwild / "videos/batch2/vidE.mp4", affwild / "videos/batch2/vidF.mp4")  # no annotation
+    out = tmp_path / "manifest.parquet"
+    overrides = {"corpus": {"root": str(affwild), "test_list": str(affwild / "test_set.txt"),
+                            "on_bad_video": "skip"}}
+    assert main(["manifest", "--config-json", json.dumps(overrides), "--out", str(out)]) == 0
+    meta = read_parquet_metadata(out)
+    assert [Path(v).name for v in meta["skipped_videos"]] == ["vidA.mp4"]
+    assert [Path(v).name for v in meta["unannotated_videos"]] == ["vidF.mp4"]
+    # Default (error): the command fails and the previous manifest is left as it was.
+    before = out.read_bytes()
+    overrides["corpus"]["on_bad_video"] = "error"
+    assert main(["manifest", "--config-json", json.dumps(overrides), "--out", str(out)]) == 1
+    assert out.read_bytes() == before

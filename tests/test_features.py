@@ -824,7 +824,10 @@ def test_workflow_builds_the_visual_store_and_reruns_only_what_changed(tmp_path)
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", OFFLINE_VISUAL)
 def test_cuda_float32_and_float16_autocast_match_the_cpu(name, tmp_path, astronaut_crop):
-    """The CUDA path (pinned prefetch, non-blocking copies, float16 autocast) gives the CPU's rows."""
+    """The CUDA path (pinned prefetch, non-blocking copies, float16 autocast) gives the CPU's rows. The device is
+    resolved as `emofusion embed` does: exact float32 (cuDNN's default TF32 convolutions differ by ~1e-3)."""
+    from emofusion.device import resolve_device
+
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     crops = np.concatenate([astronaut_crop, random_crops(70, seed=5, size=112)])
@@ -832,7 +835,7 @@ def test_cuda_float32_and_float16_autocast_match_the_cpu(name, tmp_path, astrona
     valid[3] = False
     path = face_store(tmp_path / "c1.h5", crops, valid)
     cpu, _ = stage.embed_faces(build_backbone("visual", name), path, batch_size=32, amp=False)
-    gpu_backbone = build_backbone("visual", name, device="cuda")
+    gpu_backbone = build_backbone("visual", name, device=resolve_device("cuda", key="features.device"))
     f32, v32 = stage.embed_faces(gpu_backbone, path, batch_size=32, amp=False)
     f16, _ = stage.embed_faces(gpu_backbone, path, batch_size=32, amp=True)
     np.testing.assert_array_equal(v32, valid)

@@ -20,7 +20,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Bottom first. A name covers the module itself and, for a package, every module under it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("emofusion", "emofusion.errors", "emofusion.log", "emofusion.io", "emofusion.packages",
-              "emofusion.provenance", "emofusion.config", "emofusion.device", "emofusion.metrics")),
+              "emofusion.provenance", "emofusion.config", "emofusion.device", "emofusion.metrics",
+              "emofusion.repair")),
     ("data and timelines", ("emofusion.video", "emofusion.corpus", "emofusion.labels", "emofusion.audio")),
     ("models", ("emofusion.models",)),
     ("asr", ("emofusion.asr",)),
@@ -30,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation", ("emofusion.evaluation",)),
     ("report", ("emofusion.report",)),
     ("predict", ("emofusion.predict",)),
+    ("status", ("emofusion.status",)),
     ("commands", ("emofusion.commands",)),
     ("cli", ("emofusion.cli",)),
 ]

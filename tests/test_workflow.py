@@ -17,13 +17,22 @@ def test_lint_clean(workdir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def demo_runs() -> int:
+    """Runs of the repository's config: experiments x folds x seeds (the demo: ten experiments, fold 0)."""
+    import yaml
+
+    fusion = yaml.safe_load((REPO / "config.yaml").read_text())["fusion"]
+    return len(fusion["experiments"]) * len(fusion["folds"]) * len(fusion["seeds"])
+
+
 def test_dry_run_default_config(workdir):
     proc = snakemake(*on_demo(workdir, "-n", "--cores", "1", "--quiet", "rules"), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # 12 clips of 11 videos, the three default stores, ten demo experiments (fold 0, one seed), one report
+    # 12 clips of 11 videos, the three default stores, ten demo experiments (fold 0, each seed), one report
+    runs = demo_runs()
     assert planned_jobs(proc.stdout) == {
         "manifest": 1, "labels": 1, "faces": 12, "audio": 11, "transcribe": 11, "embed_visual": 12,
-        "embed_audio": 11, "embed_text": 11, "embed_merge": 3, "train": 10, "evaluate": 10, "report": 1, "all": 1}
+        "embed_audio": 11, "embed_text": 11, "embed_merge": 3, "train": runs, "evaluate": runs, "report": 1, "all": 1}
 
 
 def test_unknown_config_key_stops_the_workflow(workdir):
@@ -127,10 +136,12 @@ def _check_fusion_stage(workdir: Path, original: str, planned) -> None:
     report = workdir / "results/report"
     assert (report / "results.csv").is_file() and (report / "results.md").is_file()
     assert (report / "submission/check.json").is_file() and any((report / "plots").glob("*.png"))
+    _check_table(report / "results.csv", experiments, cfg["fusion"]["seeds"])
 
     changed = {**experiments, "rjca": {**experiments["rjca"], "training": {"lr": 0.01}}}
     assert planned("fusion", experiments=changed) == {"train", "evaluate", "report"}
-    assert {k: v for k, v in _jobs(workdir).items() if k != "all"} == {"train": 1, "evaluate": 1, "report": 1}
+    seeds = len(cfg["fusion"]["seeds"])
+    assert {k: v for k, v in _jobs(workdir).items() if k != "all"} == {"train": seeds, "evaluate": seeds, "report": 1}
     assert "results/fusion/rjca/fold0/seed0/model.pt" in run_in(workdir, "-n").stdout
 
     (workdir / "config.yaml").write_text(original)
@@ -138,8 +149,25 @@ def _check_fusion_stage(workdir: Path, original: str, planned) -> None:
 
     shutil.rmtree(workdir / "results/fusion")
     shutil.rmtree(workdir / "results/report")
-    n = len(experiments)
+    n = demo_runs()
     assert _jobs(workdir, "fusion") == {"train": n, "evaluate": n, "report": 1, "fusion": 1}
+
+
+def _check_table(path: Path, experiments: dict, seeds: list[int]) -> None:
+    """The demo table's structure and that every value is finite: its digits vary across processors (the
+    recurrent models' CPU kernels), so they are not asserted."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    pooled = table[table["fold"] == "pooled"].set_index("experiment")
+    assert sorted(pooled.index) == sorted(experiments)
+    assert (pooled["runs"] == len(seeds)).all() and (pooled["seeds"].astype(str) == " ".join(map(str, seeds))).all()
+    means = [c for c in table.columns if c.startswith("validation_") and c.endswith("_mean")]
+    assert len(means) == 6 and np.isfinite(pooled[means].to_numpy()).all()
+    if len(seeds) > 1:  # the spread over seeds
+        sds = [c.removesuffix("_mean") + "_sd" for c in means]
+        assert np.isfinite(pooled[sds].to_numpy()).all() and (pooled[sds].to_numpy() >= 0).all()
 
 
 def test_a_local_asr_model_is_an_input_of_the_transcripts(workdir):

@@ -65,6 +65,12 @@ def discover(corpus: dict[str, Any]) -> list[ClipSpec]:
     """List the clips of the configured corpus (``config["corpus"]``), sorted by clip id. Decodes nothing."""
     fmt = corpus["format"]
     specs = _discover_affwild2(corpus) if fmt == "affwild2" else _discover_manifest(corpus)
+    if corpus.get("on_bad_video") == "skip":
+        # Only the cheap header check here (the DAG is built from this list); the manifest job decodes fully.
+        bad = {s.video: reason for s in specs if (reason := sniff_video(s.video))}
+        for video, reason in sorted(bad.items()):
+            logger.warning("corpus.on_bad_video is skip: leaving out %s (%s)", video, reason)
+        specs = [s for s in specs if s.video not in bad]
     if not specs:
         raise InputError(f"corpus ({fmt}) has no clips: check corpus.root / corpus.manifest")
     seen: dict[str, ClipSpec] = {}
@@ -132,11 +138,18 @@ def _discover_affwild2(corpus: dict[str, Any]) -> list[ClipSpec]:
         specs.append(ClipSpec(clip=clip, video_id=video_id, video=str(videos[video_id]),
                               audio=str(videos[video_id]), split=split, annotation=str(ann) if ann else None,
                               crops=str(crops) if use_crops else None))
-    unused = sorted(set(videos) - {s.video_id for s in specs})
-    if unused:
-        logger.info("%d video(s) under %s have no annotation and are not in the test list; ignored: %s",
-                    len(unused), video_dir, ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else ""))
     return specs
+
+
+def unannotated_videos(corpus: dict[str, Any]) -> list[str]:
+    """Videos under an Aff-Wild2 root that no annotation file nor the test list names (not part of the corpus;
+    reported, never silently dropped). Always empty for format manifest, which lists its videos itself."""
+    if corpus["format"] != "affwild2":
+        return []
+    video_dir = Path(corpus["root"]) / "videos"
+    used = {s.video for s in _discover_affwild2(corpus)}
+    return sorted(str(p) for p in video_dir.rglob("*")
+                  if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and str(p) not in used)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -195,6 +208,26 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
     return specs
 
 
+# Leading bytes of the containers VIDEO_SUFFIXES name: ISO BMFF (mp4/mov) boxes at offset 4, Matroska/WebM's
+# EBML id, AVI's RIFF header. A file without any of them cannot be a video of the corpus.
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+
+
+def sniff_video(path: str | Path) -> str | None:
+    """What is wrong with a video file from its size and first bytes alone (cheap enough for every DAG build),
+    or None when it looks like a video container. Decoding may still fail later (:func:`probe_video`)."""
+    path = Path(path)
+    if not path.is_file():
+        return "the file does not exist"
+    if path.stat().st_size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[4:8] in _ISO_BOXES or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4], head[8:12]) == (b"RIFF", b"AVI "):
+        return None
+    return "not a video container (no MP4/MOV, Matroska/WebM or AVI header)"
+
+
 def probe_video(path: str | Path) -> tuple[int, float]:
     """(decoded frame count, average fps) of a video, from a full scan of its stream (exact, no guessing)."""
     t = timeline(path)  # the decoder the stages use, so every count agrees
@@ -233,11 +266,31 @@ def fold_split(manifest: pd.DataFrame, fold: int) -> pd.Series:
 
 def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
     """The manifest table (MANIFEST_COLUMNS) of the configured corpus, with decoded frame counts and folds."""
-    specs = discover(cfg["corpus"])
+    corpus = cfg["corpus"]
+    specs = discover({**corpus, "on_bad_video": "error"})  # every listed clip: the full probe below decides
+    unannotated = unannotated_videos(corpus)
+    if unannotated:
+        logger.warning("%d video(s) have no annotation and are not in corpus.test_list, so they are not part of "
+                       "the corpus: %s", len(unannotated), ", ".join(unannotated))
+    # Probe every video before deciding, so one run names every bad file (not just the first).
     probes: dict[str, tuple[int, float]] = {}
+    bad: dict[str, str] = {}
     for s in progress(specs, desc="probe videos", unit="clip"):
-        if s.video not in probes:
-            probes[s.video] = probe_video(s.video)
+        if s.video not in probes and s.video not in bad:
+            try:
+                probes[s.video] = probe_video(s.video)
+            except InputError as e:
+                bad[s.video] = sniff_video(s.video) or str(e)
+    if bad and corpus.get("on_bad_video", "error") != "skip":
+        lines = [f"  {video}: {reason} (clip(s) {', '.join(s.clip for s in specs if s.video == video)})"
+                 for video, reason in sorted(bad.items())]
+        raise InputError(f"{len(bad)} bad video(s) in the corpus; replace or remove them, or set "
+                         "corpus.on_bad_video: skip to leave them out:\n" + "\n".join(lines))
+    for video, reason in sorted(bad.items()):
+        logger.warning("corpus.on_bad_video is skip: leaving out %s (%s)", video, reason)
+    specs = [s for s in specs if s.video not in bad]
+    if not specs:
+        raise InputError("every video of the corpus is bad (see the warnings above); nothing is left to list")
     folds = assign_folds(specs, cfg["folds"]["k"], cfg["folds"]["seed"])
     rows = [{**asdict(s), "fold": folds[s.clip], "frames": probes[s.video][0], "fps": probes[s.video][1]}
             for s in specs]
@@ -247,6 +300,9 @@ def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
     logger.info("manifest: %d clips (%s), %d videos, %d frames", len(df),
                 ", ".join(f"{n} {s}" for s, n in df["split"].value_counts().sort_index().items()),
                 df["video_id"].nunique(), int(df.drop_duplicates("video_id")["frames"].sum()))
+    # What was left out, for the manifest's metadata (commands/manifest.py records it).
+    df.attrs["skipped_videos"] = dict(sorted(bad.items()))
+    df.attrs["unannotated_videos"] = unannotated
     return df
 
 

@@ -80,17 +80,23 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     (:func:`remove_stale_temporaries`).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(final)
     suffix = "".join(final.suffixes)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent))
-        os.chmod(tmp, 0o777 & ~_umask())
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", suffix=suffix, dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode a plain open() would give
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(final)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARK}", dir=final.parent))
+            os.chmod(tmp, 0o777 & ~_umask())
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_MARK}", suffix=suffix, dir=final.parent)
+            os.close(fd)
+            tmp = Path(name)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the mode a plain open() would give
+    except OSError as e:  # not writable, read-only file system, a file where a folder should be, disk full
+        from emofusion.errors import InputError
+
+        raise InputError(f"cannot write {final}: {e.strerror or e} ({e.filename or final.parent}); choose an output "
+                         "folder you can write to, or fix its permissions") from None
     try:
         yield tmp
         if directory and final.exists():

@@ -109,11 +109,30 @@ def write_labels(manifest: pd.DataFrame, out: str | Path, *, max_mismatch: int, 
     logger.info("labels: %d clips, %d of %d frames annotated -> %s", len(manifest), n_valid, n_frames, out)
 
 
-def load_labels(path: str | Path, clip: str) -> ClipLabels:
-    """Read one clip's labels from the store written by :func:`write_labels`."""
+def open_labels(path: str | Path):
+    """The labels store at ``path`` opened for reading (an h5py.File), after checking it is one: an InputError
+    naming the file when it is not HDF5 or is another emofusion store (a feature store passed as --labels)."""
     import h5py
 
-    with h5py.File(path, "r") as h5:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"labels store {path} does not exist; run `emofusion labels` (or snakemake) first")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError:
+        raise InputError(f"{path} is not an HDF5 file, so not a labels store; pass --labels results/labels.h5 "
+                         "(written by `emofusion labels`)") from None
+    if "targets" not in h5.attrs or "invalid_value" not in h5.attrs:
+        what = (f"a {h5.attrs['modality']} feature store, not a labels store" if "modality" in h5.attrs
+                else "not a labels store (no targets or invalid_value attributes)")
+        h5.close()
+        raise InputError(f"{path} is {what}; pass --labels results/labels.h5 (written by `emofusion labels`)")
+    return h5
+
+
+def load_labels(path: str | Path, clip: str) -> ClipLabels:
+    """Read one clip's labels from the store written by :func:`write_labels`."""
+    with open_labels(path) as h5:
         if clip not in h5:
             raise InputError(f"labels store {path} has no clip {clip!r}; rebuild it (emofusion labels)")
         g = h5[clip]

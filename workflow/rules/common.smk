@@ -18,10 +18,18 @@ CLIPS = {c.clip: c for c in discover(config["corpus"])}
 VIDEOS = {c.video_id: c for c in reversed(list(CLIPS.values()))}  # video id -> one of its clips
 
 
+# Keys added after results existed, left out of a rule's params while at their default: a new version with a new
+# option then reruns nothing until the option is used (the command fills the same default).
+QUIET_DEFAULTS = {"corpus": {"on_bad_video": "error"}, "faces": {"decode": "auto"}}
+
+
 def config_json(*sections):
     """Config sections as one shell-quoted JSON argument. Passed as a param so Snakemake reruns a stage when
     its sections change, and only then. (Per-rule variants are named <rule>_config_json.)"""
-    return shlex.quote(json.dumps({s: config[s] for s in sections}, sort_keys=True))
+    def section(s):
+        quiet = QUIET_DEFAULTS.get(s, {})
+        return {k: v for k, v in config[s].items() if k not in quiet or v != quiet[k]}
+    return shlex.quote(json.dumps({s: section(s) for s in sections}, sort_keys=True))
 
 
 def output_folder(name):
@@ -224,6 +232,7 @@ def all_clips_option(wildcards):
 
 
 # Fusion stage (workflow/rules/fusion.smk)
+from emofusion.report.runs import RUN_FILES  # cheap: pandas only
 from emofusion.training.experiments import experiment_section, experiment_stores, grid, run_dir
 
 FUSION_RUNS = [str(run_dir(e, f, s)) for e, f, s in grid(config["fusion"])]
@@ -268,11 +277,15 @@ def sample_submission(wildcards):
 
 
 def fusion_targets():
-    """The report, when any experiment is configured."""
+    """The report and everything it relies on (every run's files, the experiments' stores), when any experiment is
+    configured. Named as targets so a deleted run file or store is made again: Snakemake does not rerun a job
+    whose outputs exist when one of its inputs is gone."""
     if not FUSION_RUNS:
         return []
-    return ["results/report/results.csv", "results/report/results.md", "results/report/plots",
-            "results/report/submission"]
+    stores = {p for e in config["fusion"]["experiments"] for p in experiment_stores(config["fusion"], e).values()}
+    return [*sorted(stores), *(f for name in RUN_FILES for f in fusion_run_files(name)),
+            "results/report/results.csv", "results/report/results.md", "results/report/provenance.json",
+            "results/report/plots", "results/report/submission"]
 
 
 # Predict target (workflow/rules/predict.smk)

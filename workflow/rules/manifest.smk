@@ -5,7 +5,9 @@ rule manifest:
     input:
         videos=all_videos(),
     output:
-        "results/manifest.parquet",
+        # update(): Snakemake keeps the previous manifest while the job runs and puts it back if the job fails
+        # (a bad video then leaves the last good manifest in place instead of deleting it).
+        update("results/manifest.parquet"),
     log:
         "logs/manifest/manifest.log",
     params:

@@ -42,12 +42,14 @@ def parse_stores(values: list[str], experiment: dict, defaults: dict[str, str] |
     return {m: given.get(m, defaults[m]) for m in experiment["stores"]}
 
 
-def runtime(args: argparse.Namespace, device_name: str):
-    """(torch device, in-memory choice) from the runtime options; sets torch's CPU threads."""
+def runtime(args: argparse.Namespace, device_name: str, *, tf32: bool = False):
+    """(torch device, in-memory choice) from the runtime options; sets torch's CPU threads. ``tf32``: fusion.tf32
+    (TF32 matmuls and convolutions on CUDA; exact float32 otherwise)."""
     import torch
 
     from emofusion.device import resolve_device
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    return resolve_device(device_name, key="fusion.device"), {"auto": None, "memory": True, "lazy": False}[args.data]
+    in_memory = {"auto": None, "memory": True, "lazy": False}[args.data]
+    return resolve_device(device_name, key="fusion.device", tf32=tf32), in_memory

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     section = cfg["features"]
     options = backbone_options(section, args.modality, args.backbone)
-    device = resolve_device(section["device"], key="features.device")
+    device = resolve_device(section["device"], key="features.device", tf32=section["tf32"])
     backbone = build_backbone(args.modality, args.backbone, options, device=device)
     rows: list[stage.ClipRows] = []
     if args.modality == "visual":

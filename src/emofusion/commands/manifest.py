@@ -14,7 +14,10 @@ Read the corpus configured under `corpus:` (the Aff-Wild2 ABAW layout, or a CSV/
 video's stream to count its frames, assign the deterministic folds of `folds:`, and write one Parquet table:
 clip, video_id, video, audio, split, fold, annotation, crops, subject, frames, fps.
 Fold 0 is the official split; `fold` holds each train/validation clip's cross-validation group (1..k), -1 for
-test clips. Bad clip ids, missing videos and undecodable files fail with the file named."""
+test clips. Bad clip ids and missing videos fail with the file named. Every video is probed first: with
+`corpus.on_bad_video: error` (the default) one message lists each empty or undecodable video; with `skip` they
+are left out with a warning each and listed in the table's metadata (skipped_videos), as are videos that no
+annotation names (unannotated_videos)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, overrides=args.config_json)
     df = build_manifest(cfg)
-    write_parquet(args.out, df, metadata=provenance(config={k: cfg[k] for k in ("corpus", "folds")},
-                                                    seed=cfg["folds"]["seed"]))
+    meta = provenance(config={k: cfg[k] for k in ("corpus", "folds")}, seed=cfg["folds"]["seed"])
+    meta.update(skipped_videos=df.attrs.pop("skipped_videos", {}),
+                unannotated_videos=df.attrs.pop("unannotated_videos", []))
+    write_parquet(args.out, df, metadata=meta)
     return 0

@@ -14,8 +14,10 @@ Resolve fusion.experiments.<--experiment> (its preset with the experiment's over
 anything trains (each store was made by the backbone the experiment names and covers every clip of the manifest
 with its frame count, no NaN/inf features, the fold has valid labels in train and validation, the windowing fits
 the model's seq_len), fit the feature normalisation on the fold's training clips, and train: optimiser, warm-up,
-plateau schedule, gradient clipping and early stopping from the preset, float16 autocast on CUDA, seeded and
-deterministic on the CPU. The best epoch by validation mean CCC (frames reassembled from windows) is saved.
+plateau schedule, gradient clipping and early stopping from the preset, float16 autocast on CUDA (or bfloat16,
+amp: bf16), seeded and deterministic on the CPU. Features on the device when they fit (fusion.device_data; on the
+CPU only when forced), TF32 only with fusion.tf32. The best epoch by validation mean CCC (frames reassembled from
+windows) is saved.
 Writes into --out:
   model.pt    best checkpoint (plain dict, torch.load(..., weights_only=True)): model, config, state dict,
               normaliser, experiment config, provenance, best epoch and validation mean CCC
@@ -45,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, overrides=args.config_json)
     experiment = resolve_experiment(cfg["fusion"], args.experiment)
-    device, in_memory = runtime(args, cfg["fusion"]["device"])
+    fusion = cfg["fusion"]
+    device, in_memory = runtime(args, fusion["device"], tf32=fusion["tf32"])
     train_run(experiment, fold=args.fold, seed=args.seed, out=args.out, manifest=read_manifest(args.manifest),
               labels=args.labels, stores=parse_stores(args.store, experiment), device=device, in_memory=in_memory,
-              workers=args.workers)
+              workers=args.workers, device_data=fusion["device_data"],
+              device_fraction=fusion["device_memory_fraction"])
     return 0

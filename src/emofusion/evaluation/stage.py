@@ -19,6 +19,7 @@ from emofusion.io import write_json, write_parquet
 from emofusion.log import logger
 from emofusion.metrics import TARGETS, split_ccc
 from emofusion.provenance import file_sha256, provenance
+from emofusion.repair import retrain
 from emofusion.training.predict import fold_clip_labels, predict_frames
 from emofusion.training.windows import Windowing
 
@@ -27,7 +28,7 @@ def read_run_info(run: str | Path) -> dict[str, Any]:
     """``run.json`` of a trained run folder; InputError naming it when the run has not been trained."""
     path = Path(run) / "run.json"
     if not path.is_file():
-        raise InputError(f"{path} does not exist; train the run first (`emofusion train --out {run}`)")
+        raise InputError(f"{path} does not exist; train the run first (`{retrain(run)}`)")
     return json.loads(path.read_text())
 
 
@@ -46,7 +47,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
 
     run, out = Path(run), Path(out)
     if not (run / "model.pt").is_file():
-        raise InputError(f"{run / 'model.pt'} does not exist; train the run first (`emofusion train --out {run}`)")
+        raise InputError(f"{run / 'model.pt'} does not exist; train the run first (`{retrain(run)}`)")
     if info is None:
         info = read_run_info(run)
     try:
@@ -56,7 +57,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         # a truncated, foreign or hand-edited file: torch, the registry or a missing entry says what is wrong
         raise InputError(f"{run / 'model.pt'} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); "
-                         f"retrain the run (`emofusion train --out {run}`)") from None
+                         f"retrain the run (`{retrain(run)}`)") from None
     exp = info["config"]
     windowing = Windowing.from_training(exp["training"], key=f"fusion.experiments.{info['experiment']}.training")
     data = FusionData(manifest=manifest, labels=labels, stores=stores, backbones=exp["stores"], fold=info["fold"],
@@ -66,7 +67,7 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     model.to(device)
     bs = batch_size or int(exp["training"]["batch_size"])
     raw, _ = predict_frames(model, data, data.clips, device=device, batch_size=bs,
-                         amp=bool(exp["training"]["amp"]), workers=workers)
+                         amp=exp["training"]["amp"], workers=workers)
     lab = {c: fold_clip_labels(data, c) for c in data.clips}
     candidates = [int(w) for w in smoothing.get("windows", [1])]
     for w in candidates:

@@ -166,10 +166,13 @@ def backbone_options(features: dict, modality: str, name: str) -> dict:
 
 
 def backbone_config(features: dict, modality: str, name: str) -> dict:
-    """The part of the ``features:`` config one backbone's outputs depend on: its own options, the device, and for
-    visual backbones the batch and autocast settings (audio and text read neither). The workflow passes exactly
-    this to a backbone's rules and the shards record its hash, so changing anything else reruns nothing."""
+    """The part of the ``features:`` config one backbone's outputs depend on: its own options, the device (and
+    TF32 when on), and for visual backbones the batch and autocast settings (audio and text read neither). The
+    workflow passes exactly this to a backbone's rules and the shards record its hash, so changing anything else
+    reruns nothing."""
     section: dict[str, Any] = {"device": features["device"]}
+    if features.get("tf32"):  # only when on: stores built before the key existed keep their params and hash
+        section["tf32"] = True
     if modality == "visual":
         section.update(batch_size=features["batch_size"], amp=features["amp"])
     return {"features": {**section, modality: {"backbones": {name: backbone_options(features, modality, name)}}}}

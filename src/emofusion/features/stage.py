@@ -35,6 +35,7 @@ from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, 
 from emofusion.features.timeline import frame_times, words_on_frames
 from emofusion.io import atomic_path
 from emofusion.log import logger
+from emofusion.repair import rerun
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *,
             want = first[key] if key != "config_hash" else first["provenance"].get("config_hash")
             if value != want:
                 raise StoreMismatch(f"shards disagree on {key}: {paths[0]} has {want!r}, {p} has "
-                                    f"{value!r}; rerun the embedding of the stale one (`snakemake features`)")
+                                    f"{value!r}; rerun the embedding of the stale one (`{rerun(p)}`)")
         with h5py.File(p, "r") as f:
             for c in f:
                 if c in owner:

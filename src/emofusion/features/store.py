@@ -24,6 +24,7 @@ import numpy as np
 
 from emofusion.errors import EmofusionError, InputError
 from emofusion.io import atomic_path
+from emofusion.repair import rebuild_store
 
 SCHEMA_VERSION = 1
 # Root attributes every store carries (the merge checks that shards agree on the identity ones: same network,
@@ -140,7 +141,8 @@ class FeatureStore:
         for key, want in expected.items():
             if want is not None and self.attrs[key] != want:
                 raise StoreMismatch(f"{self.path}: {key} is {self.attrs[key]!r} but {want!r} was asked for; "
-                                    "rebuild the store (`snakemake features`) or point the config at the right one")
+                                    f"rebuild the store (`{rebuild_store(self.path)}`) or point the config at the "
+                                    "right one")
         self.width = int(self.attrs["width"])
         self._file = None
         self._pid: int | None = None
@@ -177,8 +179,8 @@ class FeatureStore:
     def read(self, clip: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:stop`` of one clip: ``features (n, D) float32`` and ``valid (n,) bool``."""
         if clip not in self.frames:
-            raise InputError(f"feature store {self.path} has no clip {clip!r}; rerun `snakemake features` so the "
-                             "store covers the manifest")
+            raise InputError(f"feature store {self.path} has no clip {clip!r}; rebuild it so it covers the manifest "
+                             f"(`{rebuild_store(self.path)}`)")
         if self._memory is not None:
             feats, valid = self._memory[clip]
             return feats[start:stop], valid[start:stop]

@@ -23,6 +23,7 @@ import numpy as np
 
 from emofusion.errors import ConfigError, EmofusionError, InputError
 from emofusion.log import logger
+from emofusion.metrics import INVALID, TARGETS
 from emofusion.predict.bundle import Model
 from emofusion.predict.cache import VideoCache, stage_key
 
@@ -268,7 +269,7 @@ class Predictor:
                           windowing=Windowing(**recipe["windowing"]), weights_sha256=extra["weights_sha256"],
                           normaliser=Normaliser.from_plain(extra["normaliser"]), check_labels=False)
         raw = predict_frames(self.network, data, [clip], device=self.device, batch_size=int(training["batch_size"]),
-                             amp=bool(training["amp"]))[0][clip]
+                             amp=training["amp"])[0][clip]
         smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
         return raw, smoothed
 
@@ -282,7 +283,11 @@ def _no_labels(vc: VideoCache, clip: str, frames: int) -> Path:
     path = vc.root / f"labels-{clip}-{frames}.h5"
     if not path.is_file():
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+            # the root attributes of a labels store (emofusion.labels.write_labels), so FusionData accepts it
+            h5.attrs["schema_version"] = 1
+            h5.attrs["targets"] = list(TARGETS)
+            h5.attrs["invalid_value"] = INVALID
             g = h5.create_group(clip)
-            g.create_dataset("values", data=np.full((frames, 2), -5.0, np.float32))
+            g.create_dataset("values", data=np.full((frames, 2), INVALID, np.float32))
             g.create_dataset("valid", data=np.zeros((frames, 2), bool))
     return path

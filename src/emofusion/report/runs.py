@@ -21,6 +21,8 @@ LOG_KEYS = ("epoch", "train_loss", "val_loss", "val_ccc_valence", "val_ccc_arous
 PREDICTION_COLUMNS = ("clip", "split", "frame", "valence", "arousal", "valence_smoothed", "arousal_smoothed",
                       "label_valence", "label_arousal", "valid_valence", "valid_arousal")
 VARIANTS = ("raw", "smoothed")  # metrics.json's two scores per split
+# A run folder's files (the training/evaluation contract); model.pt is optional to the report (it reads none of it).
+RUN_FILES = ("model.pt", "log.jsonl", "run.json", "predictions.parquet", "metrics.json")
 
 
 @dataclass(frozen=True)
@@ -146,3 +148,12 @@ def read_runs(paths: list[str | Path]) -> list[Run]:
 def target_columns(variant: str) -> list[str]:
     """Prediction columns of one variant: ``valence, arousal`` or ``valence_smoothed, arousal_smoothed``."""
     return [t if variant == "raw" else f"{t}_smoothed" for t in TARGETS]
+
+
+def run_file_checksums(path: str | Path) -> dict[str, str]:
+    """``{file name: sha256}`` of the run folder's files that exist (RUN_FILES): what a report was built from, so
+    `emofusion status` can tell when a run it describes was deleted or changed afterwards."""
+    from emofusion.provenance import file_sha256
+
+    path = Path(path)
+    return {name: file_sha256(path / name) for name in RUN_FILES if (path / name).is_file()}

@@ -25,7 +25,7 @@ from emofusion.io import atomic_path, write_json
 from emofusion.log import logger
 from emofusion.provenance import file_sha256, provenance
 from emofusion.report.plots import choose_clips, plot_ccc_per_model, plot_predictions, plot_training_curves
-from emofusion.report.runs import Run, read_runs, target_columns
+from emofusion.report.runs import Run, read_runs, run_file_checksums, target_columns
 from emofusion.report.submission import build_submission, check_submission, read_sample, write_submission
 from emofusion.report.table import POOLED, results_markdown, results_table
 
@@ -145,7 +145,8 @@ def write_report(*, config: dict[str, Any], manifest: pd.DataFrame, manifest_pat
         config={"report": report_cfg, "fusion": config.get("fusion")},
         manifest={"path": str(manifest_path), "sha256": file_sha256(manifest_path)},
         runs=[{"path": str(r.path), "experiment": r.experiment, "fold": r.fold, "seed": r.seed,
-               "provenance": r.metrics.get("provenance"), "stores": r.metrics.get("stores")} for r in runs])
+               "provenance": r.metrics.get("provenance"), "stores": r.metrics.get("stores"),
+               "files": run_file_checksums(r.path)} for r in runs])
     # Submissions first: a failing check then leaves no output at all.
     check = _write_submissions(out, runs, manifest, report_cfg, prov)
     plots = _write_plots(out, runs, table, splits[0], int(report_cfg["plot_clips"]))

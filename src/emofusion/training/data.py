@@ -3,7 +3,9 @@
 Everything is on the frame timeline; windows are gathered by index arithmetic (:mod:`.windows`). Two modes:
 in memory (all stores loaded once, normalised once; batches are one fancy-indexing gather) or lazy (each window's
 rows read from the stores when its batch is built, so DataLoader workers read in parallel; every worker opens the
-HDF5 files itself, see :class:`emofusion.features.store.FeatureStore`).
+HDF5 files itself, see :class:`emofusion.features.store.FeatureStore`). On top of in memory, ``device_data``: the
+normalised features, masks and labels live on the training device as tensors and batches are gathered there by
+index (no DataLoader, no host copies); on the CPU it gives the in-memory mode's batches bit for bit.
 
 Masks: a step of modality m is valid when at least one of its pooled frames is (no face, silence, no word ->
 invalid), and its feature is the mean over its valid pooled frames. A step's label is valid when the label of
@@ -23,9 +25,25 @@ import pandas as pd
 from emofusion.errors import ConfigError, InputError
 from emofusion.features.store import FeatureStore
 from emofusion.log import logger
+from emofusion.repair import rebuild_store
 from emofusion.training.windows import Windowing, windows_for
 
 IN_MEMORY_LIMIT = 8 << 30  # bytes of features below which `auto` loads the stores into memory
+
+
+def wants_device_data(mode: bool | str, device, nbytes: int, fraction: float) -> bool:
+    """``fusion.device_data``: True / False as given; "auto": on CUDA when ``nbytes`` fit in ``fraction`` of the
+    device's free memory, never on the CPU (the in-memory DataLoader path is as fast there)."""
+    if mode is True or mode is False:
+        return mode
+    if mode != "auto":
+        raise ConfigError(f"fusion.device_data: {mode!r} is not one of auto, true, false")
+    if device is None or device.type != "cuda":
+        return False
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < fraction * free
 
 
 @dataclass
@@ -76,7 +94,7 @@ def _check_finite(x: np.ndarray, path: Path, clip: str) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])
         raise InputError(f"feature store {path}: clip {clip!r} has NaN or inf features at {int(bad.any(1).sum())} "
-                         f"frame(s) (first: frame {row}); rebuild the store (`snakemake features`)")
+                         f"frame(s) (first: frame {row}); rebuild the store (`{rebuild_store(path)}`)")
 
 
 class FusionData:
@@ -86,6 +104,8 @@ class FusionData:
     ``weights_sha256``: optional expected weights checksum per modality (evaluation passes what training saw).
     ``normaliser``: given (evaluation: the checkpoint's) or fitted on the fold's training clips.
     ``in_memory``: True, False, or None (auto: in memory when the features take under 8 GiB).
+    ``device``, ``device_data`` (True, False or "auto") and ``device_fraction``: see :func:`wants_device_data`;
+    on the device the stores are loaded one modality at a time, so the host holds at most one of them.
     Every check runs here, before any training: a store of another backbone or schema (StoreMismatch), a clip of
     the manifest missing from a store or with another frame count, NaN/inf features, a fold without valid labels.
     """
@@ -93,7 +113,8 @@ class FusionData:
     def __init__(self, *, manifest: pd.DataFrame, labels: str | Path, stores: Mapping[str, str | Path],
                  backbones: Mapping[str, str], fold: int, windowing: Windowing,
                  weights_sha256: Mapping[str, str] | None = None, normaliser: Normaliser | None = None,
-                 in_memory: bool | None = None, check_labels: bool = True):
+                 in_memory: bool | None = None, check_labels: bool = True, device=None,
+                 device_data: bool | str = False, device_fraction: float = 0.5):
         from emofusion.corpus import fold_split
         from emofusion.models.config import MODALITIES
 
@@ -113,7 +134,8 @@ class FusionData:
             missing = [c for c in self.clips if c not in store]
             if missing:
                 raise InputError(f"feature store {store.path} lacks {len(missing)} clip(s) of the manifest "
-                                 f"(first: {missing[0]!r}); rerun `snakemake features` so it covers the manifest")
+                                 f"(first: {missing[0]!r}); rebuild it so it covers the manifest "
+                                 f"(`{rebuild_store(store.path)}`)")
             wrong = [c for c in self.clips if store.frames[c] != self.frames[c]]
             if wrong:
                 c = wrong[0]
@@ -126,6 +148,15 @@ class FusionData:
         self._load_labels(labels)
         if check_labels:
             self._check_fold(fold)
+        nbytes = (self.total + 1) * sum(4 * w + 1 for w in self.width.values())
+        if in_memory is False and device_data == "auto":  # --data lazy asked for the DataLoader
+            device_data = False
+        self.device = device if wants_device_data(device_data, device, nbytes, device_fraction) else None
+        if self.device is not None:
+            if in_memory is False:
+                raise ConfigError("fusion.device_data keeps the features on the device but --data lazy was asked; "
+                                  "use --data memory or auto, or set fusion.device_data to false or auto")
+            in_memory = True
         if in_memory is None:
             in_memory = sum(self.total * 4 * w for w in self.width.values()) < IN_MEMORY_LIMIT
         self.in_memory = in_memory
@@ -133,15 +164,13 @@ class FusionData:
 
     # --- set-up -------------------------------------------------------------------------------------------------
     def _load_labels(self, path: str | Path) -> None:
-        import h5py
+        from emofusion.labels import open_labels
 
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"labels store {path} does not exist; run `emofusion labels` (or snakemake) first")
         # one row past the end: the padding row every out-of-clip index points at (invalid)
         self.labels = np.full((self.total + 1, 2), -5.0, np.float32)
         self.label_valid = np.zeros((self.total + 1, 2), bool)
-        with h5py.File(path, "r") as h5:
+        with open_labels(path) as h5:
             for i, c in enumerate(self.clips):
                 if c not in h5:
                     raise InputError(f"labels store {path} has no clip {c!r}; rebuild it (`emofusion labels`)")
@@ -194,20 +223,41 @@ class FusionData:
             means[m], stds[m] = moments.result()
             if moments.n == 0 and normaliser is None:
                 logger.warning("%s: no valid frame in the training clips; its features are not normalised", store.path)
-            if self.in_memory:
-                self.features[m], self.valid[m] = feats, valid
+            if self.in_memory:  # normalised per modality, so the device path holds one store on the host at a time
+                x = (normaliser or Normaliser(mean=means, std=stds)).apply(m, feats)
+                x[~valid] = 0.0
+                self.features[m], self.valid[m] = x.astype(np.float32, copy=False), valid
+                del feats, x
+                if self.device is not None:
+                    self._to_device(m)
         self.normaliser = normaliser or Normaliser(mean=means, std=stds)
-        if self.in_memory:
-            for m in self.modalities:
-                x = self.normaliser.apply(m, self.features[m])
-                x[~self.valid[m]] = 0.0
-                self.features[m] = x.astype(np.float32)
         logger.info("fold data: %d clips (%s), %d frames, modalities %s (%s), %s", len(self.clips),
                     ", ".join(f"{sum(s == k for s in self.split.values())} {k}" for k in ("train", "validation",
                                                                                            "test")),
                     self.total, ", ".join(f"{m} {self.width[m]}-d" for m in self.modalities),
                     ", ".join(str(s.path) for s in self.stores.values()),
+                    f"on {self.device}" if self.device is not None else
                     "in memory" if self.in_memory else "read lazily")
+
+    def _to_device(self, m: str) -> None:
+        """Modality ``m``'s features and validity (and, the first time, labels and index tables) as tensors on
+        ``self.device``; on CUDA the host arrays are dropped (on the CPU the tensors share them)."""
+        import torch
+
+        dev = self.device
+        assert dev is not None
+        if not hasattr(self, "dev"):
+            self.dev: dict[str, Any] = {"features": {}, "valid": {},
+                        "labels": torch.from_numpy(self.labels).to(dev),
+                        "label_valid": torch.from_numpy(self.label_valid).to(dev),
+                        "offsets": torch.from_numpy(self.offsets).to(dev),
+                        "clip_frames": torch.from_numpy(self.clip_frames).to(dev),
+                        "pooled": torch.from_numpy(self.windowing.pooled_frames().astype(np.int64)).to(dev),
+                        "label": torch.from_numpy(self.windowing.label_frames().astype(np.int64)).to(dev)}
+        self.dev["features"][m] = torch.from_numpy(self.features[m]).to(dev)
+        self.dev["valid"][m] = torch.from_numpy(self.valid[m]).to(dev)
+        if dev.type != "cpu":
+            self.features[m] = self.valid[m] = None  # type: ignore[assignment]  # the device holds them now
 
     # --- batches ------------------------------------------------------------------------------------------------
     def windows(self, clips: list[str], hop: int) -> np.ndarray:
@@ -235,6 +285,8 @@ class FusionData:
         import torch
 
         windows = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
+        if self.device is not None:
+            return self._device_batch(windows)
         pooled, label = self.gather_index(windows)
         feats, masks = {}, {}
         for m in self.modalities:
@@ -248,6 +300,44 @@ class FusionData:
             masks[m] = torch.from_numpy(count > 0)
         return {"feats": feats, "masks": masks, "target": torch.from_numpy(self.labels[label]),
                 "target_mask": torch.from_numpy(self.label_valid[label])}
+
+    def _device_batch(self, windows: np.ndarray) -> dict[str, Any]:
+        """:meth:`batch` with every tensor gathered on ``self.device`` (only the (B, 2) window table travels).
+        The same arithmetic as the NumPy path in the same order (pooled frames added one after the other, float32
+        sums divided by the count), so on the CPU the batches are equal bit for bit."""
+        import torch
+
+        d = self.dev
+        w = torch.from_numpy(windows).to(self.device)
+        n, base, start = d["clip_frames"][w[:, 0]], d["offsets"][w[:, 0]], w[:, 1]
+        pooled = start[:, None, None] + d["pooled"][None]  # (B, steps, pool)
+        label = start[:, None] + d["label"][None]  # (B, steps)
+        pooled = torch.where(pooled < n[:, None, None], base[:, None, None] + pooled, self.total)
+        label = torch.where(label < n[:, None], base[:, None] + label, self.total)
+        feats, masks = {}, {}
+        flat = pooled.reshape(-1)  # index_select: one contiguous gather, faster than advanced indexing
+        for m in self.modalities:
+            v = d["valid"][m].index_select(0, flat).view(pooled.shape)  # (B, steps, pool)
+            x = d["features"][m].index_select(0, flat).view(*pooled.shape, -1) * v[..., None]  # (B, steps, pool, D)
+            total = x[:, :, 0]
+            for p in range(1, x.shape[2]):
+                total = total + x[:, :, p]
+            count = v.sum(dim=2)
+            feats[m] = total / count.clamp(min=1)[..., None].to(total.dtype)
+            masks[m] = count > 0
+        flat = label.reshape(-1)
+        return {"feats": feats, "masks": masks, "target": d["labels"].index_select(0, flat).view(*label.shape, 2),
+                "target_mask": d["label_valid"].index_select(0, flat).view(*label.shape, 2)}
+
+    def batches(self, windows: np.ndarray, index: list[list[int]], *, workers: int = 0, pin: bool = False):
+        """Batch dicts of ``windows[i]`` for each list ``i`` of ``index``, in order: gathered on the device when
+        the data lives there, else through a DataLoader (``workers`` processes for lazy reads)."""
+        import torch
+
+        if self.device is not None:
+            return DeviceBatches(self, windows, index)
+        return torch.utils.data.DataLoader(WindowBatches(self, windows), sampler=index, batch_size=None,
+                                           num_workers=workers, pin_memory=pin)
 
     def _read_lazy(self, m: str, windows: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Read each window's span of rows from store ``m`` (one contiguous HDF5 read per window), normalise,
@@ -266,6 +356,27 @@ class FusionData:
         local = np.where(pooled == self.total, span, local)  # padding -> the padding row
         rows = np.arange(B)[:, None, None]
         return block[rows, local], vblock[rows, local]
+
+
+class DeviceBatches:
+    """What :meth:`FusionData.batches` gives when the data lives on the device: an iterable like the DataLoader it
+    replaces (each ``iter()`` a new pass over ``index``), its batches gathered on the device."""
+
+    def __init__(self, data: FusionData, windows: np.ndarray, index: list[list[int]]):
+        self.data, self.windows, self.index = data, windows, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self):
+        import torch
+
+        # A DataLoader draws its workers' base seed from torch's RNG each time it is iterated (tqdm iterates it
+        # twice); draw as it does, so dropout and everything after see the random stream of the DataLoader path
+        # and a run on the device equals one through the loader bit for bit (on the CPU).
+        torch.empty((), dtype=torch.int64).random_()
+        return (self.data._device_batch(np.asarray(self.windows[np.asarray(i, dtype=np.int64)], np.int64))
+                for i in self.index)
 
 
 class WindowBatches:

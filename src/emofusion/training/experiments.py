@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emofusion.errors import ConfigError
+from emofusion.features.registry import backbone_class
 
 STORE_ROOT = Path("results/features")
 RUN_ROOT = Path("results/fusion")
@@ -56,6 +57,9 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
     import jsonschema
 
     experiments = fusion["experiments"]
+    if not experiments:
+        raise ConfigError(f"fusion.experiments is empty, so there is no experiment {name!r}: the defaults define "
+                          "none; pass the config that defines it, e.g. `--config config.yaml`")
     if name not in experiments:
         raise ConfigError(f"fusion.experiments has no experiment {name!r}; configured: {sorted(experiments)}")
     exp = copy.deepcopy(experiments[name])
@@ -76,6 +80,10 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
             "stores": dict(exp["stores"]), "preset": preset_name, "training": training}
 
 
+RUNTIME_DEFAULTS = {"tf32": False, "device_data": "auto", "device_memory_fraction": 0.5}  # fusion.<key>: how a
+# run computes; passed to a run's rules beside its experiment so `emofusion train` sees them
+
+
 def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = False) -> dict[str, Any]:
     """``{"fusion": ...}`` holding only experiment ``name``, its preset and the device (plus the smoothing
     settings for evaluation): a valid config section whose JSON changes only when this experiment does."""
@@ -85,6 +93,9 @@ def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = F
                                "presets": {preset: presets(fusion).get(preset, {})}}
     if smoothing:
         section["smoothing"] = fusion["smoothing"]
+    for key, default in RUNTIME_DEFAULTS.items():  # only when set otherwise: the default leaves the param as it was
+        if fusion.get(key, default) != default:
+            section[key] = fusion[key]
     return {"fusion": section}
 
 
@@ -94,7 +105,24 @@ def experiment_stores(fusion: dict[str, Any], name: str, root: str | Path = STOR
     return {m: str(store_path(m, b, root)) for m, b in exp["stores"].items()}
 
 
+def check_stores(fusion: dict[str, Any], root: str | Path = STORE_ROOT) -> None:
+    """Every store an experiment names is a registered backbone of its modality or an existing file under
+    ``root``; else a ConfigError naming the experiment's key (the DAG would otherwise fail on the store's rule,
+    naming no experiment)."""
+    for name, exp in sorted(fusion["experiments"].items()):
+        for modality, backbone in sorted(exp["stores"].items()):
+            if store_path(modality, backbone, root).is_file():
+                continue  # a store made outside the workflow (or by an earlier run): nothing to build
+            try:
+                backbone_class(modality, backbone)
+            except ConfigError as e:
+                known = str(e).partition("; ")[2]
+                raise ConfigError(f"fusion.experiments.{name}.stores.{modality}: unknown store {backbone!r}; "
+                                  f"{known}; no file {store_path(modality, backbone, root)} either") from None
+
+
 def grid(fusion: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """Every ``(experiment, fold, seed)`` run of the section, in a stable order."""
+    """Every ``(experiment, fold, seed)`` run of the section, in a stable order (its stores checked first)."""
+    check_stores(fusion)
     return [(name, fold, seed) for name in sorted(fusion["experiments"])
             for fold in fusion["folds"] for seed in fusion["seeds"]]

@@ -4,6 +4,7 @@ training (validation every epoch) and evaluation (every frame of every clip).
 - :func:`predict_steps` runs a model over windows in batches; :func:`predict_frames` reassembles them into one
   prediction per frame of every clip (overlaps averaged, see :func:`emofusion.training.windows.reassemble`),
   clipped to [-1, 1].
+- :func:`autocast_dtype`: the autocast dtype of a preset's ``amp``, for training and prediction alike.
 - :func:`fold_clip_labels`: the labels of one clip of a fold, aligned with its frames.
 """
 
@@ -15,24 +16,34 @@ from emofusion.metrics import TARGETS
 from emofusion.training.windows import reassemble
 
 
-def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, amp: bool = False,
+def autocast_dtype(amp: bool | str, device):
+    """The autocast dtype of a preset's ``amp`` on ``device``: True -> float16 on CUDA (float32 elsewhere),
+    "bf16" -> bfloat16 anywhere, False -> None (float32)."""
+    import torch
+
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp is True and device.type == "cuda":
+        return torch.float16
+    return None
+
+
+def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, amp: bool | str = False,
                   loss_fn=None, workers: int = 0) -> tuple[np.ndarray, float]:
     """Step-level predictions ``(W, L, T)`` float32 of ``windows`` in order, and the mean loss over the batches
     (``loss_fn(pred, target, mask)``; NaN without one)."""
     import torch
 
-    from emofusion.training.data import WindowBatches
-
     batches = [list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
-    loader = torch.utils.data.DataLoader(WindowBatches(data, windows), sampler=batches, batch_size=None,
-                                         num_workers=workers)
+    loader = data.batches(windows, batches, workers=workers)
+    dtype = autocast_dtype(amp, device)
     outs, losses = [], []
     model.eval()
     with torch.inference_mode():
         for batch in loader:
             feats = {m: x.to(device, non_blocking=True) for m, x in batch["feats"].items()}
             masks = {m: x.to(device, non_blocking=True) for m, x in batch["masks"].items()}
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 pred = model(feats, masks)
             if loss_fn is not None:
                 losses.append(float(loss_fn(pred, batch["target"].to(device), batch["target_mask"].to(device))))
@@ -41,7 +52,7 @@ def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, 
     return preds, float(np.mean(losses)) if losses else float("nan")
 
 
-def predict_frames(model, data, clips: list[str], *, device, batch_size: int, amp: bool = False,
+def predict_frames(model, data, clips: list[str], *, device, batch_size: int, amp: bool | str = False,
                    loss_fn=None, workers: int = 0) -> tuple[dict[str, np.ndarray], float]:
     """``{clip: (N, 2)}`` float32: exactly one prediction per frame, clipped to [-1, 1]; and the mean loss over
     the batches of windows (:func:`predict_steps`; NaN without ``loss_fn``)."""

@@ -2,7 +2,8 @@
 data to the best checkpoint, resumable.
 
 Optimiser and schedule from the resolved preset (Adam/AdamW, linear warm-up, ReduceLROnPlateau on the validation
-mean CCC), float16 autocast with a gradient scaler on CUDA, gradient clipping, early stopping; the best epoch by
+mean CCC), float16 autocast with a gradient scaler on CUDA (or bfloat16 autocast, ``amp: bf16``, on any device),
+gradient clipping, early stopping; features on the device when they fit (``fusion.device_data``); the best epoch by
 validation mean CCC (frame level: windows reassembled as `emofusion evaluate` does) is the checkpoint. Seeds:
 Python, NumPy and torch at the start, the shuffle of epoch e drawn from ``default_rng([seed, e])``, so it does not
 depend on how the run got there. Every epoch ends with ``resume.pt`` (model, optimiser, scheduler, scaler, RNG
@@ -13,6 +14,7 @@ CPU, ends bit-identical to an uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -27,7 +29,7 @@ from emofusion.log import logger, progress
 from emofusion.metrics import TARGETS, split_ccc
 from emofusion.provenance import config_hash, provenance
 from emofusion.training.experiments import resolve_experiment as resolve_experiment  # re-exported for the command
-from emofusion.training.predict import fold_clip_labels, predict_frames
+from emofusion.training.predict import autocast_dtype, fold_clip_labels, predict_frames
 from emofusion.training.windows import Windowing
 
 RESUME = "resume.pt"
@@ -63,10 +65,13 @@ def build_fusion_model(experiment: Mapping[str, Any], dims: Mapping[str, int], s
     return build_model(experiment["model"], **config.to_dict())
 
 
-def train_epoch(model, batches, *, opt, scaler, loss_fn, device, amp: bool, grad_clip: float | None) -> list[float]:
-    """One pass of optimisation over ``batches`` (dicts of :meth:`FusionData.batch`); the loss of each batch."""
+def train_epoch(model, batches, *, opt, scaler, loss_fn, device, amp: bool | str,
+                grad_clip: float | None) -> list[float]:
+    """One pass of optimisation over ``batches`` (dicts of :meth:`FusionData.batch`); the loss of each batch.
+    ``amp``: a preset's value (see :func:`autocast_dtype`); ``scaler`` enabled for float16 only."""
     import torch
 
+    dtype = autocast_dtype(amp, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     losses = []
@@ -74,9 +79,9 @@ def train_epoch(model, batches, *, opt, scaler, loss_fn, device, amp: bool, grad
         feats = {m: x.to(device, non_blocking=True) for m, x in batch["feats"].items()}
         masks = {m: x.to(device, non_blocking=True) for m, x in batch["masks"].items()}
         target, tmask = batch["target"].to(device), batch["target_mask"].to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             pred = model(feats, masks)
-        loss = loss_fn(pred, target, tmask)  # float32 whatever the autocast state
+        loss = loss_fn(pred.float(), target, tmask)  # float32 whatever the autocast state
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip:
@@ -106,22 +111,46 @@ def _fingerprint(experiment, fold, seed, data) -> str:
                         "clips": data.clips, "frames": data.total, "split": data.split, "labels": labels})
 
 
+def _read_resume(path: Path) -> dict | None:
+    """The training state in ``path``, or None after setting an unreadable file aside (a disk filled or a file
+    copied half-way): renamed to ``resume.pt.corrupt`` with a warning, so this run starts over and later runs do
+    not trip on it again."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict):
+            return state
+        problem = f"holds a {type(state).__name__}, not a training state"
+    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
+        problem = f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    logger.warning("%s %s; set aside as %s, training this run from the start", path, problem, aside)
+    return None
+
+
 def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str | Path, manifest, labels: str | Path,
               stores: Mapping[str, str], device, in_memory: bool | None = None, workers: int = 0,
-              stop_after: int | None = None) -> dict[str, Any]:
+              stop_after: int | None = None, device_data: bool | str = "auto",
+              device_fraction: float = 0.5) -> dict[str, Any]:
     """Train one run into ``out`` (model.pt, log.jsonl, run.json; resume.pt while it runs). Returns run.json's
-    content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests)."""
+    content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests).
+    ``device_data``/``device_fraction``: fusion.device_data and fusion.device_memory_fraction."""
     import torch
 
     from emofusion.models import CCCLoss, save_checkpoint
-    from emofusion.training.data import FusionData, WindowBatches
+    from emofusion.training.data import FusionData
 
     out = Path(out)
     name = experiment["name"]
     tr = experiment["training"]
     windowing = Windowing.from_training(tr, key=f"fusion.experiments.{name}.training")
     data = FusionData(manifest=manifest, labels=labels, stores=stores, backbones=experiment["stores"], fold=fold,
-                      windowing=windowing, in_memory=in_memory)
+                      windowing=windowing, in_memory=in_memory, device=device, device_data=device_data,
+                      device_fraction=device_fraction)
     seed_everything(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -132,8 +161,8 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=tr["plateau_factor"],
                                                         patience=tr["plateau_patience"])
              if tr["scheduler"] == "plateau" else None)
-    amp = bool(tr["amp"]) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    amp = tr["amp"]
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(amp, device) == torch.float16)
     loss_fn = CCCLoss(reduction=tr["loss_reduction"])
 
     train_windows = data.windows(data.clips_of("train"), windowing.train_hop)
@@ -147,8 +176,8 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
 
     start, best, best_epoch, since_best, best_state, log = 0, -float("inf"), -1, 0, None, []
     resume_path = out / RESUME
-    if resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
+    state = _read_resume(resume_path) if resume_path.is_file() else None
+    if state is not None:
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -178,8 +207,7 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
                 g["lr"] = tr["lr"] * (epoch + 1) / warm
         perm = np.random.default_rng([seed, epoch]).permutation(len(train_windows))
         batches = [perm[i:i + bs].tolist() for i in range(0, len(perm), bs)]
-        loader = torch.utils.data.DataLoader(WindowBatches(data, train_windows), sampler=batches, batch_size=None,
-                                             num_workers=workers, pin_memory=device.type == "cuda")
+        loader = data.batches(train_windows, batches, workers=workers, pin=device.type == "cuda")
         bar = progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch")
         losses = train_epoch(model, bar, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp,
                              grad_clip=tr["grad_clip"])

@@ -1,0 +1,54 @@
+"""The repair commands emofusion prints: each one works as printed, from the project folder (where `snakemake` runs).
+
+Snakemake decides what to run from file times, so two kinds of damage are invisible to a plain `snakemake`: a file
+edited in place (newer than what it was made from, so "up to date") and a job whose outputs exist while an input it
+was made from is gone. ``--forcerun FILE`` reruns the job that makes FILE whatever the times say, and then every job
+after it that the default target needs; a missing file is simply asked for by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+SNAKEMAKE = "snakemake --cores 2"
+RUN_LAYOUT = re.compile(r"(?:^|/)results/fusion/[^/]+/fold\d+/seed\d+$")
+
+
+def workflow_path(path: str | os.PathLike) -> str:
+    """``path`` as the workflow names it: relative to the working directory when it lies below it (Snakemake
+    matches targets by their relative names), shell-quoted."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            p = p.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    return shlex.quote(str(p))
+
+
+def rerun(path: str | os.PathLike) -> str:
+    """The command that makes ``path`` again even if Snakemake thinks it is up to date, and what follows from it."""
+    return f"{SNAKEMAKE} --forcerun {workflow_path(path)}"
+
+
+def make(path: str | os.PathLike) -> str:
+    """The command that makes a missing ``path`` (and what it needs)."""
+    return f"{SNAKEMAKE} {workflow_path(path)}"
+
+
+def retrain(run: str | os.PathLike) -> str:
+    """How to train run folder ``run`` again: a Snakemake command for a run of the workflow
+    (results/fusion/<experiment>/fold<k>/seed<s>), else `emofusion train` with what the run needs."""
+    run_path = Path(run)
+    if RUN_LAYOUT.search(run_path.resolve().as_posix()) or RUN_LAYOUT.search(run_path.as_posix()):
+        return rerun(run_path / "model.pt")
+    return (f"emofusion train --config CONFIG --experiment NAME --fold K --seed S --manifest MANIFEST "
+            f"--labels LABELS --out {shlex.quote(str(run_path))} (the values this run was trained with)")
+
+
+def rebuild_store(path: str | os.PathLike) -> str:
+    """How to rebuild a feature store from its shards (an edited, stale or damaged store)."""
+    return rerun(path)
