@@ -585,3 +585,176 @@ def test_cuda_detection_matches_cpu(detector):
     a = warp_faces(image, m, 112).numpy().astype(int)
     b = warp_faces(image.cuda(), m.cuda(), 112).cpu().numpy().astype(int)
     assert np.abs(a - b).max() <= 1
+
+
+# ------------------------------------------------------------- overlapped pipeline, GPU decode choice, shards
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Byte-identical data and attributes, provenance aside (it names the run)."""
+    x, y = read_faces(a), read_faces(b)
+    for name in DATASETS:
+        assert x[name].dtype == y[name].dtype and x[name].tobytes() == y[name].tobytes(), name
+    ax, ay = dict(x["attrs"]), dict(y["attrs"])
+    ax.pop("provenance"), ay.pop("provenance")
+    assert ax.keys() == ay.keys()
+    for k in ax:
+        assert np.array_equal(ax[k], ay[k]), k
+
+
+@pytest.mark.parametrize("clip, settings", [
+    ("face", FaceSettings(device="cpu", batch_size=5)),
+    ("pair_left", FaceSettings(device="cpu", batch_size=3, detect_every=3, fill_gaps=2)),
+])
+def test_overlapped_pipeline_writes_the_sequential_store(media, tmp_path, clip, settings):
+    video = media["pair" if clip.startswith("pair") else clip]
+    for pipeline in ("sequential", "overlapped"):
+        extract_faces(video, tmp_path / f"{pipeline}.h5", clip=clip, settings=settings, pipeline=pipeline)
+    assert_same_store(tmp_path / "sequential.h5", tmp_path / "overlapped.h5")
+    assert read_faces(tmp_path / "overlapped.h5")["valid"].any()
+    assert read_faces(tmp_path / "overlapped.h5", crops=False)["attrs"]["provenance"]["detector"]["decode"] == "cpu"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov",
+                                  "noface_face.mov", "no_face.mp4"])
+def test_overlapped_pipeline_writes_the_sequential_store_on_the_whole_test_videos(tmp_path, name):
+    settings = FaceSettings(device="cpu", batch_size=16)
+    for pipeline in ("sequential", "overlapped"):
+        extract_faces(PYFEAT / name, tmp_path / f"{pipeline}.h5", clip="clip", settings=settings, pipeline=pipeline)
+    assert_same_store(tmp_path / "sequential.h5", tmp_path / "overlapped.h5")
+
+
+@pytest.mark.parametrize("where", ["decode", "process", "write"])
+def test_overlapped_failure_in_any_step_reaches_the_caller_without_a_hang(where):
+    import threading
+    import weakref
+
+    from emofusion.faces.pipeline import run_overlapped
+
+    alive: weakref.WeakSet = weakref.WeakSet()
+    peak, written = [0], []
+
+    class Item:  # stands in for a batch of frames: counts how many exist at once
+        def __init__(self, i):
+            self.i = i
+            alive.add(self)
+
+    def items():
+        for i in range(50):
+            if where == "decode" and i == 7:
+                raise InputError("video x.mp4: decoding failed at frames 7")
+            yield Item(i)
+
+    def process(item):
+        peak[0] = max(peak[0], len(alive))
+        if where == "process" and item.i == 7:
+            raise RuntimeError("detection failed at batch 7")
+        return item.i
+
+    def write(i):
+        if where == "write" and i == 7:
+            raise OSError("disk full at batch 7")
+        written.append(i)
+
+    before = threading.active_count()
+    with pytest.raises((InputError, RuntimeError, OSError), match="at (frames|batch) 7"):
+        run_overlapped(items(), process, write, depth=1)
+    assert threading.active_count() == before  # the other steps stopped
+    assert written == list(range(len(written))) and len(written) <= 7
+    assert peak[0] <= 2  # one being detected, one decoded ahead
+    # And without a failure: every item once, in order.
+    written.clear()
+    where = "nowhere"
+    assert run_overlapped(items(), process, write, depth=1) == 50
+    assert written == list(range(50))
+
+
+def test_detection_failure_in_the_overlapped_stage_leaves_no_store(media, tmp_path, monkeypatch):
+    from emofusion.faces.stage import FaceAligner
+
+    real = FaceAligner.__call__
+    calls = []
+
+    def failing(self, frames):
+        calls.append(len(frames))
+        if len(calls) == 2:
+            raise RuntimeError("injected detector failure")
+        return real(self, frames)
+
+    monkeypatch.setattr(FaceAligner, "__call__", failing)
+    out = tmp_path / "out" / "clip.h5"
+    out.parent.mkdir()
+    with pytest.raises(RuntimeError, match="injected detector failure"):
+        extract_faces(media["face"], out, clip="clip", settings=FaceSettings(device="cpu", batch_size=4))
+    assert list(out.parent.iterdir()) == []
+
+
+def test_decode_choice_follows_the_detector_and_refuses_cuda_without_a_gpu(monkeypatch):
+    from emofusion.faces.stage import decode_device
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda:0")
+    assert decode_device("auto", cpu) == "cpu" and decode_device("cpu", gpu) == "cpu"
+    assert decode_device("auto", gpu) == "cuda:0"  # on the detector's own GPU: no copy through the host
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"faces\.decode is 'cuda'"):
+        decode_device("cuda", cpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert decode_device("cuda", cpu) == "cuda" and decode_device("cuda", gpu) == "cuda:0"
+    from emofusion.config import validate_config
+
+    assert validate_config({})["faces"]["decode"] == "auto"
+    with pytest.raises(ConfigError, match="decode"):
+        validate_config({"faces": {"decode": "nvdec"}})
+
+
+def test_gpu_decoder_failure_falls_back_to_the_cpu_with_one_warning(media, tmp_path, monkeypatch, caplog):
+    import emofusion.faces.stage as stage
+    import emofusion.video as video
+
+    real = video.open_decoder
+    asked = []
+
+    def factory(path, *, device="cpu", **kw):
+        asked.append(device)
+        if device != "cpu":
+            raise RuntimeError("Unsupported device: NVDEC is not available")
+        return real(path, device=device, **kw)
+
+    settings = FaceSettings(device="cpu", batch_size=5)
+    extract_faces(media["face"], tmp_path / "cpu.h5", clip="face", settings=settings)
+    monkeypatch.setattr(video, "open_decoder", factory)
+    monkeypatch.setattr(stage, "decode_device", lambda decode, device: "cuda")  # as with decode: cuda on a GPU
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        extract_faces(media["face"], tmp_path / "fallback.h5", clip="face", settings=settings)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(media["face"]) in warnings[0] and "on the CPU" in warnings[0], warnings
+    assert asked == ["cuda", "cpu"]
+    assert_same_store(tmp_path / "cpu.h5", tmp_path / "fallback.h5")
+    assert read_faces(tmp_path / "fallback.h5", crops=False)["attrs"]["provenance"]["detector"]["decode"] == "cpu"
+
+
+def test_shard_writes_each_clip_as_one_job_would_and_skips_a_bad_one(media, broken, tmp_path, caplog):
+    cfg = ["--config-json", json.dumps({"faces": {"batch_size": 5, "device": "cpu", "detect_every": 3}})]
+    clips = [("face", media["face"]), ("pair_left", media["pair"]), ("pair_right", media["pair"])]
+    for clip, video in clips:
+        assert run_cli(*cfg, "--video", str(video), "--clip", clip, "--out", str(tmp_path / "one" / f"{clip}.h5")) == 0
+    args = [a for clip, video in clips for a in ("--video", str(video), "--clip", clip,
+                                                  "--out", str(tmp_path / "shard" / f"{clip}.h5"))]
+    assert run_cli(*cfg, *args) == 0
+    for clip, _ in clips:  # the detector reused across clips starts each one afresh (detect_every's key frames)
+        assert_same_store(tmp_path / "one" / f"{clip}.h5", tmp_path / "shard" / f"{clip}.h5")
+    # A broken video in the middle of a shard: the others are written, the bad one is named, exit 1.
+    shard = [(media["face"], "a"), (broken["text"], "bad"), (media["face"], "face")]
+    args = [a for video, clip in shard for a in ("--video", str(video), "--clip", clip,
+                                                 "--out", str(tmp_path / "bad" / f"{clip}.h5"))]
+    with caplog.at_level(logging.ERROR, logger="emofusion"):
+        assert run_cli(*cfg, *args) == 1
+    assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == ["a.h5", "face.h5"]
+    assert "1 of 3 clips of the shard failed" in caplog.text and str(broken["text"]) in caplog.text
+    assert read_faces(tmp_path / "bad" / "face.h5", crops=False)["attrs"]["clip"] == "face"
+    # Mismatched options are a usage error naming them.
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="emofusion"):
+        assert run_cli("--video", str(media["face"]), "--video", str(media["face"]), "--out", "x.h5") == 1
+    assert "--out once per clip" in caplog.text

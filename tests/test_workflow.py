@@ -185,3 +185,11 @@ def test_a_local_asr_model_is_an_input_of_the_transcripts(workdir):
     job = out[out.index("rule transcribe:"):]
     assert str(checkpoint) in job.split("output:")[0], job
     assert "convert_whisper" not in out  # a checkpoint path needs no conversion
+
+
+def test_dry_run_with_local_profile(workdir):
+    """The local profile (its face-jobs-per-GPU resource included) plans the whole DAG."""
+    proc = snakemake(*on_demo(workdir, "-n", "--quiet", "rules", "--workflow-profile",
+                              str(REPO / "workflow" / "profiles" / "local")), cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert planned_jobs(proc.stdout)["faces"] == 12

@@ -147,16 +147,29 @@ def _check_complete(path: Path, fmt: str, announced: int, packets: int, tagged: 
         raise InputError(f"video {path} is truncated: {short}; copy it again from the corpus")
 
 
-def open_decoder(path: str | Path, *, threads: int = 1, stream_index: int | None = None):
+def open_decoder(path: str | Path, *, threads: int = 1, stream_index: int | None = None, device: str = "cpu"):
     """A torchcodec VideoDecoder (exact seek mode: a full scan gives the true frame count) of stream
-    ``stream_index`` (default: FFmpeg's pick), errors named."""
+    ``stream_index`` (default: FFmpeg's pick) decoding on ``device`` (``cuda``: NVDEC), errors named."""
     from torchcodec.decoders import VideoDecoder
 
     try:
         return VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=max(0, int(threads)),
-                            stream_index=stream_index)
+                            stream_index=stream_index, device=device)
     except (RuntimeError, ValueError) as e:
         raise InputError(f"video {path} cannot be decoded: {_reason(e)}; check it with `ffprobe {path}`") from None
+
+
+def open_gpu_decoder(path: Path, *, threads: int, stream_index: int):
+    """A CUDA (NVDEC) decoder of ``path`` that has decoded its first frame, or None after ONE warning naming the
+    video when that fails (no NVDEC, a torchcodec without CUDA, a codec or profile the GPU cannot decode): the
+    caller then decodes on the CPU. The first frame is decoded here because NVDEC refuses a codec only then."""
+    try:
+        decoder = open_decoder(path, threads=threads, stream_index=stream_index, device="cuda")
+        decoder.get_frame_at(0)
+        return decoder
+    except Exception as e:  # whatever the GPU decoder raises, the CPU decodes this video
+        logger.warning("%s: cannot decode on the GPU (%s); decoding this video on the CPU", path, _reason(e))
+        return None
 
 
 @dataclass(frozen=True)
@@ -207,16 +220,25 @@ class VideoStream:
     ``prefetch`` the next batch is decoded in a background thread while the caller works on the current one (at
     most two batches in memory; useful when the model runs on a GPU). A decoding failure, or fewer frames than the
     scan announced, raises InputError naming the file and the frames.
+
+    ``device="cuda"`` decodes on the GPU (NVDEC): the batches are CUDA tensors, so a detector on that GPU takes
+    them without a copy through the host; where the GPU cannot decode this video, it is decoded on the CPU after
+    one warning (:func:`open_gpu_decoder`). ``decode_device`` says which one decodes.
     """
 
-    def __init__(self, path: str | Path, *, batch_size: int, threads: int = 1, prefetch: bool = False):
+    def __init__(self, path: str | Path, *, batch_size: int, threads: int = 1, prefetch: bool = False,
+                 device: str = "cpu"):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.path = Path(path)
         self.batch_size = int(batch_size)
         self.prefetch = prefetch
         info = probe(self.path)  # checks the file first, so a bad one gets the specific message
-        self._decoder = open_decoder(self.path, threads=threads, stream_index=info.stream_index)
+        decoder = None
+        if str(device).startswith("cuda"):
+            decoder = open_gpu_decoder(self.path, threads=threads, stream_index=info.stream_index)
+        self.decode_device = "cuda" if decoder is not None else "cpu"
+        self._decoder = decoder or open_decoder(self.path, threads=threads, stream_index=info.stream_index)
         self.info = _as_decoded(self.path, info, self._decoder)
         self.frames = int(self._decoder.metadata.num_frames or 0)
         if self.frames <= 0:

@@ -20,7 +20,7 @@ VIDEOS = {c.video_id: c for c in reversed(list(CLIPS.values()))}  # video id -> 
 
 # Keys added after results existed, left out of a rule's params while at their default: a new version with a new
 # option then reruns nothing until the option is used (the command fills the same default).
-QUIET_DEFAULTS = {"corpus": {"on_bad_video": "error"}}
+QUIET_DEFAULTS = {"corpus": {"on_bad_video": "error"}, "faces": {"decode": "auto"}}
 
 
 def config_json(*sections):

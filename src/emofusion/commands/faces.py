@@ -1,4 +1,5 @@
-"""emofusion faces: the subject's aligned face in every frame of one clip, into results/faces/<clip>.h5."""
+"""emofusion faces: the subject's aligned face in every frame of a clip (or of each clip of a shard), into
+results/faces/<clip>.h5."""
 
 from __future__ import annotations
 
@@ -21,39 +22,70 @@ With --crops DIR (corpora that ship aligned crops, e.g. Aff-Wild2 cropped_aligne
 frame + 1) the same store is built from the images without detection; missing images are frames without a face.
 Frames without a face are invalid (faces.fill_gaps copies the nearest face into short gaps, flagged in
 `filled`). A video without any face gives an all-invalid store and a warning. An unreadable, empty, truncated or
-audio-only file fails with the file named; nothing is left at --out on failure."""
+audio-only file fails with the file named; nothing is left at --out on failure.
+A shard (--video, --out and, if given, --clip and --crops repeated once per clip) runs its clips one after
+another in one process, MTCNN loaded once; each store is written as its clip ends (a killed shard loses only the
+clip it was on); a clip with a bad input is skipped and named at the end (exit status 1). Decoding, detection and
+the writes overlap; faces.decode picks the GPU's decoder (NVDEC) or the CPU's."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--video", required=True, help="the clip's video (gives the frame timeline in both modes)")
-    p.add_argument("--clip", help="clip id (default: the video's file stem); a _left/_right suffix picks the side")
-    p.add_argument("--crops", metavar="DIR", help="folder of pre-aligned crops %%05d.jpg (skips detection)")
-    p.add_argument("--out", required=True, help="output HDF5 path (e.g. results/faces/<clip>.h5)")
+    p.add_argument("--video", action="append", required=True,
+                   help="the clip's video (gives the frame timeline in both modes); repeat it, with --out (and "
+                        "--clip, --crops) as often, for a shard of clips in one process")
+    p.add_argument("--clip", action="append", default=[],
+                   help="clip id (default: the video's file stem); a _left/_right suffix picks the side")
+    p.add_argument("--crops", metavar="DIR", action="append", default=[],
+                   help="folder of pre-aligned crops %%05d.jpg (skips detection)")
+    p.add_argument("--out", action="append", required=True,
+                   help="output HDF5 path (e.g. results/faces/<clip>.h5)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for torch and the video decoder (default 0: torch's default, one decoder thread)")
 
 
-def run(args: argparse.Namespace) -> int:
+def parse_jobs(args: argparse.Namespace) -> list:
+    """The shard's clips from the repeated --video/--clip/--crops/--out options (the i-th of each), ids
+    validated."""
     from pathlib import Path
 
+    from emofusion.corpus import validate_clip_id
+    from emofusion.errors import ConfigError
+    from emofusion.faces.stage import FaceJob
+
+    n = len(args.video)
+    if len(args.out) != n or len(args.clip) not in (0, n) or len(args.crops) not in (0, n):
+        raise ConfigError(f"give --video and --out once per clip ({n} --video, {len(args.out)} --out), and --clip "
+                          f"and --crops either never or once per clip ({len(args.clip)} --clip, {len(args.crops)} "
+                          "--crops)")
+    jobs = []
+    for i in range(n):
+        clip = validate_clip_id(args.clip[i] if args.clip else Path(args.video[i]).stem, source="--clip")
+        jobs.append(FaceJob(video=args.video[i], clip=clip, out=args.out[i],
+                            crops=(args.crops[i] or None) if args.crops else None))
+    outs = [j.out for j in jobs]
+    if len(set(outs)) != len(outs):
+        twice = sorted({o for o in outs if outs.count(o) > 1})
+        raise ConfigError(f"two clips of the shard write the same --out: {twice}")
+    return jobs
+
+
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from emofusion.config import load_config
-    from emofusion.corpus import validate_clip_id
-    from emofusion.faces.stage import FaceSettings, extract_faces, faces_from_crops
+    from emofusion.faces.stage import FaceJob, FaceSettings, extract_face_shard
     from emofusion.provenance import provenance
 
     cfg = load_config(args.config, overrides=args.config_json)
     settings = FaceSettings.from_config(cfg["faces"])
-    clip = validate_clip_id(args.clip or Path(args.video).stem, source="--clip")
+    jobs = parse_jobs(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    source = "cropped_aligned" if args.crops else "mtcnn"
-    prov = provenance(config={"faces": cfg["faces"]}, source=source, video=args.video, crops=args.crops)
-    if args.crops:
-        faces_from_crops(args.crops, args.video, args.out, clip=clip, settings=settings, provenance=prov)
-    else:
-        extract_faces(args.video, args.out, clip=clip, settings=settings, threads=max(1, args.threads),
-                      provenance=prov)
+
+    def prov(job: FaceJob) -> dict:
+        return provenance(config={"faces": cfg["faces"]}, source="cropped_aligned" if job.crops else "mtcnn",
+                          video=job.video, crops=job.crops)
+
+    extract_face_shard(jobs, settings=settings, threads=max(1, args.threads), provenance=prov)
     return 0

@@ -25,6 +25,7 @@ class FaceSettings:
     reacquire_after: int = 15
     batch_size: int = 32
     device: str = "auto"
+    decode: str = "auto"
     fill_gaps: int = 0
 
     @classmethod

@@ -75,15 +75,19 @@ class MTCNNDetector:
         self.factor = float(factor)
         self.max_side = int(max_side) if max_side else None
         self.detect_every = int(detect_every)
-        self._seen = 0  # frames seen so far (key frames are multiples of detect_every)
-        self._carry = None  # (n, 5) faces of the last key frame, detection pixels, for the next call
-        self._carry_frame = 0  # that key frame's index in the stream
-        self._warned_min = False
+        self.reset()
         # channels-last convolutions are 2-4x faster on CPU and fine on CUDA; the pyramid is kept channels-last
         # too, so a level is also an (N*h*w, 3) pixel table for the crop gather without a copy.
         self.pnet = PNet().to(self.device, memory_format=torch.channels_last).eval()
         self.rnet = RNet().to(self.device, memory_format=torch.channels_last).eval()
         self.onet = ONet().to(self.device, memory_format=torch.channels_last).eval()
+
+    def reset(self) -> None:
+        """Start a new stream (the next clip of a shard): the networks stay loaded, the per-clip state goes."""
+        self._seen = 0  # frames seen so far (key frames are multiples of detect_every)
+        self._carry = None  # (n, 5) faces of the last key frame, detection pixels, for the next call
+        self._carry_frame = 0  # that key frame's index in the stream
+        self._warned_min = False
 
     def detection_size(self, height: int, width: int) -> tuple[int, int, float]:
         """(h, w, scale) of the image MTCNN sees for a ``height x width`` frame."""
