@@ -39,8 +39,9 @@ def load(paths: list[Path]) -> list[dict]:
         try:
             doc = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"{path}: not a readable JSON figure file ({e}); rerun the benchmark with "
-                             "--json") from None
+            raise SystemExit(
+                f"{path}: not a readable JSON figure file ({e}); rerun the benchmark with --json"
+            ) from None
         if not isinstance(doc, dict) or "benchmark" not in doc or "figures" not in doc:
             raise SystemExit(f"{path}: no 'benchmark'/'figures' keys; write it with a benchmark's --json option")
         doc["path"] = str(path)
@@ -60,9 +61,18 @@ def rows_for(doc: dict, gpus: int) -> list[dict]:
     out = []
 
     def add(stage, rate, unit, hours, sharded=True, note=""):
-        out.append({"stage": stage, "rate": rate, "unit": unit, "hours": hours,
-                    "hours_n": hours / gpus if sharded else hours, "sharded": sharded, "note": note,
-                    "source": src})
+        out.append(
+            {
+                "stage": stage,
+                "rate": rate,
+                "unit": unit,
+                "hours": hours,
+                "hours_n": hours / gpus if sharded else hours,
+                "sharded": sharded,
+                "note": note,
+                "source": src,
+            }
+        )
 
     if kind == "faces":
         rows = f.get("end_to_end", [])
@@ -70,8 +80,13 @@ def rows_for(doc: dict, gpus: int) -> list[dict]:
             frames, seconds = sum(r["frames"] for r in rows), sum(r["seconds"] for r in rows)
             fps = frames / seconds
             batch = f.get("settings", {}).get("batch_size")
-            add(f"faces (one job, batch {batch})", fps, "frames/s", FRAMES / fps / 3600,
-                note=f"{len(rows)} videos, {frames} frames; start-up excluded")
+            add(
+                f"faces (one job, batch {batch})",
+                fps,
+                "frames/s",
+                FRAMES / fps / 3600,
+                note=f"{len(rows)} videos, {frames} frames; start-up excluded",
+            )
     elif kind == "embed":
         for r in f.get("embed", []):
             precision = "fp16" if r.get("amp") else "fp32"
@@ -81,26 +96,35 @@ def rows_for(doc: dict, gpus: int) -> list[dict]:
         if "audio" in f:
             add("audio extraction", f["audio"]["rtf"], "x real time", AUDIO_HOURS / f["audio"]["rtf"])
         for r in f.get("asr", []):
-            add(f"ASR {r['engine']} ({r['compute']}, beam {r['beam']})", r["rtf"], "x real time",
-                AUDIO_HOURS / r["rtf"])
+            add(
+                f"ASR {r['engine']} ({r['compute']}, beam {r['beam']})", r["rtf"], "x real time", AUDIO_HOURS / r["rtf"]
+            )
     elif kind == "train":
         scale = FRAMES / f["frames"]
         for r in f.get("rows", []):
             per_epoch = r["epoch_s"] * scale
             util = f", GPU {r['gpu_util']:.0f} %" if r.get("gpu_util") is not None else ""
-            add(f"train {r['model']} per epoch ({r['data']}, {r['amp']})", FRAMES / per_epoch, "frames/s",
-                per_epoch / 3600, sharded=False,
-                note=f"{per_epoch:.0f} s/epoch; model alone {r['model_s'] * scale:.0f} s{util}")
+            add(
+                f"train {r['model']} per epoch ({r['data']}, {r['amp']})",
+                FRAMES / per_epoch,
+                "frames/s",
+                per_epoch / 3600,
+                sharded=False,
+                note=f"{per_epoch:.0f} s/epoch; model alone {r['model_s'] * scale:.0f} s{util}",
+            )
     return out
 
 
 def table(rows: list[dict], gpus: int) -> str:
-    lines = [f"| stage | measured | hours on 1 device | hours on {gpus} devices | note | source |",
-             "|---|--:|--:|--:|---|---|"]
+    lines = [
+        f"| stage | measured | hours on 1 device | hours on {gpus} devices | note | source |",
+        "|---|--:|--:|--:|---|---|",
+    ]
     for r in rows:
         n = f"{r['hours_n']:.2f}" if r["sharded"] else f"{r['hours_n']:.2f} (per run; {gpus} runs at once)"
-        lines.append(f"| {r['stage']} | {r['rate']:.1f} {r['unit']} | {r['hours']:.2f} | {n} | {r['note']} | "
-                     f"{r['source']} |")
+        lines.append(
+            f"| {r['stage']} | {r['rate']:.1f} {r['unit']} | {r['hours']:.2f} | {n} | {r['note']} | {r['source']} |"
+        )
     return "\n".join(lines)
 
 
@@ -116,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("no stage figures in these files", file=sys.stderr)
         return 1
-    print(f"Aff-Wild2: {VIDEOS} videos, {FRAMES / 1e6:.2f} M frames, {AUDIO_HOURS:.1f} h of audio "
-          f"(../shared/PROTOCOL.md)\n")
+    print(
+        f"Aff-Wild2: {VIDEOS} videos, {FRAMES / 1e6:.2f} M frames, {AUDIO_HOURS:.1f} h of audio "
+        f"(../shared/PROTOCOL.md)\n"
+    )
     print(table(rows, args.gpus))
     return 0
 

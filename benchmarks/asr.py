@@ -59,11 +59,23 @@ def bench_asr(args, audio: np.ndarray) -> list[dict]:
     rows = []
     base = load_config()["asr"]
     for engine_name in args.engines:
-        overrides = {k: v for k, v in {"engine": engine_name, "device": args.device, "beam_size": args.beam_size,
-                                       "batch_size": args.batch_size, "compute_type": args.compute_type,
-                                       "model": args.model}.items() if v is not None}
-        if engine_name == "openai-whisper" and overrides.get("compute_type", "auto") not in ("auto", "float32",
-                                                                                              "float16"):
+        overrides = {
+            k: v
+            for k, v in {
+                "engine": engine_name,
+                "device": args.device,
+                "beam_size": args.beam_size,
+                "batch_size": args.batch_size,
+                "compute_type": args.compute_type,
+                "model": args.model,
+            }.items()
+            if v is not None
+        }
+        if engine_name == "openai-whisper" and overrides.get("compute_type", "auto") not in (
+            "auto",
+            "float32",
+            "float16",
+        ):
             overrides["compute_type"] = "auto"
         t0 = time.perf_counter()
         try:
@@ -82,10 +94,20 @@ def bench_asr(args, audio: np.ndarray) -> list[dict]:
             walls.append(time.perf_counter() - t0)
             words = sum(len(s["words"]) for s in segments)
         wall = min(walls)
-        rows.append({"engine": engine_name, "device": engine.info["device"],
-                     "compute": engine.info["compute_type"], "beam": opts.beam_size,
-                     "batch": opts.batch_size if engine_name == "faster-whisper" else "-", "load_s": load,
-                     "audio_s": audio.size / 16000, "wall_s": wall, "rtf": audio.size / 16000 / wall, "words": words})
+        rows.append(
+            {
+                "engine": engine_name,
+                "device": engine.info["device"],
+                "compute": engine.info["compute_type"],
+                "beam": opts.beam_size,
+                "batch": opts.batch_size if engine_name == "faster-whisper" else "-",
+                "load_s": load,
+                "audio_s": audio.size / 16000,
+                "wall_s": wall,
+                "rtf": audio.size / 16000 / wall,
+                "words": words,
+            }
+        )
     return rows
 
 
@@ -100,11 +122,32 @@ def bench_audio(args) -> list[dict]:
         if args.synthetic_minutes:  # a long video (tiny frames, 48 kHz stereo AAC) to show streaming throughput
             long = Path(tmp) / f"synthetic-{args.synthetic_minutes:g}min.mp4"
             secs = str(args.synthetic_minutes * 60)
-            subprocess.run(["ffmpeg", "-y", "-v", "error",
-                            "-f", "lavfi", "-i", f"testsrc=size=64x48:rate=25:duration={secs}",
-                            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={secs}",
-                            "-ac", "2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(long)],
-                           check=True)
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-y",
+                    "-v",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"testsrc=size=64x48:rate=25:duration={secs}",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    f"sine=frequency=440:sample_rate=48000:duration={secs}",
+                    "-ac",
+                    "2",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-c:a",
+                    "aac",
+                    str(long),
+                ],
+                check=True,
+            )
             videos.append(long)
         if videos:  # warm-up: library loading and first-call costs are not throughput
             extract_audio(videos[0], Path(tmp) / "warmup.wav", missing_audio="silence")
@@ -112,8 +155,15 @@ def bench_audio(args) -> list[dict]:
             t0 = time.perf_counter()
             info = extract_audio(v, Path(tmp) / f"{v.stem}.wav", missing_audio="silence")
             wall = time.perf_counter() - t0
-            rows.append({"video": v.name, "audio_s": info["duration_seconds"], "wall_s": wall,
-                         "rtf": info["duration_seconds"] / wall, "offset_s": info["offset_seconds"]})
+            rows.append(
+                {
+                    "video": v.name,
+                    "audio_s": info["duration_seconds"],
+                    "wall_s": wall,
+                    "rtf": info["duration_seconds"] / wall,
+                    "offset_s": info["offset_seconds"],
+                }
+            )
     return rows
 
 
@@ -133,8 +183,12 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engines", nargs="+", default=["faster-whisper", "openai-whisper"],
-                   choices=["faster-whisper", "openai-whisper"])
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        default=["faster-whisper", "openai-whisper"],
+        choices=["faster-whisper", "openai-whisper"],
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     p.add_argument("--model", help="asr.model (default: the config's, tiny.en-bundled)")
     p.add_argument("--beam-size", type=int)
@@ -145,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="timed runs per engine (the fastest is reported)")
     p.add_argument("--speech", type=Path, default=DATA / "speech_emotion_va", help="folder of 16 kHz speech wavs")
     p.add_argument("--videos", type=Path, default=DATA / "pyfeat_videos", help="folder of videos for extraction")
-    p.add_argument("--synthetic-minutes", type=float, default=0.0,
-                   help="also extract from a synthetic video this long (48 kHz stereo AAC), made with ffmpeg")
+    p.add_argument(
+        "--synthetic-minutes",
+        type=float,
+        default=0.0,
+        help="also extract from a synthetic video this long (48 kHz stereo AAC), made with ffmpeg",
+    )
     p.add_argument("--skip-audio", action="store_true", help="only the ASR engines")
     p.add_argument("--skip-asr", action="store_true", help="only the audio extraction")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON (for benchmarks/affwild2.py)")
@@ -158,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     from emofusion.log import setup_logging
 
     setup_logging(False)
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"device {args.device}, threads {args.threads or 'all'}")
+    print(
+        f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"device {args.device}, threads {args.threads or 'all'}"
+    )
     if not args.skip_audio:
         rows = bench_audio(args)
         tot_a, tot_w = sum(r["audio_s"] for r in rows), sum(r["wall_s"] for r in rows)

@@ -73,10 +73,16 @@ def make_face_store(path: Path, frames: int) -> None:
     idx = np.arange(frames) % len(crops)
     valid = (np.arange(frames) % 8) != 7
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset("crops", shape=(frames, 112, 112, 3), dtype=np.uint8,
-                              chunks=(min(32, frames), 112, 112, 3), compression="gzip", compression_opts=1)
+        ds = f.create_dataset(
+            "crops",
+            shape=(frames, 112, 112, 3),
+            dtype=np.uint8,
+            chunks=(min(32, frames), 112, 112, 3),
+            compression="gzip",
+            compression_opts=1,
+        )
         for lo in range(0, frames, 256):
-            ds[lo:lo + 256] = crops[idx[lo:lo + 256]]
+            ds[lo : lo + 256] = crops[idx[lo : lo + 256]]
         f["valid"] = valid
         f.attrs.update({"schema_version": 1, "clip": "bench", "video": ""})
 
@@ -95,13 +101,34 @@ def make_audio(directory: Path, frames: int, fps: float = 30.0) -> Path:
     wav = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(t))) + 0.05 * rng.standard_normal(n)
     path = directory / "bench.wav"
     sf.write(path, wav.astype(np.float32), sr, subtype="PCM_16")
-    write_json(directory / "bench.json", {
-        "schema": "emofusion.audio/1", "video": "bench", "audio_source": "bench", "sample_rate": sr,
-        "num_samples": n, "duration_seconds": n / sr, "video_start_seconds": 0.0,
-        "video_duration_seconds": frames / fps, "frames": frames, "fps": fps, "time_origin": "first video frame",
-        "source_stream": None, "has_audio": True, "audio_start_seconds": 0.0, "offset_seconds": 0.0,
-        "offset_samples": 0, "valid_start_sample": 0, "valid_end_sample": n, "clipped_samples": 0, "gaps": 0,
-        "gap_seconds": 0.0, "overlaps": 0, "overlap_seconds": 0.0})
+    write_json(
+        directory / "bench.json",
+        {
+            "schema": "emofusion.audio/1",
+            "video": "bench",
+            "audio_source": "bench",
+            "sample_rate": sr,
+            "num_samples": n,
+            "duration_seconds": n / sr,
+            "video_start_seconds": 0.0,
+            "video_duration_seconds": frames / fps,
+            "frames": frames,
+            "fps": fps,
+            "time_origin": "first video frame",
+            "source_stream": None,
+            "has_audio": True,
+            "audio_start_seconds": 0.0,
+            "offset_seconds": 0.0,
+            "offset_samples": 0,
+            "valid_start_sample": 0,
+            "valid_end_sample": n,
+            "clipped_samples": 0,
+            "gaps": 0,
+            "gap_seconds": 0.0,
+            "overlaps": 0,
+            "overlap_seconds": 0.0,
+        },
+    )
     return path
 
 
@@ -113,13 +140,26 @@ def make_transcript(directory: Path, frames: int, fps: float = 30.0) -> Path:
     from emofusion.asr.transcript import COLUMNS, SCHEMA
     from emofusion.io import write_parquet
 
-    vocab = ("well i think that is really quite good but we should not go there again today because it was "
-             "so loud and everybody seemed a little tired after the long drive home").split()
+    vocab = (
+        "well i think that is really quite good but we should not go there again today because it was "
+        "so loud and everybody seemed a little tired after the long drive home"
+    ).split()
     n = int(frames / fps * 2.5)
     starts = np.arange(n) * 0.4
-    rows = [{"kind": "word", "segment": 0, "text": vocab[i % len(vocab)], "start": s, "end": s + 0.3,
-             "probability": 1.0, "avg_logprob": np.nan, "no_speech_prob": np.nan, "compression_ratio": np.nan}
-            for i, s in enumerate(starts)]
+    rows = [
+        {
+            "kind": "word",
+            "segment": 0,
+            "text": vocab[i % len(vocab)],
+            "start": s,
+            "end": s + 0.3,
+            "probability": 1.0,
+            "avg_logprob": np.nan,
+            "no_speech_prob": np.nan,
+            "compression_ratio": np.nan,
+        }
+        for i, s in enumerate(starts)
+    ]
     path = directory / "bench.parquet"
     write_parquet(path, pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS), metadata={"schema": SCHEMA})
     return path
@@ -191,9 +231,17 @@ def child(args) -> None:
     seconds = time.perf_counter() - t0
     if modality == "visual":
         forward_fps = forward_only(backbone, faces, args, device)
-    out = {"backbone": f"{modality}:{name}", "amp": bool(args.amp and backbone.amp and device.type == "cuda"),
-           "width": backbone.width, "frames": len(valid), "embedded": int(valid.sum()), "seconds": seconds,
-           "fps": len(valid) / seconds, "peak_rss_mb": rss_mb(), "above_built_mb": rss_mb() - base}
+    out = {
+        "backbone": f"{modality}:{name}",
+        "amp": bool(args.amp and backbone.amp and device.type == "cuda"),
+        "width": backbone.width,
+        "frames": len(valid),
+        "embedded": int(valid.sum()),
+        "seconds": seconds,
+        "fps": len(valid) / seconds,
+        "peak_rss_mb": rss_mb(),
+        "above_built_mb": rss_mb() - base,
+    }
     if modality == "visual":
         out["forward_fps"] = forward_fps
     if device.type == "cuda":
@@ -239,9 +287,24 @@ def embed_table(args, work: Path) -> list[dict]:
     amps = [False, True] if args.device == "cuda" else [False]
     for spec in args.backbones:
         for amp in amps:
-            cmd = [sys.executable, __file__, "--child", spec, "--work", str(work), "--device", args.device,
-                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)] + (["--amp"] if amp else []) \
+            cmd = (
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    spec,
+                    "--work",
+                    str(work),
+                    "--device",
+                    args.device,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--threads",
+                    str(args.threads),
+                ]
+                + (["--amp"] if amp else [])
                 + (["--tf32"] if args.tf32 else [])
+            )
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:  # e.g. an optional wheel (PyEmotion) not installed: skip the row, say why
                 note = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -266,13 +329,25 @@ def read_table(args, work: Path) -> dict:
     from emofusion.features.store import FeatureStore, store_attrs, write_store
 
     rng = np.random.default_rng(0)
-    attrs = store_attrs(modality="visual", backbone="bench", width=128, native_rate=0.0, timeline="t",
-                        weights_sha256="none", weights_source="bench", licence="-", provenance={})
+    attrs = store_attrs(
+        modality="visual",
+        backbone="bench",
+        width=128,
+        native_rate=0.0,
+        timeline="t",
+        weights_sha256="none",
+        weights_source="bench",
+        licence="-",
+        provenance={},
+    )
     shards = []
     for i in range(args.clips):
         path = work / "shards" / f"clip{i:04d}.h5"
-        write_store(path, [(f"clip{i:04d}", rng.standard_normal((500, 128)).astype(np.float32),
-                            rng.random(500) > 0.1, 30.0)], attrs)
+        write_store(
+            path,
+            [(f"clip{i:04d}", rng.standard_normal((500, 128)).astype(np.float32), rng.random(500) > 0.1, 30.0)],
+            attrs,
+        )
         shards.append(path)
     merged = work / "merged.h5"
     t0 = time.perf_counter()
@@ -312,11 +387,18 @@ def read_table(args, work: Path) -> dict:
         return time.perf_counter() - t
 
     plain()  # warm the page cache: every row below reads the same cached bytes
-    best = {name: min(fn() for _ in range(3))
-            for name, fn in (("plain", plain), ("lazy", lazy), ("again", again), ("load", whole))}
+    best = {
+        name: min(fn() for _ in range(3))
+        for name, fn in (("plain", plain), ("lazy", lazy), ("again", again), ("load", whole))
+    }
     warm_store.close()
-    return {"clips": args.clips, "file_mb": size / 2**20, "payload_mb": payload / 2**20, "merge_s": merge_s,
-            **{f"{k}_mb_s": size / 2**20 / v for k, v in best.items()}}
+    return {
+        "clips": args.clips,
+        "file_mb": size / 2**20,
+        "payload_mb": payload / 2**20,
+        "merge_s": merge_s,
+        **{f"{k}_mb_s": size / 2**20 / v for k, v in best.items()},
+    }
 
 
 def main() -> None:
@@ -326,8 +408,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per backbone process")
     p.add_argument("--clips", type=int, default=400, help="clips in the read benchmark's store")
-    p.add_argument("--backbones", nargs="+", metavar="MODALITY:NAME",
-                   help=f"default: {' '.join(DEFAULT)} (+ {' '.join(GPU_EXTRA)} with --device cuda)")
+    p.add_argument(
+        "--backbones",
+        nargs="+",
+        metavar="MODALITY:NAME",
+        help=f"default: {' '.join(DEFAULT)} (+ {' '.join(GPU_EXTRA)} with --device cuda)",
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -357,20 +443,28 @@ def main() -> None:
         rows = embed_table(args, work)
         reads = read_table(args, work)
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "-"
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {args.device} "
-          f"({gpu}), {args.threads} torch threads, batch {args.batch_size}\n")
-    print("| backbone | width | AMP | frames | embedded | frames/s | forward alone frames/s | peak RSS MB | "
-          "above built MB |" + (" CUDA peak MB |" if args.device == "cuda" else ""))
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {args.device} "
+        f"({gpu}), {args.threads} torch threads, batch {args.batch_size}\n"
+    )
+    print(
+        "| backbone | width | AMP | frames | embedded | frames/s | forward alone frames/s | peak RSS MB | "
+        "above built MB |" + (" CUDA peak MB |" if args.device == "cuda" else "")
+    )
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.device == "cuda" else ""))
     for r in rows:
         fwd = f"{r['forward_fps']:.1f}" if "forward_fps" in r else "-"
-        print(f"| {r['backbone']} | {r['width']} | {'fp16' if r['amp'] else 'fp32'} | {r['frames']} | "
-              f"{r['embedded']} | {r['fps']:.1f} | {fwd} | {r['peak_rss_mb']:.0f} | {r['above_built_mb']:.0f} |"
-              + (f" {r['cuda_peak_mb']:.0f} |" if "cuda_peak_mb" in r else ""))
+        print(
+            f"| {r['backbone']} | {r['width']} | {'fp16' if r['amp'] else 'fp32'} | {r['frames']} | "
+            f"{r['embedded']} | {r['fps']:.1f} | {fwd} | {r['peak_rss_mb']:.0f} | {r['above_built_mb']:.0f} |"
+            + (f" {r['cuda_peak_mb']:.0f} |" if "cuda_peak_mb" in r else "")
+        )
     for s in args.skipped:
         print(f"\nskipped: {s['backbone']} ({s['reason']})")
-    print(f"\nstore: {reads['clips']} clips x 500 frames x 128 float32, {reads['file_mb']:.1f} MB on disk; merge of "
-          f"{reads['clips']} shards {reads['merge_s']:.2f} s\n")
+    print(
+        f"\nstore: {reads['clips']} clips x 500 frames x 128 float32, {reads['file_mb']:.1f} MB on disk; merge of "
+        f"{reads['clips']} shards {reads['merge_s']:.2f} s\n"
+    )
     print("| read | MB/s |\n|---|---|")
     print(f"| plain sequential read() of the file | {reads['plain_mb_s']:.0f} |")
     print(f"| FeatureStore.read, clip by clip, first pass (lazy open) | {reads['lazy_mb_s']:.0f} |")

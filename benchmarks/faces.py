@@ -42,9 +42,14 @@ DATA = Path(os.environ.get("EMOFUSION_SHARED_DATA", Path(__file__).resolve().par
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import write_figures  # noqa: E402  (benchmarks/ is not a package)
 
-DEFAULT_VIDEOS = ["pyfeat_videos/single_face.mp4", "pyfeat_videos/WolfgangLanger_Pexels.mp4",
-                  "pyfeat_videos/face_noface.mov", "pyfeat_videos/noface_face.mov", "pyfeat_videos/no_face.mp4",
-                  "street_faces/video.mp4"]
+DEFAULT_VIDEOS = [
+    "pyfeat_videos/single_face.mp4",
+    "pyfeat_videos/WolfgangLanger_Pexels.mp4",
+    "pyfeat_videos/face_noface.mov",
+    "pyfeat_videos/noface_face.mov",
+    "pyfeat_videos/no_face.mp4",
+    "street_faces/video.mp4",
+]
 
 
 def rss_mb() -> float:
@@ -65,8 +70,13 @@ def current_rss_mb() -> float:
 def settings_from(args):
     from emofusion.faces.config import FaceSettings
 
-    return FaceSettings(batch_size=args.batch_size, device=args.device, min_face_size=args.min_face_size,
-                        max_side=args.max_side or None, detect_every=args.detect_every)
+    return FaceSettings(
+        batch_size=args.batch_size,
+        device=args.device,
+        min_face_size=args.min_face_size,
+        max_side=args.max_side or None,
+        detect_every=args.detect_every,
+    )
 
 
 def child(args) -> None:
@@ -88,29 +98,55 @@ def child(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = extract_faces(args.child, Path(tmp) / "store.h5", clip=Path(args.child).stem, settings=settings,
-                                threads=args.threads or 1)
+        summary = extract_faces(
+            args.child, Path(tmp) / "store.h5", clip=Path(args.child).stem, settings=settings, threads=args.threads or 1
+        )
         seconds = time.perf_counter() - start
         size_mb = (Path(tmp) / "store.h5").stat().st_size / 2**20
-    out = {"frames": summary.frames, "valid": summary.valid, "seconds": seconds, "fps": summary.frames / seconds,
-           "base_mb": base, "peak_mb": rss_mb(), "store_mb": size_mb,
-           "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
+    out = {
+        "frames": summary.frames,
+        "valid": summary.valid,
+        "seconds": seconds,
+        "fps": summary.frames / seconds,
+        "base_mb": base,
+        "peak_mb": rss_mb(),
+        "store_mb": size_mb,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+    }
     print("RESULT " + json.dumps(out), flush=True)
 
 
 def run_child(video: Path, args) -> dict | None:
     """One end-to-end run in its own process; None (with a note) when it failed."""
-    cmd = [sys.executable, __file__, "--child", str(video), "--device", args.device, "--batch-size",
-           str(args.batch_size), "--min-face-size", str(args.min_face_size), "--max-side", str(args.max_side),
-           "--threads", str(args.threads), "--detect-every", str(args.detect_every)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(video),
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+        "--min-face-size",
+        str(args.min_face_size),
+        "--max-side",
+        str(args.max_side),
+        "--threads",
+        str(args.threads),
+        "--detect-every",
+        str(args.detect_every),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
-        skip(args, f"{video.name}: the run failed ({(proc.stderr.strip().splitlines() or ['no output'])[-1]})",
-             failed=True)
+        skip(
+            args,
+            f"{video.name}: the run failed ({(proc.stderr.strip().splitlines() or ['no output'])[-1]})",
+            failed=True,
+        )
         print(proc.stderr[-3000:], file=sys.stderr)
         return None
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def skip(args, note: str, *, failed: bool = False) -> None:
@@ -156,28 +192,56 @@ def same_frames(video: Path, args) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     found_batched = 0
     for i in range(0, n, settings.batch_size):
-        found_batched += int(aligner(frames[i:i + settings.batch_size])["valid"].sum())
+        found_batched += int(aligner(frames[i : i + settings.batch_size])["valid"].sum())
     sync()
     batched, batched_cpu = time.perf_counter() - start, time.process_time() - cpu
 
     images = [Image.fromarray(f) for f in frames.permute(0, 2, 3, 1).numpy()]
-    mtcnn = MTCNN(image_size=settings.size, min_face_size=settings.min_face_size,
-                  thresholds=list(settings.thresholds), factor=settings.pyramid_factor, device=device)
+    mtcnn = MTCNN(
+        image_size=settings.size,
+        min_face_size=settings.min_face_size,
+        thresholds=list(settings.thresholds),
+        factor=settings.pyramid_factor,
+        device=device,
+    )
     mtcnn(images[0])
     sync()
     start, cpu = time.perf_counter(), time.process_time()
     found_ref = sum(mtcnn(img) is not None for img in images)
     sync()
     per_frame, per_frame_cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"frames": n, "size": f"{w}x{h}", "batched_fps": n / batched, "per_frame_fps": n / per_frame,
-            "ratio": per_frame / batched, "cpu_ratio": per_frame_cpu / batched_cpu,
-            "found_batched": found_batched, "found_ref": found_ref}
+    return {
+        "frames": n,
+        "size": f"{w}x{h}",
+        "batched_fps": n / batched,
+        "per_frame_fps": n / per_frame,
+        "ratio": per_frame / batched,
+        "cpu_ratio": per_frame_cpu / batched_cpu,
+        "found_batched": found_batched,
+        "found_ref": found_ref,
+    }
 
 
 def looped(video: Path, times: int, folder: Path) -> Path:
     out = folder / f"{video.stem}_x{times}{video.suffix}"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(times - 1), "-i", str(video), "-map", "0:v",
-                    "-c", "copy", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            str(times - 1),
+            "-i",
+            str(video),
+            "-map",
+            "0:v",
+            "-c",
+            "copy",
+            str(out),
+        ],
+        check=True,
+    )
     return out
 
 
@@ -191,8 +255,11 @@ def table_end_to_end(videos: list[Path], args) -> list[dict]:
             continue
         rows.append({"video": v.name, **r})
         cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
-        print(f"{v.name:32s} {r['frames']:7d} {r['valid']:6d} {r['fps']:8.1f} {r['peak_mb']:8.0f} "
-              f"{r['peak_mb'] - r['base_mb']:6.0f} {cuda:>8s}", flush=True)
+        print(
+            f"{v.name:32s} {r['frames']:7d} {r['valid']:6d} {r['fps']:8.1f} {r['peak_mb']:8.0f} "
+            f"{r['peak_mb'] - r['base_mb']:6.0f} {cuda:>8s}",
+            flush=True,
+        )
     return rows
 
 
@@ -204,19 +271,25 @@ def table_same_frames(videos: list[Path], args) -> list[dict]:
     if importlib.util.find_spec("facenet_pytorch") is None:
         skip(args, "table 2: facenet-pytorch (its per-frame MTCNN is the baseline) is not installed")
         return []
-    print(f"\n## 2. Same frames (first {args.baseline_frames or 'all'}): batched vs facenet-pytorch mtcnn(img) "
-          "per frame")
+    print(
+        f"\n## 2. Same frames (first {args.baseline_frames or 'all'}): batched vs facenet-pytorch mtcnn(img) per frame"
+    )
     print("(ratio: wall time; cpu: process CPU time, less sensitive to other load on the machine)")
-    print(f"{'video':32s} {'size':>10s} {'frames':>7s} {'batched fps':>12s} {'per-frame fps':>14s} {'ratio':>7s} "
-          f"{'cpu':>6s} {'faces b/ref':>12s}")
+    print(
+        f"{'video':32s} {'size':>10s} {'frames':>7s} {'batched fps':>12s} {'per-frame fps':>14s} {'ratio':>7s} "
+        f"{'cpu':>6s} {'faces b/ref':>12s}"
+    )
     ratios, cpu_ratios, rows = [], [], []
     for v in videos:
         r = same_frames(v, args)
         rows.append({"video": v.name, **r})
         ratios.append(r["ratio"])
         cpu_ratios.append(r["cpu_ratio"])
-        print(f"{v.name:32s} {r['size']:>10s} {r['frames']:7d} {r['batched_fps']:12.2f} {r['per_frame_fps']:14.2f} "
-              f"{r['ratio']:6.1f}x {r['cpu_ratio']:5.1f}x {r['found_batched']:5d}/{r['found_ref']:<5d}", flush=True)
+        print(
+            f"{v.name:32s} {r['size']:>10s} {r['frames']:7d} {r['batched_fps']:12.2f} {r['per_frame_fps']:14.2f} "
+            f"{r['ratio']:6.1f}x {r['cpu_ratio']:5.1f}x {r['found_batched']:5d}/{r['found_ref']:<5d}",
+            flush=True,
+        )
     geo = float(torch.tensor(ratios).log().mean().exp())
     geo_cpu = float(torch.tensor(cpu_ratios).log().mean().exp())
     print(f"{'geometric mean':32s} {'':>10s} {'':>7s} {'':>12s} {'':>14s} {geo:6.1f}x {geo_cpu:5.1f}x")
@@ -239,8 +312,11 @@ def table_length(args) -> list[dict]:
             rows.append({"times": times, **r})
             cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
             grown = r["peak_mb"] - r["base_mb"]
-            print(f"{times:7d}x {r['frames']:7d} {r['fps']:8.1f} {r['peak_mb']:8.0f} {grown:6.0f} {cuda:>8s} "
-                  f"{r['store_mb']:9.1f}", flush=True)
+            print(
+                f"{times:7d}x {r['frames']:7d} {r['fps']:8.1f} {r['peak_mb']:8.0f} {grown:6.0f} {cuda:>8s} "
+                f"{r['store_mb']:9.1f}",
+                flush=True,
+            )
     return rows
 
 
@@ -258,13 +334,20 @@ def overlap_rates(video: Path, args) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     detector = make_detector(settings, device)
     start = time.perf_counter()
-    frames = torch.cat([b.frames for b in VideoStream(video, batch_size=settings.batch_size,
-                                                      threads=args.threads or 1)])
+    frames = torch.cat(
+        [b.frames for b in VideoStream(video, batch_size=settings.batch_size, threads=args.threads or 1)]
+    )
     decode = time.perf_counter() - start
     n, _, h, w = frames.shape
     FaceAligner(settings, width=w, height=h, side=None, device=device, detector=detector)(frames[:2])  # warm-up
-    out = {"frames": n, "size": f"{w}x{h}", "decode_fps": n / decode, "alone_fps": 0.0, "sequential_fps": 0.0,
-           "overlapped_fps": 0.0}
+    out = {
+        "frames": n,
+        "size": f"{w}x{h}",
+        "decode_fps": n / decode,
+        "alone_fps": 0.0,
+        "sequential_fps": 0.0,
+        "overlapped_fps": 0.0,
+    }
     # Best of --repeat rounds, the three measured in turn in each: other load on the machine only slows a run.
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(max(1, args.repeat)):
@@ -272,29 +355,42 @@ def overlap_rates(video: Path, args) -> dict:
             sync()
             start = time.perf_counter()
             for i in range(0, n, settings.batch_size):
-                aligner(frames[i:i + settings.batch_size])
+                aligner(frames[i : i + settings.batch_size])
             sync()
             out["alone_fps"] = max(out["alone_fps"], n / (time.perf_counter() - start))
             for pipeline in ("sequential", "overlapped"):
                 start = time.perf_counter()
-                extract_faces(video, Path(tmp) / f"{pipeline}.h5", clip=video.stem, settings=settings,
-                              threads=args.threads or 1, detector=detector, pipeline=pipeline)
+                extract_faces(
+                    video,
+                    Path(tmp) / f"{pipeline}.h5",
+                    clip=video.stem,
+                    settings=settings,
+                    threads=args.threads or 1,
+                    detector=detector,
+                    pipeline=pipeline,
+                )
                 out[f"{pipeline}_fps"] = max(out[f"{pipeline}_fps"], n / (time.perf_counter() - start))
     return out
 
 
 def table_overlap(videos: list[Path], args) -> list[dict]:
     print("\n## 4. Overlap: end to end (decode + detect + track + align + write, models loaded) against the aligner")
-    print(f"alone on the same frames decoded beforehand, best of {args.repeat} rounds; 'of alone' = overlapped / "
-          "alone (the issue's goal: 80 %)")
-    print(f"{'video':32s} {'size':>10s} {'frames':>7s} {'decode':>8s} {'alone':>8s} {'seq.':>8s} {'overl.':>8s} "
-          f"{'of alone':>9s}")
+    print(
+        f"alone on the same frames decoded beforehand, best of {args.repeat} rounds; 'of alone' = overlapped / "
+        "alone (the issue's goal: 80 %)"
+    )
+    print(
+        f"{'video':32s} {'size':>10s} {'frames':>7s} {'decode':>8s} {'alone':>8s} {'seq.':>8s} {'overl.':>8s} "
+        f"{'of alone':>9s}"
+    )
     rows = []
     for v in videos:
         r = overlap_rates(v, args)
-        print(f"{v.name:32s} {r['size']:>10s} {r['frames']:7d} {r['decode_fps']:8.1f} {r['alone_fps']:8.1f} "
-              f"{r['sequential_fps']:8.1f} {r['overlapped_fps']:8.1f} {r['overlapped_fps'] / r['alone_fps']:8.0%}",
-              flush=True)
+        print(
+            f"{v.name:32s} {r['size']:>10s} {r['frames']:7d} {r['decode_fps']:8.1f} {r['alone_fps']:8.1f} "
+            f"{r['sequential_fps']:8.1f} {r['overlapped_fps']:8.1f} {r['overlapped_fps'] / r['alone_fps']:8.0%}",
+            flush=True,
+        )
         rows.append({"video": v.name, **r})
     return rows
 
@@ -311,8 +407,14 @@ def main() -> None:
     p.add_argument("--baseline-frames", type=int, default=24, help="frames per video for table 2 (0 = all)")
     p.add_argument("--loop", type=int, default=8, help="length multiple of the looped video in table 3")
     p.add_argument("--loop-video", type=Path, default=DATA / "pyfeat_videos" / "single_face.mp4")
-    p.add_argument("--tables", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3, 4],
-                   help="which tables to run (default: 1 2 3; 4 = the overlapped pipeline against the aligner alone)")
+    p.add_argument(
+        "--tables",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        choices=[1, 2, 3, 4],
+        help="which tables to run (default: 1 2 3; 4 = the overlapped pipeline against the aligner alone)",
+    )
     p.add_argument("--repeat", type=int, default=3, help="table 4: rounds per video, the best one reported")
     p.add_argument("--quick", action="store_true", help="one short video, 8 frames, loop 2x (a smoke test)")
     p.add_argument("--json", metavar="PATH", help="also write every table's figures as JSON")
@@ -334,11 +436,15 @@ def main() -> None:
     if missing:
         sys.exit(f"missing video(s): {', '.join(missing)} (set EMOFUSION_SHARED_DATA or pass --videos)")
     device = args.device
-    print(f"# face stage benchmark: {platform.node()}, {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device != "cpu" and torch.cuda.is_available() else ""))
-    print(f"# batch_size {args.batch_size}, min_face_size {args.min_face_size}, max_side {args.max_side or 'off'}, "
-          f"detect_every {args.detect_every}")
+    print(
+        f"# face stage benchmark: {platform.node()}, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device != "cpu" and torch.cuda.is_available() else "")
+    )
+    print(
+        f"# batch_size {args.batch_size}, min_face_size {args.min_face_size}, max_side {args.max_side or 'off'}, "
+        f"detect_every {args.detect_every}"
+    )
 
     tables = {}
     if 1 in args.tables:
@@ -351,8 +457,7 @@ def main() -> None:
         tables["overlap"] = table_overlap(videos, args)
     if args.json:
         settings = {k: getattr(args, k) for k in ("batch_size", "min_face_size", "max_side", "detect_every")}
-        write_figures(args.json, "faces", {**tables, "settings": settings, "skipped": args.skipped},
-                      device=args.device)
+        write_figures(args.json, "faces", {**tables, "settings": settings, "skipped": args.skipped}, device=args.device)
     if any(s["failed"] for s in args.skipped):
         sys.exit("some runs failed: " + "; ".join(s["note"] for s in args.skipped if s["failed"]))
 

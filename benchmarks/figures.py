@@ -23,15 +23,22 @@ def machine(device: str) -> dict[str, Any]:
     import torch
 
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     cuda = str(device).startswith("cuda") and torch.cuda.is_available()
-    return {"device": str(device), "gpu": torch.cuda.get_device_name(0) if cuda else None,
-            "cpus": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__, "commit": commit,
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "commit": commit,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
 
 
 def write_figures(path: str | os.PathLike, benchmark: str, figures: dict[str, Any], *, device: str) -> None:
@@ -41,5 +48,9 @@ def write_figures(path: str | os.PathLike, benchmark: str, figures: dict[str, An
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps({"benchmark": benchmark, "machine": machine(device), "figures": figures},
-                                        indent=2, default=float) + "\n")
+        Path(tmp).write_text(
+            json.dumps(
+                {"benchmark": benchmark, "machine": machine(device), "figures": figures}, indent=2, default=float
+            )
+            + "\n"
+        )

@@ -31,8 +31,12 @@ from emofusion.models import build_model, ccc_loss, list_models
 
 RJCMA_SHAPE = {"batch": 12, "seq_len": 300, "dims": {"visual": 512, "audio": 128, "text": 768}}
 AV_SHAPE = {"batch": 64, "seq_len": 16, "dims": {"visual": 512, "audio": 512}}
-QUICK_RJCMA = {"batch": 2, "seq_len": 12, "dims": {"visual": 32, "audio": 16, "text": 48},
-               "config": {"tcn_channels": {"visual": [16, 16], "audio": [8, 8], "text": [16, 8]}}}
+QUICK_RJCMA = {
+    "batch": 2,
+    "seq_len": 12,
+    "dims": {"visual": 32, "audio": 16, "text": 48},
+    "config": {"tcn_channels": {"visual": [16, 16], "audio": [8, 8], "text": [16, 8]}},
+}
 QUICK_AV = {"batch": 4, "seq_len": 8, "dims": {"visual": 32, "audio": 24}}
 
 
@@ -50,8 +54,9 @@ def rss_kib() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def measure(name: str, *, device: str, amp: bool, quick: bool, iters: int, warmup: int,
-            isolated: bool = True) -> dict[str, Any]:
+def measure(
+    name: str, *, device: str, amp: bool, quick: bool, iters: int, warmup: int, isolated: bool = True
+) -> dict[str, Any]:
     """Build one model and time it (in a child process of its own when ``isolated``)."""
     shape = shape_for(name, quick)
     dev = torch.device(device)
@@ -107,8 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
-    common = {"device": args.device, "amp": args.amp, "quick": args.quick, "iters": args.iters,
-              "warmup": args.warmup}
+    common = {"device": args.device, "amp": args.amp, "quick": args.quick, "iters": args.iters, "warmup": args.warmup}
     if args.one:
         print(json.dumps(measure(args.one, **common)))
         return
@@ -117,8 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     flags = ["--device", args.device, "--iters", str(args.iters), "--warmup", str(args.warmup)]
     flags += ["--amp"] * args.amp + ["--quick"] * args.quick
     mem = "peak CUDA alloc MiB" if args.device.startswith("cuda") else "peak RSS MiB"
-    print(f"# torch {torch.__version__}, device {args.device}, amp {args.amp}, threads {torch.get_num_threads()}, "
-          f"median of {args.iters} after {args.warmup} warm-up")
+    print(
+        f"# torch {torch.__version__}, device {args.device}, amp {args.amp}, threads {torch.get_num_threads()}, "
+        f"median of {args.iters} after {args.warmup} warm-up"
+    )
     header = f"| {'model':<12} | {'shape':<26} | {'params':>11} | {'fwd+bwd ms':>10} | {mem:>19} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -127,15 +133,17 @@ def main(argv: list[str] | None = None) -> None:
         if args.quick:
             r = measure(name, **common, isolated=False)
         else:
-            proc = subprocess.run([sys.executable, __file__, "--one", name, *flags], capture_output=True, text=True,
-                                  check=False)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", name, *flags], capture_output=True, text=True, check=False
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"benchmark of {name} failed:\n{proc.stderr}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(r)
         peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.1f}"
-        print(f"| {r['model']:<12} | {r['shape']:<26} | {r['params']:>11,} | {r['ms']:>10.1f} | {peak:>19} |",
-              flush=True)
+        print(
+            f"| {r['model']:<12} | {r['shape']:<26} | {r['params']:>11,} | {r['ms']:>10.1f} | {peak:>19} |", flush=True
+        )
     if args.json:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from figures import write_figures

@@ -35,16 +35,41 @@ DEFAULT_VIDEO = REPO / "resources/demo/videos/batch2/demo10-30-320x180.mp4"
 def make_video(src: Path, out: Path, seconds: float) -> None:
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg is not installed (scripts/setup.sh installs it)")
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(src),
-                    "-t", str(seconds), "-vf", "scale=1280:720", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    "-c:a", "aac", str(out)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(src),
+            "-t",
+            str(seconds),
+            "-vf",
+            "scale=1280:720",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(out),
+        ],
+        check=True,
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="results/fusion/rjca/fold0/seed0", help="a trained and evaluated run")
-    ap.add_argument("--second-run", default="results/fusion/early_fusion/fold0/seed0",
-                    help="another run on the same backbones (warm, second model); '' to skip")
+    ap.add_argument(
+        "--second-run",
+        default="results/fusion/early_fusion/fold0/seed0",
+        help="another run on the same backbones (warm, second model); '' to skip",
+    )
     ap.add_argument("--video", default=str(DEFAULT_VIDEO), help="source video (looped and scaled to 720p)")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the 720p video")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -87,16 +112,22 @@ def main() -> None:
         if args.second_run:
             timed("warm, second model", args.second_run, cache)
 
-    print(f"# predict: {tl.frames} frames of 1280x720 at {tl.fps:.1f} fps ({minutes * 60:.1f} s), device "
-          f"{args.device}, torch threads {torch.get_num_threads()}, {platform.machine()}, torch {torch.__version__}")
+    print(
+        f"# predict: {tl.frames} frames of 1280x720 at {tl.fps:.1f} fps ({minutes * 60:.1f} s), device "
+        f"{args.device}, torch threads {torch.get_num_threads()}, {platform.machine()}, torch {torch.__version__}"
+    )
     print("| row | model | load (s) | s per minute of video | stages' own time, s/min | model, s/min |")
     print("|---|---|--:|--:|--:|--:|")
     for label, name, load, total, seconds in rows:
         stages = sum(v for k, v in seconds.items() if k != "model")
-        print(f"| {label} | {name} | {load:.1f} | {total / minutes:.1f} | {stages / minutes:.1f} | "
-              f"{seconds.get('model', 0.0) / minutes:.2f} |")
-    print("stage times of the cold run (s per minute of video): " + json.dumps(
-        {k: round(v / minutes, 2) for k, v in cold.cache["seconds"].items()}))
+        print(
+            f"| {label} | {name} | {load:.1f} | {total / minutes:.1f} | {stages / minutes:.1f} | "
+            f"{seconds.get('model', 0.0) / minutes:.2f} |"
+        )
+    print(
+        "stage times of the cold run (s per minute of video): "
+        + json.dumps({k: round(v / minutes, 2) for k, v in cold.cache["seconds"].items()})
+    )
 
 
 if __name__ == "__main__":

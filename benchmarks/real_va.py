@@ -60,8 +60,10 @@ def read_labels(folder: Path) -> tuple[list[str], np.ndarray]:
     for target in TARGETS:
         path = folder / f"{target}.csv"
         if not path.is_file():
-            raise InputError(f"{path} does not exist; --data must be the speech_emotion_va folder "
-                             "(<file>,<value> CSVs arousal.csv and valence.csv beside the wavs)")
+            raise InputError(
+                f"{path} does not exist; --data must be the speech_emotion_va folder "
+                "(<file>,<value> CSVs arousal.csv and valence.csv beside the wavs)"
+            )
         table = pd.read_csv(path, header=None, names=["file", "value"], dtype={"file": str})
         if table["file"].duplicated().any() or not np.isfinite(table["value"].to_numpy(float)).all():
             raise InputError(f"{path}: a file is listed twice or a value is not a number; fix the CSV")
@@ -87,8 +89,9 @@ def embed_recordings(backbone, paths: list[Path], fps: float = FPS) -> list[np.n
         frames = max(1, int(len(samples) / rate * fps))  # frames whose time lies inside the recording
         feats = np.asarray(backbone.embed(samples, rate, frame_times(frames, fps)), dtype=np.float32)
         if feats.shape != (frames, backbone.width) or not np.isfinite(feats).all():
-            raise InputError(f"backbone {backbone.name} gave {feats.shape} (or non-finite values) for {frames} "
-                             f"frames of {path}")
+            raise InputError(
+                f"backbone {backbone.name} gave {feats.shape} (or non-finite values) for {frames} frames of {path}"
+            )
         out.append(feats)
     return out
 
@@ -121,8 +124,12 @@ def ridge(pooled: np.ndarray, y: np.ndarray, folds, seed: int) -> tuple[np.ndarr
         chosen = []
         for t in range(y.shape[1]):
             inner = KFold(n_splits=min(5, len(train)), shuffle=True, random_state=seed)
-            search = GridSearchCV(make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": RIDGE_ALPHAS},
-                                  cv=inner, scoring="neg_mean_squared_error")
+            search = GridSearchCV(
+                make_pipeline(StandardScaler(), Ridge()),
+                {"ridge__alpha": RIDGE_ALPHAS},
+                cv=inner,
+                scoring="neg_mean_squared_error",
+            )
             search.fit(pooled[train], y[train, t])
             pred[test, t] = search.predict(pooled[test])
             chosen.append(float(search.best_params_["ridge__alpha"]))
@@ -146,12 +153,17 @@ def batch_of(x, mask, y, idx) -> dict[str, Any]:
     length = int(mask[idx].sum(axis=1).max())
     m = torch.from_numpy(mask[idx, :length])
     target = torch.from_numpy(np.repeat(y[idx, None, :], length, axis=1).astype(np.float32))  # (B, L, 2)
-    return {"feats": {"audio": torch.from_numpy(x[idx, :length])}, "masks": {"audio": m}, "target": target,
-            "target_mask": m}
+    return {
+        "feats": {"audio": torch.from_numpy(x[idx, :length])},
+        "masks": {"audio": m},
+        "target": target,
+        "target_mask": m,
+    }
 
 
-def neural(seqs: list[np.ndarray], y: np.ndarray, folds, *, seed: int, model_name: str, epochs: int,
-           training: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
+def neural(
+    seqs: list[np.ndarray], y: np.ndarray, folds, *, seed: int, model_name: str, epochs: int, training: dict[str, Any]
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Out-of-fold utterance predictions ``(N, 2)`` and frame predictions (per utterance ``(frames, 2)``)."""
     import torch
 
@@ -177,9 +189,17 @@ def neural(seqs: list[np.ndarray], y: np.ndarray, folds, *, seed: int, model_nam
         loss_fn = CCCLoss(reduction="flat")
         for epoch in range(epochs):
             perm = np.random.default_rng([seed, k, epoch]).permutation(len(train))
-            batches = (batch_of(x_tr, m_tr, y[train], perm[i:i + bs]) for i in range(0, len(perm), bs))
-            train_epoch(model, batches, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=False,
-                        grad_clip=training["grad_clip"])
+            batches = (batch_of(x_tr, m_tr, y[train], perm[i : i + bs]) for i in range(0, len(perm), bs))
+            train_epoch(
+                model,
+                batches,
+                opt=opt,
+                scaler=scaler,
+                loss_fn=loss_fn,
+                device=device,
+                amp=False,
+                grad_clip=training["grad_clip"],
+            )
         x_te, m_te = padded([seqs[i] for i in test], normaliser)
         model.eval()
         with torch.no_grad():
@@ -194,8 +214,9 @@ def neural(seqs: list[np.ndarray], y: np.ndarray, folds, *, seed: int, model_nam
 # --------------------------------------------------------------------------------------------------- scoring
 
 
-def scores(utt_pred: np.ndarray, y: np.ndarray, lengths: np.ndarray,
-           frame_pred: list[np.ndarray] | None = None) -> dict[str, float]:
+def scores(
+    utt_pred: np.ndarray, y: np.ndarray, lengths: np.ndarray, frame_pred: list[np.ndarray] | None = None
+) -> dict[str, float]:
     """Utterance-level and frame-level CCC per target over all out-of-fold predictions pooled."""
     utt_pred = np.clip(utt_pred, -1.0, 1.0)
     frame_y = np.repeat(y, lengths, axis=0)
@@ -220,11 +241,15 @@ def cell(row: dict[str, Any], key: str) -> str:
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
-    lines = ["| method | arousal CCC | valence CCC | frame arousal CCC | frame valence CCC | seconds |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| method | arousal CCC | valence CCC | frame arousal CCC | frame valence CCC | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {cell(row, 'arousal')} | {cell(row, 'valence')} | {cell(row, 'frame_arousal')} | "
-                     f"{cell(row, 'frame_valence')} | {row['seconds']:.1f} |")
+        lines.append(
+            f"| {name} | {cell(row, 'arousal')} | {cell(row, 'valence')} | {cell(row, 'frame_arousal')} | "
+            f"{cell(row, 'frame_valence')} | {row['seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -242,8 +267,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, default=30, help="epochs of the neural model (fixed, no early stopping)")
     p.add_argument("--preset", default="demo_frame", help="fusion.presets entry giving optimiser, lr, batch size")
     p.add_argument("--limit", type=int, default=None, help="only the first N recordings (smoke runs)")
-    p.add_argument("--shuffle-labels", action="store_true",
-                   help="control: permute the labels across recordings first (every method should score about 0)")
+    p.add_argument(
+        "--shuffle-labels",
+        action="store_true",
+        help="control: permute the labels across recordings first (every method should score about 0)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="also write the figures and provenance as JSON here")
     args = p.parse_args(argv)
@@ -276,43 +304,69 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     embed_s = time.perf_counter() - t0
     lengths = np.array([len(s) for s in seqs])
     folds = split(len(files), args.folds, args.split_seed)
-    config = {"data": str(args.data), "recordings": len(files), "frames": int(lengths.sum()), "fps": FPS,
-              "backbone": args.backbone, "backbone_options": options, "width": int(backbone.width),
-              "folds": args.folds, "split_seed": args.split_seed, "model": args.model, "epochs": args.epochs,
-              "seeds": args.seeds, "preset": args.preset, "training": training, "loss": "ccc flat",
-              "ridge_alphas": RIDGE_ALPHAS.tolist(), "threads": args.threads,
-              "shuffle_labels": args.shuffle_labels}
+    config = {
+        "data": str(args.data),
+        "recordings": len(files),
+        "frames": int(lengths.sum()),
+        "fps": FPS,
+        "backbone": args.backbone,
+        "backbone_options": options,
+        "width": int(backbone.width),
+        "folds": args.folds,
+        "split_seed": args.split_seed,
+        "model": args.model,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "preset": args.preset,
+        "training": training,
+        "loss": "ccc flat",
+        "ridge_alphas": RIDGE_ALPHAS.tolist(),
+        "threads": args.threads,
+        "shuffle_labels": args.shuffle_labels,
+    }
     print("config:", json.dumps(config, sort_keys=True, default=str))
-    print(f"embedded {len(files)} recordings ({lengths.sum()} frames at {FPS:g} fps, {backbone.width}-d "
-          f"{args.backbone}) in {embed_s:.1f} s")
+    print(
+        f"embedded {len(files)} recordings ({lengths.sum()} frames at {FPS:g} fps, {backbone.width}-d "
+        f"{args.backbone}) in {embed_s:.1f} s"
+    )
 
     rows: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    rows["mean predictor (train-fold mean)"] = {**summarise([scores(mean_predictor(y, folds), y, lengths)]),
-                                                "seconds": time.perf_counter() - t0}
+    rows["mean predictor (train-fold mean)"] = {
+        **summarise([scores(mean_predictor(y, folds), y, lengths)]),
+        "seconds": time.perf_counter() - t0,
+    }
     t0 = time.perf_counter()
     pooled = np.stack([s.mean(axis=0) for s in seqs]).astype(np.float64)
     ridge_pred, alphas = ridge(pooled, y, folds, args.split_seed)
-    rows["ridge on pooled features"] = {**summarise([scores(ridge_pred, y, lengths)]),
-                                        "seconds": time.perf_counter() - t0, "alphas": alphas}
+    rows["ridge on pooled features"] = {
+        **summarise([scores(ridge_pred, y, lengths)]),
+        "seconds": time.perf_counter() - t0,
+        "alphas": alphas,
+    }
     runs, t0 = [], time.perf_counter()
     for seed in range(args.seeds):
-        utt, frame_pred = neural(seqs, y, folds, seed=seed, model_name=args.model, epochs=args.epochs,
-                                 training=training)
+        utt, frame_pred = neural(
+            seqs, y, folds, seed=seed, model_name=args.model, epochs=args.epochs, training=training
+        )
         runs.append(scores(utt, y, lengths, frame_pred))
     rows[f"{args.model} (frames, mean over frames)"] = {**summarise(runs), "seconds": time.perf_counter() - t0}
 
     print(table(rows))
     print(f"ridge alphas per fold (valence, arousal): {alphas}")
-    print(f"labels: valence mean {y[:, 0].mean():.3f} sd {y[:, 0].std():.3f}; arousal mean {y[:, 1].mean():.3f} "
-          f"sd {y[:, 1].std():.3f}; neural and seconds columns: {args.seeds} seed(s), all folds")
+    print(
+        f"labels: valence mean {y[:, 0].mean():.3f} sd {y[:, 0].std():.3f}; arousal mean {y[:, 1].mean():.3f} "
+        f"sd {y[:, 1].std():.3f}; neural and seconds columns: {args.seeds} seed(s), all folds"
+    )
     result = {"config": config, "embed_seconds": embed_s, "methods": rows}
     if args.out is not None:
         from emofusion.io import write_json
         from emofusion.provenance import provenance
 
-        write_json(args.out, {**result, "provenance": provenance(config=config, seed=args.split_seed,
-                                                                 weights=backbone.weights())})
+        write_json(
+            args.out,
+            {**result, "provenance": provenance(config=config, seed=args.split_seed, weights=backbone.weights())},
+        )
     return result
 
 

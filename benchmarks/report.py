@@ -40,13 +40,20 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     mean = args.mean_frames // (10 if args.quick else 1)
-    frames = {f"{i:03d}-{rng.integers(10, 99)}-1280x720": int(rng.integers(mean // 4, 7 * mean // 4))
-              for i in range(args.clips)}
+    frames = {
+        f"{i:03d}-{rng.integers(10, 99)}-1280x720": int(rng.integers(mean // 4, 7 * mean // 4))
+        for i in range(args.clips)
+    }
     n = sum(frames.values())
     clip = np.repeat(np.array(list(frames), dtype=object), list(frames.values()))
-    preds = pd.DataFrame({"clip": clip, "frame": np.concatenate([np.arange(v) for v in frames.values()]),
-                          "valence": rng.uniform(-1, 1, n).astype(np.float32),
-                          "arousal": rng.uniform(-1, 1, n).astype(np.float32)})
+    preds = pd.DataFrame(
+        {
+            "clip": clip,
+            "frame": np.concatenate([np.arange(v) for v in frames.values()]),
+            "valence": rng.uniform(-1, 1, n).astype(np.float32),
+            "arousal": rng.uniform(-1, 1, n).astype(np.float32),
+        }
+    )
     preds = preds.sample(frac=1.0, random_state=0)  # evaluate writes clips in its own order
     cols = ["valence", "arousal"]
     print(f"{len(frames)} test clips, {n} frames\n")
@@ -64,16 +71,20 @@ def main() -> None:
             f.write("image_location,valence,arousal\n")
             f.writelines(f"{c}/{i:05d}.jpg,0,0\n" for c, v in extra.items() for i in range(1, v + 1))
         sample = timed("read sample file", read_sample, sample_path)
-        rows = timed("build (sample rows)", build_submission, preds, frames, run="bench", variant_columns=cols,
-                     sample=sample)
+        rows = timed(
+            "build (sample rows)", build_submission, preds, frames, run="bench", variant_columns=cols, sample=sample
+        )
         timed("write", write_submission, path, rows)
         verdict = timed("check against the sample", check_submission, path, frames, sample=sample)
         assert verdict["ok"], verdict["errors"]
         base = Path(tmp) / "pandas.csv"
         timed("baseline: pandas to_csv(float_format='%.6f')", rows.to_csv, base, index=False, float_format="%.6f")
         table = pd.read_csv(base, dtype=str, keep_default_na=False)
-        timed("baseline: pandas str.extract of image_location", table["image_location"].str.extract,
-              f"^{LOCATION.pattern}$")
+        timed(
+            "baseline: pandas str.extract of image_location",
+            table["image_location"].str.extract,
+            f"^{LOCATION.pattern}$",
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS {peak:.0f} MB")
 

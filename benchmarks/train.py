@@ -47,8 +47,10 @@ from figures import write_figures
 WIDTHS = {"visual": 512, "audio": 128, "text": 768}
 RECIPES = {
     "rjca": {"stores": ("visual", "audio"), "training": {"window": 512, "steps": 16, "pool": 8, "batch_size": 64}},
-    "rjcma": {"stores": ("visual", "audio", "text"),
-              "training": {"window": 300, "hop": 200, "steps": 300, "pool": 1, "batch_size": 12}},
+    "rjcma": {
+        "stores": ("visual", "audio", "text"),
+        "training": {"window": 300, "hop": 200, "steps": 300, "pool": 1, "batch_size": 12},
+    },
 }
 QUICK_WIDTHS = {"visual": 64, "audio": 16, "text": 32}
 QUICK_OPTIONS = {"rjca": {"lstm_layers": 1}, "rjcma": {"tcn_channels": {m: [32, 32] for m in WIDTHS}}}
@@ -63,9 +65,22 @@ def write_corpus(root: Path, frames: int, clips: int, widths: dict[str, int]) ->
     lengths = np.maximum((lengths * frames / lengths.sum()).astype(int), 1)
     ids = [f"c{i:04d}" for i in range(clips)]
     splits = ["validation" if i % 5 == 0 else "train" for i in range(clips)]
-    manifest = pd.DataFrame({"clip": ids, "video_id": ids, "video": "", "audio": "", "split": splits,
-                             "fold": [1] * clips, "annotation": "", "crops": "", "subject": "", "frames": lengths,
-                             "fps": 30.0}, columns=MANIFEST_COLUMNS)
+    manifest = pd.DataFrame(
+        {
+            "clip": ids,
+            "video_id": ids,
+            "video": "",
+            "audio": "",
+            "split": splits,
+            "fold": [1] * clips,
+            "annotation": "",
+            "crops": "",
+            "subject": "",
+            "frames": lengths,
+            "fps": 30.0,
+        },
+        columns=MANIFEST_COLUMNS,
+    )
     with h5py.File(root / "labels.h5", "w") as h5:
         h5.attrs.update(schema_version=1, targets=list(TARGETS), invalid_value=INVALID)  # a labels store
         for c, n in zip(ids, lengths, strict=True):
@@ -75,11 +90,25 @@ def write_corpus(root: Path, frames: int, clips: int, widths: dict[str, int]) ->
     stores = {}
     for m, width in widths.items():
         path = root / f"{m}.h5"
-        items = ((c, rng.standard_normal((n, width), dtype=np.float32), rng.random(n) > 0.1, 30.0)
-                 for c, n in zip(ids, lengths, strict=True))
-        write_store(path, items, store_attrs(modality=m, backbone="bench", width=width, native_rate=0.0,
-                                             timeline="synthetic", weights_sha256="none", weights_source="none",
-                                             licence="none", provenance={}))
+        items = (
+            (c, rng.standard_normal((n, width), dtype=np.float32), rng.random(n) > 0.1, 30.0)
+            for c, n in zip(ids, lengths, strict=True)
+        )
+        write_store(
+            path,
+            items,
+            store_attrs(
+                modality=m,
+                backbone="bench",
+                width=width,
+                native_rate=0.0,
+                timeline="synthetic",
+                weights_sha256="none",
+                weights_source="none",
+                licence="none",
+                provenance={},
+            ),
+        )
         stores[m] = str(path)
     return root / "labels.h5", manifest, stores
 
@@ -92,8 +121,11 @@ class GpuSampler:
         self._proc = None
 
     def __enter__(self):
-        self._proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                       "-lms", "100", "-i", "0"], stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100", "-i", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
         return self
@@ -119,8 +151,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: int, workers: int,
-            quick: bool) -> dict:
+def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: int, workers: int, quick: bool) -> dict:
     tr = RECIPES[name]["training"]
     exp = {"name": name, "model": name, "model_options": QUICK_OPTIONS[name] if quick else {}, "stores": {}}
     torch.manual_seed(0)
@@ -131,15 +162,20 @@ def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: in
     windows = data.windows(data.clips_of("train"), data.windowing.train_hop)
     bs = tr["batch_size"]
     order = np.random.default_rng(0).permutation(len(windows))
-    all_batches = [order[i:i + bs].tolist() for i in range(0, len(order), bs)]
+    all_batches = [order[i : i + bs].tolist() for i in range(0, len(order), bs)]
     chosen = all_batches[:batches]
 
     def loader():
         if data.device is not None:  # on the device: gathered there, no DataLoader
             return data.batches(windows, chosen)
-        return torch.utils.data.DataLoader(WindowBatches(data, windows), sampler=chosen, batch_size=None,
-                                           num_workers=0 if data.in_memory else workers,
-                                           pin_memory=device.type == "cuda", persistent_workers=False)
+        return torch.utils.data.DataLoader(
+            WindowBatches(data, windows),
+            sampler=chosen,
+            batch_size=None,
+            num_workers=0 if data.in_memory else workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
 
     t0 = time.perf_counter()
     for _ in loader():
@@ -151,8 +187,9 @@ def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: in
     train_epoch(model, [one] * 2, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=None)
     sync(device)
     t0 = time.perf_counter()
-    train_epoch(model, [one] * len(chosen), opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp,
-                grad_clip=None)
+    train_epoch(
+        model, [one] * len(chosen), opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=None
+    )
     sync(device)
     model_s = time.perf_counter() - t0
 
@@ -162,19 +199,26 @@ def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: in
     t0 = time.perf_counter()
     if sampler:
         with sampler:
-            train_epoch(model, loader(), opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp,
-                        grad_clip=None)
+            train_epoch(
+                model, loader(), opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=None
+            )
             sync(device)
     else:
         train_epoch(model, loader(), opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=None)
     epoch_s = time.perf_counter() - t0
     scale = len(all_batches) / len(chosen)
     mode = "device" if data.device is not None else "memory" if data.in_memory else f"lazy ({workers} workers)"
-    return {"model": name, "data": mode, "amp": {False: "fp32", True: "fp16", "bf16": "bf16"}[amp],
-            "batches": f"{len(chosen)}/{len(all_batches)}", "loader_s": loader_s * scale,
-            "model_s": model_s * scale, "epoch_s": epoch_s * scale,
-            "gpu_util": sampler.mean if sampler else None,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+    return {
+        "model": name,
+        "data": mode,
+        "amp": {False: "fp32", True: "fp16", "bf16": "bf16"}[amp],
+        "batches": f"{len(chosen)}/{len(all_batches)}",
+        "loader_s": loader_s * scale,
+        "model_s": model_s * scale,
+        "epoch_s": epoch_s * scale,
+        "gpu_util": sampler.mean if sampler else None,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -182,11 +226,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--frames", type=int, default=3_000_000, help="frames of the synthetic corpus")
     parser.add_argument("--clips", type=int, default=600, help="clips of the synthetic corpus")
-    parser.add_argument("--amp", choices=("off", "on", "both", "bf16", "all"), default="off",
-                        help="off: float32; on: float16 autocast (CUDA only); both: float32 and float16; bf16: "
-                             "float32 and bfloat16 (any device); all: the three")
-    parser.add_argument("--data", nargs="+", choices=("memory", "lazy", "device"), default=["memory", "lazy", "device"],
-                        help="data modes to measure (device: features on the device, fusion.device_data: true)")
+    parser.add_argument(
+        "--amp",
+        choices=("off", "on", "both", "bf16", "all"),
+        default="off",
+        help="off: float32; on: float16 autocast (CUDA only); both: float32 and float16; bf16: "
+        "float32 and bfloat16 (any device); all: the three",
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        choices=("memory", "lazy", "device"),
+        default=["memory", "lazy", "device"],
+        help="data modes to measure (device: features on the device, fusion.device_data: true)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON (for benchmarks/affwild2.py)")
     parser.add_argument("--batches", type=int, default=100, help="batches timed per measurement (projected)")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the lazy mode")
@@ -200,8 +253,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    amps = {"off": [False], "on": [True], "both": [False, True], "bf16": [False, "bf16"],
-            "all": [False, True, "bf16"]}[args.amp]
+    amps = {"off": [False], "on": [True], "both": [False, True], "bf16": [False, "bf16"], "all": [False, True, "bf16"]}[
+        args.amp
+    ]
     if device.type != "cuda":
         amps = [a for a in amps if a is not True] or [False]  # float16 autocast is CUDA's
     widths = QUICK_WIDTHS if args.quick else WIDTHS
@@ -209,23 +263,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
         t0 = time.perf_counter()
         labels, manifest, stores = write_corpus(Path(tmp), args.frames, args.clips, widths)
         size = sum(Path(p).stat().st_size for p in stores.values()) / 2**30
-        print(f"synthetic corpus: {int(manifest['frames'].sum())} frames, {args.clips} clips, stores "
-              f"{', '.join(f'{m} {w}-d' for m, w in widths.items())} ({size:.1f} GiB), written in "
-              f"{time.perf_counter() - t0:.0f} s; device {device}"
-              + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+        print(
+            f"synthetic corpus: {int(manifest['frames'].sum())} frames, {args.clips} clips, stores "
+            f"{', '.join(f'{m} {w}-d' for m, w in widths.items())} ({size:.1f} GiB), written in "
+            f"{time.perf_counter() - t0:.0f} s; device {device}"
+            + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        )
         rows = []
         for name in args.models:
             w = Windowing.from_training(RECIPES[name]["training"], key=name)
             for mode in args.data:
                 t0 = time.perf_counter()
-                data = FusionData(manifest=manifest, labels=labels,
-                                  stores={m: stores[m] for m in RECIPES[name]["stores"]},
-                                  backbones={m: "bench" for m in RECIPES[name]["stores"]}, fold=0, windowing=w,
-                                  in_memory=mode != "lazy", device=device, device_data=mode == "device")
+                data = FusionData(
+                    manifest=manifest,
+                    labels=labels,
+                    stores={m: stores[m] for m in RECIPES[name]["stores"]},
+                    backbones={m: "bench" for m in RECIPES[name]["stores"]},
+                    fold=0,
+                    windowing=w,
+                    in_memory=mode != "lazy",
+                    device=device,
+                    device_data=mode == "device",
+                )
                 setup = time.perf_counter() - t0
                 for amp in amps:
-                    row = measure(name, data, device=device, amp=amp, batches=args.batches, workers=args.workers,
-                                  quick=args.quick)
+                    row = measure(
+                        name, data, device=device, amp=amp, batches=args.batches, workers=args.workers, quick=args.quick
+                    )
                     row["setup_s"] = setup
                     row["epoch_batches"] = int(row["batches"].split("/")[1])
                     row["epoch_frames"] = int(sum(data.frames[c] for c in data.clips_of("train")))
@@ -235,8 +299,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print()
         print(table.to_markdown(index=False, floatfmt=".2f"))
         if args.json:
-            write_figures(args.json, "train", {"rows": rows, "frames": int(manifest["frames"].sum()),
-                                               "clips": args.clips, "quick": args.quick}, device=str(device))
+            write_figures(
+                args.json,
+                "train",
+                {"rows": rows, "frames": int(manifest["frames"].sum()), "clips": args.clips, "quick": args.quick},
+                device=str(device),
+            )
     return rows
 
 

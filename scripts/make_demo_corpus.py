@@ -105,29 +105,82 @@ class BuiltVideo:
 
 
 VIDEOS: tuple[VideoSpec, ...] = (
-    VideoSpec(1, "train", "batch1", (Source(f"{PYFEAT}/single_face.mp4"),), crops=True,
-              note="one man facing the camera, 2.4 s looped"),
-    VideoSpec(2, "train", "batch1", (Source(f"{PYFEAT}/WolfgangLanger_Pexels.mp4", 0.0, loop=False),),
-              note="one woman (sad, crying), first 9 s of the clip"),
-    VideoSpec(3, "train", "batch1", (Source(f"{PYFEAT}/face_noface.mov"),),
-              note="face leaves the frame (then animation, then black), looped"),
-    VideoSpec(4, "train", "batch1", (Source(f"{PYFEAT}/noface_face.mov"),), extra_rows=2,
-              note="face enters the frame, looped; annotation file has 2 rows more than the video has frames"),
-    VideoSpec(5, "train", "batch1", (Source(f"{PYFEAT}/no_face.mp4"),),
-              note="no face at all, looped"),
-    VideoSpec(6, "train", "batch1",
-              (Source(f"{PYFEAT}/single_face.mp4"), Source(f"{PYFEAT}/WolfgangLanger_Pexels.mp4", 5.0, loop=False)),
-              two_person=True, note="two people side by side: single_face left, WolfgangLanger (from 5 s) right"),
-    VideoSpec(7, "validation", "batch2", (Source(f"{PYFEAT}/WolfgangLanger_Pexels.mp4", 10.0, loop=False),), crops=True,
-              note="the same woman, from 10 s in (calmer, smiling at times)"),
-    VideoSpec(8, "validation", "batch2", (Source(f"{PYFEAT}/noface_face.mov", 2.0),),
-              note="face enters the frame, looped, starting 2 s in"),
-    VideoSpec(9, "test", "batch2", (Source(f"{PYFEAT}/face_noface.mov", 1.0),), crops=True,
-              note="face leaves the frame, looped, starting 1 s in (crops missing where there is no face)"),
-    VideoSpec(10, "test", "batch2", (Source(f"{PYFEAT}/single_face.mp4", 1.2),),
-              note="one man facing the camera, looped, starting 1.2 s in"),
-    VideoSpec(11, "test", "batch2", (Source(f"{STREET}/video.mp4"),),
-              note="street scene, many small faces, no single subject, looped (its own street sound is dropped)"),
+    VideoSpec(
+        1,
+        "train",
+        "batch1",
+        (Source(f"{PYFEAT}/single_face.mp4"),),
+        crops=True,
+        note="one man facing the camera, 2.4 s looped",
+    ),
+    VideoSpec(
+        2,
+        "train",
+        "batch1",
+        (Source(f"{PYFEAT}/WolfgangLanger_Pexels.mp4", 0.0, loop=False),),
+        note="one woman (sad, crying), first 9 s of the clip",
+    ),
+    VideoSpec(
+        3,
+        "train",
+        "batch1",
+        (Source(f"{PYFEAT}/face_noface.mov"),),
+        note="face leaves the frame (then animation, then black), looped",
+    ),
+    VideoSpec(
+        4,
+        "train",
+        "batch1",
+        (Source(f"{PYFEAT}/noface_face.mov"),),
+        extra_rows=2,
+        note="face enters the frame, looped; annotation file has 2 rows more than the video has frames",
+    ),
+    VideoSpec(5, "train", "batch1", (Source(f"{PYFEAT}/no_face.mp4"),), note="no face at all, looped"),
+    VideoSpec(
+        6,
+        "train",
+        "batch1",
+        (Source(f"{PYFEAT}/single_face.mp4"), Source(f"{PYFEAT}/WolfgangLanger_Pexels.mp4", 5.0, loop=False)),
+        two_person=True,
+        note="two people side by side: single_face left, WolfgangLanger (from 5 s) right",
+    ),
+    VideoSpec(
+        7,
+        "validation",
+        "batch2",
+        (Source(f"{PYFEAT}/WolfgangLanger_Pexels.mp4", 10.0, loop=False),),
+        crops=True,
+        note="the same woman, from 10 s in (calmer, smiling at times)",
+    ),
+    VideoSpec(
+        8,
+        "validation",
+        "batch2",
+        (Source(f"{PYFEAT}/noface_face.mov", 2.0),),
+        note="face enters the frame, looped, starting 2 s in",
+    ),
+    VideoSpec(
+        9,
+        "test",
+        "batch2",
+        (Source(f"{PYFEAT}/face_noface.mov", 1.0),),
+        crops=True,
+        note="face leaves the frame, looped, starting 1 s in (crops missing where there is no face)",
+    ),
+    VideoSpec(
+        10,
+        "test",
+        "batch2",
+        (Source(f"{PYFEAT}/single_face.mp4", 1.2),),
+        note="one man facing the camera, looped, starting 1.2 s in",
+    ),
+    VideoSpec(
+        11,
+        "test",
+        "batch2",
+        (Source(f"{STREET}/video.mp4"),),
+        note="street scene, many small faces, no single subject, looped (its own street sound is dropped)",
+    ),
 )
 
 
@@ -212,8 +265,9 @@ def assign_speech(specs: tuple[VideoSpec, ...], speech: dict[str, Speech], rng: 
     return out
 
 
-def lay_out_speech(names: list[str], speech: dict[str, Speech], rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def lay_out_speech(
+    names: list[str], speech: dict[str, Speech], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Concatenate speech clips with random silent lead, gaps and tail, padded to a whole number of frames.
 
     Returns the audio (int16), the segments' start and end sample indices, and the number of video frames.
@@ -273,8 +327,20 @@ def run_ffmpeg(args: list[str], what: Path) -> None:
         raise RuntimeError(f"ffmpeg failed (exit {proc.returncode}) writing {what}:\n  {' '.join(cmd)}\n{tail}")
 
 
-BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",
-            "-threads", "1", "-filter_threads", "1"]
+BITEXACT = [
+    "-fflags",
+    "+bitexact",
+    "-flags:v",
+    "+bitexact",
+    "-flags:a",
+    "+bitexact",
+    "-map_metadata",
+    "-1",
+    "-threads",
+    "1",
+    "-filter_threads",
+    "1",
+]
 
 
 def render_master(spec: VideoSpec, data: Path, n_frames: int, out: Path) -> None:
@@ -296,8 +362,29 @@ def render_master(spec: VideoSpec, data: Path, n_frames: int, out: Path) -> None
     else:
         labels = "".join(f"[v{k}]" for k in range(len(spec.sources)))
         graph = ";".join([*chains, f"{labels}hstack=inputs={len(spec.sources)},format=yuv420p[v]"])
-    run_ffmpeg([*inputs, "-filter_complex", graph, "-map", "[v]", "-frames:v", str(n_frames), "-r", str(FPS),
-                "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "12", *BITEXACT, str(out)], out)
+    run_ffmpeg(
+        [
+            *inputs,
+            "-filter_complex",
+            graph,
+            "-map",
+            "[v]",
+            "-frames:v",
+            str(n_frames),
+            "-r",
+            str(FPS),
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "12",
+            *BITEXACT,
+            str(out),
+        ],
+        out,
+    )
 
 
 def render_final(master: Path, audio: Path, out: Path) -> None:
@@ -306,11 +393,43 @@ def render_final(master: Path, audio: Path, out: Path) -> None:
     No ``-frames:v`` here: it would end the output as soon as the video is done and drop the buffered audio; the
     master and the WAV already have the same length.
     """
-    run_ffmpeg(["-i", str(master), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0",
-                "-vf", f"scale=iw/{FINAL_SCALE}:-2:flags=area,setsar=1,format=yuv420p", "-r", str(FPS),
-                "-c:v", "libx264", "-preset", "slow", "-crf", "30", "-pix_fmt", "yuv420p",
-                "-c:a", "aac", "-b:a", "32k", "-ar", str(SAMPLE_RATE), "-ac", "1",
-                "-movflags", "+faststart", *BITEXACT, str(out)], out)
+    run_ffmpeg(
+        [
+            "-i",
+            str(master),
+            "-i",
+            str(audio),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-vf",
+            f"scale=iw/{FINAL_SCALE}:-2:flags=area,setsar=1,format=yuv420p",
+            "-r",
+            str(FPS),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "slow",
+            "-crf",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "32k",
+            "-ar",
+            str(SAMPLE_RATE),
+            "-ac",
+            "1",
+            "-movflags",
+            "+faststart",
+            *BITEXACT,
+            str(out),
+        ],
+        out,
+    )
 
 
 def probe_video(path: Path) -> tuple[int, int, int]:
@@ -427,8 +546,16 @@ def clip_ids(spec: VideoSpec, name: str) -> list[str]:
     return [f"{name}_left", f"{name}_right"] if spec.two_person else [name]
 
 
-def build_video(spec: VideoSpec, names: list[str], speech: dict[str, Speech], data: Path, root: Path,
-                work: Path, rng: np.random.Generator, detector) -> BuiltVideo:
+def build_video(
+    spec: VideoSpec,
+    names: list[str],
+    speech: dict[str, Speech],
+    data: Path,
+    root: Path,
+    work: Path,
+    rng: np.random.Generator,
+    detector,
+) -> BuiltVideo:
     """Build one demo video: audio layout, master, shipped mp4, annotation file(s) and optional crops."""
     audio, starts, ends, n_frames = lay_out_speech(names, speech, rng)
     wav = work / f"demo{spec.index:02d}.wav"
@@ -441,8 +568,9 @@ def build_video(spec: VideoSpec, names: list[str], speech: dict[str, Speech], da
     got, width, height = probe_video(tmp_final)
     got_master, _, _ = probe_video(master)
     if got != n_frames or got_master != n_frames:
-        raise RuntimeError(f"demo video {spec.index}: wanted {n_frames} frames, master has {got_master}, "
-                           f"shipped video has {got}")
+        raise RuntimeError(
+            f"demo video {spec.index}: wanted {n_frames} frames, master has {got_master}, shipped video has {got}"
+        )
     audio_s, video_s = probe_audio_seconds(tmp_final), n_frames / FPS
     if abs(audio_s - video_s) > 0.1:
         raise RuntimeError(f"demo video {spec.index}: audio track lasts {audio_s:.3f} s, video {video_s:.3f} s")
@@ -508,16 +636,26 @@ def write_readme(root: Path, built: list[BuiltVideo], seed: int) -> None:
             crops = f"{b.crop_counts[clip]} / {b.n_frames}" if clip in b.crop_counts else "–"
             ann = f"{n_ann} (**+{n_ann - b.n_frames}**)" if n_ann != b.n_frames else str(n_ann)
             faces = " + ".join(f"`{s.path}`" for s in b.spec.sources)
-            rows.append(f"| `{clip}` | {b.spec.split} | `videos/{b.spec.batch}/{b.name}.mp4` | {b.n_frames} | {ann} "
-                        f"| {valid} | {', '.join(f'`{n}`' for n in b.speech)} | {faces} | {crops} | {b.spec.note} |")
+            rows.append(
+                f"| `{clip}` | {b.spec.split} | `videos/{b.spec.batch}/{b.name}.mp4` | {b.n_frames} | {ann} "
+                f"| {valid} | {', '.join(f'`{n}`' for n in b.speech)} | {faces} | {crops} | {b.spec.note} |"
+            )
     two = next(b for b in built if b.spec.two_person)
     extra = next(b for b in built if b.spec.extra_rows)
     cropped = [c for b in built for c in b.crop_counts]
-    header = ("| clip | split | video | frames | annotation rows | annotated frames | speech clips (in order) "
-              "| face video(s) | crops | notes |\n" + "|---" * 10 + "|")
+    header = (
+        "| clip | split | video | frames | annotation rows | annotated frames | speech clips (in order) "
+        "| face video(s) | crops | notes |\n" + "|---" * 10 + "|"
+    )
     text = README.format(
-        seed=seed, table="\n".join([header, *rows]), two=two.name, extra=extra.clips[0], n_extra=extra.spec.extra_rows,
-        cropped=", ".join(f"`{c}`" for c in cropped), n_videos=len(built), n_clips=sum(len(b.clips) for b in built),
+        seed=seed,
+        table="\n".join([header, *rows]),
+        two=two.name,
+        extra=extra.clips[0],
+        n_extra=extra.spec.extra_rows,
+        cropped=", ".join(f"`{c}`" for c in cropped),
+        n_videos=len(built),
+        n_clips=sum(len(b.clips) for b in built),
         min_p=MIN_FACE_PROB,
     )
     (root / "README.md").write_text(text)
@@ -640,8 +778,10 @@ def print_summary(built: list[BuiltVideo], out: Path) -> None:
             size = b.path.stat().st_size + (dir_size(crop_dir) if crop_dir.is_dir() else 0)
             valid = int((b.labels[:, 0] != INVALID).sum())
             crops = str(b.crop_counts.get(clip, "-"))
-            print(f"{clip:28s} {b.spec.split:10s} {b.n_frames:6d} {len(b.labels):6d} {valid:6d} {crops:>6s} "
-                  f"{size / 1024:7.1f}kB")
+            print(
+                f"{clip:28s} {b.spec.split:10s} {b.n_frames:6d} {len(b.labels):6d} {valid:6d} {crops:>6s} "
+                f"{size / 1024:7.1f}kB"
+            )
     print(f"total: {dir_size(out) / 1024**2:.2f} MiB of files in {out}")
     du = subprocess.run(["du", "-sh", str(out)], capture_output=True, text=True, check=False)
     if du.returncode == 0:
@@ -651,11 +791,19 @@ def print_summary(built: list[BuiltVideo], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data",
-                   help="shared data folder holding pyfeat_videos/, speech_emotion_va/, street_faces/ "
-                        "(default: <repo>/../shared/data)")
-    p.add_argument("--out", type=Path, default=REPO / "resources" / "demo",
-                   help="output corpus folder, replaced atomically (default: <repo>/resources/demo)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data",
+        help="shared data folder holding pyfeat_videos/, speech_emotion_va/, street_faces/ "
+        "(default: <repo>/../shared/data)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "resources" / "demo",
+        help="output corpus folder, replaced atomically (default: <repo>/resources/demo)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the speech assignment and gap lengths (default 0)")
     args = p.parse_args(argv)
     try:

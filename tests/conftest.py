@@ -27,8 +27,7 @@ def snakemake(*args: str, cwd: Path, timeout: int = 120) -> subprocess.Completed
     checkout, whose results/, logs/ and .snakemake/ hold whatever the user's last run left there."""
     if Path(cwd).resolve() == REPO:
         raise ValueError("run Snakemake in the test's own directory (workdir + on_demo), not in the checkout")
-    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=venv_env())
+    return subprocess.run([SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=venv_env())
 
 
 def _outputs_of_the_checkout() -> dict[str, tuple[int, int]]:
@@ -50,9 +49,11 @@ def checkout_outputs_untouched():
     yield
     after = _outputs_of_the_checkout()
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, (f"the tests changed {len(changed)} file(s) of the checkout's results/ or logs/, e.g. "
-                         f"{changed[:5]}: run the workflow in the test's own directory (workdir + on_demo); "
-                         "or was a snakemake running in the checkout at the same time?")
+    assert not changed, (
+        f"the tests changed {len(changed)} file(s) of the checkout's results/ or logs/, e.g. "
+        f"{changed[:5]}: run the workflow in the test's own directory (workdir + on_demo); "
+        "or was a snakemake running in the checkout at the same time?"
+    )
 
 
 @pytest.fixture
@@ -65,8 +66,15 @@ def workdir(tmp_path):
 def on_demo(workdir: Path, *args: str) -> list[str]:
     """Snakemake arguments that run the repository's workflow in ``workdir`` (holding its config.yaml) on the demo
     corpus. --config goes last: it takes several values, so targets after it would be read as config entries."""
-    return [*args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--config", f"corpus={{root: {DEMO}}}"]
+    return [
+        *args,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--config",
+        f"corpus={{root: {DEMO}}}",
+    ]
 
 
 def planned_jobs(summary: str) -> dict[str, int]:
@@ -78,12 +86,14 @@ def planned_jobs(summary: str) -> dict[str, int]:
             counts[parts[0]] = int(parts[1])
     return counts
 
+
 def run_ffmpeg(*args: str) -> None:
     """Run ffmpeg quietly; fail the test with its stderr if it fails."""
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed (scripts/setup.sh installs it)")
-    proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg {' '.join(args)} failed: {proc.stderr}")
 
@@ -114,8 +124,11 @@ def demo_subset(root: Path, clips: tuple[str, ...] = ("demo07-30-320x180", "demo
     """Some of the demo's clips as an Aff-Wild2 tree of links (default: the two with pre-aligned crops, which
     need no face detection and so run quickly on a CPU). Extend an existing tree by calling it again."""
     for clip in clips:
-        for src in [*DEMO.glob(f"videos/*/{clip}.mp4"), *DEMO.glob(f"annotations/*/*/{clip}.txt"),
-                    *DEMO.glob(f"cropped_aligned/{clip}")]:
+        for src in [
+            *DEMO.glob(f"videos/*/{clip}.mp4"),
+            *DEMO.glob(f"annotations/*/*/{clip}.txt"),
+            *DEMO.glob(f"cropped_aligned/{clip}"),
+        ]:
             dst = root / src.relative_to(DEMO)
             if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,13 @@ def signal(n: int, rng: np.random.Generator) -> np.ndarray:
     return (0.9 * y).astype(np.float32)
 
 
-def make_corpus(root: Path, *, frames: tuple[int, ...] = (150, 170, 190, 160, 140, 180, 175, 165, 150, 130),
-                seed: int = 0, modalities=("visual", "audio", "text")) -> dict:
+def make_corpus(
+    root: Path,
+    *,
+    frames: tuple[int, ...] = (150, 170, 190, 160, 140, 180, 175, 165, 150, 130),
+    seed: int = 0,
+    modalities=("visual", "audio", "text"),
+) -> dict:
     """Write the corpus under ``root``; returns ``{"manifest": path, "labels": path, "stores": {m: path},
     "backbones": {m: name}, "values": {clip: (N, 2)}}``."""
     rng = np.random.default_rng(seed)
@@ -42,23 +47,35 @@ def make_corpus(root: Path, *, frames: tuple[int, ...] = (150, 170, 190, 160, 14
         clip = f"clip{i:02d}"
         y = signal(n, rng)
         labels = y.copy()
-        labels[rng.integers(0, n - 10):][:8] = -5.0  # a not-annotated gap
+        labels[rng.integers(0, n - 10) :][:8] = -5.0  # a not-annotated gap
         ann = None
         if split != "test":
             ann = root / "annotations" / f"{clip}.txt"
             ann.parent.mkdir(parents=True, exist_ok=True)
             ann.write_text("valence,arousal\n" + "".join(f"{a:.4f},{b:.4f}\n" for a, b in labels))
         values[clip] = labels
-        rows.append({"clip": clip, "video_id": clip, "video": f"{clip}.mp4", "audio": f"{clip}.mp4", "split": split,
-                     "fold": -1 if split == "test" else 1 + i % 2, "annotation": str(ann) if ann else "",
-                     "crops": "", "subject": "", "frames": n, "fps": 30.0})
+        rows.append(
+            {
+                "clip": clip,
+                "video_id": clip,
+                "video": f"{clip}.mp4",
+                "audio": f"{clip}.mp4",
+                "split": split,
+                "fold": -1 if split == "test" else 1 + i % 2,
+                "annotation": str(ann) if ann else "",
+                "crops": "",
+                "subject": "",
+                "frames": n,
+                "fps": 30.0,
+            }
+        )
         for m in modalities:
             x = rng.normal(0, 1, size=(n, WIDTHS[m])).astype(np.float32)
             valid = np.ones(n, bool)
             if m == "audio":
                 x = (3.0 * y @ mix + 0.3 * x + 5.0).astype(np.float32)  # offset: normalisation must remove it
             else:
-                valid[rng.integers(0, n - 20):][:15] = False  # no face / no word for a while
+                valid[rng.integers(0, n - 20) :][:15] = False  # no face / no word for a while
                 x[~valid] = 0.0
             items[m].append((clip, x, valid, 30.0))
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
@@ -70,21 +87,50 @@ def make_corpus(root: Path, *, frames: tuple[int, ...] = (150, 170, 190, 160, 14
     for m in modalities:
         stores[m] = root / "features" / m / f"{BACKBONES[m]}.h5"
         stores[m].parent.mkdir(parents=True, exist_ok=True)
-        write_store(stores[m], items[m], store_attrs(
-            modality=m, backbone=BACKBONES[m], width=WIDTHS[m], native_rate=0.0, timeline="synthetic, per frame",
-            weights_sha256="none", weights_source="synthetic", licence="test data", provenance={}))
-    return {"manifest": manifest_path, "labels": labels_path, "stores": {m: str(p) for m, p in stores.items()},
-            "backbones": {m: BACKBONES[m] for m in modalities}, "values": values, "root": root}
+        write_store(
+            stores[m],
+            items[m],
+            store_attrs(
+                modality=m,
+                backbone=BACKBONES[m],
+                width=WIDTHS[m],
+                native_rate=0.0,
+                timeline="synthetic, per frame",
+                weights_sha256="none",
+                weights_source="synthetic",
+                licence="test data",
+                provenance={},
+            ),
+        )
+    return {
+        "manifest": manifest_path,
+        "labels": labels_path,
+        "stores": {m: str(p) for m, p in stores.items()},
+        "backbones": {m: BACKBONES[m] for m in modalities},
+        "values": values,
+        "root": root,
+    }
 
 
-def experiment(model: str = "early_fusion", *, modalities=("visual", "audio"), name: str | None = None,
-               model_options: dict | None = None, **training) -> dict:
+def experiment(
+    model: str = "early_fusion",
+    *,
+    modalities=("visual", "audio"),
+    name: str | None = None,
+    model_options: dict | None = None,
+    **training,
+) -> dict:
     """A resolved experiment on the synthetic stores (demo preset with ``training`` overrides)."""
     from emofusion.config import validate_config
     from emofusion.training.experiments import resolve_experiment
 
     name = name or model
-    exp = {"model": model, "model_options": model_options or {}, "preset": "demo", "training": training,
-           "stores": {m: BACKBONES[m] for m in modalities}}
+    exp = {
+        "model": model,
+        "model_options": model_options or {},
+        "preset": "demo",
+        "training": training,
+        "stores": {m: BACKBONES[m] for m in modalities},
+    }
     cfg = validate_config({"fusion": {"experiments": {name: exp}}})
     return resolve_experiment(cfg["fusion"], name)

@@ -36,9 +36,21 @@ def make_manifest(path: Path, clips: dict[str, tuple[str, int, int]] = CLIPS) ->
     rows = []
     for clip, (split, fold, frames) in sorted(clips.items()):
         video = clip.removesuffix("_left").removesuffix("_right")
-        rows.append({"clip": clip, "video_id": video, "video": f"videos/{video}.mp4", "audio": f"videos/{video}.mp4",
-                     "split": split, "fold": fold, "annotation": None if split == "test" else f"ann/{clip}.txt",
-                     "crops": None, "subject": None, "frames": frames, "fps": 30.0})
+        rows.append(
+            {
+                "clip": clip,
+                "video_id": video,
+                "video": f"videos/{video}.mp4",
+                "audio": f"videos/{video}.mp4",
+                "split": split,
+                "fold": fold,
+                "annotation": None if split == "test" else f"ann/{clip}.txt",
+                "crops": None,
+                "subject": None,
+                "frames": frames,
+                "fps": 30.0,
+            }
+        )
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     write_parquet(path, df)
     return df
@@ -56,7 +68,7 @@ def labels_for(clip: str, frames: int) -> tuple[np.ndarray, np.ndarray]:
     values = np.stack([np.tanh(_smooth_walk(rng, frames, 0.08) + rng.uniform(-0.3, 0.3)) for _ in TARGETS], axis=1)
     valid = np.ones((frames, 2), dtype=bool)
     start = rng.integers(0, max(1, frames - 20))
-    valid[start:start + frames // 8] = False  # a stretch not annotated
+    valid[start : start + frames // 8] = False  # a stretch not annotated
     return np.where(valid, values, np.nan).astype(np.float32), valid
 
 
@@ -66,9 +78,19 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
-def make_run(root: Path, manifest: pd.DataFrame, *, experiment: str, fold: int, seed: int, quality: float,
-             model: str = "rjca", stores: dict[str, str] | None = None, epochs: int = 6,
-             windows: tuple[int, int] = (5, 11)) -> Path:
+def make_run(
+    root: Path,
+    manifest: pd.DataFrame,
+    *,
+    experiment: str,
+    fold: int,
+    seed: int,
+    quality: float,
+    model: str = "rjca",
+    stores: dict[str, str] | None = None,
+    epochs: int = 6,
+    windows: tuple[int, int] = (5, 11),
+) -> Path:
     """Write results/fusion/<experiment>/fold<fold>/seed<seed>/ under ``root``; return the run directory."""
     stores = stores or {"visual": "results/features/visual/fer.h5", "audio": "results/features/audio/egemaps.h5"}
     run = root / experiment / f"fold{fold}" / f"seed{seed}"
@@ -82,16 +104,31 @@ def make_run(root: Path, manifest: pd.DataFrame, *, experiment: str, fold: int, 
             valid[:] = False
             labels[:] = np.nan
         truth = np.nan_to_num(labels_for(clip, int(frames))[0], nan=0.0)
-        raw = np.clip(quality * truth + (1 - quality) * np.stack(
-            [np.tanh(3 * _smooth_walk(rng, int(frames), 0.05)) for _ in TARGETS], axis=1) + 0.05, -1, 1)
+        raw = np.clip(
+            quality * truth
+            + (1 - quality) * np.stack([np.tanh(3 * _smooth_walk(rng, int(frames), 0.05)) for _ in TARGETS], axis=1)
+            + 0.05,
+            -1,
+            1,
+        )
         smoothed = np.stack([moving_average(raw[:, i], w) for i, w in enumerate(windows)], axis=1)
-        parts.append(pd.DataFrame({
-            "clip": clip, "split": sp, "frame": np.arange(int(frames)),
-            "valence": raw[:, 0].astype(np.float32), "arousal": raw[:, 1].astype(np.float32),
-            "valence_smoothed": smoothed[:, 0].astype(np.float32),
-            "arousal_smoothed": smoothed[:, 1].astype(np.float32),
-            "label_valence": labels[:, 0], "label_arousal": labels[:, 1],
-            "valid_valence": valid[:, 0], "valid_arousal": valid[:, 1]}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "clip": clip,
+                    "split": sp,
+                    "frame": np.arange(int(frames)),
+                    "valence": raw[:, 0].astype(np.float32),
+                    "arousal": raw[:, 1].astype(np.float32),
+                    "valence_smoothed": smoothed[:, 0].astype(np.float32),
+                    "arousal_smoothed": smoothed[:, 1].astype(np.float32),
+                    "label_valence": labels[:, 0],
+                    "label_arousal": labels[:, 1],
+                    "valid_valence": valid[:, 0],
+                    "valid_arousal": valid[:, 1],
+                }
+            )
+        )
     preds = pd.concat(parts, ignore_index=True)
     prov = provenance(config={"experiment": experiment, "quality": quality}, seed=seed)
     write_parquet(run / "predictions.parquet", preds, metadata=prov)
@@ -110,21 +147,56 @@ def make_run(root: Path, manifest: pd.DataFrame, *, experiment: str, fold: int, 
             if variant == "raw":
                 entry["per_clip"] = {c: {t: v[t] for t in TARGETS} for c, v in score["per_clip"].items()}
         splits[sp] = entry
-    write_json(run / "metrics.json", {
-        "experiment": experiment, "model": model, "fold": fold, "seed": seed, "splits": splits,
-        "smoothing": {"valence": windows[0], "arousal": windows[1], "chosen_on": "train split (held out from "
-                      "validation)"}, "best_epoch": epochs - 1, "provenance": prov,
-        "stores": {m: {"path": p, "sha256": "0" * 64} for m, p in stores.items()}})
-    write_json(run / "run.json", {
-        "experiment": experiment, "model": model, "fold": fold, "seed": seed, "modalities": list(stores),
-        "stores": stores, "config": {"model": model, "preset": "demo"}, "provenance": prov})
+    write_json(
+        run / "metrics.json",
+        {
+            "experiment": experiment,
+            "model": model,
+            "fold": fold,
+            "seed": seed,
+            "splits": splits,
+            "smoothing": {
+                "valence": windows[0],
+                "arousal": windows[1],
+                "chosen_on": "train split (held out from validation)",
+            },
+            "best_epoch": epochs - 1,
+            "provenance": prov,
+            "stores": {m: {"path": p, "sha256": "0" * 64} for m, p in stores.items()},
+        },
+    )
+    write_json(
+        run / "run.json",
+        {
+            "experiment": experiment,
+            "model": model,
+            "fold": fold,
+            "seed": seed,
+            "modalities": list(stores),
+            "stores": stores,
+            "config": {"model": model, "preset": "demo"},
+            "provenance": prov,
+        },
+    )
     with open(run / "log.jsonl", "w") as f:
         for epoch in range(epochs):
             progress = 1 - np.exp(-(epoch + 1) / 2)
             ccc_v, ccc_a = quality * progress * 0.9, quality * progress * 0.8
-            f.write(json.dumps({"epoch": epoch, "train_loss": 2 - 1.5 * progress + 0.02 * rng.normal(),
-                                "val_loss": 2 - (ccc_v + ccc_a), "val_ccc_valence": ccc_v, "val_ccc_arousal": ccc_a,
-                                "val_ccc_mean": (ccc_v + ccc_a) / 2, "lr": 1e-3, "seconds": 1.5}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "epoch": epoch,
+                        "train_loss": 2 - 1.5 * progress + 0.02 * rng.normal(),
+                        "val_loss": 2 - (ccc_v + ccc_a),
+                        "val_ccc_valence": ccc_v,
+                        "val_ccc_arousal": ccc_a,
+                        "val_ccc_mean": (ccc_v + ccc_a) / 2,
+                        "lr": 1e-3,
+                        "seconds": 1.5,
+                    }
+                )
+                + "\n"
+            )
     return run
 
 
@@ -137,6 +209,16 @@ def make_runs(root: Path, manifest: pd.DataFrame, *, folds=(0, 1), seeds=(0, 1))
     ):
         for fold in folds:
             for seed in seeds:
-                runs.append(make_run(root, manifest, experiment=experiment, model=model, fold=fold, seed=seed,
-                                     quality=quality, stores=stores))
+                runs.append(
+                    make_run(
+                        root,
+                        manifest,
+                        experiment=experiment,
+                        model=model,
+                        fold=fold,
+                        seed=seed,
+                        quality=quality,
+                        stores=stores,
+                    )
+                )
     return runs

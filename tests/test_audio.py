@@ -21,8 +21,16 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs th
 PYFEAT = TEST_DATA / "pyfeat_videos"
 
 
-def mux_video(path: Path, *, seconds: float = 3.0, fps: int = 25, audio: str | None = None,
-               video_offset: float = 0.0, audio_offset: float = 0.0, acodec: str = "aac") -> Path:
+def mux_video(
+    path: Path,
+    *,
+    seconds: float = 3.0,
+    fps: int = 25,
+    audio: str | None = None,
+    video_offset: float = 0.0,
+    audio_offset: float = 0.0,
+    acodec: str = "aac",
+) -> Path:
     """A small test-pattern video; ``audio`` is a lavfi audio source; offsets shift a stream's timestamps."""
     args = []
     if video_offset:
@@ -55,8 +63,9 @@ def leftovers(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize(("source_rate", "freq"), [(44100, 440.0), (48000, 3000.0), (22050, 1234.0)])
 def test_resampling_keeps_a_sines_frequency_and_level(tmp_path, source_rate, freq):
-    video = mux_video(tmp_path / "v.mp4", seconds=2.0,
-                       audio=f"sine=frequency={freq}:sample_rate={source_rate}:duration=2")
+    video = mux_video(
+        tmp_path / "v.mp4", seconds=2.0, audio=f"sine=frequency={freq}:sample_rate={source_rate}:duration=2"
+    )
     info = extract_audio(video, tmp_path / "out.wav", sample_rate=16000)
     x, rate, meta = read_audio(tmp_path / "out.wav")
     assert rate == 16000 and x.dtype == np.float32 and x.ndim == 1
@@ -68,8 +77,12 @@ def test_resampling_keeps_a_sines_frequency_and_level(tmp_path, source_rate, fre
 
 def test_other_sample_rate_and_stereo_is_averaged_not_summed(tmp_path):
     # Same tone on both channels: the mono mix must keep its level (FFmpeg's own downmix would add 3 dB).
-    video = mux_video(tmp_path / "st.mkv", seconds=2.0, acodec="pcm_s16le",
-                       audio="sine=frequency=500:sample_rate=48000:duration=2,pan=stereo|c0=c0|c1=c0")
+    video = mux_video(
+        tmp_path / "st.mkv",
+        seconds=2.0,
+        acodec="pcm_s16le",
+        audio="sine=frequency=500:sample_rate=48000:duration=2,pan=stereo|c0=c0|c1=c0",
+    )
     info = extract_audio(video, tmp_path / "out.wav", sample_rate=8000)
     x, rate, _ = read_audio(tmp_path / "out.wav")
     assert info["source_stream"]["channels"] == 2
@@ -80,8 +93,12 @@ def test_other_sample_rate_and_stereo_is_averaged_not_summed(tmp_path):
 
 def test_audio_starting_after_the_video_is_padded(tmp_path):
     # The audio stream starts 0.5 s after the first frame (mkv keeps the timestamps exactly as muxed).
-    video = mux_video(tmp_path / "late.mkv", audio="sine=frequency=1000:sample_rate=44100:duration=2",
-                       audio_offset=0.5, acodec="pcm_s16le")
+    video = mux_video(
+        tmp_path / "late.mkv",
+        audio="sine=frequency=1000:sample_rate=44100:duration=2",
+        audio_offset=0.5,
+        acodec="pcm_s16le",
+    )
     info = extract_audio(video, tmp_path / "late.wav")
     x, rate, _ = read_audio(tmp_path / "late.wav")
     assert info["offset_seconds"] == pytest.approx(0.5, abs=1e-3)
@@ -89,13 +106,17 @@ def test_audio_starting_after_the_video_is_padded(tmp_path):
     assert info["valid_end_sample"] == pytest.approx(8000 + 2 * 16000, abs=2)
     assert x.size == info["num_samples"] == 3 * 16000  # the video's duration, whatever the audio's
     assert onset(x, rate) == pytest.approx(0.5, abs=2e-3)
-    assert not np.any(x[: 8000]) and not np.any(x[info["valid_end_sample"]:])
+    assert not np.any(x[:8000]) and not np.any(x[info["valid_end_sample"] :])
 
 
 def test_audio_starting_before_the_video_is_trimmed(tmp_path):
     # Video starts at 0.4 s, audio at 0 with a tone from 0.6 s: on the frame timeline the tone starts at 0.2 s.
-    video = mux_video(tmp_path / "early.mkv", video_offset=0.4, acodec="pcm_s16le",
-                       audio="sine=frequency=1000:sample_rate=44100:duration=4,adelay=600:all=1")
+    video = mux_video(
+        tmp_path / "early.mkv",
+        video_offset=0.4,
+        acodec="pcm_s16le",
+        audio="sine=frequency=1000:sample_rate=44100:duration=4,adelay=600:all=1",
+    )
     info = extract_audio(video, tmp_path / "early.wav")
     x, rate, _ = read_audio(tmp_path / "early.wav")
     assert info["video_start_seconds"] == pytest.approx(0.4, abs=1e-3)
@@ -106,8 +127,7 @@ def test_audio_starting_before_the_video_is_trimmed(tmp_path):
 
 def test_mp4_offset_with_aac_priming(tmp_path):
     # The usual real-world case: AAC in MP4 shifted with -itsoffset; the tone must land 0.5 s after frame 0.
-    video = mux_video(tmp_path / "late.mp4", audio="sine=frequency=1000:sample_rate=44100:duration=2",
-                       audio_offset=0.5)
+    video = mux_video(tmp_path / "late.mp4", audio="sine=frequency=1000:sample_rate=44100:duration=2", audio_offset=0.5)
     info = extract_audio(video, tmp_path / "late.wav")
     x, rate, _ = read_audio(tmp_path / "late.wav")
     assert info["offset_seconds"] == pytest.approx(0.5, abs=0.03)  # stream start includes the encoder priming
@@ -122,8 +142,7 @@ def test_real_video_with_late_audio_stream(tmp_path):
 
 
 def test_write_blocks_do_not_change_the_samples(tmp_path):
-    video = mux_video(tmp_path / "v.mp4", seconds=3.0,
-                       audio="sine=frequency=300:sample_rate=44100:duration=3")
+    video = mux_video(tmp_path / "v.mp4", seconds=3.0, audio="sine=frequency=300:sample_rate=44100:duration=3")
     extract_audio(video, tmp_path / "whole.wav", chunk_seconds=60.0)
     extract_audio(video, tmp_path / "chunks.wav", chunk_seconds=0.37)
     a, _, _ = read_audio(tmp_path / "whole.wav", with_metadata=False)
@@ -136,9 +155,27 @@ def mux_jump(path: Path, pts: str, *, freq: float = 301.0, rate: int = 16000) ->
     """8 s of video over a 6 s sine whose timestamps are rewritten by the asetpts expression ``pts``; 50-ms
     frames at 16 kHz so the jump falls on a frame boundary (Matroska keeps the timestamps as muxed, to 1 ms)."""
     frame = f":samples_per_frame={rate // 20}" if rate == 16000 else ""
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=8", "-f", "lavfi", "-i",
-           f"sine=frequency={freq}:sample_rate={rate}{frame}:duration=6,asetpts='{pts}'", "-map", "0:v",
-           "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=25:duration=8",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency={freq}:sample_rate={rate}{frame}:duration=6,asetpts='{pts}'",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "pcm_s16le",
+        str(path),
+    )
     return path
 
 
@@ -176,7 +213,8 @@ def test_gap_in_resampled_audio(tmp_path):
     assert loud[-1] == pytest.approx(7.5, abs=2e-3)
     # the packet holding 2.0 s runs to 2.02 s; the next one is 1.5 s later
     assert loud[loud < 3.0].max() == pytest.approx(2.02, abs=3e-3) and loud[loud > 2.1].min() == pytest.approx(
-        3.52, abs=3e-3)
+        3.52, abs=3e-3
+    )
     assert abs(peak_frequency(x[60000:116000], rate) - 300) <= 1.0
 
 
@@ -197,11 +235,37 @@ def test_overlapping_audio_timestamps_drop_the_repeats(tmp_path, caplog):
 
 def test_the_default_audio_stream_is_used(tmp_path):
     # Two audio tracks, the second marked default: FFmpeg (and a media player) would play the second.
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2", "-f", "lavfi", "-i",
-           "sine=frequency=400:sample_rate=16000:duration=2", "-f", "lavfi", "-i",
-           "sine=frequency=900:sample_rate=16000:duration=2", "-map", "0:v", "-map", "1:a", "-map", "2:a",
-           "-disposition:a:0", "0", "-disposition:a:1", "default", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-           "-c:a", "pcm_s16le", str(tmp_path / "two.mkv"))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=25:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=400:sample_rate=16000:duration=2",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=900:sample_rate=16000:duration=2",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-map",
+        "2:a",
+        "-disposition:a:0",
+        "0",
+        "-disposition:a:1",
+        "default",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "pcm_s16le",
+        str(tmp_path / "two.mkv"),
+    )
     info = extract_audio(tmp_path / "two.mkv", tmp_path / "two.wav")
     x, rate, _ = read_audio(tmp_path / "two.wav")
     assert info["source_stream"]["stream_index"] == 2
@@ -239,8 +303,9 @@ def test_corrupt_input_fails_cleanly(tmp_path, kind):
     good = mux_video(tmp_path / "good.mp4", audio="sine=frequency=440:sample_rate=44100:duration=3")
     bad = tmp_path / "bad.mp4"
     data = good.read_bytes()
-    bad.write_bytes({"garbage": np.random.default_rng(0).bytes(20000), "truncated": data[: len(data) // 2],
-                     "empty": b""}[kind])
+    bad.write_bytes(
+        {"garbage": np.random.default_rng(0).bytes(20000), "truncated": data[: len(data) // 2], "empty": b""}[kind]
+    )
     out_dir = tmp_path / "out"
     with pytest.raises(InputError, match=r"bad\.mp4"):
         extract_audio(bad, out_dir / "bad.wav")

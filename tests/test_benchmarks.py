@@ -60,8 +60,7 @@ def test_neural_is_seeded_and_never_sees_held_out_labels():
     training = {"optimizer": "adam", "lr": 0.003, "weight_decay": 0.0, "batch_size": 4, "grad_clip": 1.0}
 
     def run(labels, seed=0):
-        return real_va.neural(seqs, labels, folds, seed=seed, model_name="unimodal_audio", epochs=1,
-                              training=training)
+        return real_va.neural(seqs, labels, folds, seed=seed, model_name="unimodal_audio", epochs=1, training=training)
 
     utt, frames = run(y)
     assert utt.shape == (10, 2) and [len(f) for f in frames] == [len(s) for s in seqs]
@@ -79,8 +78,9 @@ def test_neural_is_seeded_and_never_sees_held_out_labels():
 @pytest.mark.slow
 def test_smoke_run_on_real_speech(tmp_path):
     out = tmp_path / "real_va.json"
-    result = load_real_va().main(["--data", str(SPEECH), "--folds", "2", "--seeds", "1", "--epochs", "1",
-                                  "--limit", "12", "--out", str(out)])
+    result = load_real_va().main(
+        ["--data", str(SPEECH), "--folds", "2", "--seeds", "1", "--epochs", "1", "--limit", "12", "--out", str(out)]
+    )
     methods = result["methods"]
     assert len(methods) == 3 and result["config"]["recordings"] == 12
     for row in methods.values():
@@ -103,12 +103,32 @@ def test_train_json_parses_and_projects_onto_affwild2(tmp_path):
     """benchmarks/train.py --json on a tiny corpus (device-resident and in-memory rows, bfloat16 beside float32),
     read back by benchmarks/affwild2.py into a projection row per measurement, each citing its file."""
     out = tmp_path / "train.json"
-    rows = load_benchmark("train").main(["--quick", "--models", "rjca", "--data", "device", "--amp", "bf16",
-                                         "--batches", "1", "--frames", "3000", "--clips", "6", "--json", str(out)])
+    rows = load_benchmark("train").main(
+        [
+            "--quick",
+            "--models",
+            "rjca",
+            "--data",
+            "device",
+            "--amp",
+            "bf16",
+            "--batches",
+            "1",
+            "--frames",
+            "3000",
+            "--clips",
+            "6",
+            "--json",
+            str(out),
+        ]
+    )
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "train" and doc["machine"]["device"] == "cpu" and doc["figures"]["frames"] > 0
-    assert [(r["data"], r["amp"]) for r in doc["figures"]["rows"]] == [("device", "fp32"), ("device", "bf16")] == [
-        (r["data"], r["amp"]) for r in rows]
+    assert (
+        [(r["data"], r["amp"]) for r in doc["figures"]["rows"]]
+        == [("device", "fp32"), ("device", "bf16")]
+        == [(r["data"], r["amp"]) for r in rows]
+    )
     affwild2 = load_benchmark("affwild2")
     projected = affwild2.rows_for(affwild2.load([out])[0], gpus=4)
     assert len(projected) == 2 and all(r["source"].startswith("train.json (cpu") for r in projected)
@@ -122,15 +142,41 @@ def test_affwild2_projects_every_stage_and_divides_sharded_ones(tmp_path, capsys
     affwild2 = load_benchmark("affwild2")
     import figures  # benchmarks/ is on sys.path once a benchmark module is loaded
 
-    figures.write_figures(tmp_path / "faces.json", "faces", {
-        "end_to_end": [{"video": "a.mp4", "frames": 300, "seconds": 2.0}, {"video": "b.mp4", "frames": 100,
-                                                                          "seconds": 2.0}],
-        "settings": {"batch_size": 128}, "skipped": []}, device="cpu")
-    figures.write_figures(tmp_path / "embed.json", "embed", {"embed": [
-        {"backbone": "visual:fer", "amp": False, "fps": 1000.0, "forward_fps": 4000.0},
-        {"backbone": "audio:egemaps", "amp": False, "fps": 2990.0}], "read": {}}, device="cpu")
-    figures.write_figures(tmp_path / "asr.json", "asr", {"audio": {"rtf": 100.0}, "asr": [
-        {"engine": "faster-whisper", "compute": "int8", "beam": 5, "rtf": 10.0}], "skipped": []}, device="cpu")
+    figures.write_figures(
+        tmp_path / "faces.json",
+        "faces",
+        {
+            "end_to_end": [
+                {"video": "a.mp4", "frames": 300, "seconds": 2.0},
+                {"video": "b.mp4", "frames": 100, "seconds": 2.0},
+            ],
+            "settings": {"batch_size": 128},
+            "skipped": [],
+        },
+        device="cpu",
+    )
+    figures.write_figures(
+        tmp_path / "embed.json",
+        "embed",
+        {
+            "embed": [
+                {"backbone": "visual:fer", "amp": False, "fps": 1000.0, "forward_fps": 4000.0},
+                {"backbone": "audio:egemaps", "amp": False, "fps": 2990.0},
+            ],
+            "read": {},
+        },
+        device="cpu",
+    )
+    figures.write_figures(
+        tmp_path / "asr.json",
+        "asr",
+        {
+            "audio": {"rtf": 100.0},
+            "asr": [{"engine": "faster-whisper", "compute": "int8", "beam": 5, "rtf": 10.0}],
+            "skipped": [],
+        },
+        device="cpu",
+    )
     assert affwild2.main([str(tmp_path / n) for n in ("faces.json", "embed.json", "asr.json")] + ["--gpus", "10"]) == 0
     text = capsys.readouterr().out
     docs = affwild2.load([tmp_path / "faces.json", tmp_path / "embed.json", tmp_path / "asr.json"])

@@ -30,30 +30,52 @@ SUBCOMMANDS = discovered_subcommands()
 # One bad input per subcommand: its arguments ({tmp}: the test's empty folder) and what the error line must say.
 # A new subcommand fails test_bad_input_fails_cleanly until it has an entry here.
 BAD_INPUT = {
-    "manifest": (["--config-json", '{{"corpus": {{"root": "{tmp}/nope"}}}}', "--out", "{tmp}/out/manifest.parquet"],
-                 "corpus.root: folder {tmp}/nope does not exist"),
-    "labels": (["--manifest", "{tmp}/missing.parquet", "--out", "{tmp}/out/labels.h5"],
-               "manifest {tmp}/missing.parquet does not exist"),
+    "manifest": (
+        ["--config-json", '{{"corpus": {{"root": "{tmp}/nope"}}}}', "--out", "{tmp}/out/manifest.parquet"],
+        "corpus.root: folder {tmp}/nope does not exist",
+    ),
+    "labels": (
+        ["--manifest", "{tmp}/missing.parquet", "--out", "{tmp}/out/labels.h5"],
+        "manifest {tmp}/missing.parquet does not exist",
+    ),
     "faces": (["--video", "{tmp}/missing.mp4", "--out", "{tmp}/out/clip.h5"], "video {tmp}/missing.mp4 does not exist"),
     "audio": (["--video", "{tmp}/missing.mp4", "--out", "{tmp}/out/a.wav"], "video {tmp}/missing.mp4 does not exist"),
-    "convert-whisper": (["--model", "{tmp}/no-model", "--out", "{tmp}/out/whisper.pt"],
-                        "'{tmp}/no-model' is not a CTranslate2 Whisper model"),
-    "transcribe": (["--audio", "{tmp}/missing.wav", "--out", "{tmp}/out/t.parquet"],
-                   "audio {tmp}/missing.wav does not exist"),
-    "embed": (["--modality", "visual", "--backbone", "fer", "--faces", "{tmp}/missing.h5", "--out", "{tmp}/out/e.h5"],
-              "face store {tmp}/missing.h5 does not exist"),
-    "embed-merge": (["--modality", "visual", "--backbone", "fer", "--shards", "{tmp}/missing.h5", "--out",
-                     "{tmp}/out/fer.h5"], "feature store {tmp}/missing.h5 does not exist"),
-    "train": (["--experiment", "nope", "--manifest", "{tmp}/m.parquet", "--labels", "{tmp}/l.h5", "--out",
-               "{tmp}/out/run"], "fusion.experiments is empty, so there is no experiment 'nope'"),
-    "evaluate": (["--run", "{tmp}/run", "--manifest", "{tmp}/m.parquet", "--labels", "{tmp}/l.h5"],
-                 "{tmp}/run/run.json does not exist"),
-    "report": (["--manifest", "{tmp}/missing.parquet", "--runs", "{tmp}/run", "--out", "{tmp}/out/report"],
-               "manifest {tmp}/missing.parquet does not exist"),
-    "check-submission": (["--manifest", "{tmp}/missing.parquet", "{tmp}/submission.csv"],
-                         "manifest {tmp}/missing.parquet does not exist"),
-    "predict": (["{tmp}/video.mp4", "--run", "{tmp}/run", "--out", "{tmp}/out/predicted"],
-                "--run {tmp}/run is not a folder"),
+    "convert-whisper": (
+        ["--model", "{tmp}/no-model", "--out", "{tmp}/out/whisper.pt"],
+        "'{tmp}/no-model' is not a CTranslate2 Whisper model",
+    ),
+    "transcribe": (
+        ["--audio", "{tmp}/missing.wav", "--out", "{tmp}/out/t.parquet"],
+        "audio {tmp}/missing.wav does not exist",
+    ),
+    "embed": (
+        ["--modality", "visual", "--backbone", "fer", "--faces", "{tmp}/missing.h5", "--out", "{tmp}/out/e.h5"],
+        "face store {tmp}/missing.h5 does not exist",
+    ),
+    "embed-merge": (
+        ["--modality", "visual", "--backbone", "fer", "--shards", "{tmp}/missing.h5", "--out", "{tmp}/out/fer.h5"],
+        "feature store {tmp}/missing.h5 does not exist",
+    ),
+    "train": (
+        ["--experiment", "nope", "--manifest", "{tmp}/m.parquet", "--labels", "{tmp}/l.h5", "--out", "{tmp}/out/run"],
+        "fusion.experiments is empty, so there is no experiment 'nope'",
+    ),
+    "evaluate": (
+        ["--run", "{tmp}/run", "--manifest", "{tmp}/m.parquet", "--labels", "{tmp}/l.h5"],
+        "{tmp}/run/run.json does not exist",
+    ),
+    "report": (
+        ["--manifest", "{tmp}/missing.parquet", "--runs", "{tmp}/run", "--out", "{tmp}/out/report"],
+        "manifest {tmp}/missing.parquet does not exist",
+    ),
+    "check-submission": (
+        ["--manifest", "{tmp}/missing.parquet", "{tmp}/submission.csv"],
+        "manifest {tmp}/missing.parquet does not exist",
+    ),
+    "predict": (
+        ["{tmp}/video.mp4", "--run", "{tmp}/run", "--out", "{tmp}/out/predicted"],
+        "--run {tmp}/run is not a folder",
+    ),
     "export": (["--run", "{tmp}/run", "--out", "{tmp}/out/model.tar"], "--run {tmp}/run is not a folder"),
     "status": (["--directory", "{tmp}/project", "--no-dry-run"], "--directory {tmp}/project is not a folder"),
 }
@@ -66,12 +88,14 @@ def _subparsers() -> dict:
 def test_subcommands_are_discovered_and_registered():
     assert sorted(_subparsers()) == SUBCOMMANDS
     assert {"manifest", "labels", "faces", "audio", "transcribe", "embed", "train", "evaluate", "report"} <= set(
-        SUBCOMMANDS)
+        SUBCOMMANDS
+    )
 
 
 def test_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "emofusion.cli", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "emofusion.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for name in SUBCOMMANDS:  # a long name stands alone on its line, its help on the next
         assert re.search(rf"^    {re.escape(name)}( |$)", out, re.MULTILINE), name
 
@@ -110,8 +134,20 @@ def test_bad_input_fails_cleanly(name, tmp_path, caplog):
 
 
 def test_bad_input_in_a_real_process_is_one_line_on_stderr(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "emofusion.cli", "labels", "--manifest", str(tmp_path / "m.parquet"),
-                           "--out", str(tmp_path / "labels.h5")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emofusion.cli",
+            "labels",
+            "--manifest",
+            str(tmp_path / "m.parquet"),
+            "--out",
+            str(tmp_path / "labels.h5"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and f"manifest {tmp_path / 'm.parquet'} does not exist" in lines[0], proc.stderr

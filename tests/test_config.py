@@ -45,8 +45,13 @@ def test_repo_config_is_valid_and_complete():
     assert cfg["features"]["visual"]["backbones"]["fer"] == {"probabilities": False}
     assert cfg["features"]["audio"]["backbones"]["egemaps"] == {"window": 1.0, "stats": ["mean", "std"]}
     jca = cfg["fusion"]["experiments"]["jca"]
-    assert jca == {"model": "jca", "model_options": {"lstm_layers": 1, "head_hidden": 32}, "preset": "demo",
-                   "stores": {"visual": "fer", "audio": "egemaps"}, "training": {}}
+    assert jca == {
+        "model": "jca",
+        "model_options": {"lstm_layers": 1, "head_hidden": 32},
+        "preset": "demo",
+        "stores": {"visual": "fer", "audio": "egemaps"},
+        "training": {},
+    }
     assert cfg["fusion"]["experiments"]["rjcma"]["preset"] == "demo_frame"  # set in the file: no default over it
     assert cfg["fusion"]["experiments"]["unimodal_audio"]["stores"] == {"audio": "egemaps"}
     assert {"demo", "demo_frame", "rjca", "dca", "rjcma"} <= set(cfg["fusion"]["presets"])
@@ -58,13 +63,16 @@ def test_repo_config_is_valid_and_complete():
         _get(cfg, key.split("."))  # KeyError names the missing key
 
 
-@pytest.mark.parametrize(("cfg", "match"), [
-    ({"corpus": {"bogus": 1}}, r"corpus: Additional properties are not allowed \('bogus'"),
-    ({"nonsense": {}}, r"\(top level\): Additional properties"),
-    ({"folds": {"k": "three"}}, r"folds.k: 'three' is not of type 'integer'"),
-    ({"folds": {"k": -1}}, r"folds.k: -1 is less than the minimum"),
-    ({"corpus": {"format": "kaldi"}}, r"corpus.format: 'kaldi' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"corpus": {"bogus": 1}}, r"corpus: Additional properties are not allowed \('bogus'"),
+        ({"nonsense": {}}, r"\(top level\): Additional properties"),
+        ({"folds": {"k": "three"}}, r"folds.k: 'three' is not of type 'integer'"),
+        ({"folds": {"k": -1}}, r"folds.k: -1 is less than the minimum"),
+        ({"corpus": {"format": "kaldi"}}, r"corpus.format: 'kaldi' is not one of"),
+    ],
+)
 def test_invalid_configs_name_the_key(cfg, match):
     with pytest.raises(ConfigError, match=match):
         validate_config(cfg)

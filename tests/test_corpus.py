@@ -35,8 +35,13 @@ def affwild(tmp_path, make_video):
     """A small Aff-Wild2-layout corpus: 4 videos (one two-person), train/validation/test."""
     root = tmp_path / "aw2"
     video = make_video(frames=12)
-    for batch, name in [("batch1", "vidA"), ("batch1", "vidB"), ("batch2", "vidC"), ("batch2", "vidD"),
-                        ("batch2", "vidE")]:
+    for batch, name in [
+        ("batch1", "vidA"),
+        ("batch1", "vidB"),
+        ("batch2", "vidC"),
+        ("batch2", "vidD"),
+        ("batch2", "vidE"),
+    ]:
         (root / "videos" / batch).mkdir(parents=True, exist_ok=True)
         shutil.copy(video, root / "videos" / batch / f"{name}.mp4")
     write_annotation(root / ANN / "Train_Set" / "vidA.txt", 12, gap=slice(3, 5))
@@ -148,10 +153,12 @@ def test_undecodable_video_named(affwild):
 def test_manifest_csv(tmp_path, make_video):
     shutil.copy(make_video(frames=12), tmp_path / "one.mp4")
     write_annotation(tmp_path / "one.txt", 12)
-    (tmp_path / "clips.csv").write_text("clip,video,split,annotation,subject\n"
-                                        "c1,one.mp4,train,one.txt,s1\nc2,one.mp4,Test,,\n")
-    cfg = load_config(overrides={"corpus": {"format": "manifest", "manifest": str(tmp_path / "clips.csv")},
-                                 "folds": {"k": 1}})
+    (tmp_path / "clips.csv").write_text(
+        "clip,video,split,annotation,subject\nc1,one.mp4,train,one.txt,s1\nc2,one.mp4,Test,,\n"
+    )
+    cfg = load_config(
+        overrides={"corpus": {"format": "manifest", "manifest": str(tmp_path / "clips.csv")}, "folds": {"k": 1}}
+    )
     df = build_manifest(cfg).set_index("clip")
     assert df.loc["c1", "video"] == str(tmp_path / "one.mp4") and df.loc["c1", "subject"] == "s1"
     assert df.loc["c2", "split"] == "test" and pd.isna(df.loc["c2", "annotation"])
@@ -162,14 +169,17 @@ def test_manifest_csv(tmp_path, make_video):
     assert [s.clip for s in discover(cfg["corpus"])] == ["c1", "c2"]
 
 
-@pytest.mark.parametrize(("body", "match"), [
-    ("clip,video\nc1,one.mp4\n", "missing column.*split"),
-    ("clip,video,split\nc/1,one.mp4,train\n", r"row 2: clip id 'c/1' is not allowed"),
-    ("clip,video,split\nc1,missing.mp4,train\n", r"row 2: video .*missing\.mp4 for clip 'c1' does not exist"),
-    ("clip,video,split\nc1,one.mp4,dev\n", "split 'dev' must be one of"),
-    ("clip,video,split\nc1,one.mp4,train\nc1,one.mp4,test\n", "listed twice"),
-    ("clip,video,split,annotation\nc1,one.mp4,train,nope.txt\n", r"annotation .*nope\.txt .*does not exist"),
-])
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("clip,video\nc1,one.mp4\n", "missing column.*split"),
+        ("clip,video,split\nc/1,one.mp4,train\n", r"row 2: clip id 'c/1' is not allowed"),
+        ("clip,video,split\nc1,missing.mp4,train\n", r"row 2: video .*missing\.mp4 for clip 'c1' does not exist"),
+        ("clip,video,split\nc1,one.mp4,dev\n", "split 'dev' must be one of"),
+        ("clip,video,split\nc1,one.mp4,train\nc1,one.mp4,test\n", "listed twice"),
+        ("clip,video,split,annotation\nc1,one.mp4,train,nope.txt\n", r"annotation .*nope\.txt .*does not exist"),
+    ],
+)
 def test_manifest_errors(tmp_path, make_video, body, match):
     shutil.copy(make_video(frames=12), tmp_path / "one.mp4")
     (tmp_path / "clips.csv").write_text(body)
@@ -180,10 +190,14 @@ def test_manifest_errors(tmp_path, make_video, body, match):
 def test_clips_of_one_video_must_share_its_audio(tmp_path, make_video):
     shutil.copy(make_video(frames=12), tmp_path / "one.mp4")
     shutil.copy(make_video(frames=12), tmp_path / "other.mp4")
-    (tmp_path / "clips.csv").write_text("clip,video,split,audio\none_left,one.mp4,train,\n"
-                                        "one_right,one.mp4,train,other.mp4\n")
-    with pytest.raises(InputError, match=r"'one_left' and 'one_right' share the video .*one\.mp4 but name different "
-                                         r"audio"):
+    (tmp_path / "clips.csv").write_text(
+        "clip,video,split,audio\none_left,one.mp4,train,\none_right,one.mp4,train,other.mp4\n"
+    )
+    with pytest.raises(
+        InputError,
+        match=r"'one_left' and 'one_right' share the video .*one\.mp4 but name different "
+        r"audio",
+    ):
         discover({"format": "manifest", "manifest": str(tmp_path / "clips.csv"), "use_cropped_aligned": True})
 
 
@@ -218,14 +232,17 @@ def test_reconcile_limit(tmp_path):
         clip_labels(tmp_path / "a.txt", 20, max_mismatch=3)
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("arousal,valence\n0.1,0.2\n", "expected the header 'valence,arousal'"),
-    ("valence,arousal\n0.1,0.2\n0.3,abc\n", r"line 3 .*not two numbers"),
-    ("valence,arousal\n0.1,0.2\n0.3\n", r"line 3 .*not two numbers"),
-    ("valence,arousal\n0.1,2.5\n", "line 2 has a value outside"),
-    ("valence,arousal\n", "no label rows"),
-    ("", "expected the header"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("arousal,valence\n0.1,0.2\n", "expected the header 'valence,arousal'"),
+        ("valence,arousal\n0.1,0.2\n0.3,abc\n", r"line 3 .*not two numbers"),
+        ("valence,arousal\n0.1,0.2\n0.3\n", r"line 3 .*not two numbers"),
+        ("valence,arousal\n0.1,2.5\n", "line 2 has a value outside"),
+        ("valence,arousal\n", "no label rows"),
+        ("", "expected the header"),
+    ],
+)
 def test_bad_annotation_files(tmp_path, text, match):
     (tmp_path / "bad.txt").write_text(text)
     with pytest.raises(InputError, match=r"bad\.txt.*" + match if "bad" not in match else match):
@@ -262,8 +279,7 @@ def test_manifest_command_records_skipped_and_unannotated(affwild, tmp_path):
     (affwild / "videos/batch1/vidA.mp4").write_bytes(b"")
     shutil.copy(affwild / "videos/batch2/vidE.mp4", affwild / "videos/batch2/vidF.mp4")  # no annotation
     out = tmp_path / "manifest.parquet"
-    overrides = {"corpus": {"root": str(affwild), "test_list": str(affwild / "test_set.txt"),
-                            "on_bad_video": "skip"}}
+    overrides = {"corpus": {"root": str(affwild), "test_list": str(affwild / "test_set.txt"), "on_bad_video": "skip"}}
     assert main(["manifest", "--config-json", json.dumps(overrides), "--out", str(out)]) == 0
     meta = read_parquet_metadata(out)
     assert [Path(v).name for v in meta["skipped_videos"]] == ["vidA.mp4"]

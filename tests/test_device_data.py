@@ -35,13 +35,20 @@ def corpus(tmp_path_factory):
 
 def fold_data(corpus, training, *, modalities=("visual", "audio", "text"), **kw):
     w = Windowing.from_training(training, key="t")
-    return FusionData(manifest=pd.read_parquet(corpus["manifest"]), labels=corpus["labels"],
-                      stores={m: corpus["stores"][m] for m in modalities},
-                      backbones={m: BACKBONES[m] for m in modalities}, fold=0, windowing=w, **kw)
+    return FusionData(
+        manifest=pd.read_parquet(corpus["manifest"]),
+        labels=corpus["labels"],
+        stores={m: corpus["stores"][m] for m in modalities},
+        backbones={m: BACKBONES[m] for m in modalities},
+        fold=0,
+        windowing=w,
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("training", [SMALL, {"window": 64, "steps": 8, "pool": 8},
-                                      {"window": 30, "steps": 30, "pool": 1, "hop": 20}])
+@pytest.mark.parametrize(
+    "training", [SMALL, {"window": 64, "steps": 8, "pool": 8}, {"window": 30, "steps": 30, "pool": 1, "hop": 20}]
+)
 def test_device_batches_equal_the_in_memory_batches_bit_for_bit(corpus, training):
     mem = fold_data(corpus, training, in_memory=True)
     dev = fold_data(corpus, training, device=CPU, device_data=True)
@@ -70,13 +77,22 @@ def test_device_data_auto_is_off_on_the_cpu_and_a_bad_mode_names_the_key(corpus)
 
 
 def _run(corpus, out, exp, **kw):
-    return train_run(exp, fold=0, seed=0, out=out, manifest=pd.read_parquet(corpus["manifest"]),
-                     labels=corpus["labels"], stores={m: corpus["stores"][m] for m in exp["stores"]}, device=CPU,
-                     **kw)
+    return train_run(
+        exp,
+        fold=0,
+        seed=0,
+        out=out,
+        manifest=pd.read_parquet(corpus["manifest"]),
+        labels=corpus["labels"],
+        stores={m: corpus["stores"][m] for m in exp["stores"]},
+        device=CPU,
+        **kw,
+    )
 
 
-@pytest.mark.parametrize("model,training", [("rjca", SMALL),
-                                            ("late_fusion", {"window": 30, "steps": 30, "pool": 1, "hop": 20})])
+@pytest.mark.parametrize(
+    "model,training", [("rjca", SMALL), ("late_fusion", {"window": 30, "steps": 30, "pool": 1, "hop": 20})]
+)
 def test_device_data_trains_the_same_weights_as_in_memory(corpus, tmp_path, model, training):
     exp = experiment(model, model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=2, **training)
     a = _run(corpus, tmp_path / "mem", exp, in_memory=True, device_data=False)
@@ -86,8 +102,10 @@ def test_device_data_trains_the_same_weights_as_in_memory(corpus, tmp_path, mode
     assert a["best_val_ccc_mean"] == b["best_val_ccc_mean"]
 
     def log(name):
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
-                for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (tmp_path / name / "log.jsonl").read_text().splitlines()
+        ]
 
     assert log("mem") == log("dev")
 
@@ -113,8 +131,9 @@ def test_amp_bf16_is_a_preset_option_and_trains_in_bfloat16_on_the_cpu(corpus):
         model.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         scaler = torch.amp.GradScaler("cuda", enabled=False)
-        return train_epoch(model, [batch] * 3, opt=opt, scaler=scaler, loss_fn=CCCLoss(), device=CPU, amp=amp,
-                           grad_clip=1.0)
+        return train_epoch(
+            model, [batch] * 3, opt=opt, scaler=scaler, loss_fn=CCCLoss(), device=CPU, amp=amp, grad_clip=1.0
+        )
 
     full, half = losses(False), losses("bf16")
     assert seen[:3] == [torch.float32] * 3 and torch.bfloat16 in seen[3:]  # the autocast really ran
@@ -166,6 +185,14 @@ def test_device_data_on_cuda_gives_the_cpu_batches_and_trains(corpus, tmp_path):
         assert torch.equal(b["masks"][m].cpu(), a["masks"][m])
     assert torch.equal(b["target"].cpu(), a["target"])
     exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=1, **SMALL)
-    info = train_run(exp, fold=0, seed=0, out=tmp_path, manifest=pd.read_parquet(corpus["manifest"]),
-                     labels=corpus["labels"], stores={m: corpus["stores"][m] for m in exp["stores"]}, device=cuda)
+    info = train_run(
+        exp,
+        fold=0,
+        seed=0,
+        out=tmp_path,
+        manifest=pd.read_parquet(corpus["manifest"]),
+        labels=corpus["labels"],
+        stores={m: corpus["stores"][m] for m in exp["stores"]},
+        device=cuda,
+    )
     assert np.isfinite(info["best_val_ccc_mean"])

@@ -62,42 +62,77 @@ def test_report_into_a_folder_it_cannot_write(tmp_path, caplog, monkeypatch):
 
 def test_a_feature_store_passed_as_labels(corpus):
     with pytest.raises(InputError, match=r"synthv\.h5 is a visual feature store, not a labels store; pass --labels"):
-        FusionData(manifest=pd.read_parquet(corpus["manifest"]), labels=corpus["stores"]["visual"],
-                   stores={"audio": corpus["stores"]["audio"]}, backbones={"audio": "syntha"}, fold=0,
-                   windowing=Windowing.from_training(SMALL, key="k"))
+        FusionData(
+            manifest=pd.read_parquet(corpus["manifest"]),
+            labels=corpus["stores"]["visual"],
+            stores={"audio": corpus["stores"]["audio"]},
+            backbones={"audio": "syntha"},
+            fold=0,
+            windowing=Windowing.from_training(SMALL, key="k"),
+        )
 
 
 def test_a_text_file_passed_as_labels(corpus, tmp_path):
     (tmp_path / "labels.h5").write_text("not hdf5")
     with pytest.raises(InputError, match=r"labels\.h5 is not an HDF5 file"):
-        FusionData(manifest=pd.read_parquet(corpus["manifest"]), labels=tmp_path / "labels.h5",
-                   stores={"audio": corpus["stores"]["audio"]}, backbones={"audio": "syntha"}, fold=0,
-                   windowing=Windowing.from_training(SMALL, key="k"))
+        FusionData(
+            manifest=pd.read_parquet(corpus["manifest"]),
+            labels=tmp_path / "labels.h5",
+            stores={"audio": corpus["stores"]["audio"]},
+            backbones={"audio": "syntha"},
+            fold=0,
+            windowing=Windowing.from_training(SMALL, key="k"),
+        )
 
 
 def test_a_corrupt_resume_state_is_set_aside_and_training_starts_over(corpus, tmp_path, caplog):
     exp = experiment("early_fusion", epochs=1, **SMALL)
     (tmp_path / "resume.pt").write_bytes(b"PK\x03\x04 half of a zip file")
     stores = {m: corpus["stores"][m] for m in exp["stores"]}
-    train_run(exp, fold=0, seed=0, out=tmp_path, manifest=pd.read_parquet(corpus["manifest"]),
-              labels=corpus["labels"], stores=stores, device=torch.device("cpu"))
+    train_run(
+        exp,
+        fold=0,
+        seed=0,
+        out=tmp_path,
+        manifest=pd.read_parquet(corpus["manifest"]),
+        labels=corpus["labels"],
+        stores=stores,
+        device=torch.device("cpu"),
+    )
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "resume.pt.corrupt").is_file()
     assert not (tmp_path / "resume.pt").exists()
-    assert any("resume.pt cannot be read" in r.getMessage() and "set aside as" in r.getMessage()
-               for r in caplog.records if r.levelno == logging.WARNING)
+    assert any(
+        "resume.pt cannot be read" in r.getMessage() and "set aside as" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )
 
 
 def test_train_without_config_says_to_pass_it(corpus, tmp_path, caplog):
-    code = main(["train", "--experiment", "rjcma", "--manifest", str(corpus["manifest"]), "--labels",
-                 str(corpus["labels"]), "--out", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--experiment",
+            "rjcma",
+            "--manifest",
+            str(corpus["manifest"]),
+            "--labels",
+            str(corpus["labels"]),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 1
     assert "pass the config that defines it, e.g. `--config config.yaml`" in error_line(caplog)
 
 
 def test_an_unknown_store_names_the_experiment_key():
     fusion = {"experiments": {"late": {"model": "late_fusion", "stores": {"visual": "ferr", "audio": "egemaps"}}}}
-    with pytest.raises(ConfigError, match=r"^fusion\.experiments\.late\.stores\.visual: unknown store 'ferr'; "
-                                          r"registered visual backbones: .*\bfer\b"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^fusion\.experiments\.late\.stores\.visual: unknown store 'ferr'; "
+        r"registered visual backbones: .*\bfer\b",
+    ):
         grid(fusion)
 
 
@@ -105,8 +140,9 @@ def test_evaluate_advice_is_a_full_command(corpus, tmp_path, caplog, monkeypatch
     run = tmp_path / "results/fusion/late/fold0/seed1"
     run.mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    code = main(["evaluate", "--run", str(run), "--manifest", str(corpus["manifest"]), "--labels",
-                 str(corpus["labels"])])
+    code = main(
+        ["evaluate", "--run", str(run), "--manifest", str(corpus["manifest"]), "--labels", str(corpus["labels"])]
+    )
     assert code == 1
     assert "`snakemake --cores 2 --forcerun results/fusion/late/fold0/seed1/model.pt`" in error_line(caplog)
 
@@ -119,8 +155,13 @@ def test_a_store_edited_in_place_gets_a_command_that_reruns_it(corpus, tmp_path,
         f["clip08"]["features"][17, 0] = np.nan
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError) as err:
-        FusionData(manifest=pd.read_parquet(corpus["manifest"]), labels=corpus["labels"],
-                   stores={"visual": store}, backbones={"visual": "synthv"}, fold=0,
-                   windowing=Windowing.from_training(SMALL, key="k"))
+        FusionData(
+            manifest=pd.read_parquet(corpus["manifest"]),
+            labels=corpus["labels"],
+            stores={"visual": store},
+            backbones={"visual": "synthv"},
+            fold=0,
+            windowing=Windowing.from_training(SMALL, key="k"),
+        )
     # --forcerun: the edited store is newer than its shards, so a plain `snakemake features` does nothing
     assert "(`snakemake --cores 2 --forcerun results/features/visual/synthv.h5`)" in str(err.value)

@@ -27,7 +27,7 @@ def test_moving_average_is_centred_with_nearest_value_edges():
     x = np.array([1.0, 2.0, 3.0, 10.0, 5.0])
     out = moving_average(x, 3)
     padded = np.concatenate([[1.0], x, [5.0]])
-    np.testing.assert_allclose(out, [padded[i:i + 3].mean() for i in range(5)])
+    np.testing.assert_allclose(out, [padded[i : i + 3].mean() for i in range(5)])
     np.testing.assert_allclose(moving_average(np.full(7, 0.3), 5), 0.3)  # no zero padding pulling the edges
     np.testing.assert_array_equal(moving_average(x, 1), x)
     two = np.stack([x, -x], axis=1)
@@ -64,16 +64,28 @@ def trained(tmp_path_factory):
     manifest = pd.read_parquet(corpus["manifest"])
     run = root / "run"
     train_run(exp, fold=0, seed=0, out=run, manifest=manifest, labels=corpus["labels"], stores=stores, device=CPU)
-    metrics = evaluate_run(run, run, manifest=manifest, labels=corpus["labels"], stores=stores, smoothing=SMOOTHING,
-                           device=CPU)
+    metrics = evaluate_run(
+        run, run, manifest=manifest, labels=corpus["labels"], stores=stores, smoothing=SMOOTHING, device=CPU
+    )
     return {"corpus": corpus, "run": run, "metrics": metrics, "manifest": manifest, "stores": stores}
 
 
 def test_every_frame_of_every_clip_gets_one_prediction(trained):
     df = pd.read_parquet(trained["run"] / "predictions.parquet")
     manifest = trained["manifest"]
-    assert list(df.columns) == ["clip", "split", "frame", "valence", "arousal", "valence_smoothed",
-                                "arousal_smoothed", "label_valence", "label_arousal", "valid_valence", "valid_arousal"]
+    assert list(df.columns) == [
+        "clip",
+        "split",
+        "frame",
+        "valence",
+        "arousal",
+        "valence_smoothed",
+        "arousal_smoothed",
+        "label_valence",
+        "label_arousal",
+        "valid_valence",
+        "valid_arousal",
+    ]
     counts = df.groupby("clip").size()
     assert counts.to_dict() == dict(zip(manifest["clip"], manifest["frames"], strict=True))
     for _, g in df.groupby("clip"):
@@ -97,12 +109,14 @@ def test_metrics_are_the_protocols_ccc_of_the_written_predictions(trained):
             valid = d[f"valid_{target}"].to_numpy()
             y = d[f"label_{target}"].to_numpy()
             assert s["raw"][target] == pytest.approx(ccc(d[target], np.nan_to_num(y), valid), abs=1e-9)
-            assert s["smoothed"][target] == pytest.approx(ccc(d[f"{target}_smoothed"], np.nan_to_num(y), valid),
-                                                          abs=1e-9)
+            assert s["smoothed"][target] == pytest.approx(
+                ccc(d[f"{target}_smoothed"], np.nan_to_num(y), valid), abs=1e-9
+            )
             for clip, g in d.groupby("clip"):
                 v = g[f"valid_{target}"].to_numpy()
                 assert s["per_clip"][clip][target] == pytest.approx(
-                    ccc(g[target], np.nan_to_num(g[f"label_{target}"].to_numpy()), v), abs=1e-9)
+                    ccc(g[target], np.nan_to_num(g[f"label_{target}"].to_numpy()), v), abs=1e-9
+                )
         assert s["raw"]["mean"] == pytest.approx((s["raw"]["valence"] + s["raw"]["arousal"]) / 2)
         assert s["frames"] == int(d["valid_valence"].sum())
     assert m["splits"]["validation"]["raw"]["mean"] > 0.5  # the audio carries the labels
@@ -122,8 +136,13 @@ def test_validation_smoothing_is_cross_fitted_on_the_other_half_of_its_videos(tr
     video_of = dict(zip(trained["manifest"]["clip"], trained["manifest"]["video_id"], strict=True))
     d = df[df["split"] == "validation"]
     raw = {c: g[["valence", "arousal"]].to_numpy() for c, g in d.groupby("clip")}
-    lab = {c: (np.nan_to_num(g[["label_valence", "label_arousal"]].to_numpy()),
-               g[["valid_valence", "valid_arousal"]].to_numpy()) for c, g in d.groupby("clip")}
+    lab = {
+        c: (
+            np.nan_to_num(g[["label_valence", "label_arousal"]].to_numpy()),
+            g[["valid_valence", "valid_arousal"]].to_numpy(),
+        )
+        for c, g in d.groupby("clip")
+    }
     val = sorted(c for c in raw if lab[c][1].any())
     a, b = halves(val, video_of)
     assert a and b
@@ -136,8 +155,9 @@ def test_validation_smoothing_is_cross_fitted_on_the_other_half_of_its_videos(tr
         for c in apply:
             g = d[d["clip"] == c]
             for target in ("valence", "arousal"):
-                expected = np.clip(moving_average(raw[c][:, ("valence", "arousal").index(target)], chosen[target]),
-                                   -1, 1)
+                expected = np.clip(
+                    moving_average(raw[c][:, ("valence", "arousal").index(target)], chosen[target]), -1, 1
+                )
                 np.testing.assert_allclose(g[f"{target}_smoothed"], expected, atol=1e-6, err_msg=f"{c} {target}")
     # otherwise choosing on all of validation would pass unnoticed
     assert differs, "both halves choose the all-validation windows; the fixture cannot tell cross-fitting apart"
@@ -160,13 +180,23 @@ def test_evaluate_command_reads_the_runs_stores_unless_a_store_option_replaces_o
 
     copy = tmp_path / "audio_copy.h5"
     shutil.copy(trained["stores"]["audio"], copy)
-    base = ["evaluate", "--config-json", json.dumps({"fusion": {"device": "cpu", "smoothing": SMOOTHING}}),
-            "--run", str(trained["run"]), "--manifest", str(trained["corpus"]["manifest"]),
-            "--labels", str(trained["corpus"]["labels"])]
+    base = [
+        "evaluate",
+        "--config-json",
+        json.dumps({"fusion": {"device": "cpu", "smoothing": SMOOTHING}}),
+        "--run",
+        str(trained["run"]),
+        "--manifest",
+        str(trained["corpus"]["manifest"]),
+        "--labels",
+        str(trained["corpus"]["labels"]),
+    ]
     assert main([*base, "--store", f"audio={copy}", "--out", str(tmp_path / "out")]) == 0
     stores = json.loads((tmp_path / "out" / "metrics.json").read_text())["stores"]
-    assert {m: v["path"] for m, v in stores.items()} == {**{m: str(p) for m, p in trained["stores"].items()},
-                                                          "audio": str(copy)}
+    assert {m: v["path"] for m, v in stores.items()} == {
+        **{m: str(p) for m, p in trained["stores"].items()},
+        "audio": str(copy),
+    }
     for bad, why in (("text=t.h5", "reads only"), ("audio", "expected MODALITY=PATH")):
         with caplog.at_level(logging.ERROR, logger="emofusion"):
             assert main([*base, "--store", bad, "--out", str(tmp_path / "bad")]) == 1
@@ -181,9 +211,12 @@ def test_a_malformed_checkpoint_is_an_input_error_naming_the_runs_file(trained, 
     from emofusion.models.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(trained["run"] / "model.pt")
-    broken = {"not torch": None, "foreign": {"weights": torch.zeros(2)},
-              "wrong weights": {**ckpt, "state_dict": {k: v for k, v in list(ckpt["state_dict"].items())[1:]}},
-              "no normaliser": {**ckpt, "extra": {k: v for k, v in ckpt["extra"].items() if k != "normaliser"}}}
+    broken = {
+        "not torch": None,
+        "foreign": {"weights": torch.zeros(2)},
+        "wrong weights": {**ckpt, "state_dict": {k: v for k, v in list(ckpt["state_dict"].items())[1:]}},
+        "no normaliser": {**ckpt, "extra": {k: v for k, v in ckpt["extra"].items() if k != "normaliser"}},
+    }
     for name, content in broken.items():
         run = tmp_path / name.replace(" ", "_")
         run.mkdir()
@@ -193,8 +226,15 @@ def test_a_malformed_checkpoint_is_an_input_error_naming_the_runs_file(trained, 
         else:
             torch.save(content, run / "model.pt")
         with pytest.raises(InputError, match=re.escape(f"{run / 'model.pt'} is not a usable emofusion checkpoint")):
-            evaluate_run(run, run / "out", manifest=trained["manifest"], labels=trained["corpus"]["labels"],
-                         stores=trained["stores"], smoothing=SMOOTHING, device=CPU)
+            evaluate_run(
+                run,
+                run / "out",
+                manifest=trained["manifest"],
+                labels=trained["corpus"]["labels"],
+                stores=trained["stores"],
+                smoothing=SMOOTHING,
+                device=CPU,
+            )
         assert not (run / "out").exists()
 
 
@@ -204,11 +244,29 @@ def test_evaluation_refuses_a_store_rebuilt_with_other_weights(trained, tmp_path
     src = trained["stores"]["audio"]
     with h5py.File(src) as f:
         items = [(c, f[c]["features"][:], f[c]["valid"][:], 30.0) for c in f]
-    write_store(tmp_path / "audio.h5", items, store_attrs(
-        modality="audio", backbone="syntha", width=items[0][1].shape[1], native_rate=0.0, timeline="t",
-        weights_sha256="0123abcd", weights_source="other weights", licence="l", provenance={}))
+    write_store(
+        tmp_path / "audio.h5",
+        items,
+        store_attrs(
+            modality="audio",
+            backbone="syntha",
+            width=items[0][1].shape[1],
+            native_rate=0.0,
+            timeline="t",
+            weights_sha256="0123abcd",
+            weights_source="other weights",
+            licence="l",
+            provenance={},
+        ),
+    )
     with pytest.raises(StoreMismatch, match=r"audio\.h5: weights_sha256 is '0123abcd' but 'none' was asked for"):
-        evaluate_run(trained["run"], tmp_path / "out", manifest=trained["manifest"],
-                     labels=trained["corpus"]["labels"], stores={**trained["stores"], "audio": tmp_path / "audio.h5"},
-                     smoothing=SMOOTHING, device=CPU)
+        evaluate_run(
+            trained["run"],
+            tmp_path / "out",
+            manifest=trained["manifest"],
+            labels=trained["corpus"]["labels"],
+            stores={**trained["stores"], "audio": tmp_path / "audio.h5"},
+            smoothing=SMOOTHING,
+            device=CPU,
+        )
     assert not (tmp_path / "out").exists()

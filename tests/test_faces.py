@@ -49,9 +49,19 @@ def media(tmp_path_factory) -> dict[str, Path]:
     }
     ffmpeg("-i", str(PYFEAT / "single_face.mp4"), "-frames:v", "12", *x264(out["face"]))
     ffmpeg("-i", str(PYFEAT / "no_face.mp4"), "-frames:v", "12", *x264(out["noface"]))
-    ffmpeg("-i", str(PYFEAT / "single_face.mp4"), "-ss", "2", "-i", str(PYFEAT / "WolfgangLanger_Pexels.mp4"),
-           "-filter_complex", "[0:v]setpts=PTS-STARTPTS,fps=30[a];[1:v]setpts=PTS-STARTPTS,fps=30,scale=640:360[b];"
-           "[a][b]hstack=inputs=2", "-frames:v", "8", *x264(out["pair"]))
+    ffmpeg(
+        "-i",
+        str(PYFEAT / "single_face.mp4"),
+        "-ss",
+        "2",
+        "-i",
+        str(PYFEAT / "WolfgangLanger_Pexels.mp4"),
+        "-filter_complex",
+        "[0:v]setpts=PTS-STARTPTS,fps=30[a];[1:v]setpts=PTS-STARTPTS,fps=30,scale=640:360[b];[a][b]hstack=inputs=2",
+        "-frames:v",
+        "8",
+        *x264(out["pair"]),
+    )
     return out
 
 
@@ -98,18 +108,22 @@ def test_similarity_transform_recovers_a_known_one_in_batch():
     dst = transform_points(truth, src)
     # One template, so fit each row separately against its own target.
     for i in range(6):
-        m = similarity_transforms(torch.as_tensor(src[i:i + 1]), dst[i]).numpy()
+        m = similarity_transforms(torch.as_tensor(src[i : i + 1]), dst[i]).numpy()
         np.testing.assert_allclose(m[0], truth[i], atol=1e-8)
     # Batched against a common target: each row maps its points onto the template as well as a similarity can.
     m = similarity_transforms(torch.as_tensor(src), ARCFACE_112).numpy()
     assert m.shape == (6, 2, 3)
     for i in range(6):  # the batch gives each row the fit it would get alone
-        np.testing.assert_allclose(m[i], similarity_transforms(torch.as_tensor(src[i:i + 1]), ARCFACE_112)[0],
-                                   atol=1e-8)
+        np.testing.assert_allclose(
+            m[i], similarity_transforms(torch.as_tensor(src[i : i + 1]), ARCFACE_112)[0], atol=1e-8
+        )
     # and that fit is the least-squares one: no other similarity brings the points closer to the template
     fitted = transform_points(m, src)
-    for eps in (np.array([[1e-3, 0, 0], [0, 1e-3, 0]]), np.array([[0, -1e-3, 0], [1e-3, 0, 0]]),
-                np.array([[0, 0, 0.1], [0, 0, 0]])):
+    for eps in (
+        np.array([[1e-3, 0, 0], [0, 1e-3, 0]]),
+        np.array([[0, -1e-3, 0], [1e-3, 0, 0]]),
+        np.array([[0, 0, 0.1], [0, 0, 0]]),
+    ):
         worse = transform_points(m + eps, src)
         assert (((worse - ARCFACE_112) ** 2).sum(axis=(1, 2)) > ((fitted - ARCFACE_112) ** 2).sum(axis=(1, 2))).all()
 
@@ -236,7 +250,7 @@ def test_detects_the_astronaut_and_aligns_her_eyes_onto_the_template(detector):
     # The fit itself (5 points, 4 degrees of freedom: nose and mouth of a turned, smiling face fit less well).
     assert np.abs(mapped[:2] - face_template(size)[:2]).max() < 3 and np.abs(mapped - face_template(size)).max() < 7
     padded = np.zeros((2 * size, 2 * size, 3), np.uint8)  # room around the tight crop for the detector
-    padded[size // 2:size // 2 + size, size // 2:size // 2 + size] = crop
+    padded[size // 2 : size // 2 + size, size // 2 : size // 2 + size] = crop
     again = detector(as_batch(padded))
     assert len(again.boxes) >= 1
     eyes = again.points[int(np.argmax(again.probs))][:2] - size // 2
@@ -246,8 +260,19 @@ def test_detects_the_astronaut_and_aligns_her_eyes_onto_the_template(detector):
 
 def test_video_store_has_one_row_per_frame_with_the_face(media, tmp_path, caplog):
     out = tmp_path / "faces" / "face.h5"
-    assert run_cli("--video", str(media["face"]), "--clip", "face", "--out", str(out),
-                   "--config-json", json.dumps({"faces": {"batch_size": 5, "device": "cpu"}})) == 0
+    assert (
+        run_cli(
+            "--video",
+            str(media["face"]),
+            "--clip",
+            "face",
+            "--out",
+            str(out),
+            "--config-json",
+            json.dumps({"faces": {"batch_size": 5, "device": "cpu"}}),
+        )
+        == 0
+    )
     store = read_faces(out)
     from torchcodec.decoders import VideoDecoder
 
@@ -281,9 +306,10 @@ def test_key_frame_mode_follows_the_face_between_key_frames(media):
     frames = torch.cat([b.frames for b in VideoStream(media["face"], batch_size=12)])
     out = {}
     for k in (1, 3):
-        aligner = FaceAligner(FaceSettings(device="cpu", detect_every=k), width=640, height=360, side=None,
-                              device="cpu")
-        parts = [aligner(frames[i:i + 5]) for i in range(0, len(frames), 5)]  # key frames across calls too
+        aligner = FaceAligner(
+            FaceSettings(device="cpu", detect_every=k), width=640, height=360, side=None, device="cpu"
+        )
+        parts = [aligner(frames[i : i + 5]) for i in range(0, len(frames), 5)]  # key frames across calls too
         out[k] = {name: np.concatenate([p[name] for p in parts]) for name in ("valid", "landmarks")}
     assert out[1]["valid"].all() and out[3]["valid"].all()
     diff = np.abs(out[3]["landmarks"] - out[1]["landmarks"])  # faces of ~150 px; MTCNN jitters a few px anyway
@@ -363,8 +389,19 @@ def test_precropped_store_matches_its_images(tmp_path, caplog):
 
     # Gap filling: runs of up to 2 frames are filled from the nearest valid frame and flagged.
     out2 = tmp_path / "filled.h5"
-    assert run_cli("--video", str(video), "--crops", str(crops), "--out", str(out2),
-                   "--config-json", json.dumps({"faces": {"fill_gaps": 2, "size": 64}})) == 0
+    assert (
+        run_cli(
+            "--video",
+            str(video),
+            "--crops",
+            str(crops),
+            "--out",
+            str(out2),
+            "--config-json",
+            json.dumps({"faces": {"fill_gaps": 2, "size": 64}}),
+        )
+        == 0
+    )
     f = read_faces(out2)
     assert f["crops"].shape == (10, 64, 64, 3) and f["valid"].all()
     np.testing.assert_array_equal(np.flatnonzero(f["filled"]), [3, 4, 7, 8])
@@ -397,8 +434,9 @@ def test_variable_frame_rate_timestamps_come_from_the_stream():
     assert np.ptp(np.diff(decoded)) > 0.01  # really variable
 
 
-def test_concatenated_video_with_timestamps_going_back_is_kept_in_decode_order_and_flagged(make_video, tmp_path,
-                                                                                           caplog):
+def test_concatenated_video_with_timestamps_going_back_is_kept_in_decode_order_and_flagged(
+    make_video, tmp_path, caplog
+):
     """ffmpeg's concat demuxer with -c copy, the first clip cut short by `duration`: the second clip's timestamps
     restart before the first's end. Every frame stays, in decode order; the store counts the steps back and the log
     warns once, naming the file."""
@@ -487,8 +525,21 @@ def test_truncated_file_without_a_sample_table_is_refused(tmp_path, container, c
     from emofusion.video import probe
 
     whole = tmp_path / f"whole.{container}"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=128x64:rate=25:duration=4", "-f", "lavfi", "-i", "sine=duration=4",
-           "-c:v", codec, "-pix_fmt", "yuv420p", str(whole))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=128x64:rate=25:duration=4",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=4",
+        "-c:v",
+        codec,
+        "-pix_fmt",
+        "yuv420p",
+        str(whole),
+    )
     assert probe(whole).frames == 100
     cut = tmp_path / f"cut.{container}"
     data = whole.read_bytes()
@@ -523,25 +574,39 @@ def broken(tmp_path_factory) -> dict[str, Path]:
     if shutil.which("ffmpeg") is None:
         pytest.skip("needs ffmpeg")
     d = tmp_path_factory.mktemp("broken")
-    files = {"empty": d / "empty.mp4", "text": d / "text.mp4", "audio": d / "audio.mp4",
-             "truncated": d / "truncated.mp4", "no_index": d / "no_index.mp4", "codec": d / "codec.mp4"}
+    files = {
+        "empty": d / "empty.mp4",
+        "text": d / "text.mp4",
+        "audio": d / "audio.mp4",
+        "truncated": d / "truncated.mp4",
+        "no_index": d / "no_index.mp4",
+        "codec": d / "codec.mp4",
+    }
     files["empty"].write_bytes(b"")
     files["text"].write_text("this is not a video\n")
     ffmpeg("-f", "lavfi", "-i", "sine=duration=1", files["audio"].as_posix())
     whole = d / "whole.mp4"
     ffmpeg("-i", str(PYFEAT / "single_face.mp4"), "-c", "copy", "-movflags", "+faststart", str(whole))
     data = whole.read_bytes()
-    files["truncated"].write_bytes(data[:len(data) // 2])  # index first, half the frames missing
+    files["truncated"].write_bytes(data[: len(data) // 2])  # index first, half the frames missing
     plain = (PYFEAT / "single_face.mp4").read_bytes()
-    files["no_index"].write_bytes(plain[:len(plain) // 2])  # index at the end: cut off
+    files["no_index"].write_bytes(plain[: len(plain) // 2])  # index at the end: cut off
     files["codec"].write_bytes(plain.replace(b"avc1", b"zzz1"))  # a codec FFmpeg has no decoder for
     return files
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("empty", "empty"), ("text", "cannot be opened"), ("audio", "no video stream"), ("truncated", "truncated"),
-    ("no_index", "cannot be opened"), ("codec", "unsupported video codec"), ("missing", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("empty", "empty"),
+        ("text", "cannot be opened"),
+        ("audio", "no video stream"),
+        ("truncated", "truncated"),
+        ("no_index", "cannot be opened"),
+        ("codec", "unsupported video codec"),
+        ("missing", "does not exist"),
+    ],
+)
 def test_bad_input_fails_with_the_file_named_and_no_output(broken, tmp_path, caplog, kind, message):
     video = broken.get(kind, tmp_path / "missing.mp4")
     out = tmp_path / "out" / "clip.h5"
@@ -602,10 +667,13 @@ def assert_same_store(a: Path, b: Path) -> None:
         assert np.array_equal(ax[k], ay[k]), k
 
 
-@pytest.mark.parametrize("clip, settings", [
-    ("face", FaceSettings(device="cpu", batch_size=5)),
-    ("pair_left", FaceSettings(device="cpu", batch_size=3, detect_every=3, fill_gaps=2)),
-])
+@pytest.mark.parametrize(
+    "clip, settings",
+    [
+        ("face", FaceSettings(device="cpu", batch_size=5)),
+        ("pair_left", FaceSettings(device="cpu", batch_size=3, detect_every=3, fill_gaps=2)),
+    ],
+)
 def test_overlapped_pipeline_writes_the_sequential_store(media, tmp_path, clip, settings):
     video = media["pair" if clip.startswith("pair") else clip]
     for pipeline in ("sequential", "overlapped"):
@@ -616,8 +684,9 @@ def test_overlapped_pipeline_writes_the_sequential_store(media, tmp_path, clip, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov",
-                                  "noface_face.mov", "no_face.mp4"])
+@pytest.mark.parametrize(
+    "name", ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov", "noface_face.mov", "no_face.mp4"]
+)
 def test_overlapped_pipeline_writes_the_sequential_store_on_the_whole_test_videos(tmp_path, name):
     settings = FaceSettings(device="cpu", batch_size=16)
     for pipeline in ("sequential", "overlapped"):
@@ -739,15 +808,21 @@ def test_shard_writes_each_clip_as_one_job_would_and_skips_a_bad_one(media, brok
     clips = [("face", media["face"]), ("pair_left", media["pair"]), ("pair_right", media["pair"])]
     for clip, video in clips:
         assert run_cli(*cfg, "--video", str(video), "--clip", clip, "--out", str(tmp_path / "one" / f"{clip}.h5")) == 0
-    args = [a for clip, video in clips for a in ("--video", str(video), "--clip", clip,
-                                                  "--out", str(tmp_path / "shard" / f"{clip}.h5"))]
+    args = [
+        a
+        for clip, video in clips
+        for a in ("--video", str(video), "--clip", clip, "--out", str(tmp_path / "shard" / f"{clip}.h5"))
+    ]
     assert run_cli(*cfg, *args) == 0
     for clip, _ in clips:  # the detector reused across clips starts each one afresh (detect_every's key frames)
         assert_same_store(tmp_path / "one" / f"{clip}.h5", tmp_path / "shard" / f"{clip}.h5")
     # A broken video in the middle of a shard: the others are written, the bad one is named, exit 1.
     shard = [(media["face"], "a"), (broken["text"], "bad"), (media["face"], "face")]
-    args = [a for video, clip in shard for a in ("--video", str(video), "--clip", clip,
-                                                 "--out", str(tmp_path / "bad" / f"{clip}.h5"))]
+    args = [
+        a
+        for video, clip in shard
+        for a in ("--video", str(video), "--clip", clip, "--out", str(tmp_path / "bad" / f"{clip}.h5"))
+    ]
     with caplog.at_level(logging.ERROR, logger="emofusion"):
         assert run_cli(*cfg, *args) == 1
     assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == ["a.h5", "face.h5"]

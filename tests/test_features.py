@@ -95,8 +95,12 @@ class NaNAfter(VisualBackbone):
 def face_store(path: Path, crops: np.ndarray, valid: np.ndarray, *, clip: str = "c1", video: str = "") -> Path:
     """A minimal face store (the datasets and attributes the embedding stage reads)."""
     with h5py.File(path, "w") as f:
-        f.create_dataset("crops", data=crops, chunks=(min(4, len(crops)), *crops.shape[1:]) if len(crops) else None,
-                         compression="gzip")
+        f.create_dataset(
+            "crops",
+            data=crops,
+            chunks=(min(4, len(crops)), *crops.shape[1:]) if len(crops) else None,
+            compression="gzip",
+        )
         f.create_dataset("valid", data=valid)
         f.attrs.update({"schema_version": 1, "clip": clip, "video": video})
     return path
@@ -124,8 +128,10 @@ def astronaut_crop() -> np.ndarray:
 
 
 def test_registry_import_is_cheap():
-    code = ("import sys, emofusion.features.registry as r; r.backbone_names('visual'); "
-            "print(sorted(m for m in ('torch', 'transformers', 'opensmile', 'h5py') if m in sys.modules))")
+    code = (
+        "import sys, emofusion.features.registry as r; r.backbone_names('visual'); "
+        "print(sorted(m for m in ('torch', 'transformers', 'opensmile', 'h5py') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -192,8 +198,11 @@ def test_a_missing_weights_package_names_the_key_and_what_to_install(name, packa
         return real(dist)
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
-    with pytest.raises(ConfigError, match=rf"features\.visual\.stores lists {name}.*{package} package.*not "
-                                          r"installed.*requirements/nodeps\.txt"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"features\.visual\.stores lists {name}.*{package} package.*not "
+        r"installed.*requirements/nodeps\.txt",
+    ):
         build_backbone("visual", name)
 
 
@@ -230,7 +239,7 @@ def test_offline_visual_features_are_real_deterministic_and_not_constant(name, a
     assert (a.std(0) > 0).any() and not torch.allclose(a[0], a[1])
     with_probs = build_backbone("visual", name, {"probabilities": True})
     b = with_probs.embed(crops)
-    assert with_probs.width == backbone.width + len(EMOTIONS) and torch.allclose(b[:, :backbone.width], a)
+    assert with_probs.width == backbone.width + len(EMOTIONS) and torch.allclose(b[:, : backbone.width], a)
 
 
 def test_pyemotion_rebuild_equals_the_wheels_own_network(astronaut_crop):
@@ -240,13 +249,15 @@ def test_pyemotion_rebuild_equals_the_wheels_own_network(astronaut_crop):
 
     from emofusion.features.visual import package_file
 
-    spec = importlib.util.spec_from_file_location("_pyemotion_networks",
-                                                  package_file("PyEmotion", "networks.py", backbone="pyemotion"))
+    spec = importlib.util.spec_from_file_location(
+        "_pyemotion_networks", package_file("PyEmotion", "networks.py", backbone="pyemotion")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     theirs = module.NetworkV2(in_c=1, nl=32, out_f=7)
-    state = torch.load(package_file("PyEmotion", "model/main_model.pkl", backbone="pyemotion"), map_location="cpu",
-                       weights_only=True)
+    state = torch.load(
+        package_file("PyEmotion", "model/main_model.pkl", backbone="pyemotion"), map_location="cpu", weights_only=True
+    )
     theirs.load_state_dict(state["network"])
     theirs.eval()
     ours = build_backbone("visual", "pyemotion", {"probabilities": True})
@@ -254,8 +265,9 @@ def test_pyemotion_rebuild_equals_the_wheels_own_network(astronaut_crop):
     with torch.inference_mode():
         x = ours._input(crops)
         torch.testing.assert_close(ours.net(x)[1], theirs(x))
-        hidden = theirs.linear[1](theirs.linear[0](theirs.conv_4(theirs.conv_3(theirs.conv_2(theirs.conv_1(x))))
-                                                   .flatten(1)))
+        hidden = theirs.linear[1](
+            theirs.linear[0](theirs.conv_4(theirs.conv_3(theirs.conv_2(theirs.conv_1(x)))).flatten(1))
+        )
     torch.testing.assert_close(ours.embed(crops)[:, :256], hidden)
 
 
@@ -330,8 +342,9 @@ def test_torchvision_model_by_name_takes_the_input_of_its_classifier(tmp_path):
     from torchvision.models import mobilenet_v3_small
 
     torch.save(mobilenet_v3_small(weights=None, num_classes=7).state_dict(), tmp_path / "m.pt")
-    b = build_backbone("visual", "torchvision", {"model": "mobilenet_v3_small", "weights": str(tmp_path / "m.pt"),
-                                                 "input_size": 96})
+    b = build_backbone(
+        "visual", "torchvision", {"model": "mobilenet_v3_small", "weights": str(tmp_path / "m.pt"), "input_size": 96}
+    )
     assert b.width == 1024
     _rows(b)
     with pytest.raises(ConfigError, match=r"torchvision\.model is 'nonet'"):
@@ -345,11 +358,13 @@ def test_hugging_face_image_model_from_a_local_directory(tmp_path):
     from transformers import ViTConfig, ViTModel
 
     torch.manual_seed(0)
-    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
-                    patch_size=8)
+    cfg = ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
     ViTModel(cfg).save_pretrained(tmp_path / "vit")
-    (tmp_path / "vit" / "preprocessor_config.json").write_text(json.dumps(
-        {"size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    (tmp_path / "vit" / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+    )
     b = build_backbone("visual", "hf", {"path": str(tmp_path / "vit")})
     assert (b.width, b.input_size) == (32, 32)
     a = _rows(b)
@@ -407,8 +422,16 @@ def _weights_for(name: str, d: Path) -> dict:
     if name == "hf":
         from transformers import ViTConfig, ViTModel
 
-        ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                           image_size=32, patch_size=8)).save_pretrained(d / "vit")
+        ViTModel(
+            ViTConfig(
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=32,
+                image_size=32,
+                patch_size=8,
+            )
+        ).save_pretrained(d / "vit")
         return {"path": str(d / "vit")}
     raise AssertionError(f"no test weights for visual backbone {name}: add it here")
 
@@ -491,14 +514,32 @@ def test_not_a_face_store_is_an_input_error(tmp_path):
 # ----------------------------------------------------------------------------------------- shards, merge
 
 
-def _shard(path: Path, clips: dict[str, int], *, backbone: str = "_test_mean", width: int = 4, seed: int = 0,
-           sha: str = "none", timeline: str = "t", config_hash: str = "x") -> Path:
+def _shard(
+    path: Path,
+    clips: dict[str, int],
+    *,
+    backbone: str = "_test_mean",
+    width: int = 4,
+    seed: int = 0,
+    sha: str = "none",
+    timeline: str = "t",
+    config_hash: str = "x",
+) -> Path:
     rng = np.random.default_rng(seed)
-    items = [(c, rng.standard_normal((n, width)).astype(np.float32), rng.random(n) > 0.3, 30.0)
-             for c, n in clips.items()]
-    attrs = store_attrs(modality="visual", backbone=backbone, width=width, native_rate=0.0, timeline=timeline,
-                        weights_sha256=sha, weights_source="test", licence="test",
-                        provenance={"config_hash": config_hash})
+    items = [
+        (c, rng.standard_normal((n, width)).astype(np.float32), rng.random(n) > 0.3, 30.0) for c, n in clips.items()
+    ]
+    attrs = store_attrs(
+        modality="visual",
+        backbone=backbone,
+        width=width,
+        native_rate=0.0,
+        timeline=timeline,
+        weights_sha256=sha,
+        weights_source="test",
+        licence="test",
+        provenance={"config_hash": config_hash},
+    )
     write_store(path, items, attrs)
     return path
 
@@ -562,9 +603,13 @@ def test_reader_is_lazy_picklable_loads_in_memory_and_refuses_mismatches(tmp_pat
     np.testing.assert_array_equal(clone.read("c1", 2, 5)[0], feats)
     mem = FeatureStore(path, in_memory=True)
     np.testing.assert_array_equal(mem.read("c1", 2, 5)[0], feats)
-    for kwargs, attr in (({"backbone": "fer"}, "backbone"), ({"weights_sha256": "b" * 64}, "weights_sha256"),
-                         ({"modality": "audio"}, "modality"), ({"schema_version": 2}, "schema_version"),
-                         ({"width": 5}, "width")):
+    for kwargs, attr in (
+        ({"backbone": "fer"}, "backbone"),
+        ({"weights_sha256": "b" * 64}, "weights_sha256"),
+        ({"modality": "audio"}, "modality"),
+        ({"schema_version": 2}, "schema_version"),
+        ({"width": 5}, "width"),
+    ):
         with pytest.raises(StoreMismatch, match=rf"{path}: {attr} is"):
             FeatureStore(path, **kwargs)
     with pytest.raises(InputError, match="has no clip 'c3'"):
@@ -606,16 +651,55 @@ def test_embed_and_merge_commands_write_a_store_with_provenance(tmp_path, make_v
         faces = face_store(tmp_path / f"{clip}.h5", crops, valid, clip=clip, video=str(video))
         shards.append(tmp_path / "shards" / f"{clip}.h5")
         cfg = json.dumps({"features": {"device": "cpu", "batch_size": 5}})
-        assert main(["embed", "--config-json", cfg, "--modality", "visual", "--backbone", "_test_mean",
-                     "--faces", str(faces), "--video", str(video), "--out", str(shards[-1])]) == 0
+        assert (
+            main(
+                [
+                    "embed",
+                    "--config-json",
+                    cfg,
+                    "--modality",
+                    "visual",
+                    "--backbone",
+                    "_test_mean",
+                    "--faces",
+                    str(faces),
+                    "--video",
+                    str(video),
+                    "--out",
+                    str(shards[-1]),
+                ]
+            )
+            == 0
+        )
     attrs = read_attrs(shards[0])
-    assert (attrs["modality"], attrs["backbone"], attrs["width"], attrs["weights_sha256"]) == \
-        ("visual", "_test_mean", 4, "none")
+    assert (attrs["modality"], attrs["backbone"], attrs["width"], attrs["weights_sha256"]) == (
+        "visual",
+        "_test_mean",
+        4,
+        "none",
+    )
     prov = attrs["provenance"]
     assert prov["config"]["features"]["batch_size"] == 5 and "torch" in prov["versions"] and prov["config_hash"]
     out = tmp_path / "store.h5"
-    assert main(["embed-merge", "--modality", "visual", "--backbone", "_test_mean", "--shards", *map(str, shards),
-                 "--clips", "c1", "c2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "embed-merge",
+                "--modality",
+                "visual",
+                "--backbone",
+                "_test_mean",
+                "--shards",
+                *map(str, shards),
+                "--clips",
+                "c1",
+                "c2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     store = FeatureStore(out, modality="visual", backbone="_test_mean", weights_sha256="none")
     feats, got = store.read("c2")
     np.testing.assert_array_equal(got, valid)
@@ -625,16 +709,41 @@ def test_embed_and_merge_commands_write_a_store_with_provenance(tmp_path, make_v
         assert f["c1"].attrs["fps"] == pytest.approx(25.0) and f["c1"].attrs["frames"] == 12
     # the face store's frames must match its video's
     short = face_store(tmp_path / "short.h5", crops[:10], valid[:10], clip="c3", video=str(video))
-    assert main(["embed", "--modality", "visual", "--backbone", "_test_mean", "--faces", str(short),
-                 "--out", str(tmp_path / "x.h5")]) == 1
+    assert (
+        main(
+            [
+                "embed",
+                "--modality",
+                "visual",
+                "--backbone",
+                "_test_mean",
+                "--faces",
+                str(short),
+                "--out",
+                str(tmp_path / "x.h5"),
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "x.h5").exists()
 
 
 def test_embed_command_names_the_missing_weights_key(tmp_path, caplog):
     faces = face_store(tmp_path / "c1.h5", random_crops(2), np.ones(2, bool))
     with caplog.at_level(logging.ERROR, logger="emofusion"):
-        rc = main(["embed", "--modality", "visual", "--backbone", "hsemotion", "--faces", str(faces),
-                   "--out", str(tmp_path / "o.h5")])
+        rc = main(
+            [
+                "embed",
+                "--modality",
+                "visual",
+                "--backbone",
+                "hsemotion",
+                "--faces",
+                str(faces),
+                "--out",
+                str(tmp_path / "o.h5"),
+            ]
+        )
     assert rc == 1 and "features.visual.backbones.hsemotion.weights" in caplog.text
 
 
@@ -686,9 +795,23 @@ def wav(tmp_path_factory):
     from emofusion.audio.stage import extract_audio
 
     d = tmp_path_factory.mktemp("audio")
-    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=1", "-f", "lavfi", "-i",
-               "sine=frequency=440:sample_rate=16000:duration=1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-               "-c:a", "pcm_s16le", str(d / "v.mkv"))
+    run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=30:duration=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=16000:duration=1",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "pcm_s16le",
+        str(d / "v.mkv"),
+    )
     extract_audio(d / "v.mkv", d / "v.wav")
     return d / "v.wav"
 
@@ -701,9 +824,25 @@ def burst_wav(tmp_path_factory):
     from emofusion.audio.stage import extract_audio
 
     d = tmp_path_factory.mktemp("burst")
-    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=1", "-itsoffset", "0.3", "-f", "lavfi",
-               "-i", r"aevalsrc=0.5*sin(2*PI*440*t)*between(t\,0.35\,0.45-1e-9):s=16000:d=0.5",
-               "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le", str(d / "v.mkv"))
+    run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=30:duration=1",
+        "-itsoffset",
+        "0.3",
+        "-f",
+        "lavfi",
+        "-i",
+        r"aevalsrc=0.5*sin(2*PI*440*t)*between(t\,0.35\,0.45-1e-9):s=16000:d=0.5",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "pcm_s16le",
+        str(d / "v.mkv"),
+    )
     extract_audio(d / "v.mkv", d / "v.wav")
     return d / "v.wav"
 
@@ -742,9 +881,20 @@ def test_text_rows_follow_word_timing_and_a_transcript_past_the_audio_fails(tmp_
     from emofusion.io import write_parquet
 
     def transcript(words, name):
-        rows = [{"kind": "word", "segment": 0, "text": w, "start": s, "end": e, "probability": 1.0,
-                 "avg_logprob": np.nan, "no_speech_prob": np.nan, "compression_ratio": np.nan}
-                for w, s, e in words]
+        rows = [
+            {
+                "kind": "word",
+                "segment": 0,
+                "text": w,
+                "start": s,
+                "end": e,
+                "probability": 1.0,
+                "avg_logprob": np.nan,
+                "no_speech_prob": np.nan,
+                "compression_ratio": np.nan,
+            }
+            for w, s, e in words
+        ]
         path = tmp_path / name
         write_parquet(path, pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS), metadata={"schema": SCHEMA})
         return path
@@ -765,8 +915,25 @@ def test_text_rows_follow_word_timing_and_a_transcript_past_the_audio_fails(tmp_
 
 def test_audio_shard_holds_every_clip_of_the_video(tmp_path, wav):
     out = tmp_path / "v.h5"
-    assert main(["embed", "--modality", "audio", "--backbone", "_test_energy", "--audio", str(wav),
-                 "--clips", "v_left", "v_right", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--modality",
+                "audio",
+                "--backbone",
+                "_test_energy",
+                "--audio",
+                str(wav),
+                "--clips",
+                "v_left",
+                "v_right",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     store = FeatureStore(out, modality="audio")
     assert store.clips == ["v_left", "v_right"]
     np.testing.assert_array_equal(store.read("v_left")[0], store.read("v_right")[0])
@@ -791,14 +958,27 @@ def test_workflow_builds_the_visual_store_and_reruns_only_what_changed(tmp_path)
 
     def run(*args):
         (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-        proc = snakemake("results/features/visual/fer.h5", "--cores", "2", *args, "--snakefile",
-                         str(REPO / "Snakefile"), "--directory", str(wd), cwd=wd, timeout=600)
+        proc = snakemake(
+            "results/features/visual/fer.h5",
+            "--cores",
+            "2",
+            *args,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(wd),
+            cwd=wd,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout + proc.stderr
 
     def planned(out):  # rule -> jobs, from the dry run's job table
-        return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.MULTILINE)
-                if rule not in ("total", "count")}
+        return {
+            rule: int(n)
+            for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.MULTILINE)
+            if rule not in ("total", "count")
+        }
 
     run()
     store = FeatureStore(wd / "results/features/visual/fer.h5", modality="visual", backbone="fer", width=128)

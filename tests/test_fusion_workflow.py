@@ -18,12 +18,18 @@ from fusion_corpus import make_corpus
 
 FUSION_RULES = ("--allowed-rules", "train", "evaluate", "report")
 EXPERIMENTS = {
-    "ef": {"model": "early_fusion", "stores": {"visual": "synthv", "audio": "syntha"},
-           "training": {"window": 32, "steps": 8, "pool": 2, "epochs": 2}},
-    "tcn": {"model": "rjcma", "preset": "demo_frame",
-            "stores": {"visual": "synthv", "audio": "syntha", "text": "syntht"},
-            "model_options": {"tcn_channels": {"visual": [16], "audio": [16], "text": [16]}},
-            "training": {"window": 32, "hop": 24, "steps": 32, "epochs": 2}},
+    "ef": {
+        "model": "early_fusion",
+        "stores": {"visual": "synthv", "audio": "syntha"},
+        "training": {"window": 32, "steps": 8, "pool": 2, "epochs": 2},
+    },
+    "tcn": {
+        "model": "rjcma",
+        "preset": "demo_frame",
+        "stores": {"visual": "synthv", "audio": "syntha", "text": "syntht"},
+        "model_options": {"tcn_channels": {"visual": [16], "audio": [16], "text": [16]}},
+        "training": {"window": 32, "hop": 24, "steps": 32, "epochs": 2},
+    },
 }
 
 
@@ -65,8 +71,13 @@ def test_fusion_rules_train_evaluate_report_and_rerun_only_what_changed(workdir)
     jobs(workdir, "fusion")
     for name in EXPERIMENTS:
         run = workdir / "results/fusion" / name / "fold0/seed0"
-        assert {p.name for p in run.iterdir()} == {"model.pt", "log.jsonl", "run.json", "predictions.parquet",
-                                                 "metrics.json"}
+        assert {p.name for p in run.iterdir()} == {
+            "model.pt",
+            "log.jsonl",
+            "run.json",
+            "predictions.parquet",
+            "metrics.json",
+        }
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["splits"]["validation"]["raw"]["mean"] > 0.3, (name, metrics["splits"]["validation"])
         assert (workdir / "logs/train" / name / "fold0/seed0.log").is_file()
@@ -111,6 +122,6 @@ def test_the_sample_submission_file_is_an_input_of_the_report(workdir):
     dry = snakemake(*on_demo(workdir, "results/report/results.csv", "-n"), cwd=workdir)
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0, out
-    job = out[out.index("rule report:"):]
+    job = out[out.index("rule report:") :]
     assert str(sample) in job.split("output:")[0], job
     assert "results/report/provenance.json" in job.split("log:")[0]

@@ -43,8 +43,21 @@ def build_wheel(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     isolation = ["--no-build-isolation"] if _builds_wheels_offline() else []
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "--wheel-dir",
-                           str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            *isolation,
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = (tmp_path / "dist").glob("emofusion-*.whl")
     return wheel
@@ -56,8 +69,12 @@ def fresh_venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (Path(site) / "project_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv
 
@@ -65,8 +82,21 @@ def fresh_venv(tmp_path: Path) -> Path:
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     wheel = build_wheel(tmp_path)
     venv = fresh_venv(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-                           "--no-deps", "--no-index", str(wheel)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     elsewhere = tmp_path / "elsewhere"  # not the checkout, and nothing of it on the path
@@ -77,9 +107,11 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
 
-    code = ("import argparse, emofusion, emofusion.cli, emofusion.config; print(emofusion.__file__); "
-            "print(emofusion.config.schema_path()); p = emofusion.cli.build_parser(); "
-            "print(' '.join(next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices))")
+    code = (
+        "import argparse, emofusion, emofusion.cli, emofusion.config; print(emofusion.__file__); "
+        "print(emofusion.config.schema_path()); p = emofusion.cli.build_parser(); "
+        "print(' '.join(next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices))"
+    )
     proc = run(str(venv / "bin" / "python"), "-c", code)
     assert proc.returncode == 0, proc.stderr
     package, schema, names = proc.stdout.splitlines()
@@ -97,11 +129,35 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
 
     # a real face extraction: 12 frames of one man facing the camera
     video = tmp_path / "face.mp4"
-    run_ffmpeg("-i", str(TEST_DATA / "pyfeat_videos" / "single_face.mp4"), "-frames:v", "12", "-c:v", "libx264",
-               "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(video))
+    run_ffmpeg(
+        "-i",
+        str(TEST_DATA / "pyfeat_videos" / "single_face.mp4"),
+        "-frames:v",
+        "12",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "18",
+        "-pix_fmt",
+        "yuv420p",
+        "-an",
+        str(video),
+    )
     out = elsewhere / "results" / "faces" / "face.h5"
-    proc = run(emofusion, "faces", "--config-json", '{"faces": {"device": "cpu"}}', "--video", str(video),
-               "--threads", "1", "--out", str(out))
+    proc = run(
+        emofusion,
+        "faces",
+        "--config-json",
+        '{"faces": {"device": "cpu"}}',
+        "--video",
+        str(video),
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import h5py
 

@@ -100,8 +100,14 @@ def _killed_writer(final, mode: str = "file"):
 def test_a_rerun_after_a_kill_leaves_one_output_and_no_temporary(tmp_path, mode):
     final = tmp_path / ("x.h5" if mode == "file" else "x")
     # Neighbours that must survive: another output's temporary, names close to ours, the user's files.
-    keep = [".y.h5.tmp-abcd1234.h5", ".x.h5.tmp-notes.txt", f".{final.name}.tmp-abcd1234.h5.bak",
-            f"{final.name}.tmp-abcd1234", ".xx.h5.tmp-abcd1234.h5", "notes.txt"]
+    keep = [
+        ".y.h5.tmp-abcd1234.h5",
+        ".x.h5.tmp-notes.txt",
+        f".{final.name}.tmp-abcd1234.h5.bak",
+        f"{final.name}.tmp-abcd1234",
+        ".xx.h5.tmp-abcd1234.h5",
+        "notes.txt",
+    ]
     for name in keep:
         (tmp_path / name).write_text("not ours")
     first = _killed_writer(final, mode)
@@ -122,8 +128,12 @@ def test_stale_temporaries_are_only_those_of_the_output(tmp_path):
     from emofusion.io import remove_stale_temporaries
 
     ours = [tmp_path / ".clip.h5.tmp-k2_9zq0a.h5", tmp_path / ".clip.h5.tmp-00000000"]
-    others = [tmp_path / ".clip.h5.tmp-k2_9zq0a.parquet", tmp_path / ".clip2.h5.tmp-k2_9zq0a.h5",
-              tmp_path / ".clip.h5.tmp-k2_9zq.h5", tmp_path / "clip.h5"]
+    others = [
+        tmp_path / ".clip.h5.tmp-k2_9zq0a.parquet",
+        tmp_path / ".clip2.h5.tmp-k2_9zq0a.h5",
+        tmp_path / ".clip.h5.tmp-k2_9zq.h5",
+        tmp_path / "clip.h5",
+    ]
     for p in ours + others:
         p.write_text("")
     assert sorted(remove_stale_temporaries(tmp_path / "clip.h5")) == sorted(ours)

@@ -19,9 +19,21 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Bottom first. A name covers the module itself and, for a package, every module under it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("emofusion", "emofusion.errors", "emofusion.log", "emofusion.io", "emofusion.packages",
-              "emofusion.provenance", "emofusion.config", "emofusion.device", "emofusion.metrics",
-              "emofusion.repair")),
+    (
+        "base",
+        (
+            "emofusion",
+            "emofusion.errors",
+            "emofusion.log",
+            "emofusion.io",
+            "emofusion.packages",
+            "emofusion.provenance",
+            "emofusion.config",
+            "emofusion.device",
+            "emofusion.metrics",
+            "emofusion.repair",
+        ),
+    ),
     ("data and timelines", ("emofusion.video", "emofusion.corpus", "emofusion.labels", "emofusion.audio")),
     ("models", ("emofusion.models",)),
     ("asr", ("emofusion.asr",)),
@@ -72,7 +84,7 @@ def import_edges(modules: dict[str, Path], package: str) -> list[Edge]:
                 base = node.module or ""
                 if node.level:  # relative: from the importing module's package
                     anchor = name.split(".") if is_package else name.split(".")[:-1]
-                    anchor = anchor[:len(anchor) - (node.level - 1)]
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
                     base = ".".join([*anchor, base] if base else anchor)
                 # `from pkg import sub` imports the module pkg.sub; `from mod import name` imports mod
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
@@ -147,8 +159,11 @@ def problems(src: Path, package: str, layers: list[tuple[str, tuple[str, ...]]])
     """Every layering problem of ``package`` under ``src``, one line each, naming file:line."""
     modules = module_files(src, package)
     edges = import_edges(modules, package)
-    out = [f"{path}: module {m} is in no layer; add it to LAYERS" for m, path in modules.items()
-           if layer_of(m, layers) is None]
+    out = [
+        f"{path}: module {m} is in no layer; add it to LAYERS"
+        for m, path in modules.items()
+        if layer_of(m, layers) is None
+    ]
     for e in edges:
         lo, hi = layer_of(e.source, layers), layer_of(e.target, layers)
         if lo is not None and hi is not None and hi > lo:
@@ -166,8 +181,16 @@ def test_emofusion_has_no_import_cycle_and_no_upward_import():
 
 
 # Packages with an entry module ``<package>.stage``: a command calls a stage only through it.
-STAGES = ("emofusion.audio", "emofusion.faces", "emofusion.asr", "emofusion.features", "emofusion.training",
-          "emofusion.evaluation", "emofusion.report", "emofusion.predict")
+STAGES = (
+    "emofusion.audio",
+    "emofusion.faces",
+    "emofusion.asr",
+    "emofusion.features",
+    "emofusion.training",
+    "emofusion.evaluation",
+    "emofusion.report",
+    "emofusion.predict",
+)
 
 
 def test_commands_call_a_stage_only_through_its_entry_module():
@@ -208,13 +231,16 @@ FAKE_LAYERS = [("low", ("pkg", "pkg.low")), ("high", ("pkg.high",))]
 
 
 def test_checker_finds_a_cycle_hidden_in_a_function(tmp_path):
-    src = _tree(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/low/__init__.py": "",
-        "pkg/low/a.py": "from pkg.low import b\n",
-        "pkg/low/b.py": "def f():\n    from pkg.low.a import g\n    return g\n",
-        "pkg/high.py": "",
-    })
+    src = _tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/low/__init__.py": "",
+            "pkg/low/a.py": "from pkg.low import b\n",
+            "pkg/low/b.py": "def f():\n    from pkg.low.a import g\n    return g\n",
+            "pkg/high.py": "",
+        },
+    )
     found = problems(src, "pkg", FAKE_LAYERS)
     assert len(found) == 1 and found[0].startswith("import cycle between pkg.low.a, pkg.low.b"), found
     assert f"{src / 'pkg/low/b.py'}:2: pkg.low.b imports pkg.low.a" in found[0]
@@ -222,15 +248,19 @@ def test_checker_finds_a_cycle_hidden_in_a_function(tmp_path):
 
 
 def test_checker_finds_an_upward_import_and_names_its_line(tmp_path):
-    src = _tree(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/low/__init__.py": "",
-        "pkg/low/a.py": "import os\n\n\ndef f():\n    import pkg.high\n    return pkg.high\n",
-        "pkg/high.py": "from . import low\nfrom .low import b\n",  # downward, relative: fine
-        "pkg/low/b.py": "",
-    })
+    src = _tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/low/__init__.py": "",
+            "pkg/low/a.py": "import os\n\n\ndef f():\n    import pkg.high\n    return pkg.high\n",
+            "pkg/high.py": "from . import low\nfrom .low import b\n",  # downward, relative: fine
+            "pkg/low/b.py": "",
+        },
+    )
     assert problems(src, "pkg", FAKE_LAYERS) == [
-        f"{src / 'pkg/low/a.py'}:5: pkg.low.a imports pkg.high: upward import (layer 'low' below 'high')"]
+        f"{src / 'pkg/low/a.py'}:5: pkg.low.a imports pkg.high: upward import (layer 'low' below 'high')"
+    ]
 
 
 def test_checker_names_a_module_outside_every_layer(tmp_path):
@@ -240,10 +270,18 @@ def test_checker_names_a_module_outside_every_layer(tmp_path):
     assert any("module pkg.stray is in no layer" in p for p in found) and len(found) == 2
 
 
-@pytest.mark.parametrize("line", ["import pkg.low.a", "from pkg.low import a", "from pkg.low.a import f",
-                                  "from .low import a"])
+@pytest.mark.parametrize(
+    "line", ["import pkg.low.a", "from pkg.low import a", "from pkg.low.a import f", "from .low import a"]
+)
 def test_every_import_form_resolves_to_the_module(tmp_path, line):
-    src = _tree(tmp_path, {"pkg/__init__.py": "", "pkg/low/__init__.py": "", "pkg/low/a.py": "f = 1\n",
-                           "pkg/c.py": f"def g():\n    {line}\n"})
+    src = _tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/low/__init__.py": "",
+            "pkg/low/a.py": "f = 1\n",
+            "pkg/c.py": f"def g():\n    {line}\n",
+        },
+    )
     edges = import_edges(module_files(src, "pkg"), "pkg")
     assert [(e.source, e.target, e.line) for e in edges] == [("pkg.c", "pkg.low.a", 2)]

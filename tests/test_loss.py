@@ -29,8 +29,11 @@ def expected_flat(pred, target, mask) -> float:
 def expected_per_sequence(pred, target, mask) -> float:
     total = 0.0
     for t in range(T):
-        values = [ccc(pred[b, :, t].numpy(), target[b, :, t].numpy(), mask[b, :, t].numpy())
-                  for b in range(B) if mask[b, :, t].any()]
+        values = [
+            ccc(pred[b, :, t].numpy(), target[b, :, t].numpy(), mask[b, :, t].numpy())
+            for b in range(B)
+            if mask[b, :, t].any()
+        ]
         total += 1 - float(np.mean(values))
     return total
 
@@ -83,8 +86,9 @@ def test_degenerate_inputs_give_ccc_zero_not_nan():
     assert loss.item() == pytest.approx(T)  # CCC 0 per target, as the metric reports
     loss.backward()
     assert torch.isfinite(const.grad).all()
-    nothing = ccc_loss(torch.randn(2, 5, T), torch.randn(2, 5, T), torch.zeros(2, 5, dtype=torch.bool),
-                       reduction="per_sequence")
+    nothing = ccc_loss(
+        torch.randn(2, 5, T), torch.randn(2, 5, T), torch.zeros(2, 5, dtype=torch.bool), reduction="per_sequence"
+    )
     assert nothing.item() == pytest.approx(T)
 
 

@@ -206,9 +206,17 @@ def test_num_iter(name, num_iter):
     assert out.shape == (B, L, 2) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name,mods", [("rjca", ("audio", "text")), ("dca", ("visual", "text")),
-                                       ("grjca", ("visual", "audio", "text")), ("rjcma", ("visual", "text")),
-                                       ("ca", ("audio", "text")), ("early_fusion", ("text",))])
+@pytest.mark.parametrize(
+    "name,mods",
+    [
+        ("rjca", ("audio", "text")),
+        ("dca", ("visual", "text")),
+        ("grjca", ("visual", "audio", "text")),
+        ("rjcma", ("visual", "text")),
+        ("ca", ("audio", "text")),
+        ("early_fusion", ("text",)),
+    ],
+)
 def test_modality_subsets(name, mods):
     model = make(name, modalities=mods).eval()
     assert model.modalities == mods
@@ -327,14 +335,19 @@ def test_block_dropout_is_active_in_training_only():
 def test_audio_guided_visual_attention(faithful):
     torch.manual_seed(0)
     P, C = 4, 3
-    attn = AudioGuidedVisualAttention(positions=P, channels=C, audio_dim=5, out_dim=6, embed_dim=7, score_dim=P,
-                                      faithful_reshape=faithful).eval()
+    attn = AudioGuidedVisualAttention(
+        positions=P, channels=C, audio_dim=5, out_dim=6, embed_dim=7, score_dim=P, faithful_reshape=faithful
+    ).eval()
     maps = torch.randn(2, L, P, C)  # position-major ground truth
     flat = maps.transpose(2, 3).reshape(2, L, C * P)  # channel-major flatten, as (C, H, W).flatten()
     a = torch.randn(2, L, 5)
     seen = flat.reshape(2, L, P, C) if faithful else maps  # what each mode reads as position vectors
-    score = attn.score(torch.tanh(attn.visual_score(attn.visual_embed(seen).relu())
-                                  + attn.audio_score(attn.audio_embed(a).relu()).unsqueeze(2))).squeeze(-1)
+    score = attn.score(
+        torch.tanh(
+            attn.visual_score(attn.visual_embed(seen).relu())
+            + attn.audio_score(attn.audio_embed(a).relu()).unsqueeze(2)
+        )
+    ).squeeze(-1)
     expected = attn.out((score.softmax(-1).unsqueeze(-1) * seen).sum(2))
     torch.testing.assert_close(attn(flat, a), expected)
     if not faithful:
@@ -343,14 +356,16 @@ def test_audio_guided_visual_attention(faithful):
         torch.testing.assert_close(attn(maps[:, :, perm].transpose(2, 3).reshape(2, L, C * P), a), expected)
 
 
-def direct_spatial_attention(attn: AudioGuidedVisualAttention, flat: Tensor, a: Tensor, *, faithful_reshape: bool,
-                             audio_per_position: bool) -> np.ndarray:
+def direct_spatial_attention(
+    attn: AudioGuidedVisualAttention, flat: Tensor, a: Tensor, *, faithful_reshape: bool, audio_per_position: bool
+) -> np.ndarray:
     """MODELS.md's audio-guided attention written out with numpy in float64, one index at a time where it matters.
 
     flat (B, L, C * P) is the channel-major flatten of (C, H, W): position p, channel c sits at c * P + p; the
     published code reads it as if position-major (p * C + c). Score unit k of position p gets
     ``(W_v relu(U v_p))_k + (W_a relu(U' a))_k`` (shared) or ``... + (W_a relu(U' a))_p`` (published broadcast).
     """
+
     def w(layer):
         return layer.weight.detach().double().numpy()
 
@@ -381,19 +396,32 @@ def direct_spatial_attention(attn: AudioGuidedVisualAttention, flat: Tensor, a: 
 def test_spatial_attention_matches_the_direct_formula(faithful_reshape, audio_per_position):
     torch.manual_seed(0)
     P, C = 6, 4
-    attn = AudioGuidedVisualAttention(positions=P, channels=C, audio_dim=5, out_dim=3, embed_dim=7, score_dim=P,
-                                      faithful_reshape=faithful_reshape,
-                                      audio_per_position=audio_per_position).double().eval()
+    attn = (
+        AudioGuidedVisualAttention(
+            positions=P,
+            channels=C,
+            audio_dim=5,
+            out_dim=3,
+            embed_dim=7,
+            score_dim=P,
+            faithful_reshape=faithful_reshape,
+            audio_per_position=audio_per_position,
+        )
+        .double()
+        .eval()
+    )
     for p in attn.parameters():  # large enough that tanh is not linear and the quirks change the result
         nn.init.normal_(p, std=0.7)
     flat, a = torch.randn(2, L, C * P, dtype=torch.float64), torch.randn(2, L, 5, dtype=torch.float64)
     got = attn(flat, a).detach().numpy()
-    want = direct_spatial_attention(attn, flat, a, faithful_reshape=faithful_reshape,
-                                    audio_per_position=audio_per_position)
+    want = direct_spatial_attention(
+        attn, flat, a, faithful_reshape=faithful_reshape, audio_per_position=audio_per_position
+    )
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
     # Each quirk changes the output: the test would notice if a flag were ignored.
-    other = direct_spatial_attention(attn, flat, a, faithful_reshape=faithful_reshape,
-                                     audio_per_position=not audio_per_position)
+    other = direct_spatial_attention(
+        attn, flat, a, faithful_reshape=faithful_reshape, audio_per_position=not audio_per_position
+    )
     assert np.abs(got - other).max() > 1e-3
 
 
@@ -417,8 +445,9 @@ def test_jca_with_spatial_visual_maps():
     dims = {"visual": 4 * 5, "audio": 6}
     for reshape in ("permute", "faithful"):
         torch.manual_seed(0)
-        model = build_model("jca", dims=dims, seq_len=L, visual_positions=4, spatial_reshape=reshape,
-                            fusion_width=6).eval()
+        model = build_model(
+            "jca", dims=dims, seq_len=L, visual_positions=4, spatial_reshape=reshape, fusion_width=6
+        ).eval()
         feats = {"visual": torch.randn(B, L, 20), "audio": torch.randn(B, L, 6)}
         assert model(feats).shape == (B, L, 2)
     with pytest.raises(ConfigError, match="multiple"):

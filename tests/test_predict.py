@@ -32,22 +32,44 @@ def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) 
     from emofusion.training.windows import Windowing
     from fusion_corpus import experiment
 
-    exp = experiment("unimodal" if len(modalities) == 1 else "early_fusion", modalities=modalities,
-                     model_options={"lstm_layers": 1, "head_hidden": 8}, window=16, steps=16, pool=1, hop=8)
+    exp = experiment(
+        "unimodal" if len(modalities) == 1 else "early_fusion",
+        modalities=modalities,
+        model_options={"lstm_layers": 1, "head_hidden": 8},
+        window=16,
+        steps=16,
+        pool=1,
+        hop=8,
+    )
     windowing = Windowing.from_training(exp["training"], key="test")
     backbones = {}
     for m in modalities:
         bb = build_backbone(m, BACKBONE[m], {})
         d = bb.describe()
-        backbones[m] = {"name": BACKBONE[m], "options": {}, "batch_size": 64, "amp": False,
-                        "weights_sha256": d["weights_sha256"], "weights_source": d["weights_source"],
-                        "licence": d["licence"], "width": d["width"], "packages": list(bb.packages)}
+        backbones[m] = {
+            "name": BACKBONE[m],
+            "options": {},
+            "batch_size": 64,
+            "amp": False,
+            "weights_sha256": d["weights_sha256"],
+            "weights_source": d["weights_source"],
+            "licence": d["licence"],
+            "width": d["width"],
+            "packages": list(bb.packages),
+        }
     torch.manual_seed(0)
     net = build_fusion_model(exp, {m: b["width"] for m, b in backbones.items()}, windowing.steps)
     norm = {m: {"mean": torch.zeros(b["width"]), "std": torch.ones(b["width"])} for m, b in backbones.items()}
     root.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(root / "model.pt", net, extra={"normaliser": norm, "best_epoch": 0, "weights_sha256":
-                                                   {m: b["weights_sha256"] for m, b in backbones.items()}})
+    save_checkpoint(
+        root / "model.pt",
+        net,
+        extra={
+            "normaliser": norm,
+            "best_epoch": 0,
+            "weights_sha256": {m: b["weights_sha256"] for m, b in backbones.items()},
+        },
+    )
     stages = {"audio": {"sample_rate": 16000, "missing_audio": "error"}}
     if "text" in modalities:
         from emofusion.config import validate_config
@@ -56,12 +78,28 @@ def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) 
     if "visual" in modalities:
         stages["faces"] = {**FaceSettings().__dict__, "thresholds": [0.6, 0.7, 0.7]}
         stages["detector"] = {"weights_sha256": mtcnn_weights()}
-    recipe = {"schema": RECIPE_SCHEMA, "experiment": "synthetic", "model": exp["model"], "fold": 0, "seed": 0,
-              "modalities": sorted(modalities), "experiment_config": exp, "windowing": windowing.__dict__,
-              "smoothing": {"valence": 5, "arousal": 3}, "stages": stages, "backbones": backbones, "versions": {}}
+    recipe = {
+        "schema": RECIPE_SCHEMA,
+        "experiment": "synthetic",
+        "model": exp["model"],
+        "fold": 0,
+        "seed": 0,
+        "modalities": sorted(modalities),
+        "experiment_config": exp,
+        "windowing": windowing.__dict__,
+        "smoothing": {"valence": 5, "arousal": 3},
+        "stages": stages,
+        "backbones": backbones,
+        "versions": {},
+    }
     weights = (root / "model.pt").read_bytes()
-    doc = {"bundle_schema": BUNDLE_SCHEMA, "name": "synthetic", "recipe": recipe, "licences": licences(recipe),
-           "checkpoint_sha256": hashlib.sha256(weights).hexdigest()}
+    doc = {
+        "bundle_schema": BUNDLE_SCHEMA,
+        "name": "synthetic",
+        "recipe": recipe,
+        "licences": licences(recipe),
+        "checkpoint_sha256": hashlib.sha256(weights).hexdigest(),
+    }
     if edit:
         edit(doc)
     (root / "bundle.json").write_text(json.dumps(doc))
@@ -86,8 +124,17 @@ def test_outputs_one_row_per_frame_and_the_cache_reused(tmp_path, make_video):
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(cache)) == 0
     table = pd.read_csv(out / f"{video.stem}.csv")
-    assert list(table.columns) == ["frame", "time_s", "valence", "arousal", "valence_smoothed", "arousal_smoothed",
-                                   "has_face", "has_speech", "has_word"]
+    assert list(table.columns) == [
+        "frame",
+        "time_s",
+        "valence",
+        "arousal",
+        "valence_smoothed",
+        "arousal_smoothed",
+        "has_face",
+        "has_speech",
+        "has_word",
+    ]
     assert len(table) == 40 and (table["frame"] == np.arange(40)).all()
     assert np.allclose(table["time_s"], np.arange(40) / 30)
     assert table[["valence", "arousal"]].abs().max().max() <= 1.0
@@ -129,8 +176,12 @@ def test_a_video_without_audio_is_masked_with_a_warning(tmp_path, make_video, ca
     video = make_video(frames=30, size="64x48", audio=False)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="emofusion"):
-        assert _predict(str(video), "--model", str(_bundle(tmp_path / "b")), "--out", str(out), "--cache",
-                        str(tmp_path / "c")) == 0
+        assert (
+            _predict(
+                str(video), "--model", str(_bundle(tmp_path / "b")), "--out", str(out), "--cache", str(tmp_path / "c")
+            )
+            == 0
+        )
     table = pd.read_csv(out / f"{video.stem}.csv")
     assert len(table) == 30 and not table["has_speech"].any()
     assert any("has no audio track" in r.getMessage() and str(video) in r.getMessage() for r in caplog.records)
@@ -171,8 +222,9 @@ def test_side_picks_the_face_on_that_half(tmp_path):
     from emofusion.predict.predictor import Predictor
 
     video = tmp_path / "two.mp4"  # one second of the demo's two-person video (640 px wide, a face on each half)
-    run_ffmpeg("-i", str(DEMO / "videos/batch1/demo06-30-640x180.mp4"), "-t", "1", "-c:v", "libx264", "-c:a", "aac",
-               str(video))
+    run_ffmpeg(
+        "-i", str(DEMO / "videos/batch1/demo06-30-640x180.mp4"), "-t", "1", "-c:v", "libx264", "-c:a", "aac", str(video)
+    )
     predictor = Predictor(load_bundle(_bundle(tmp_path / "b", modalities=("visual", "audio"))), device="cpu")
     centre = {}
     for side in ("left", "right"):
@@ -311,8 +363,9 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     where = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path)]
     run = tmp_path / "results/fusion/rjca/fold0/seed0"
-    proc = snakemake("--cores", "2", *where, "results/fusion/rjca/fold0/seed0/predictions.parquet", cwd=tmp_path,
-                     timeout=900)
+    proc = snakemake(
+        "--cores", "2", *where, "results/fusion/rjca/fold0/seed0/predictions.parquet", cwd=tmp_path, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     evaluated = pd.read_parquet(run / "predictions.parquet")
     evaluated = evaluated[evaluated["clip"] == clip].reset_index(drop=True)
@@ -329,8 +382,21 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
     # about 1e-4 px, a crop pixel can round the other way), and pytest's process may run with 1 thread.
     torch_threads = torch.get_num_threads()
     try:
-        assert _predict(str(video), "--run", str(run), "--out", str(tmp_path / "predicted"), "--cache", str(cache),
-                        "--overlay", "--threads", "2") == 0
+        assert (
+            _predict(
+                str(video),
+                "--run",
+                str(run),
+                "--out",
+                str(tmp_path / "predicted"),
+                "--cache",
+                str(cache),
+                "--overlay",
+                "--threads",
+                "2",
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(torch_threads)
     same_as_evaluation(tmp_path / "predicted" / f"{clip}.csv")
@@ -341,8 +407,12 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
     from emofusion.cli import main
 
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "rjca.tar")]) == 0
-    assert _predict(str(video), "--model", str(tmp_path / "rjca.tar"), "--out", str(tmp_path / "bundled"),
-                    "--cache", str(cache)) == 0
+    assert (
+        _predict(
+            str(video), "--model", str(tmp_path / "rjca.tar"), "--out", str(tmp_path / "bundled"), "--cache", str(cache)
+        )
+        == 0
+    )
     same_as_evaluation(tmp_path / "bundled" / f"{clip}.csv")
     summary = json.loads((tmp_path / "bundled" / f"{clip}.json").read_text())
     assert summary["model"]["source"]["kind"] == "bundle" and summary["cache"]["computed"] == []

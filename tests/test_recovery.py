@@ -25,8 +25,14 @@ def test_kill_during_a_face_job_then_unlock_and_rerun(workdir):
     keep = {"notes.txt": "mine", ".other.h5.tmp-abcd1234.h5": "another output's"}
     for name, text in keep.items():
         (faces / name).write_text(text)
-    proc = subprocess.Popen([SNAKEMAKE, *on_demo(workdir, TARGET, "--cores", "2")], cwd=workdir, env=venv_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [SNAKEMAKE, *on_demo(workdir, TARGET, "--cores", "2")],
+        cwd=workdir,
+        env=venv_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not list(faces.glob(f".{CLIP}.h5.tmp-*")):

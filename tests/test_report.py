@@ -25,8 +25,17 @@ SCORES = ("valence", "arousal", "mean")
 
 
 def report_args(tmp: Path, runs, out: Path, report: dict | None = None) -> list[str]:
-    return ["report", "--config-json", json.dumps({"report": report or {}}), "--manifest",
-            str(tmp / "manifest.parquet"), "--runs", *map(str, runs), "--out", str(out)]
+    return [
+        "report",
+        "--config-json",
+        json.dumps({"report": report or {}}),
+        "--manifest",
+        str(tmp / "manifest.parquet"),
+        "--runs",
+        *map(str, runs),
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +54,13 @@ def test_table_is_mean_and_sd_over_runs_per_fold_and_pooled(synthetic):
 
 def test_markdown_has_a_caption_and_renders_as_tables(synthetic):
     _, _, runs = synthetic
-    check_markdown(results_markdown(results_table(read_runs(runs), ["validation"]), ["validation"],
-                                    smoothing="moving average (window 5 frames for valence, 11 for arousal)"))
+    check_markdown(
+        results_markdown(
+            results_table(read_runs(runs), ["validation"]),
+            ["validation"],
+            smoothing="moving average (window 5 frames for valence, 11 for arousal)",
+        )
+    )
 
 
 def test_broken_runs_fail_naming_the_file(synthetic, tmp_path, caplog):
@@ -91,15 +105,23 @@ def metrics(run: Path) -> dict:
 
 def check_table(table: pd.DataFrame, runs: list[Path]) -> None:
     assert list(table[["experiment", "fold"]].itertuples(index=False, name=None)) == [
-        ("rjca_demo", "0"), ("rjca_demo", "1"), ("rjca_demo", "pooled"),
-        ("unimodal_audio", "0"), ("unimodal_audio", "1"), ("unimodal_audio", "pooled")]
+        ("rjca_demo", "0"),
+        ("rjca_demo", "1"),
+        ("rjca_demo", "pooled"),
+        ("unimodal_audio", "0"),
+        ("unimodal_audio", "1"),
+        ("unimodal_audio", "pooled"),
+    ]
     assert list(table["runs"]) == [2, 2, 4, 2, 2, 4] and table["seeds"].iloc[0] == "0 1"
     row = table.iloc[0]
     assert (row["model"], row["modalities"], row["stores"]) == ("rjca", "visual+audio", "visual=fer audio=egemaps")
     assert table.iloc[3]["stores"] == "audio=egemaps"
     for _, row in table.iterrows():
-        chosen = [r for r in runs if r.parts[-3] == row["experiment"]
-                  and (row["fold"] == "pooled" or r.parts[-2] == f"fold{row['fold']}")]
+        chosen = [
+            r
+            for r in runs
+            if r.parts[-3] == row["experiment"] and (row["fold"] == "pooled" or r.parts[-2] == f"fold{row['fold']}")
+        ]
         for variant in ("raw", "smoothed"):
             for score in SCORES:
                 values = [metrics(r)["splits"]["validation"][variant][score] for r in chosen]
@@ -160,8 +182,9 @@ def test_submission_is_the_fold0_first_seed_smoothed_predictions(built):
     assert len(sub) == check["files"]["rjca_demo"]["rows"] == test["frames"].sum()
     preds = pd.read_parquet(tmp / "fusion" / "rjca_demo" / "fold0" / "seed0" / "predictions.parquet")
     want = preds[preds["split"] == "test"].sort_values(["clip", "frame"])
-    assert list(sub["image_location"]) == [f"{c}/{f + 1:05d}.jpg" for c, f in zip(want["clip"], want["frame"],
-                                                                                    strict=True)]
+    assert list(sub["image_location"]) == [
+        f"{c}/{f + 1:05d}.jpg" for c, f in zip(want["clip"], want["frame"], strict=True)
+    ]
     np.testing.assert_allclose(sub["valence"], want["valence_smoothed"], atol=1e-6)
     np.testing.assert_allclose(sub["arousal"], want["arousal_smoothed"], atol=1e-6)
     assert (out / "submission" / "rjca_demo.csv").read_text().splitlines()[0] == HEADER
@@ -182,8 +205,14 @@ def test_rerun_gives_identical_files(built):
     tmp, _, runs, out = built
     again = tmp / "again"
     assert main(report_args(tmp, runs, again)) == 0
-    for rel in ("results.csv", "results.md", "submission/rjca_demo.csv", "submission/check.json",
-                "plots/ccc_per_model.png", "plots/training_curves.png"):
+    for rel in (
+        "results.csv",
+        "results.md",
+        "submission/rjca_demo.csv",
+        "submission/check.json",
+        "plots/ccc_per_model.png",
+        "plots/training_curves.png",
+    ):
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
     assert not [p for p in again.rglob(".*")]  # no temporaries left
 
@@ -198,10 +227,12 @@ def test_sample_submission_drives_the_rows(tmp_path):
     rows += [f"test_b_left/{i:05d}.jpg,0,0" for i in range(1, 91)]
     sample.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
     out = tmp_path / "report"
-    config = load_config(overrides={"report": {"sample_submission": str(sample), "plot_clips": 0,
-                                               "submission_predictions": "raw"}})
-    result = write_report(config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet",
-                          run_dirs=runs, out=out)
+    config = load_config(
+        overrides={"report": {"sample_submission": str(sample), "plot_clips": 0, "submission_predictions": "raw"}}
+    )
+    result = write_report(
+        config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet", run_dirs=runs, out=out
+    )
     assert result["check"]["ok"] and result["check"]["files"]["e"]["run"].endswith("fold0/seed1")  # lowest seed
     assert result["plots"] == ["ccc_per_model.png", "training_curves.png"]
     sub = pd.read_csv(out / "submission" / "e.csv")
@@ -222,8 +253,9 @@ def test_a_missing_test_prediction_names_the_run_and_leaves_no_submission(tmp_pa
     out = tmp_path / "report"
     config = load_config(overrides={"report": {"plot_clips": 0}})
     with pytest.raises(InputError, match=rf"{run}: no prediction .* test_b_left \(1 of 90 frames\)"):
-        write_report(config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet",
-                     run_dirs=[run], out=out)
+        write_report(
+            config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet", run_dirs=[run], out=out
+        )
     assert not (out / "submission").exists() and not (out / "plots").exists() and not (out / "results.csv").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
@@ -235,11 +267,21 @@ def test_inconsistent_experiment_and_experiment_without_fold0(tmp_path):
     b = make_run(tmp_path / "fusion", manifest, experiment="e", fold=1, seed=0, quality=0.5, model="dca")
     config = load_config(overrides={"report": {"plot_clips": 0}})
     with pytest.raises(InputError, match="mixes runs of different models"):
-        write_report(config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet",
-                     run_dirs=[a, b], out=tmp_path / "r")
+        write_report(
+            config=config,
+            manifest=manifest,
+            manifest_path=tmp_path / "manifest.parquet",
+            run_dirs=[a, b],
+            out=tmp_path / "r",
+        )
     c = make_run(tmp_path / "fusion", manifest, experiment="cv_only", fold=2, seed=0, quality=0.5)
-    result = write_report(config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet",
-                          run_dirs=[a, c], out=tmp_path / "r")
+    result = write_report(
+        config=config,
+        manifest=manifest,
+        manifest_path=tmp_path / "manifest.parquet",
+        run_dirs=[a, c],
+        out=tmp_path / "r",
+    )
     assert set(result["check"]["files"]) == {"e"} and "fold-0" in result["check"]["skipped"]["cv_only"]
     table = result["table"]
     assert table[table["experiment"] == "cv_only"]["fold"].tolist() == ["2", "pooled"]
@@ -260,8 +302,13 @@ def test_own_invalid_submission_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "write_submission", broken_writer)
     config = load_config(overrides={"report": {"plot_clips": 0}})
     with pytest.raises(EmofusionError, match="submission check failed:\n  e: duplicate image_location"):
-        write_report(config=config, manifest=manifest, manifest_path=tmp_path / "manifest.parquet", run_dirs=[run],
-                     out=tmp_path / "r")
+        write_report(
+            config=config,
+            manifest=manifest,
+            manifest_path=tmp_path / "manifest.parquet",
+            run_dirs=[run],
+            out=tmp_path / "r",
+        )
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())  # no plots either
 
 
@@ -278,20 +325,53 @@ def test_report_on_runs_really_trained_and_evaluated(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
     manifest = pd.read_parquet(corpus["manifest"])
     runs = []
-    for exp, seeds in ((experiment("early_fusion", epochs=2, window=32, steps=8, pool=2, train_hop=8), (0, 1)),
-                       (experiment("unimodal", modalities=("audio",), model_options={"modality": "audio"}, epochs=2,
-                                   window=32, steps=8, pool=2, train_hop=8), (0,))):
+    for exp, seeds in (
+        (experiment("early_fusion", epochs=2, window=32, steps=8, pool=2, train_hop=8), (0, 1)),
+        (
+            experiment(
+                "unimodal",
+                modalities=("audio",),
+                model_options={"modality": "audio"},
+                epochs=2,
+                window=32,
+                steps=8,
+                pool=2,
+                train_hop=8,
+            ),
+            (0,),
+        ),
+    ):
         stores = {m: corpus["stores"][m] for m in exp["stores"]}
         for seed in seeds:
             run = tmp_path / "fusion" / exp["name"] / "fold0" / f"seed{seed}"
-            train_run(exp, fold=0, seed=seed, out=run, manifest=manifest, labels=corpus["labels"], stores=stores,
-                      device=torch.device("cpu"))
-            evaluate_run(run, run, manifest=manifest, labels=corpus["labels"], stores=stores,
-                         smoothing={"windows": [1, 5]}, device=torch.device("cpu"))
+            train_run(
+                exp,
+                fold=0,
+                seed=seed,
+                out=run,
+                manifest=manifest,
+                labels=corpus["labels"],
+                stores=stores,
+                device=torch.device("cpu"),
+            )
+            evaluate_run(
+                run,
+                run,
+                manifest=manifest,
+                labels=corpus["labels"],
+                stores=stores,
+                smoothing={"windows": [1, 5]},
+                device=torch.device("cpu"),
+            )
             runs.append(run)
     out = tmp_path / "report"
-    result = write_report(config=load_config(overrides={"report": {"plot_clips": 2}}), manifest=manifest,
-                          manifest_path=corpus["manifest"], run_dirs=runs, out=out)
+    result = write_report(
+        config=load_config(overrides={"report": {"plot_clips": 2}}),
+        manifest=manifest,
+        manifest_path=corpus["manifest"],
+        run_dirs=runs,
+        out=out,
+    )
     assert result["check"]["ok"], result["check"]
     test = manifest[manifest["split"] == "test"]
     for name in ("early_fusion", "unimodal"):

@@ -17,12 +17,21 @@ from conftest import REPO, SNAKEMAKE, demo_subset, on_demo, snakemake, venv_env
 SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
 TEST_PROFILE = REPO / "tests" / "slurm" / "profile"  # the test cluster's partition etc., laid over SLURM_PROFILE
 SCRIPTS = REPO / "tests" / "slurm"
-SHARDS = {"faces": "faces_shard", "audio": "audio_shard", "transcribe": "transcribe_shard",  # rule -> group
-          "embed_visual": "embed_visual_shard", "embed_audio": "embed_audio_shard", "embed_text": "embed_text_shard"}
+SHARDS = {
+    "faces": "faces_shard",
+    "audio": "audio_shard",
+    "transcribe": "transcribe_shard",  # rule -> group
+    "embed_visual": "embed_visual_shard",
+    "embed_audio": "embed_audio_shard",
+    "embed_text": "embed_text_shard",
+}
 # Two clips with the corpus's pre-aligned crops (no detection: quick on a CPU) make one face shard; plus one video's
 # audio, a CPU shard.
-TARGETS = ["results/faces/demo09-30-320x180.h5", "results/faces/demo07-30-320x180.h5",
-           "results/audio/demo09-30-320x180.wav"]
+TARGETS = [
+    "results/faces/demo09-30-320x180.h5",
+    "results/faces/demo07-30-320x180.h5",
+    "results/audio/demo09-30-320x180.wav",
+]
 
 
 def test_lint_accepts_slurm_profile(workdir):
@@ -49,8 +58,7 @@ def slurm_cluster():
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         pytest.skip("Slurm is not installed and there is no apt-get to install Debian's munge, slurmctld, slurmd")
     try:
-        start = subprocess.run(["bash", str(SCRIPTS / "start_slurm.sh")], capture_output=True, text=True,
-                               timeout=300)
+        start = subprocess.run(["bash", str(SCRIPTS / "start_slurm.sh")], capture_output=True, text=True, timeout=300)
         assert start.returncode == 0, f"start_slurm.sh failed:\n{start.stdout}{start.stderr}"
         yield
     finally:
@@ -65,8 +73,16 @@ def slurm_job(job_id: str) -> str:
 @pytest.mark.slurm
 def test_extraction_runs_as_slurm_shard_jobs(slurm_cluster, workdir):
     # timeout -s INT: a hung run stops as on Ctrl-C (the plugin cancels its jobs); SIGTERM could leave it hanging
-    cmd = ["timeout", "-s", "INT", "-k", "30", "240", SNAKEMAKE,
-           *on_demo(workdir, *TARGETS, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE))]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "240",
+        SNAKEMAKE,
+        *on_demo(workdir, *TARGETS, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE)),
+    ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -95,13 +111,34 @@ def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
 
     make_corpus(workdir / "results")  # manifest.parquet, labels.h5, features/<modality>/<backbone>.h5
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
-    cfg["fusion"]["experiments"] = {"tiny": {"model": "early_fusion", "stores": {"visual": "synthv", "audio": "syntha"},
-                                             "training": {"window": 32, "steps": 8, "pool": 2, "epochs": 2}}}
+    cfg["fusion"]["experiments"] = {
+        "tiny": {
+            "model": "early_fusion",
+            "stores": {"visual": "synthv", "audio": "syntha"},
+            "training": {"window": 32, "steps": 8, "pool": 2, "epochs": 2},
+        }
+    }
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     target = "results/fusion/tiny/fold0/seed0/model.pt"
-    cmd = ["timeout", "-s", "INT", "-k", "30", "240", SNAKEMAKE,
-           *on_demo(workdir, target, "--allowed-rules", "train", "--profile", str(SLURM_PROFILE),
-                    "--workflow-profile", str(TEST_PROFILE))]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "240",
+        SNAKEMAKE,
+        *on_demo(
+            workdir,
+            target,
+            "--allowed-rules",
+            "train",
+            "--profile",
+            str(SLURM_PROFILE),
+            "--workflow-profile",
+            str(TEST_PROFILE),
+        ),
+    ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -126,19 +163,40 @@ def test_embedding_runs_as_slurm_jobs_and_gives_the_store_of_a_local_run(slurm_c
         wd = tmp_path / where
         wd.mkdir()
         shutil.copy(REPO / "config.yaml", wd / "config.yaml")
-        how = (["--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE)] if where == "slurm"
-               else ["--cores", "2"])
-        cmd = ["timeout", "-s", "INT", "-k", "30", "270", SNAKEMAKE, target, *how, "--snakefile",
-               str(REPO / "Snakefile"), "--directory", str(wd), "--config", f"corpus={{root: {corpus}}}"]
+        how = (
+            ["--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE)]
+            if where == "slurm"
+            else ["--cores", "2"]
+        )
+        cmd = [
+            "timeout",
+            "-s",
+            "INT",
+            "-k",
+            "30",
+            "270",
+            SNAKEMAKE,
+            target,
+            *how,
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(wd),
+            "--config",
+            f"corpus={{root: {corpus}}}",
+        ]
         proc = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=330, env=venv_env())
         runs[where] = proc.stdout + proc.stderr
         assert proc.returncode == 0, runs[where]
     submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", runs["slurm"]))
     # the plugin logs to slurm_logs/group_<group>_<rule>/... for a shard, slurm_logs/rule_<rule>/<wildcards>/...
-    jobs = {next(p for p in Path(log).parts if p.startswith(("group_", "rule_"))): job_id
-            for job_id, log in submitted.items()}
-    assert sorted(jobs) == ["group_embed_visual_shard_embed_visual", "group_faces_shard_faces",
-                            "rule_embed_merge"], runs["slurm"]
+    jobs = {
+        next(p for p in Path(log).parts if p.startswith(("group_", "rule_"))): job_id
+        for job_id, log in submitted.items()
+    }
+    assert sorted(jobs) == ["group_embed_visual_shard_embed_visual", "group_faces_shard_faces", "rule_embed_merge"], (
+        runs["slurm"]
+    )
     for job_id in submitted:
         assert "JobState=COMPLETED" in slurm_job(job_id), slurm_job(job_id)
     assert "gpu:1" in slurm_job(jobs["group_embed_visual_shard_embed_visual"])

@@ -20,8 +20,10 @@ from emofusion.status import status
 from fusion_corpus import make_corpus
 from fusion_runs import make_manifest, make_runs
 
-EXPERIMENTS = {"rjca_demo": {"model": "rjca"},
-               "unimodal_audio": {"model": "unimodal_audio", "stores": {"audio": "egemaps"}}}
+EXPERIMENTS = {
+    "rjca_demo": {"model": "rjca"},
+    "unimodal_audio": {"model": "unimodal_audio", "stores": {"audio": "egemaps"}},
+}
 
 
 @pytest.fixture
@@ -32,8 +34,10 @@ def project(tmp_path, monkeypatch):
     runs = make_runs(Path("results/fusion"), manifest, folds=(0,), seeds=(0,))
     for run in runs:
         (run / "model.pt").write_bytes(b"weights")  # the report does not read it; status checks it is there
-    assert main(["report", "--manifest", "results/manifest.parquet", "--runs", *map(str, runs),
-                 "--out", "results/report"]) == 0
+    assert (
+        main(["report", "--manifest", "results/manifest.parquet", "--runs", *map(str, runs), "--out", "results/report"])
+        == 0
+    )
     cfg = load_config(overrides={"fusion": {"experiments": EXPERIMENTS}})
     return cfg, runs
 
@@ -64,8 +68,10 @@ def test_missing_run_files_and_what_the_report_describes(project):
     run = "results/fusion/rjca_demo/fold0/seed0"
     (Path(run) / "model.pt").unlink()
     found = findings_under(cfg, run)
-    assert [f.problem for f in found] == ["incomplete run folder: no model.pt",
-                                          "the report describes this run but its model.pt is gone"]
+    assert [f.problem for f in found] == [
+        "incomplete run folder: no model.pt",
+        "the report describes this run but its model.pt is gone",
+    ]
     assert {f.repair for f in found} == {f"snakemake --cores 2 --forcerun {run}/model.pt"}
 
     (Path(run) / "model.pt").write_bytes(b"weights")
@@ -120,8 +126,13 @@ def test_status_command_exit_code_and_text(project, capsys):
 
 # --- the repairs, run as printed ----------------------------------------------------------------------------------
 FUSION = ("--allowed-rules", "train", "evaluate", "report")
-EF = {"ef": {"model": "early_fusion", "stores": {"visual": "synthv", "audio": "syntha"},
-             "training": {"window": 32, "steps": 8, "pool": 2, "epochs": 1}}}
+EF = {
+    "ef": {
+        "model": "early_fusion",
+        "stores": {"visual": "synthv", "audio": "syntha"},
+        "training": {"window": 32, "steps": 8, "pool": 2, "epochs": 1},
+    }
+}
 
 
 def check(workdir: Path) -> tuple[int, str]:
@@ -131,8 +142,9 @@ def check(workdir: Path) -> tuple[int, str]:
     from conftest import venv_env
 
     args = on_demo(workdir, "fusion", *FUSION)
-    proc = subprocess.run(["emofusion", "status", "--", *args], cwd=workdir, capture_output=True, text=True,
-                          env=venv_env(), timeout=300)
+    proc = subprocess.run(
+        ["emofusion", "status", "--", *args], cwd=workdir, capture_output=True, text=True, env=venv_env(), timeout=300
+    )
     return proc.returncode, proc.stdout + proc.stderr
 
 

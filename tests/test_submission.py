@@ -54,7 +54,8 @@ def test_written_submission_has_every_frame_and_passes_the_check(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == HEADER
     assert [ln.split(",")[0] for ln in lines[1:]] == (
-        [f"clip_a/{i:05d}.jpg" for i in range(1, 5)] + [f"clip_b_left/{i:05d}.jpg" for i in range(1, 4)])
+        [f"clip_a/{i:05d}.jpg" for i in range(1, 5)] + [f"clip_b_left/{i:05d}.jpg" for i in range(1, 4)]
+    )
     assert lines[1] == "clip_a/00001.jpg,0.000000,0.000000"  # not -0.000000
     assert lines[3] == "clip_a/00003.jpg,1.000000,-0.200000"  # 0.2 * 20 clipped
     assert lines[7] == "clip_b_left/00003.jpg,0.210000,-0.200000"  # frame 3 = 0-based row 2 of the clip
@@ -93,8 +94,10 @@ def test_sample_file_rows_are_followed_exactly_with_padding_and_truncation(tmp_p
     lines = path.read_text().splitlines()
     write_csv(path, "\n".join([lines[0], *lines[6:], *lines[1:6]]) + "\n")
     swapped = check_submission(path, FRAMES, sample=sample)
-    assert swapped["errors"] == ["rows are not in the sample submission's order: row 2 is 'clip_a/00001.jpg', "
-                                 "the sample has 'clip_b_left/00001.jpg'"]
+    assert swapped["errors"] == [
+        "rows are not in the sample submission's order: row 2 is 'clip_a/00001.jpg', "
+        "the sample has 'clip_b_left/00001.jpg'"
+    ]
 
 
 def test_sample_file_errors(tmp_path):
@@ -110,8 +113,12 @@ def test_sample_file_errors(tmp_path):
     with pytest.raises(InputError, match=r"row 2: image_location 'clip_a/1.png' is not"):
         read_sample(write_csv(tmp_path / "f.csv", HEADER + "\nclip_a/1.png,0,0\n"))
     # A BOM, CRLF lines and value columns holding anything are the organisers' business, not an error.
-    sample = read_sample(write_csv(tmp_path / "bom.csv", "\ufeffimage_location,valence,arousal\r\n"
-                                   "clip_a/00001.jpg,,\r\nclip_a/00002.jpg,x,y\r\n"))
+    sample = read_sample(
+        write_csv(
+            tmp_path / "bom.csv",
+            "\ufeffimage_location,valence,arousal\r\nclip_a/00001.jpg,,\r\nclip_a/00002.jpg,x,y\r\n",
+        )
+    )
     assert list(sample["image_location"]) == ["clip_a/00001.jpg", "clip_a/00002.jpg"]
     assert list(read_sample(write_csv(tmp_path / "one.csv", "image_location\nclip_a/00001.jpg\n"))["frame"]) == [1]
 
@@ -122,40 +129,70 @@ def _break(text: str, old: str, new: str) -> str:
 
 
 BROKEN = {
-    "missing frame": (lambda t: _break(t, "clip_a/00003.jpg,0.300,-0.2\n", ""),
-                      "clip clip_a: 1 of its 4 frames missing: 3"),
-    "missing first frames": (lambda t: _break(_break(t, "clip_b_left/00001.jpg,0.5,-0.100\n", ""),
-                                              "clip_b_left/00002.jpg,0.5,-0.200\n", ""),
-                             "clip clip_b_left: 2 of its 3 frames missing: 1-2"),
-    "duplicate": (lambda t: _break(t, "clip_a/00002.jpg,0.200,-0.2\n",
-                                   "clip_a/00002.jpg,0.200,-0.2\nclip_a/00002.jpg,0.200,-0.2\n"),
-                  "duplicate image_location in 1 row(s): row 4 clip_a/00002.jpg"),
-    "NaN": (lambda t: _break(t, "clip_a/00002.jpg,0.200", "clip_a/00002.jpg,nan"),
-            "valence is NaN or infinite in 1 row(s): row 3 ('nan')"),
-    "infinite": (lambda t: _break(t, "clip_b_left/00003.jpg,0.5,-0.300", "clip_b_left/00003.jpg,0.5,-inf"),
-                 "arousal is NaN or infinite in 1 row(s): row 8 ('-inf')"),
-    "empty value": (lambda t: _break(t, "clip_a/00004.jpg,0.400,-0.2", "clip_a/00004.jpg,,-0.2"),
-                    "valence is not a number in 1 row(s): row 5 ('')"),
-    "out of range": (lambda t: _break(t, "clip_a/00001.jpg,0.100,-0.2", "clip_a/00001.jpg,1.0001,-0.2"),
-                     "valence is outside [-1, 1] in 1 row(s): row 2 ('1.0001')"),
-    "wrong header": (lambda t: _break(t, HEADER, "image,valence,arousal"),
-                     "header is 'image,valence,arousal'; it must be exactly 'image_location,valence,arousal'"),
-    "header with spaces": (lambda t: _break(t, HEADER, "image_location, valence, arousal"),
-                           "header is 'image_location, valence, arousal'"),
-    "unknown clip": (lambda t: t + "someone_else/00001.jpg,0,0\nsomeone_else/00002.jpg,0,0\n",
-                     "1 clip(s) not in the manifest's test clips: someone_else (2 rows from row 9)"),
-    "missing clip": (lambda t: "\n".join(ln for ln in t.splitlines() if not ln.startswith("clip_b_left")) + "\n",
-                     "1 expected clip(s) have no rows: clip_b_left"),
-    "bad location": (lambda t: _break(t, "clip_a/00004.jpg", "clip_a/4.jpg"),
-                     "image_location is not <clip>/%05d.jpg in 1 row(s): row 5 'clip_a/4.jpg'"),
-    "frame beyond N": (lambda t: t + "clip_b_left/00004.jpg,0,0\n",
-                       "clip clip_b_left: 1 frame number(s) outside 1..3: 4"),
-    "out of order": (lambda t: _break(_break(t, "clip_a/00001.jpg", "clip_a/TMP.jpg"), "clip_a/00002.jpg",
-                                      "clip_a/00001.jpg").replace("clip_a/TMP.jpg", "clip_a/00002.jpg"),
-                     "clip clip_a: frames not in ascending order from row 3"),
-    "two fields": (lambda t: "image_location,valence\n" + "\n".join(ln.rsplit(",", 1)[0]
-                                                                    for ln in t.splitlines()[1:]) + "\n",
-                   "Expected 3 columns, got 2: clip_a/00001.jpg,0.100"),
+    "missing frame": (
+        lambda t: _break(t, "clip_a/00003.jpg,0.300,-0.2\n", ""),
+        "clip clip_a: 1 of its 4 frames missing: 3",
+    ),
+    "missing first frames": (
+        lambda t: _break(_break(t, "clip_b_left/00001.jpg,0.5,-0.100\n", ""), "clip_b_left/00002.jpg,0.5,-0.200\n", ""),
+        "clip clip_b_left: 2 of its 3 frames missing: 1-2",
+    ),
+    "duplicate": (
+        lambda t: _break(
+            t, "clip_a/00002.jpg,0.200,-0.2\n", "clip_a/00002.jpg,0.200,-0.2\nclip_a/00002.jpg,0.200,-0.2\n"
+        ),
+        "duplicate image_location in 1 row(s): row 4 clip_a/00002.jpg",
+    ),
+    "NaN": (
+        lambda t: _break(t, "clip_a/00002.jpg,0.200", "clip_a/00002.jpg,nan"),
+        "valence is NaN or infinite in 1 row(s): row 3 ('nan')",
+    ),
+    "infinite": (
+        lambda t: _break(t, "clip_b_left/00003.jpg,0.5,-0.300", "clip_b_left/00003.jpg,0.5,-inf"),
+        "arousal is NaN or infinite in 1 row(s): row 8 ('-inf')",
+    ),
+    "empty value": (
+        lambda t: _break(t, "clip_a/00004.jpg,0.400,-0.2", "clip_a/00004.jpg,,-0.2"),
+        "valence is not a number in 1 row(s): row 5 ('')",
+    ),
+    "out of range": (
+        lambda t: _break(t, "clip_a/00001.jpg,0.100,-0.2", "clip_a/00001.jpg,1.0001,-0.2"),
+        "valence is outside [-1, 1] in 1 row(s): row 2 ('1.0001')",
+    ),
+    "wrong header": (
+        lambda t: _break(t, HEADER, "image,valence,arousal"),
+        "header is 'image,valence,arousal'; it must be exactly 'image_location,valence,arousal'",
+    ),
+    "header with spaces": (
+        lambda t: _break(t, HEADER, "image_location, valence, arousal"),
+        "header is 'image_location, valence, arousal'",
+    ),
+    "unknown clip": (
+        lambda t: t + "someone_else/00001.jpg,0,0\nsomeone_else/00002.jpg,0,0\n",
+        "1 clip(s) not in the manifest's test clips: someone_else (2 rows from row 9)",
+    ),
+    "missing clip": (
+        lambda t: "\n".join(ln for ln in t.splitlines() if not ln.startswith("clip_b_left")) + "\n",
+        "1 expected clip(s) have no rows: clip_b_left",
+    ),
+    "bad location": (
+        lambda t: _break(t, "clip_a/00004.jpg", "clip_a/4.jpg"),
+        "image_location is not <clip>/%05d.jpg in 1 row(s): row 5 'clip_a/4.jpg'",
+    ),
+    "frame beyond N": (
+        lambda t: t + "clip_b_left/00004.jpg,0,0\n",
+        "clip clip_b_left: 1 frame number(s) outside 1..3: 4",
+    ),
+    "out of order": (
+        lambda t: _break(
+            _break(t, "clip_a/00001.jpg", "clip_a/TMP.jpg"), "clip_a/00002.jpg", "clip_a/00001.jpg"
+        ).replace("clip_a/TMP.jpg", "clip_a/00002.jpg"),
+        "clip clip_a: frames not in ascending order from row 3",
+    ),
+    "two fields": (
+        lambda t: "image_location,valence\n" + "\n".join(ln.rsplit(",", 1)[0] for ln in t.splitlines()[1:]) + "\n",
+        "Expected 3 columns, got 2: clip_a/00001.jpg,0.100",
+    ),
 }
 
 
@@ -175,8 +212,10 @@ def test_broken_files_are_caught_with_a_useful_message(tmp_path, kind):
 def test_many_problems_are_counted_not_all_listed(tmp_path):
     rows = [f"clip_a/{i:05d}.jpg,2,0" for i in range(1, 5)] + [f"clip_b_left/{i:05d}.jpg,2,0" for i in range(1, 4)]
     verdict = check_submission(write_csv(tmp_path / "s.csv", HEADER + "\n" + "\n".join(rows) + "\n"), FRAMES)
-    assert verdict["errors"] == ["valence is outside [-1, 1] in 7 row(s): row 2 ('2'), row 3 ('2'), row 4 ('2'), "
-                                 "row 5 ('2'), row 6 ('2'), ... (7 in all)"]
+    assert verdict["errors"] == [
+        "valence is outside [-1, 1] in 7 row(s): row 2 ('2'), row 3 ('2'), row 4 ('2'), "
+        "row 5 ('2'), row 6 ('2'), ... (7 in all)"
+    ]
 
 
 def test_missing_or_empty_file(tmp_path):
@@ -197,10 +236,24 @@ def test_check_submission_command(tmp_path, caplog):
     from emofusion.io import write_parquet
 
     manifest = tmp_path / "manifest.parquet"
-    write_parquet(manifest, pd.DataFrame({
-        "clip": ["clip_a", "clip_b_left", "train_clip"], "video_id": ["a", "b", "t"], "video": ["a.mp4"] * 3,
-        "audio": ["a.mp4"] * 3, "split": ["test", "test", "train"], "fold": [-1, -1, 1], "annotation": None,
-        "crops": None, "subject": None, "frames": [4, 3, 5], "fps": [30.0] * 3}))
+    write_parquet(
+        manifest,
+        pd.DataFrame(
+            {
+                "clip": ["clip_a", "clip_b_left", "train_clip"],
+                "video_id": ["a", "b", "t"],
+                "video": ["a.mp4"] * 3,
+                "audio": ["a.mp4"] * 3,
+                "split": ["test", "test", "train"],
+                "fold": [-1, -1, 1],
+                "annotation": None,
+                "crops": None,
+                "subject": None,
+                "frames": [4, 3, 5],
+                "fps": [30.0] * 3,
+            }
+        ),
+    )
     good = write_csv(tmp_path / "good.csv", good_text())
     assert main(["check-submission", "--manifest", str(manifest), str(good), "--out", str(tmp_path / "v.json")]) == 0
     assert json.loads((tmp_path / "v.json").read_text())["ok"]
@@ -218,8 +271,14 @@ def test_interleaved_clips_are_fine_and_several_faults_are_all_listed(tmp_path):
     lines = good_text().splitlines()
     interleaved = [lines[0], lines[1], lines[5], lines[2], lines[6], lines[3], lines[7], lines[4]]
     assert check_submission(write_csv(tmp_path / "i.csv", "\n".join(interleaved) + "\n"), FRAMES)["ok"]
-    faults = [lines[0], lines[1], lines[1], "clip_a/00004.jpg,0.4,2", "clip_b_left/00003.jpg,x,0",
-              "other/00001.jpg,0,0"]
+    faults = [
+        lines[0],
+        lines[1],
+        lines[1],
+        "clip_a/00004.jpg,0.4,2",
+        "clip_b_left/00003.jpg,x,0",
+        "other/00001.jpg,0,0",
+    ]
     verdict = check_submission(write_csv(tmp_path / "f.csv", "\n".join(faults) + "\n"), FRAMES)
     assert verdict["errors"] == [
         "valence is not a number in 1 row(s): row 5 ('x')",

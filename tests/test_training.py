@@ -38,16 +38,29 @@ def corpus(tmp_path_factory):
 
 def fold_data(corpus, *, modalities=("visual", "audio"), fold=0, **kw):
     w = Windowing.from_training({**SMALL, "hop": kw.pop("hop", None)}, key="t")
-    return FusionData(manifest=pd.read_parquet(corpus["manifest"]), labels=corpus["labels"],
-                      stores={m: corpus["stores"][m] for m in modalities},
-                      backbones={m: BACKBONES[m] for m in modalities}, fold=fold, windowing=w, **kw)
+    return FusionData(
+        manifest=pd.read_parquet(corpus["manifest"]),
+        labels=corpus["labels"],
+        stores={m: corpus["stores"][m] for m in modalities},
+        backbones={m: BACKBONES[m] for m in modalities},
+        fold=fold,
+        windowing=w,
+        **kw,
+    )
 
 
 # --- experiments ------------------------------------------------------------------------------------------------
 def test_experiment_merges_preset_and_overrides_and_names_bad_keys():
-    fusion = validate_config({"fusion": {"experiments": {
-        "a": {"model": "rjca", "preset": "rjca", "training": {"lr": 0.01}},
-        "b": {"model": "dca", "preset": "dca"}}}})["fusion"]
+    fusion = validate_config(
+        {
+            "fusion": {
+                "experiments": {
+                    "a": {"model": "rjca", "preset": "rjca", "training": {"lr": 0.01}},
+                    "b": {"model": "dca", "preset": "dca"},
+                }
+            }
+        }
+    )["fusion"]
     a = resolve_experiment(fusion, "a")
     assert a["training"]["lr"] == 0.01 and a["training"]["window"] == 512 and a["training"]["batch_size"] == 64
     assert resolve_experiment(fusion, "b")["training"]["optimizer"] == "adamw"
@@ -56,8 +69,14 @@ def test_experiment_merges_preset_and_overrides_and_names_bad_keys():
     assert validate_config(experiment_section(fusion, "a"))["fusion"]["experiments"]["a"]["model"] == "rjca"
     assert grid({**fusion, "folds": [0, 2], "seeds": [1]}) == [("a", 0, 1), ("a", 2, 1), ("b", 0, 1), ("b", 2, 1)]
     # a config's own preset is added to the built-in ones, which stay usable
-    mine = validate_config({"fusion": {"presets": {"mine": {"epochs": 3}}, "experiments": {
-        "a": {"model": "rjca", "preset": "mine"}, "b": {"model": "rjca", "preset": "rjcma"}}}})["fusion"]
+    mine = validate_config(
+        {
+            "fusion": {
+                "presets": {"mine": {"epochs": 3}},
+                "experiments": {"a": {"model": "rjca", "preset": "mine"}, "b": {"model": "rjca", "preset": "rjcma"}},
+            }
+        }
+    )["fusion"]
     assert resolve_experiment(mine, "a")["training"]["epochs"] == 3
     assert resolve_experiment(mine, "b")["training"]["window"] == 300
     assert experiment_section(mine, "b")["fusion"]["presets"]["rjcma"]["hop"] == 200
@@ -101,11 +120,14 @@ def test_published_clip_level_windowing():
     assert f.starts(700).tolist() == [0, 200, 400] and f.pooled_frames()[:, 0].tolist() == list(range(300))
 
 
-@pytest.mark.parametrize(("training", "match"), [
-    ({"window": 100, "steps": 16, "pool": 1}, r"k: window 100 is not a multiple of steps 16"),
-    ({"window": 64, "steps": 16, "pool": 3}, r"k: pool 3 does not divide the 4 frames"),
-    ({"window": 64, "steps": 16, "pool": 2, "hop": 65}, r"k: hop 65 is larger than window 64"),
-])
+@pytest.mark.parametrize(
+    ("training", "match"),
+    [
+        ({"window": 100, "steps": 16, "pool": 1}, r"k: window 100 is not a multiple of steps 16"),
+        ({"window": 64, "steps": 16, "pool": 3}, r"k: pool 3 does not divide the 4 frames"),
+        ({"window": 64, "steps": 16, "pool": 2, "hop": 65}, r"k: hop 65 is larger than window 64"),
+    ],
+)
 def test_windowing_that_does_not_fit_names_the_key(training, match):
     with pytest.raises(ConfigError, match=match):
         Windowing.from_training(training, key="k")
@@ -191,8 +213,17 @@ def _store(path: Path, corpus, *, backbone="synthv", drop=None, nan_at=None):
         for c in f:
             if c != drop:
                 items.append((c, f[c]["features"][:], f[c]["valid"][:], 30.0))
-    attrs = store_attrs(modality="visual", backbone=backbone, width=WIDTHS["visual"], native_rate=0.0, timeline="t",
-                        weights_sha256="none", weights_source="s", licence="l", provenance={})
+    attrs = store_attrs(
+        modality="visual",
+        backbone=backbone,
+        width=WIDTHS["visual"],
+        native_rate=0.0,
+        timeline="t",
+        weights_sha256="none",
+        weights_source="s",
+        licence="l",
+        provenance={},
+    )
     write_store(path, items, attrs)
     if nan_at:
         with h5py.File(path, "r+") as f:
@@ -202,10 +233,14 @@ def _store(path: Path, corpus, *, backbone="synthv", drop=None, nan_at=None):
 
 def test_bad_stores_are_refused_before_training(corpus, tmp_path):
     def load(path):
-        return FusionData(manifest=pd.read_parquet(corpus["manifest"]), labels=corpus["labels"],
-                          stores={"visual": path, "audio": corpus["stores"]["audio"]},
-                          backbones={"visual": "synthv", "audio": "syntha"}, fold=0,
-                          windowing=Windowing.from_training(SMALL, key="k"))
+        return FusionData(
+            manifest=pd.read_parquet(corpus["manifest"]),
+            labels=corpus["labels"],
+            stores={"visual": path, "audio": corpus["stores"]["audio"]},
+            backbones={"visual": "synthv", "audio": "syntha"},
+            fold=0,
+            windowing=Windowing.from_training(SMALL, key="k"),
+        )
 
     with pytest.raises(StoreMismatch, match=r"other\.h5: backbone is 'other' but 'synthv'"):
         load(_store(tmp_path / "other.h5", corpus, backbone="other"))
@@ -226,8 +261,14 @@ def test_a_fold_without_valid_labels_is_refused(corpus, tmp_path):
 
     write_labels(manifest, tmp_path / "labels.h5", max_mismatch=0, provenance={})
     with pytest.raises(ConfigError, match=r"fusion.folds: fold 0 has no valid label in its validation clips"):
-        FusionData(manifest=manifest, labels=tmp_path / "labels.h5", stores={"audio": corpus["stores"]["audio"]},
-                   backbones={"audio": "syntha"}, fold=0, windowing=Windowing.from_training(SMALL, key="k"))
+        FusionData(
+            manifest=manifest,
+            labels=tmp_path / "labels.h5",
+            stores={"audio": corpus["stores"]["audio"]},
+            backbones={"audio": "syntha"},
+            fold=0,
+            windowing=Windowing.from_training(SMALL, key="k"),
+        )
 
 
 def test_model_options_that_contradict_the_windowing_name_the_key():
@@ -243,8 +284,17 @@ def test_model_options_that_contradict_the_windowing_name_the_key():
 
 # --- the loop -----------------------------------------------------------------------------------------------------
 def train(corpus, out, exp, **kw):
-    return train_run(exp, fold=0, seed=kw.pop("seed", 0), out=out, manifest=pd.read_parquet(corpus["manifest"]),
-                     labels=corpus["labels"], stores={m: corpus["stores"][m] for m in exp["stores"]}, device=CPU, **kw)
+    return train_run(
+        exp,
+        fold=0,
+        seed=kw.pop("seed", 0),
+        out=out,
+        manifest=pd.read_parquet(corpus["manifest"]),
+        labels=corpus["labels"],
+        stores={m: corpus["stores"][m] for m in exp["stores"]},
+        device=CPU,
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -255,8 +305,16 @@ def test_training_learns_and_writes_the_run_contract(corpus, tmp_path):
     assert info["best_val_ccc_mean"] > 0.7, info["best_val_ccc_mean"]
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == list(range(5))
-    assert set(log[0]) == {"epoch", "train_loss", "val_loss", "val_ccc_valence", "val_ccc_arousal", "val_ccc_mean",
-                           "lr", "seconds"}
+    assert set(log[0]) == {
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_ccc_valence",
+        "val_ccc_arousal",
+        "val_ccc_mean",
+        "lr",
+        "seconds",
+    }
     assert log[-1]["train_loss"] < log[0]["train_loss"]
     assert max(e["val_ccc_mean"] for e in log) == pytest.approx(info["best_val_ccc_mean"])
     ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
@@ -293,8 +351,15 @@ def _log_without_time(path: Path) -> list[dict]:
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(corpus, tmp_path):
-    exp = experiment("dca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=4, scheduler="plateau",
-                     plateau_patience=0, warmup_epochs=1, **SMALL)
+    exp = experiment(
+        "dca",
+        model_options={"lstm_layers": 1, "head_hidden": 8},
+        epochs=4,
+        scheduler="plateau",
+        plateau_patience=0,
+        warmup_epochs=1,
+        **SMALL,
+    )
     train(corpus, tmp_path / "whole", exp)
     assert train(corpus, tmp_path / "cut", exp, stop_after=2) == {}
     assert (tmp_path / "cut" / "resume.pt").is_file() and not (tmp_path / "cut" / "model.pt").exists()
@@ -322,23 +387,54 @@ def test_a_resume_state_made_on_other_labels_is_not_used(corpus, tmp_path):
     with h5py.File(labels, "r+") as h5:
         clip = sorted(h5)[0]
         h5[clip]["values"][0] = -h5[clip]["values"][0] + 0.5  # one relabelled frame
-    train_run(exp, fold=0, seed=0, out=tmp_path / "run", manifest=pd.read_parquet(corpus["manifest"]),
-              labels=labels, stores={m: corpus["stores"][m] for m in exp["stores"]}, device=CPU)
+    train_run(
+        exp,
+        fold=0,
+        seed=0,
+        out=tmp_path / "run",
+        manifest=pd.read_parquet(corpus["manifest"]),
+        labels=labels,
+        stores={m: corpus["stores"][m] for m in exp["stores"]},
+        device=CPU,
+    )
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3  # started over, not resumed at 1
 
 
 @pytest.mark.slow
 def test_a_killed_training_process_resumes_to_the_same_result(corpus, tmp_path):
     """SIGKILL `emofusion train` after an epoch's checkpoint, rerun it: same weights and log as a run never killed."""
-    exp_cfg = {"model": "rjca", "stores": {"visual": "synthv", "audio": "syntha"}, "preset": "demo",
-               "model_options": {"lstm_layers": 1, "head_hidden": 8}, "training": {**SMALL, "epochs": 6}}
+    exp_cfg = {
+        "model": "rjca",
+        "stores": {"visual": "synthv", "audio": "syntha"},
+        "preset": "demo",
+        "model_options": {"lstm_layers": 1, "head_hidden": 8},
+        "training": {**SMALL, "epochs": 6},
+    }
     cfg = json.dumps({"fusion": {"experiments": {"r": exp_cfg}, "device": "cpu"}})
 
     def command(out: Path) -> list[str]:
-        return [sys.executable, "-m", "emofusion.cli", "train", "--config-json", cfg, "--experiment", "r",
-                "--manifest", str(corpus["manifest"]), "--labels", str(corpus["labels"]), "--store",
-                f"visual={corpus['stores']['visual']}", "--store", f"audio={corpus['stores']['audio']}",
-                "--threads", "1", "--out", str(out)]
+        return [
+            sys.executable,
+            "-m",
+            "emofusion.cli",
+            "train",
+            "--config-json",
+            cfg,
+            "--experiment",
+            "r",
+            "--manifest",
+            str(corpus["manifest"]),
+            "--labels",
+            str(corpus["labels"]),
+            "--store",
+            f"visual={corpus['stores']['visual']}",
+            "--store",
+            f"audio={corpus['stores']['audio']}",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, env=env, timeout=300)
@@ -376,9 +472,26 @@ def test_training_on_cuda_with_amp_learns_and_evaluates(corpus, tmp_path):
     exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 16}, epochs=6, amp=True, **SMALL)
     stores = {m: corpus["stores"][m] for m in exp["stores"]}
     manifest = pd.read_parquet(corpus["manifest"])
-    info = train_run(exp, fold=0, seed=0, out=tmp_path, manifest=manifest, labels=corpus["labels"], stores=stores,
-                     device=cuda, in_memory=False, workers=2)
+    info = train_run(
+        exp,
+        fold=0,
+        seed=0,
+        out=tmp_path,
+        manifest=manifest,
+        labels=corpus["labels"],
+        stores=stores,
+        device=cuda,
+        in_memory=False,
+        workers=2,
+    )
     assert info["best_val_ccc_mean"] > 0.5
-    metrics = evaluate_run(tmp_path, tmp_path, manifest=manifest, labels=corpus["labels"], stores=stores,
-                           smoothing={"windows": [1, 5]}, device=cuda)
+    metrics = evaluate_run(
+        tmp_path,
+        tmp_path,
+        manifest=manifest,
+        labels=corpus["labels"],
+        stores=stores,
+        smoothing={"windows": [1, 5]},
+        device=cuda,
+    )
     assert metrics["splits"]["validation"]["raw"]["mean"] == pytest.approx(info["best_val_ccc_mean"], abs=1e-3)

@@ -12,6 +12,7 @@ from conftest import REPO, on_demo, planned_jobs, snakemake
 # Every test plans or runs the workflow in its own directory: the checkout's results/ (a user's demo run) must
 # neither change what a test sees nor be changed by it.
 
+
 def test_lint_clean(workdir):
     proc = snakemake(*on_demo(workdir, "--lint"), cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -31,13 +32,35 @@ def test_dry_run_default_config(workdir):
     # 12 clips of 11 videos, the three default stores, ten demo experiments (fold 0, each seed), one report
     runs = demo_runs()
     assert planned_jobs(proc.stdout) == {
-        "manifest": 1, "labels": 1, "faces": 12, "audio": 11, "transcribe": 11, "embed_visual": 12,
-        "embed_audio": 11, "embed_text": 11, "embed_merge": 3, "train": runs, "evaluate": runs, "report": 1, "all": 1}
+        "manifest": 1,
+        "labels": 1,
+        "faces": 12,
+        "audio": 11,
+        "transcribe": 11,
+        "embed_visual": 12,
+        "embed_audio": 11,
+        "embed_text": 11,
+        "embed_merge": 3,
+        "train": runs,
+        "evaluate": runs,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_unknown_config_key_stops_the_workflow(workdir):
-    proc = snakemake("-n", "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-                     "--config", "bogus_section=1", cwd=workdir)
+    proc = snakemake(
+        "-n",
+        "--cores",
+        "1",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--config",
+        "bogus_section=1",
+        cwd=workdir,
+    )
     assert proc.returncode != 0
     assert "bogus_section" in proc.stdout + proc.stderr
 
@@ -182,14 +205,18 @@ def test_a_local_asr_model_is_an_input_of_the_transcripts(workdir):
     dry = run_in(workdir, "results/transcripts/demo01-30-320x180.parquet", "-n")
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0, out
-    job = out[out.index("rule transcribe:"):]
+    job = out[out.index("rule transcribe:") :]
     assert str(checkpoint) in job.split("output:")[0], job
     assert "convert_whisper" not in out  # a checkpoint path needs no conversion
 
 
 def test_dry_run_with_local_profile(workdir):
     """The local profile (its face-jobs-per-GPU resource included) plans the whole DAG."""
-    proc = snakemake(*on_demo(workdir, "-n", "--quiet", "rules", "--workflow-profile",
-                              str(REPO / "workflow" / "profiles" / "local")), cwd=workdir)
+    proc = snakemake(
+        *on_demo(
+            workdir, "-n", "--quiet", "rules", "--workflow-profile", str(REPO / "workflow" / "profiles" / "local")
+        ),
+        cwd=workdir,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert planned_jobs(proc.stdout)["faces"] == 12

@@ -22,8 +22,11 @@ from emofusion.log import logger, setup_logging
 
 
 def _command_modules() -> list[ModuleType]:
-    mods = [importlib.import_module(f"{commands.__name__}.{m.name}")
-            for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
+    mods = [
+        importlib.import_module(f"{commands.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(commands.__path__)
+        if not m.name.startswith("_")
+    ]
     return sorted(mods, key=lambda m: (m.ORDER, m.NAME))
 
 
@@ -31,17 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emofusion",
         description="Audio-visual(-text) dimensional emotion recognition, from raw videos to CCC tables. "
-                    "Each subcommand is one pipeline step; Snakemake (see the Snakefile) calls them in order and "
-                    "caches their outputs. Every subcommand writes its outputs atomically and exits non-zero on "
-                    "failure.",
+        "Each subcommand is one pipeline step; Snakemake (see the Snakefile) calls them in order and "
+        "caches their outputs. Every subcommand writes its outputs atomically and exits non-zero on "
+        "failure.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"emofusion {emofusion.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.DESCRIPTION,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            mod.NAME, help=mod.HELP, description=mod.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

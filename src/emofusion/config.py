@@ -31,8 +31,10 @@ def load_schema(name: str = "config") -> dict[str, Any]:
     """A schema shipped with the package, parsed."""
     path = schema_path(name)
     if not path.is_file():
-        raise ConfigError(f"schema {path} not found: the emofusion installation is incomplete; reinstall it "
-                          "(pip install . from the checkout, or scripts/setup.sh)")
+        raise ConfigError(
+            f"schema {path} not found: the emofusion installation is incomplete; reinstall it "
+            "(pip install . from the checkout, or scripts/setup.sh)"
+        )
     return yaml.safe_load(path.read_text())
 
 
@@ -64,8 +66,11 @@ def validate_config(config: dict[str, Any] | None, *, source: str = "config") ->
         for err in errors:
             key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
             lines.append(f"  {key}: {err.message}")
-        raise ConfigError(f"{source} is invalid:\n" + "\n".join(lines)
-                          + f"\nSee {schema_path()} for every key, its type and its default.")
+        raise ConfigError(
+            f"{source} is invalid:\n"
+            + "\n".join(lines)
+            + f"\nSee {schema_path()} for every key, its type and its default."
+        )
     return cfg
 
 

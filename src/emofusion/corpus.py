@@ -27,8 +27,19 @@ ANNOTATION_SPLITS = {"Train_Set": "train", "Validation_Set": "validation", "Test
 SIDES = ("_left", "_right")
 _CLIP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-MANIFEST_COLUMNS = ["clip", "video_id", "video", "audio", "split", "fold", "annotation", "crops", "subject",
-                    "frames", "fps"]
+MANIFEST_COLUMNS = [
+    "clip",
+    "video_id",
+    "video",
+    "audio",
+    "split",
+    "fold",
+    "annotation",
+    "crops",
+    "subject",
+    "frames",
+    "fps",
+]
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,10 @@ class ClipSpec:
 def validate_clip_id(clip: str, *, source: str) -> str:
     """Clip ids become file names under results/: no separators, no `..`, no leading dot or dash."""
     if not isinstance(clip, str) or not _CLIP_ID.match(clip) or ".." in clip:
-        raise InputError(f"{source}: clip id {clip!r} is not allowed; use letters, digits, '.', '_' and '-' only, "
-                         "starting with a letter or digit, without '..' or path separators")
+        raise InputError(
+            f"{source}: clip id {clip!r} is not allowed; use letters, digits, '.', '_' and '-' only, "
+            "starting with a letter or digit, without '..' or path separators"
+        )
     return clip
 
 
@@ -76,8 +89,10 @@ def discover(corpus: dict[str, Any]) -> list[ClipSpec]:
     seen: dict[str, ClipSpec] = {}
     for s in specs:
         if s.clip in seen:
-            raise InputError(f"clip {s.clip!r} is listed twice ({seen[s.clip].annotation or seen[s.clip].video} "
-                             f"and {s.annotation or s.video}); clip ids must be unique")
+            raise InputError(
+                f"clip {s.clip!r} is listed twice ({seen[s.clip].annotation or seen[s.clip].video} "
+                f"and {s.annotation or s.video}); clip ids must be unique"
+            )
         seen[s.clip] = s
     # Two videos with one id would overwrite each other's per-video outputs (results/audio/<video_id>.wav).
     # The clips of one video share its audio output too, so they must name the same audio source.
@@ -85,23 +100,30 @@ def discover(corpus: dict[str, Any]) -> list[ClipSpec]:
     for s in specs:
         first = by_id.setdefault(s.video_id, s)
         if first.video != s.video:
-            raise InputError(f"videos {first.video} and {s.video} share the id {s.video_id!r}; "
-                             "rename one (video ids are file stems and must be unique)")
+            raise InputError(
+                f"videos {first.video} and {s.video} share the id {s.video_id!r}; "
+                "rename one (video ids are file stems and must be unique)"
+            )
         if first.audio != s.audio:
-            raise InputError(f"clips {first.clip!r} and {s.clip!r} share the video {s.video} but name different "
-                             f"audio ({first.audio} and {s.audio}); give both the same audio file")
+            raise InputError(
+                f"clips {first.clip!r} and {s.clip!r} share the video {s.video} but name different "
+                f"audio ({first.audio} and {s.audio}); give both the same audio file"
+            )
     return sorted(specs, key=lambda s: s.clip)
 
 
 def _discover_affwild2(corpus: dict[str, Any]) -> list[ClipSpec]:
     root = Path(corpus["root"])
     if not root.is_dir():
-        raise ConfigError(f"corpus.root: folder {root} does not exist; set corpus.root to your Aff-Wild2 folder "
-                          "(with videos/ and annotations/) or use corpus.format: manifest")
+        raise ConfigError(
+            f"corpus.root: folder {root} does not exist; set corpus.root to your Aff-Wild2 folder "
+            "(with videos/ and annotations/) or use corpus.format: manifest"
+        )
     video_dir = root / "videos"
     if not video_dir.is_dir():
-        raise InputError(f"{root}: no videos/ folder; an Aff-Wild2 root holds videos/, annotations/ "
-                         "and optionally cropped_aligned/")
+        raise InputError(
+            f"{root}: no videos/ folder; an Aff-Wild2 root holds videos/, annotations/ and optionally cropped_aligned/"
+        )
     videos: dict[str, Path] = {}
     for p in sorted(video_dir.rglob("*")):
         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
@@ -131,13 +153,23 @@ def _discover_affwild2(corpus: dict[str, Any]) -> list[ClipSpec]:
         validate_clip_id(clip, source=source)
         video_id = clip if clip in videos else clip.rsplit("_", 1)[0] if side_of(clip) else None
         if video_id not in videos:
-            raise InputError(f"{source}: no video for clip {clip!r} under {video_dir} (looked for "
-                             f"{clip}.* and, for _left/_right clips, the video without the suffix)")
+            raise InputError(
+                f"{source}: no video for clip {clip!r} under {video_dir} (looked for "
+                f"{clip}.* and, for _left/_right clips, the video without the suffix)"
+            )
         crops = root / "cropped_aligned" / clip
         use_crops = corpus.get("use_cropped_aligned", True) and crops.is_dir()
-        specs.append(ClipSpec(clip=clip, video_id=video_id, video=str(videos[video_id]),
-                              audio=str(videos[video_id]), split=split, annotation=str(ann) if ann else None,
-                              crops=str(crops) if use_crops else None))
+        specs.append(
+            ClipSpec(
+                clip=clip,
+                video_id=video_id,
+                video=str(videos[video_id]),
+                audio=str(videos[video_id]),
+                split=split,
+                annotation=str(ann) if ann else None,
+                crops=str(crops) if use_crops else None,
+            )
+        )
     return specs
 
 
@@ -148,16 +180,18 @@ def unannotated_videos(corpus: dict[str, Any]) -> list[str]:
         return []
     video_dir = Path(corpus["root"]) / "videos"
     used = {s.video for s in _discover_affwild2(corpus)}
-    return sorted(str(p) for p in video_dir.rglob("*")
-                  if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and str(p) not in used)
+    return sorted(
+        str(p)
+        for p in video_dir.rglob("*")
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and str(p) not in used
+    )
 
 
 def _read_table(path: Path) -> pd.DataFrame:
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     if path.suffix.lower() in (".csv", ".tsv"):
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                           keep_default_na=False)
+        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
     raise ConfigError(f"corpus.manifest: {path} must be a .csv, .tsv or .parquet file")
 
 
@@ -170,8 +204,10 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
     df = _read_table(path)
     missing = [c for c in ("clip", "video", "split") if c not in df.columns]
     if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; a manifest needs clip, video, split "
-                         "and may have annotation, audio, subject, crops")
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(missing)}; a manifest needs clip, video, split "
+            "and may have annotation, audio, subject, crops"
+        )
     base = path.parent
 
     def resolve(value: Any) -> str | None:
@@ -189,8 +225,10 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
             raise InputError(f"{where}: split {row['split']!r} must be one of {', '.join(SPLITS)}")
         video = resolve(row["video"])
         if video is None or not Path(video).is_file():
-            raise InputError(f"{where}: video {video or '(empty)'} for clip {clip!r} does not exist; "
-                             "fix the path (relative paths are resolved against the manifest's folder)")
+            raise InputError(
+                f"{where}: video {video or '(empty)'} for clip {clip!r} does not exist; "
+                "fix the path (relative paths are resolved against the manifest's folder)"
+            )
         audio = resolve(row.get("audio")) or video
         if not Path(audio).is_file():
             raise InputError(f"{where}: audio {audio} for clip {clip!r} does not exist")
@@ -202,9 +240,18 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
             raise InputError(f"{where}: crops folder {crops} for clip {clip!r} does not exist")
         subject = row.get("subject")
         subject = None if subject is None or str(subject).strip() in ("", "nan") else str(subject).strip()
-        specs.append(ClipSpec(clip=clip, video_id=validate_clip_id(Path(video).stem, source=where), video=video,
-                              audio=audio, split=split, annotation=ann,
-                              crops=crops if corpus.get("use_cropped_aligned", True) else None, subject=subject))
+        specs.append(
+            ClipSpec(
+                clip=clip,
+                video_id=validate_clip_id(Path(video).stem, source=where),
+                video=video,
+                audio=audio,
+                split=split,
+                annotation=ann,
+                crops=crops if corpus.get("use_cropped_aligned", True) else None,
+                subject=subject,
+            )
+        )
     return specs
 
 
@@ -246,8 +293,9 @@ def assign_folds(specs: list[ClipSpec], k: int, seed: int) -> dict[str, int]:
     group: dict[str, int] = {}
     if k > 0:
         if len(pool) < k:
-            raise ConfigError(f"folds.k = {k} but train+validation has only {len(pool)} video/subject groups; "
-                              "lower folds.k")
+            raise ConfigError(
+                f"folds.k = {k} but train+validation has only {len(pool)} video/subject groups; lower folds.k"
+            )
         order = np.random.default_rng(seed).permutation(len(pool))
         group = {pool[j]: 1 + (i % k) for i, j in enumerate(order)}
     return {s.clip: -1 if s.split == "test" else group.get(unit[s.clip], 0) for s in specs}
@@ -270,8 +318,11 @@ def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
     specs = discover({**corpus, "on_bad_video": "error"})  # every listed clip: the full probe below decides
     unannotated = unannotated_videos(corpus)
     if unannotated:
-        logger.warning("%d video(s) have no annotation and are not in corpus.test_list, so they are not part of "
-                       "the corpus: %s", len(unannotated), ", ".join(unannotated))
+        logger.warning(
+            "%d video(s) have no annotation and are not in corpus.test_list, so they are not part of the corpus: %s",
+            len(unannotated),
+            ", ".join(unannotated),
+        )
     # Probe every video before deciding, so one run names every bad file (not just the first).
     probes: dict[str, tuple[int, float]] = {}
     bad: dict[str, str] = {}
@@ -282,24 +333,33 @@ def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
             except InputError as e:
                 bad[s.video] = sniff_video(s.video) or str(e)
     if bad and corpus.get("on_bad_video", "error") != "skip":
-        lines = [f"  {video}: {reason} (clip(s) {', '.join(s.clip for s in specs if s.video == video)})"
-                 for video, reason in sorted(bad.items())]
-        raise InputError(f"{len(bad)} bad video(s) in the corpus; replace or remove them, or set "
-                         "corpus.on_bad_video: skip to leave them out:\n" + "\n".join(lines))
+        lines = [
+            f"  {video}: {reason} (clip(s) {', '.join(s.clip for s in specs if s.video == video)})"
+            for video, reason in sorted(bad.items())
+        ]
+        raise InputError(
+            f"{len(bad)} bad video(s) in the corpus; replace or remove them, or set "
+            "corpus.on_bad_video: skip to leave them out:\n" + "\n".join(lines)
+        )
     for video, reason in sorted(bad.items()):
         logger.warning("corpus.on_bad_video is skip: leaving out %s (%s)", video, reason)
     specs = [s for s in specs if s.video not in bad]
     if not specs:
         raise InputError("every video of the corpus is bad (see the warnings above); nothing is left to list")
     folds = assign_folds(specs, cfg["folds"]["k"], cfg["folds"]["seed"])
-    rows = [{**asdict(s), "fold": folds[s.clip], "frames": probes[s.video][0], "fps": probes[s.video][1]}
-            for s in specs]
+    rows = [
+        {**asdict(s), "fold": folds[s.clip], "frames": probes[s.video][0], "fps": probes[s.video][1]} for s in specs
+    ]
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     df["fold"] = df["fold"].astype("int64")
     df["frames"] = df["frames"].astype("int64")
-    logger.info("manifest: %d clips (%s), %d videos, %d frames", len(df),
-                ", ".join(f"{n} {s}" for s, n in df["split"].value_counts().sort_index().items()),
-                df["video_id"].nunique(), int(df.drop_duplicates("video_id")["frames"].sum()))
+    logger.info(
+        "manifest: %d clips (%s), %d videos, %d frames",
+        len(df),
+        ", ".join(f"{n} {s}" for s, n in df["split"].value_counts().sort_index().items()),
+        df["video_id"].nunique(),
+        int(df.drop_duplicates("video_id")["frames"].sum()),
+    )
     # What was left out, for the manifest's metadata (commands/manifest.py records it).
     df.attrs["skipped_videos"] = dict(sorted(bad.items()))
     df.attrs["unannotated_videos"] = unannotated

@@ -65,8 +65,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         else:
             stale.unlink(missing_ok=True)
         removed.append(stale)
-        logger.warning("removed %s: the temporary of an earlier write of %s, killed before it finished",
-                       stale, final)
+        logger.warning("removed %s: the temporary of an earlier write of %s, killed before it finished", stale, final)
     return removed
 
 
@@ -95,8 +94,10 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
     except OSError as e:  # not writable, read-only file system, a file where a folder should be, disk full
         from emofusion.errors import InputError
 
-        raise InputError(f"cannot write {final}: {e.strerror or e} ({e.filename or final.parent}); choose an output "
-                         "folder you can write to, or fix its permissions") from None
+        raise InputError(
+            f"cannot write {final}: {e.strerror or e} ({e.filename or final.parent}); choose an output "
+            "folder you can write to, or fix its permissions"
+        ) from None
     try:
         yield tmp
         if directory and final.exists():

@@ -42,23 +42,39 @@ def read_annotation(path: str | Path) -> np.ndarray:
     with open(path) as f:
         header = f.readline().strip().replace(" ", "").lower()
     if header != HEADER:
-        raise InputError(f"{path}: first line is {header!r}, expected the header {HEADER!r}; "
-                         "an annotation file is 'valence,arousal' then one 'v,a' row per video frame")
-    raw = pd.read_csv(path, header=0, names=list(TARGETS), dtype=str, skip_blank_lines=False,
-                      keep_default_na=False, on_bad_lines="error", engine="c") if path.stat().st_size else None
+        raise InputError(
+            f"{path}: first line is {header!r}, expected the header {HEADER!r}; "
+            "an annotation file is 'valence,arousal' then one 'v,a' row per video frame"
+        )
+    raw = (
+        pd.read_csv(
+            path,
+            header=0,
+            names=list(TARGETS),
+            dtype=str,
+            skip_blank_lines=False,
+            keep_default_na=False,
+            on_bad_lines="error",
+            engine="c",
+        )
+        if path.stat().st_size
+        else None
+    )
     if raw is None or raw.empty:
         raise InputError(f"{path}: no label rows after the header")
     values = raw.apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce")).to_numpy(np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.argmax(bad.any(axis=1)))
-        raise InputError(f"{path}: line {row + 2} ({','.join(raw.iloc[row])!r}) is not two numbers; "
-                         "fix or remove the line")
+        raise InputError(
+            f"{path}: line {row + 2} ({','.join(raw.iloc[row])!r}) is not two numbers; fix or remove the line"
+        )
     out_of_range = ~(((values >= -1.0) & (values <= 1.0)) | (values == INVALID))
     if out_of_range.any():
         row = int(np.argmax(out_of_range.any(axis=1)))
-        raise InputError(f"{path}: line {row + 2} has a value outside [-1, 1] that is not the -5 marker: "
-                         f"{values[row].tolist()}")
+        raise InputError(
+            f"{path}: line {row + 2} has a value outside [-1, 1] that is not the -5 marker: {values[row].tolist()}"
+        )
     return values.astype(np.float32)
 
 
@@ -68,9 +84,11 @@ def clip_labels(path: str | Path, frames: int, *, max_mismatch: int) -> ClipLabe
     rows = len(values)
     diff = frames - rows
     if abs(diff) > max_mismatch:
-        raise InputError(f"{path}: {rows} label rows for a video of {frames} decoded frames (difference {diff}); "
-                         f"more than corpus.max_annotation_mismatch = {max_mismatch}. Check that the annotation "
-                         "belongs to this video, or raise corpus.max_annotation_mismatch")
+        raise InputError(
+            f"{path}: {rows} label rows for a video of {frames} decoded frames (difference {diff}); "
+            f"more than corpus.max_annotation_mismatch = {max_mismatch}. Check that the annotation "
+            "belongs to this video, or raise corpus.max_annotation_mismatch"
+        )
     if diff < 0:
         logger.warning("%s: %d rows for %d frames: dropping the last %d rows", path, rows, frames, -diff)
         values = values[:frames]
@@ -96,14 +114,25 @@ def write_labels(manifest: pd.DataFrame, out: str | Path, *, max_mismatch: int, 
             if row.annotation:
                 lab = clip_labels(row.annotation, frames, max_mismatch=max_mismatch)
             else:  # test clips of the ABAW release have no labels
-                lab = ClipLabels(values=np.full((frames, len(TARGETS)), INVALID, np.float32),
-                                 valid=np.zeros((frames, len(TARGETS)), bool), rows_in_file=0, reconciled=0)
+                lab = ClipLabels(
+                    values=np.full((frames, len(TARGETS)), INVALID, np.float32),
+                    valid=np.zeros((frames, len(TARGETS)), bool),
+                    rows_in_file=0,
+                    reconciled=0,
+                )
             g = h5.create_group(row.clip)
             g.create_dataset("values", data=lab.values, compression="gzip", shuffle=True)
             g.create_dataset("valid", data=lab.valid, compression="gzip")
-            g.attrs.update({"split": row.split, "fold": int(row.fold), "frames": frames,
-                            "annotation": row.annotation or "", "rows_in_file": lab.rows_in_file,
-                            "reconciled_rows": lab.reconciled})
+            g.attrs.update(
+                {
+                    "split": row.split,
+                    "fold": int(row.fold),
+                    "frames": frames,
+                    "annotation": row.annotation or "",
+                    "rows_in_file": lab.rows_in_file,
+                    "reconciled_rows": lab.reconciled,
+                }
+            )
             n_valid += int(lab.valid.all(axis=1).sum())
             n_frames += frames
     logger.info("labels: %d clips, %d of %d frames annotated -> %s", len(manifest), n_valid, n_frames, out)
@@ -120,11 +149,16 @@ def open_labels(path: str | Path):
     try:
         h5 = h5py.File(path, "r")
     except OSError:
-        raise InputError(f"{path} is not an HDF5 file, so not a labels store; pass --labels results/labels.h5 "
-                         "(written by `emofusion labels`)") from None
+        raise InputError(
+            f"{path} is not an HDF5 file, so not a labels store; pass --labels results/labels.h5 "
+            "(written by `emofusion labels`)"
+        ) from None
     if "targets" not in h5.attrs or "invalid_value" not in h5.attrs:
-        what = (f"a {h5.attrs['modality']} feature store, not a labels store" if "modality" in h5.attrs
-                else "not a labels store (no targets or invalid_value attributes)")
+        what = (
+            f"a {h5.attrs['modality']} feature store, not a labels store"
+            if "modality" in h5.attrs
+            else "not a labels store (no targets or invalid_value attributes)"
+        )
         h5.close()
         raise InputError(f"{path} is {what}; pass --labels results/labels.h5 (written by `emofusion labels`)")
     return h5
@@ -136,8 +170,12 @@ def load_labels(path: str | Path, clip: str) -> ClipLabels:
         if clip not in h5:
             raise InputError(f"labels store {path} has no clip {clip!r}; rebuild it (emofusion labels)")
         g = h5[clip]
-        return ClipLabels(values=g["values"][()], valid=g["valid"][()], rows_in_file=int(g.attrs["rows_in_file"]),
-                          reconciled=int(g.attrs["reconciled_rows"]))
+        return ClipLabels(
+            values=g["values"][()],
+            valid=g["valid"][()],
+            rows_in_file=int(g.attrs["rows_in_file"]),
+            reconciled=int(g.attrs["reconciled_rows"]),
+        )
 
 
 def _json(obj: Any) -> str:

@@ -15,8 +15,11 @@ TARGETS = ("valence", "arousal")
 INVALID = -5.0  # Aff-Wild2's "not annotated" value
 
 
-def ccc(pred: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndarray,
-        mask: Sequence[bool] | np.ndarray | None = None) -> float:
+def ccc(
+    pred: Sequence[float] | np.ndarray,
+    target: Sequence[float] | np.ndarray,
+    mask: Sequence[bool] | np.ndarray | None = None,
+) -> float:
     """CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2), population moments, float64.
 
     ``mask`` (True = valid) selects the frames that count; without it every frame counts.
@@ -42,8 +45,12 @@ def ccc(pred: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndarray
     return float(2.0 * cov / denom)
 
 
-def split_ccc(preds: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
-              masks: Mapping[str, np.ndarray], targets: Sequence[str] = TARGETS) -> dict:
+def split_ccc(
+    preds: Mapping[str, np.ndarray],
+    labels: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    targets: Sequence[str] = TARGETS,
+) -> dict:
     """CCC of a split: all valid frames of all clips concatenated, per target, plus their mean and per-clip values.
 
     ``preds[clip]`` and ``labels[clip]`` are ``(N, len(targets))``; ``masks[clip]`` is ``(N,)`` or

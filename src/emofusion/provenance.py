@@ -13,8 +13,18 @@ from typing import Any
 import emofusion
 from emofusion.packages import installed_version
 
-_PACKAGES = ("torch", "torchaudio", "torchcodec", "numpy", "h5py", "facenet-pytorch", "openai-whisper",
-             "faster-whisper", "transformers", "snakemake")
+_PACKAGES = (
+    "torch",
+    "torchaudio",
+    "torchcodec",
+    "numpy",
+    "h5py",
+    "facenet-pytorch",
+    "openai-whisper",
+    "faster-whisper",
+    "transformers",
+    "snakemake",
+)
 
 
 def config_hash(config: Any) -> str:
@@ -37,10 +47,16 @@ def git_revision() -> str:
     """The checkout's commit (with ``-dirty`` when modified), or ``unknown`` outside a git checkout."""
     root = Path(__file__).resolve().parents[2]
     try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("-dirty" if dirty else "")

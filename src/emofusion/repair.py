@@ -45,8 +45,10 @@ def retrain(run: str | os.PathLike) -> str:
     run_path = Path(run)
     if RUN_LAYOUT.search(run_path.resolve().as_posix()) or RUN_LAYOUT.search(run_path.as_posix()):
         return rerun(run_path / "model.pt")
-    return (f"emofusion train --config CONFIG --experiment NAME --fold K --seed S --manifest MANIFEST "
-            f"--labels LABELS --out {shlex.quote(str(run_path))} (the values this run was trained with)")
+    return (
+        f"emofusion train --config CONFIG --experiment NAME --fold K --seed S --manifest MANIFEST "
+        f"--labels LABELS --out {shlex.quote(str(run_path))} (the values this run was trained with)"
+    )
 
 
 def rebuild_store(path: str | os.PathLike) -> str:

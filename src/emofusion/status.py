@@ -81,8 +81,12 @@ def edited_after_written(root: Path, path: str) -> Finding | None:
     late = target.stat().st_mtime - end
     if late <= SLACK_SECONDS:
         return None
-    return Finding(path, f"changed {late:.0f} s after the Snakemake job that wrote it ended (edited in place?); "
-                   "Snakemake sees it as up to date, so it must be forced", rerun(path))
+    return Finding(
+        path,
+        f"changed {late:.0f} s after the Snakemake job that wrote it ended (edited in place?); "
+        "Snakemake sees it as up to date, so it must be forced",
+        rerun(path),
+    )
 
 
 def check_intermediates(root: Path, cfg: dict[str, Any]) -> list[Finding]:
@@ -138,25 +142,44 @@ def check_report(root: Path, cfg: dict[str, Any]) -> list[Finding]:
     listed = {}
     for entry in prov.get("runs", []):
         run = Path(entry["path"])
-        rel = str(run.relative_to(root.resolve())) if run.is_absolute() and run.is_relative_to(root.resolve()) \
+        rel = (
+            str(run.relative_to(root.resolve()))
+            if run.is_absolute() and run.is_relative_to(root.resolve())
             else str(run)
+        )
         listed[rel] = entry
         files = entry.get("files")
         if files is None:  # a report written before it recorded its run files
-            found.append(Finding(rel, "the report does not record which run files it was built from "
-                                 "(made by an older emofusion)", redo))
+            found.append(
+                Finding(
+                    rel,
+                    "the report does not record which run files it was built from (made by an older emofusion)",
+                    redo,
+                )
+            )
             continue
         gone = [name for name in files if not (root / rel / name).is_file()]
         changed = [name for name, sha in files.items() if name not in gone and file_sha256(root / rel / name) != sha]
         in_grid = rel in expected
         if gone:
             fix = rerun(f"{rel}/model.pt") if in_grid else redo
-            found.append(Finding(rel, f"the report describes this run but its {', '.join(gone)} "
-                                 f"{'is' if len(gone) == 1 else 'are'} gone"
-                                 + ("" if in_grid else " (and the config no longer asks for it)"), fix))
+            found.append(
+                Finding(
+                    rel,
+                    f"the report describes this run but its {', '.join(gone)} "
+                    f"{'is' if len(gone) == 1 else 'are'} gone"
+                    + ("" if in_grid else " (and the config no longer asks for it)"),
+                    fix,
+                )
+            )
         elif changed:
-            found.append(Finding(rel, f"changed since the report was built ({', '.join(changed)}); the report "
-                                 "describes the old files", redo))
+            found.append(
+                Finding(
+                    rel,
+                    f"changed since the report was built ({', '.join(changed)}); the report describes the old files",
+                    redo,
+                )
+            )
         elif not in_grid:
             found.append(Finding(rel, "the report describes this run, which the config no longer asks for", redo))
     for wanted in expected:
@@ -172,8 +195,9 @@ def dry_run(root: Path, snakemake_args: list[str]) -> tuple[dict[str, int] | Non
     """(rule -> job count a plain `snakemake` would run, or None when the dry run failed; its output)."""
     cmd = ["snakemake", "-n", "--quiet", "rules", "--cores", "1", *snakemake_args]
     try:
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run(
+            cmd, cwd=root, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return None, str(e)
     out = proc.stdout + proc.stderr
@@ -200,13 +224,17 @@ def describe(findings: list[Finding], jobs: dict[str, int] | None, dry_output: s
         lines.append(f"{len(findings)} problem(s) under results/, each with the command that repairs it:")
         lines += [str(f) for f in findings]
     else:
-        lines.append("results/ holds every output the config asks for, none changed after it was written, and "
-                     "the report describes exactly the runs on disk.")
+        lines.append(
+            "results/ holds every output the config asks for, none changed after it was written, and "
+            "the report describes exactly the runs on disk."
+        )
     if jobs is not None:
         planned = {r: n for r, n in jobs.items() if r not in TARGET_RULES}
         if planned:
-            lines.append(f"The Snakemake dry run plans {sum(planned.values())} job(s) (`{SNAKEMAKE}` runs them): "
-                         + ", ".join(f"{r} {n}" for r, n in sorted(planned.items())))
+            lines.append(
+                f"The Snakemake dry run plans {sum(planned.values())} job(s) (`{SNAKEMAKE}` runs them): "
+                + ", ".join(f"{r} {n}" for r, n in sorted(planned.items()))
+            )
         else:
             lines.append("The Snakemake dry run plans nothing.")
     elif dry_output is not None:

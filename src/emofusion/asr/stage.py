@@ -22,8 +22,16 @@ from emofusion.log import logger
 from emofusion.provenance import file_sha256, provenance
 
 
-def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, checkpoint: str | Path | None = None,
-                    threads: int | None = None, engine=None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def transcribe_file(
+    audio: str | Path,
+    out: str | Path,
+    asr: dict[str, Any],
+    *,
+    checkpoint: str | Path | None = None,
+    threads: int | None = None,
+    engine=None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Transcribe one audio file and write its transcript atomically; return the file's metadata.
 
     An audio-stage output (a sidecar beside it): only the decoded span ``[valid_start_sample, valid_end_sample)``
@@ -42,8 +50,10 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
     samples, rate, audio_meta = load_audio(audio, sample_rate=16000)
     duration = samples.size / rate if rate else 0.0
     if rate != 16000:
-        raise InputError(f"audio {audio} is at {rate} Hz; Whisper needs 16000 Hz (set audio.sample_rate: 16000 "
-                         "and rerun the audio stage)")
+        raise InputError(
+            f"audio {audio} is at {rate} Hz; Whisper needs 16000 Hz (set audio.sample_rate: 16000 "
+            "and rerun the audio stage)"
+        )
     has_audio = bool(audio_meta.get("has_audio", True))
     if engine is None:
         engine = load_engine(options, threads=threads, checkpoint=checkpoint) if has_audio else None
@@ -59,27 +69,60 @@ def transcribe_file(audio: str | Path, out: str | Path, asr: dict[str, Any], *, 
         logger.info("%s has no audio (has_audio: false): empty transcript", audio)
         segments = []
         source = resolve_model(options.model, options.engine)
-        model_info = {"name": source.name, "engine": options.engine, "origin": source.origin,
-                      "path": str(source.path), "sha256": None, "note": "not loaded: the video has no audio"}
+        model_info = {
+            "name": source.name,
+            "engine": options.engine,
+            "origin": source.origin,
+            "path": str(source.path),
+            "sha256": None,
+            "note": "not loaded: the video has no audio",
+        }
     wall = time.perf_counter() - t0
     df = transcript_frame(segments, duration=duration)
     n_words = int((df["kind"] == "word").sum())
-    meta = provenance(config={"asr": asr}, schema=SCHEMA, model=model_info,
-                      audio={"path": str(audio), "duration_seconds": duration, "sample_rate": rate,
-                             "has_audio": has_audio, "video": audio_meta.get("video"),
-                             "sidecar": audio_meta.get("sidecar", str(sidecar_path(audio)))},
-                      options={"temperature": 0.0, "word_timestamps": True, "language": options.language,
-                               "beam_size": options.beam_size, "batch_size": options.batch_size,
-                               "vad": options.vad},
-                      counts={"segments": int((df["kind"] == "segment").sum()), "words": n_words,
-                              "clamped": int(df.attrs.get("clamped", 0))},
-                      **(metadata or {}))
+    meta = provenance(
+        config={"asr": asr},
+        schema=SCHEMA,
+        model=model_info,
+        audio={
+            "path": str(audio),
+            "duration_seconds": duration,
+            "sample_rate": rate,
+            "has_audio": has_audio,
+            "video": audio_meta.get("video"),
+            "sidecar": audio_meta.get("sidecar", str(sidecar_path(audio))),
+        },
+        options={
+            "temperature": 0.0,
+            "word_timestamps": True,
+            "language": options.language,
+            "beam_size": options.beam_size,
+            "batch_size": options.batch_size,
+            "vad": options.vad,
+        },
+        counts={
+            "segments": int((df["kind"] == "segment").sum()),
+            "words": n_words,
+            "clamped": int(df.attrs.get("clamped", 0)),
+        },
+        **(metadata or {}),
+    )
     if meta["counts"]["clamped"]:
-        logger.warning("%s: %d word or segment times from %s lay outside the audio or out of order and were "
-                       "clipped", audio, meta["counts"]["clamped"], model_info.get("engine"))
+        logger.warning(
+            "%s: %d word or segment times from %s lay outside the audio or out of order and were clipped",
+            audio,
+            meta["counts"]["clamped"],
+            model_info.get("engine"),
+        )
     write_parquet(out, df, metadata=meta)
-    logger.info("%s: %d words in %d segments from %.1f s of audio (%.1fx real time)", out, n_words,
-                meta["counts"]["segments"], duration, duration / wall if wall > 0 else float("inf"))
+    logger.info(
+        "%s: %d words in %d segments from %.1f s of audio (%.1fx real time)",
+        out,
+        n_words,
+        meta["counts"]["segments"],
+        duration,
+        duration / wall if wall > 0 else float("inf"),
+    )
     return meta
 
 
@@ -87,9 +130,15 @@ def _shift(segments: list[dict[str, Any]], dt: float) -> list[dict[str, Any]]:
     """Engine segments with every segment and word time moved by ``dt`` seconds."""
     if not dt:
         return segments
-    return [{**s, "start": s["start"] + dt, "end": s["end"] + dt,
-             "words": [{**w, "start": w["start"] + dt, "end": w["end"] + dt} for w in s.get("words") or []]}
-            for s in segments]
+    return [
+        {
+            **s,
+            "start": s["start"] + dt,
+            "end": s["end"] + dt,
+            "words": [{**w, "start": w["start"] + dt, "end": w["end"] + dt} for w in s.get("words") or []],
+        }
+        for s in segments
+    ]
 
 
 def convert_model(model: str, out: str | Path) -> dict[str, Any]:
@@ -99,11 +148,17 @@ def convert_model(model: str, out: str | Path) -> dict[str, Any]:
 
     source = resolve_model(model, "faster-whisper") if is_bundled(model) or Path(model).is_dir() else None
     if source is None or source.format != "ctranslate2":
-        raise ConfigError(f"asr.model: {model!r} is not a CTranslate2 Whisper model (the bundled tiny.en-bundled or "
-                          "a directory with model.bin); only those need converting")
+        raise ConfigError(
+            f"asr.model: {model!r} is not a CTranslate2 Whisper model (the bundled tiny.en-bundled or "
+            "a directory with model.bin); only those need converting"
+        )
     ckpt = ctranslate2_to_whisper(source.path)
-    record = provenance(name=source.name, origin=source.origin, source=str(source.weights_file),
-                        source_sha256=file_sha256(source.weights_file))
+    record = provenance(
+        name=source.name,
+        origin=source.origin,
+        source=str(source.weights_file),
+        source_sha256=file_sha256(source.weights_file),
+    )
     ckpt["emofusion"] = record
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)

@@ -38,8 +38,14 @@ from emofusion.io import read_parquet_metadata
 
 SCHEMA = "emofusion.transcript/1"
 COLUMNS = {
-    "kind": "string", "segment": "int32", "text": "string", "start": "float64", "end": "float64",
-    "probability": "float64", "avg_logprob": "float64", "no_speech_prob": "float64",
+    "kind": "string",
+    "segment": "int32",
+    "text": "string",
+    "start": "float64",
+    "end": "float64",
+    "probability": "float64",
+    "avg_logprob": "float64",
+    "no_speech_prob": "float64",
     "compression_ratio": "float64",
 }
 CLAMP_TOLERANCE = 1e-6  # seconds; engines round times to 10 ms, so anything larger is a real correction
@@ -71,17 +77,36 @@ def transcript_frame(segments: list[dict[str, Any]], *, duration: float) -> pd.D
             end = min(max(float(w["end"]), start), duration)
             clamped += moved(start, w["start"]) + moved(end, w["end"])
             last = start
-            word_rows.append({"kind": "word", "segment": n_seg, "text": str(w["word"]).strip(), "start": start,
-                              "end": end, "probability": float(w["probability"]), "avg_logprob": math.nan,
-                              "no_speech_prob": math.nan, "compression_ratio": math.nan})
+            word_rows.append(
+                {
+                    "kind": "word",
+                    "segment": n_seg,
+                    "text": str(w["word"]).strip(),
+                    "start": start,
+                    "end": end,
+                    "probability": float(w["probability"]),
+                    "avg_logprob": math.nan,
+                    "no_speech_prob": math.nan,
+                    "compression_ratio": math.nan,
+                }
+            )
         seg_start = min(max(float(seg["start"]), 0.0), word_rows[0]["start"])
         seg_end = min(max(float(seg["end"]), word_rows[-1]["end"]), duration)
         clamped += moved(seg_start, seg["start"]) + moved(seg_end, seg["end"])
         avg = float(seg.get("avg_logprob", math.nan))
-        rows.append({"kind": "segment", "segment": n_seg, "text": str(seg["text"]).strip(), "start": seg_start,
-                     "end": seg_end, "probability": math.exp(avg) if math.isfinite(avg) else math.nan,
-                     "avg_logprob": avg, "no_speech_prob": float(seg.get("no_speech_prob", math.nan)),
-                     "compression_ratio": float(seg.get("compression_ratio", math.nan))})
+        rows.append(
+            {
+                "kind": "segment",
+                "segment": n_seg,
+                "text": str(seg["text"]).strip(),
+                "start": seg_start,
+                "end": seg_end,
+                "probability": math.exp(avg) if math.isfinite(avg) else math.nan,
+                "avg_logprob": avg,
+                "no_speech_prob": float(seg.get("no_speech_prob", math.nan)),
+                "compression_ratio": float(seg.get("compression_ratio", math.nan)),
+            }
+        )
         rows.extend(word_rows)
         n_seg += 1
     df = pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)

@@ -33,8 +33,12 @@ def audio_stream(path: Path) -> dict[str, Any] | None:
             if not container.streams.audio:
                 return None
             s = container.streams.best("audio")
-            return {"stream_index": s.index, "codec": s.codec_context.name, "sample_rate": s.rate,
-                    "channels": s.channels}
+            return {
+                "stream_index": s.index,
+                "codec": s.codec_context.name,
+                "sample_rate": s.rate,
+                "channels": s.channels,
+            }
     except av.error.FFmpegError as e:
         raise InputError(f"{path} cannot be opened as a media file ({e}); check the file (ffprobe {path})") from None
 
@@ -77,8 +81,16 @@ class _BlockWriter:
 MAX_LOGGED = 5  # timestamp jumps logged one by one; the rest are summed up at the end
 
 
-def write_track(source: Path, wav, *, stream_index: int, reference: float | None, sample_rate: int,
-                 n_out: int | None, chunk_seconds: float) -> dict[str, Any] | None:
+def write_track(
+    source: Path,
+    wav,
+    *,
+    stream_index: int,
+    reference: float | None,
+    sample_rate: int,
+    n_out: int | None,
+    chunk_seconds: float,
+) -> dict[str, Any] | None:
     """Decode ``source``'s audio frame by frame into ``wav``; None if nothing decodes.
 
     Output sample 0 is at source time ``reference`` seconds (the first video frame's time; None: the first audio
@@ -94,8 +106,9 @@ def write_track(source: Path, wav, *, stream_index: int, reference: float | None
     try:
         container = av.open(str(source))
     except av.error.FFmpegError as e:
-        raise InputError(f"{source}: the audio stream cannot be decoded ({e}); check the file (ffprobe {source})") \
-            from None
+        raise InputError(
+            f"{source}: the audio stream cannot be decoded ({e}); check the file (ffprobe {source})"
+        ) from None
     stream = container.streams[stream_index]
     tb = stream.time_base
     # Timestamps are quantized to the stream's time base (1 ms in Matroska): a jitter of one tick is no jump.
@@ -119,7 +132,7 @@ def write_track(source: Path, wav, *, stream_index: int, reference: float | None
             mono = a.mean(axis=0, dtype=np.float32) if a.shape[0] > 1 else a[0]
             k = min(max(pos - nxt, 0), mono.size)  # before the first frame, or overlapping what is written
             nxt += mono.size
-            mono = mono[k:] if n_out is None else mono[k: k + n_out - pos]
+            mono = mono[k:] if n_out is None else mono[k : k + n_out - pos]
             if mono.size:
                 out.add(mono)
                 pos += mono.size
@@ -156,10 +169,15 @@ def write_track(source: Path, wav, *, stream_index: int, reference: float | None
                     jumps[f"{kind}s"] += 1
                     jumps[f"{kind}_seconds"] += abs(t - expected)
                     if jumps["gaps"] + jumps["overlaps"] <= MAX_LOGGED:
-                        logger.warning("%s: audio timestamps jump %s by %.3f s at %.3f s (%s); %s", source,
-                                       "forward" if t > expected else "back", abs(t - expected), t - reference,
-                                       "a gap in the stream" if t > expected else "overlapping audio",
-                                       "filled with zeros" if t > expected else "the repeated samples are dropped")
+                        logger.warning(
+                            "%s: audio timestamps jump %s by %.3f s at %.3f s (%s); %s",
+                            source,
+                            "forward" if t > expected else "back",
+                            abs(t - expected),
+                            t - reference,
+                            "a gap in the stream" if t > expected else "overlapping audio",
+                            "filled with zeros" if t > expected else "the repeated samples are dropped",
+                        )
                     fill(target)
                     nxt, expected = target, t
                 if (frame.format.name, frame.layout.name, frame.sample_rate) != key:
@@ -175,25 +193,39 @@ def write_track(source: Path, wav, *, stream_index: int, reference: float | None
                 emit(resampler.resample(None))
             out.flush()
     except av.error.FFmpegError as e:
-        raise InputError(f"{source}: audio decoding failed at {t:.2f} s ({e}); the file is corrupt or truncated") \
-            from None
+        raise InputError(
+            f"{source}: audio decoding failed at {t:.2f} s ({e}); the file is corrupt or truncated"
+        ) from None
     if first_pts is None:
         return None
     if n_out is not None:
         fill(n_out)
     n_jumps = jumps["gaps"] + jumps["overlaps"]
     if n_jumps > MAX_LOGGED:
-        logger.warning("%s: %d audio timestamp jumps in all: %d gaps (%.3f s filled with zeros), %d overlaps "
-                       "(%.3f s dropped)", source, n_jumps, jumps["gaps"], jumps["gap_seconds"], jumps["overlaps"],
-                       jumps["overlap_seconds"])
+        logger.warning(
+            "%s: %d audio timestamp jumps in all: %d gaps (%.3f s filled with zeros), %d overlaps (%.3f s dropped)",
+            source,
+            n_jumps,
+            jumps["gaps"],
+            jumps["gap_seconds"],
+            jumps["overlaps"],
+            jumps["overlap_seconds"],
+        )
     if out.clipped:
         logger.warning("%s: %d samples beyond full scale were clipped", source, out.clipped)
     assert reference is not None  # set with the first frame
     offset_seconds = first_pts - reference
     jumps = {k: round(v, 6) for k, v in jumps.items()}  # float sums of frame lengths: keep the sidecar readable
-    return {"has_audio": True, "audio_start_seconds": first_pts, "offset_seconds": offset_seconds,
-            "offset_samples": round(offset_seconds * sample_rate), "valid_start_sample": valid_start,
-            "valid_end_sample": valid_end, "clipped_samples": out.clipped, **jumps}
+    return {
+        "has_audio": True,
+        "audio_start_seconds": first_pts,
+        "offset_seconds": offset_seconds,
+        "offset_samples": round(offset_seconds * sample_rate),
+        "valid_start_sample": valid_start,
+        "valid_end_sample": valid_end,
+        "clipped_samples": out.clipped,
+        **jumps,
+    }
 
 
 class _MemoryWav:
@@ -225,12 +257,26 @@ def decode_audio(path: str | Path, *, sample_rate: int = 16000) -> tuple[np.ndar
     if stream is None:
         raise InputError(f"{path} has no audio stream; give a file with sound")
     sink = _MemoryWav(sample_rate)
-    decoded = write_track(path, sink, stream_index=stream["stream_index"], reference=None, sample_rate=sample_rate,
-                           n_out=None, chunk_seconds=CHUNK_SECONDS)
+    decoded = write_track(
+        path,
+        sink,
+        stream_index=stream["stream_index"],
+        reference=None,
+        sample_rate=sample_rate,
+        n_out=None,
+        chunk_seconds=CHUNK_SECONDS,
+    )
     if decoded is None or sink.frames == 0:
         raise InputError(f"{path}: its audio stream holds no decodable samples; check the file (ffprobe {path})")
     samples = sink.samples()
-    meta = {"audio_source": str(path), "sample_rate": sample_rate, "num_samples": int(samples.size),
-            "duration_seconds": samples.size / sample_rate, "time_origin": "first audio sample",
-            "source_stream": stream, "sidecar": None, **decoded}
+    meta = {
+        "audio_source": str(path),
+        "sample_rate": sample_rate,
+        "num_samples": int(samples.size),
+        "duration_seconds": samples.size / sample_rate,
+        "time_origin": "first audio sample",
+        "source_stream": stream,
+        "sidecar": None,
+        **decoded,
+    }
     return samples, meta

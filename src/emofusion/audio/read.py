@@ -31,8 +31,9 @@ def read_audio_metadata(wav: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise InputError(f"{side} is not valid JSON ({e}); rerun `emofusion audio` for this video") from None
     if meta.get("schema") != SCHEMA:
-        raise InputError(f"{side} is not an emofusion audio sidecar (schema {meta.get('schema')!r}, "
-                         f"expected {SCHEMA!r})")
+        raise InputError(
+            f"{side} is not an emofusion audio sidecar (schema {meta.get('schema')!r}, expected {SCHEMA!r})"
+        )
     return meta
 
 
@@ -58,6 +59,10 @@ def load_audio(path: str | Path, *, sample_rate: int = 16000) -> tuple[np.ndarra
     if sidecar_path(path).is_file():
         return read_audio(path)
     samples, meta = decode_audio(path, sample_rate=sample_rate)
-    logger.info("%s has no sidecar (not an audio-stage output): decoded at %d Hz, the whole %.2f s valid", path,
-                sample_rate, meta["duration_seconds"])
+    logger.info(
+        "%s has no sidecar (not an audio-stage output): decoded at %d Hz, the whole %.2f s valid",
+        path,
+        sample_rate,
+        meta["duration_seconds"],
+    )
     return samples, sample_rate, meta

@@ -43,9 +43,16 @@ from emofusion.video import timeline as video_timeline
 MISSING_AUDIO = ("error", "silence")
 
 
-def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | None = None, sample_rate: int = 16000,
-                  missing_audio: str = "error", chunk_seconds: float = CHUNK_SECONDS,
-                  metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def extract_audio(
+    video: str | Path,
+    out: str | Path,
+    *,
+    audio: str | Path | None = None,
+    sample_rate: int = 16000,
+    missing_audio: str = "error",
+    chunk_seconds: float = CHUNK_SECONDS,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write ``out`` (mono 16-bit WAV on the frame timeline of ``video``) and its JSON sidecar; return the sidecar.
 
     ``audio`` is the file holding the audio track (default: ``video`` itself). A separate audio file's time 0 is
@@ -71,42 +78,75 @@ def extract_audio(video: str | Path, out: str | Path, *, audio: str | Path | Non
     stream = audio_stream(source)
     n_out = round(timeline.duration_seconds * sample_rate)
     info: dict[str, Any] = {
-        "schema": SCHEMA, "video": str(video), "audio_source": str(source), "sample_rate": sample_rate,
-        "num_samples": n_out, "duration_seconds": n_out / sample_rate,
-        "video_start_seconds": timeline.start_seconds, "video_duration_seconds": timeline.duration_seconds,
-        "frames": timeline.frames, "fps": timeline.fps, "time_origin": "first video frame",
+        "schema": SCHEMA,
+        "video": str(video),
+        "audio_source": str(source),
+        "sample_rate": sample_rate,
+        "num_samples": n_out,
+        "duration_seconds": n_out / sample_rate,
+        "video_start_seconds": timeline.start_seconds,
+        "video_duration_seconds": timeline.duration_seconds,
+        "frames": timeline.frames,
+        "fps": timeline.fps,
+        "time_origin": "first video frame",
         "source_stream": stream,
     }
     if stream is None and missing_audio == "error":
-        raise InputError(f"{source} has no audio stream; set audio.missing_audio: silence to use silent audio "
-                         "(every frame's audio marked invalid) or fix the corpus entry")
+        raise InputError(
+            f"{source} has no audio stream; set audio.missing_audio: silence to use silent audio "
+            "(every frame's audio marked invalid) or fix the corpus entry"
+        )
 
     with atomic_path(out) as tmp_wav:
-        with sf.SoundFile(tmp_wav, mode="w", samplerate=sample_rate, channels=1, subtype="PCM_16",
-                          format="WAV") as wav:
+        with sf.SoundFile(tmp_wav, mode="w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV") as wav:
             decoded = None
             if stream is not None:
-                decoded = write_track(source, wav, stream_index=stream["stream_index"],
-                                       reference=timeline.start_seconds if source == video else 0.0,
-                                       sample_rate=sample_rate, n_out=n_out, chunk_seconds=chunk_seconds)
+                decoded = write_track(
+                    source,
+                    wav,
+                    stream_index=stream["stream_index"],
+                    reference=timeline.start_seconds if source == video else 0.0,
+                    sample_rate=sample_rate,
+                    n_out=n_out,
+                    chunk_seconds=chunk_seconds,
+                )
             if decoded is None:
                 if missing_audio == "error":
-                    raise InputError(f"{source}: its audio stream holds no decodable samples; set "
-                                     "audio.missing_audio: silence to use silent audio, or fix the file")
-                logger.warning("%s: no audio; writing %.2f s of silence (has_audio: false)", source,
-                               n_out / sample_rate)
+                    raise InputError(
+                        f"{source}: its audio stream holds no decodable samples; set "
+                        "audio.missing_audio: silence to use silent audio, or fix the file"
+                    )
+                logger.warning(
+                    "%s: no audio; writing %.2f s of silence (has_audio: false)", source, n_out / sample_rate
+                )
                 write_zeros(wav, n_out)
-                decoded = {"has_audio": False, "audio_start_seconds": None, "offset_seconds": None,
-                           "offset_samples": 0, "valid_start_sample": 0, "valid_end_sample": 0,
-                           "clipped_samples": 0, "gaps": 0, "gap_seconds": 0.0, "overlaps": 0,
-                           "overlap_seconds": 0.0}
+                decoded = {
+                    "has_audio": False,
+                    "audio_start_seconds": None,
+                    "offset_seconds": None,
+                    "offset_samples": 0,
+                    "valid_start_sample": 0,
+                    "valid_end_sample": 0,
+                    "clipped_samples": 0,
+                    "gaps": 0,
+                    "gap_seconds": 0.0,
+                    "overlaps": 0,
+                    "overlap_seconds": 0.0,
+                }
             if wav.frames != n_out:  # pragma: no cover - guarded by write_track's arithmetic
                 raise RuntimeError(f"wrote {wav.frames} samples, expected {n_out}")
     info.update(decoded)
     if metadata:
         info["provenance"] = metadata
     write_json(sidecar_path(out), info)  # after the WAV is in place: a sidecar always describes a complete WAV
-    logger.info("%s: %d samples at %d Hz (%.2f s), audio offset %s s, valid samples [%d, %d)", out, n_out,
-                sample_rate, n_out / sample_rate, info["offset_seconds"], info["valid_start_sample"],
-                info["valid_end_sample"])
+    logger.info(
+        "%s: %d samples at %d Hz (%.2f s), audio offset %s s, valid samples [%d, %d)",
+        out,
+        n_out,
+        sample_rate,
+        n_out / sample_rate,
+        info["offset_seconds"],
+        info["valid_start_sample"],
+        info["valid_end_sample"],
+    )
     return info

@@ -12,14 +12,21 @@ from emofusion.training.experiments import store_path
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The config options shared by the subcommands that read settings."""
     parser.add_argument("--config", metavar="FILE", help="config.yaml to read (validated; defaults filled)")
-    parser.add_argument("--config-json", metavar="JSON",
-                        help="config sections as a JSON object, merged over --config (what Snakemake rules pass)")
+    parser.add_argument(
+        "--config-json",
+        metavar="JSON",
+        help="config sections as a JSON object, merged over --config (what Snakemake rules pass)",
+    )
 
 
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     """Options of how (not what) a fusion run computes: `emofusion train` and `emofusion evaluate`."""
-    p.add_argument("--data", choices=("auto", "memory", "lazy"), default="auto",
-                   help="features in memory, read lazily from the stores, or auto (in memory below 8 GiB)")
+    p.add_argument(
+        "--data",
+        choices=("auto", "memory", "lazy"),
+        default="auto",
+        help="features in memory, read lazily from the stores, or auto (in memory below 8 GiB)",
+    )
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (lazy reads; 0 = none)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
 
@@ -35,8 +42,9 @@ def parse_stores(values: list[str], experiment: dict, defaults: dict[str, str] |
         given[m] = path
     extra = sorted(set(given) - set(experiment["stores"]))
     if extra:
-        raise ConfigError(f"--store {extra}: experiment {experiment['name']!r} reads only "
-                          f"{sorted(experiment['stores'])}")
+        raise ConfigError(
+            f"--store {extra}: experiment {experiment['name']!r} reads only {sorted(experiment['stores'])}"
+        )
     if defaults is None:
         defaults = {m: str(store_path(m, b)) for m, b in experiment["stores"].items()}
     return {m: given.get(m, defaults[m]) for m in experiment["stores"]}

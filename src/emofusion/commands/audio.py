@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--video", required=True, help="the video whose frame timeline the audio follows")
     p.add_argument("--audio", help="file holding the audio track, when it is not the video itself")
-    p.add_argument("--out", required=True, help="output WAV (e.g. results/audio/VIDEO.wav); VIDEO.json is written "
-                                                "beside it")
+    p.add_argument(
+        "--out", required=True, help="output WAV (e.g. results/audio/VIDEO.wav); VIDEO.json is written beside it"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, overrides=args.config_json)
     section = cfg["audio"]
-    extract_audio(args.video, args.out, audio=args.audio, sample_rate=section["sample_rate"],
-                  missing_audio=section["missing_audio"], metadata=provenance(config={"audio": section}))
+    extract_audio(
+        args.video,
+        args.out,
+        audio=args.audio,
+        sample_rate=section["sample_rate"],
+        missing_audio=section["missing_audio"],
+        metadata=provenance(config={"audio": section}),
+    )
     return 0

@@ -17,8 +17,11 @@ Only needed for asr.engine: openai-whisper; faster-whisper reads the CTranslate2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny.en-bundled",
-                   help="tiny.en-bundled (default) or a CTranslate2 Whisper model directory (with model.bin)")
+    p.add_argument(
+        "--model",
+        default="tiny.en-bundled",
+        help="tiny.en-bundled (default) or a CTranslate2 Whisper model directory (with model.bin)",
+    )
     p.add_argument("--out", required=True, help="output checkpoint (e.g. results/asr/whisper-tiny.en.pt)")
 
 

@@ -35,12 +35,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", required=True, choices=("visual", "audio", "text"))
     p.add_argument("--backbone", required=True, help="registered backbone name (e.g. fer, egemaps, minilm)")
     p.add_argument("--faces", nargs="+", metavar="H5", help="visual: face store(s), one clip each")
-    p.add_argument("--video", nargs="+", metavar="VIDEO",
-                   help="visual: each face store's video, for its frame rate (default: the path the store records)")
+    p.add_argument(
+        "--video",
+        nargs="+",
+        metavar="VIDEO",
+        help="visual: each face store's video, for its frame rate (default: the path the store records)",
+    )
     p.add_argument("--audio", metavar="WAV", help="audio, text: the audio-stage WAV (its sidecar gives the timeline)")
     p.add_argument("--transcript", metavar="PARQUET", help="text: the video's transcript")
-    p.add_argument("--clips", nargs="+", metavar="CLIP",
-                   help="audio, text: the clips of this video (default: the WAV's stem)")
+    p.add_argument(
+        "--clips", nargs="+", metavar="CLIP", help="audio, text: the clips of this video (default: the WAV's stem)"
+    )
     p.add_argument("--out", required=True, help="output shard (e.g. results/features/visual/fer/<clip>.h5)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default 0: torch's default)")
 
@@ -86,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--video: {len(videos)} videos for {len(args.faces)} face stores; give one each")
         for faces, video in zip(args.faces, videos, strict=True):
             clip, fps = _clip_and_fps(Path(faces), video)
-            feats, valid = stage.embed_faces(cast(VisualBackbone, backbone), faces, batch_size=section["batch_size"],
-                                             amp=section["amp"], clip=clip)
+            feats, valid = stage.embed_faces(
+                cast(VisualBackbone, backbone), faces, batch_size=section["batch_size"], amp=section["amp"], clip=clip
+            )
             rows.append(stage.ClipRows(clip, feats, valid, fps))
         inputs = {"faces": args.faces, "videos": args.video}
     else:
@@ -102,12 +108,24 @@ def run(args: argparse.Namespace) -> int:
         clips = args.clips or [Path(args.audio).stem]
         rows = [stage.ClipRows(c, feats, valid, fps) for c in clips]  # the clips of a video share its rows
         inputs = {"audio": args.audio, "transcript": args.transcript, "clips": clips}
-    prov = provenance(config=backbone_config(cfg["features"], args.modality, args.backbone), modality=args.modality,
-                      backbone=args.backbone, device=str(device), **inputs)
+    prov = provenance(
+        config=backbone_config(cfg["features"], args.modality, args.backbone),
+        modality=args.modality,
+        backbone=args.backbone,
+        device=str(device),
+        **inputs,
+    )
     stage.write_shard(args.out, rows, backbone, prov)
     for r in rows:
-        logger.info("%s %s/%s: %d frames, %d valid, width %d", r.clip, args.modality, args.backbone,
-                    len(r.valid), int(r.valid.sum()), backbone.width)
+        logger.info(
+            "%s %s/%s: %d frames, %d valid, width %d",
+            r.clip,
+            args.modality,
+            args.backbone,
+            len(r.valid),
+            int(r.valid.sum()),
+            backbone.width,
+        )
     return 0
 
 

@@ -33,8 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.provenance import provenance
 
     cfg = load_config(args.config, overrides=args.config_json)
-    prov = provenance(config=backbone_config(cfg["features"], args.modality, args.backbone), modality=args.modality,
-                      backbone=args.backbone, merged=len(args.shards))
-    merge_shards(args.shards, args.out, provenance=prov, clips=args.clips, modality=args.modality,
-                 backbone=args.backbone)
+    prov = provenance(
+        config=backbone_config(cfg["features"], args.modality, args.backbone),
+        modality=args.modality,
+        backbone=args.backbone,
+        merged=len(args.shards),
+    )
+    merge_shards(
+        args.shards, args.out, provenance=prov, clips=args.clips, modality=args.modality, backbone=args.backbone
+    )
     return 0

@@ -30,8 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="trained run folder (model.pt, run.json)")
     p.add_argument("--manifest", required=True, help="results/manifest.parquet")
     p.add_argument("--labels", required=True, help="results/labels.h5")
-    p.add_argument("--store", action="append", default=[], metavar="MODALITY=PATH",
-                   help="feature store of a modality (default: the paths the run was trained on)")
+    p.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        metavar="MODALITY=PATH",
+        help="feature store of a modality (default: the paths the run was trained on)",
+    )
     p.add_argument("--out", help="output folder (default: --run)")
     add_runtime_arguments(p)
 
@@ -45,7 +50,16 @@ def run(args: argparse.Namespace) -> int:
     info = read_run_info(args.run)
     stores = parse_stores(args.store, info["config"], defaults=info["stores"])
     device, in_memory = runtime(args, cfg["fusion"]["device"])
-    evaluate_run(args.run, args.out or args.run, manifest=read_manifest(args.manifest), labels=args.labels,
-                 stores=stores, smoothing=cfg["fusion"]["smoothing"], device=device, in_memory=in_memory,
-                 workers=args.workers, info=info)
+    evaluate_run(
+        args.run,
+        args.out or args.run,
+        manifest=read_manifest(args.manifest),
+        labels=args.labels,
+        stores=stores,
+        smoothing=cfg["fusion"]["smoothing"],
+        device=device,
+        in_memory=in_memory,
+        workers=args.workers,
+        info=info,
+    )
     return 0

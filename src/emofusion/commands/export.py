@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.predict.stage import export_bundle
 
     doc = export_bundle(args.run, args.out)
-    logger.info("exported %s (%s) to %s; weights licences: %s", args.run, doc["name"], args.out,
-                "; ".join(f"{k}: {v}" for k, v in doc["licences"].items()))
+    logger.info(
+        "exported %s (%s) to %s; weights licences: %s",
+        args.run,
+        doc["name"],
+        args.out,
+        "; ".join(f"{k}: {v}" for k, v in doc["licences"].items()),
+    )
     return 0

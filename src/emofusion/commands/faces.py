@@ -31,17 +31,33 @@ the writes overlap; faces.decode picks the GPU's decoder (NVDEC) or the CPU's.""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--video", action="append", required=True,
-                   help="the clip's video (gives the frame timeline in both modes); repeat it, with --out (and "
-                        "--clip, --crops) as often, for a shard of clips in one process")
-    p.add_argument("--clip", action="append", default=[],
-                   help="clip id (default: the video's file stem); a _left/_right suffix picks the side")
-    p.add_argument("--crops", metavar="DIR", action="append", default=[],
-                   help="folder of pre-aligned crops %%05d.jpg (skips detection)")
-    p.add_argument("--out", action="append", required=True,
-                   help="output HDF5 path (e.g. results/faces/<clip>.h5)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch and the video decoder (default 0: torch's default, one decoder thread)")
+    p.add_argument(
+        "--video",
+        action="append",
+        required=True,
+        help="the clip's video (gives the frame timeline in both modes); repeat it, with --out (and "
+        "--clip, --crops) as often, for a shard of clips in one process",
+    )
+    p.add_argument(
+        "--clip",
+        action="append",
+        default=[],
+        help="clip id (default: the video's file stem); a _left/_right suffix picks the side",
+    )
+    p.add_argument(
+        "--crops",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="folder of pre-aligned crops %%05d.jpg (skips detection)",
+    )
+    p.add_argument("--out", action="append", required=True, help="output HDF5 path (e.g. results/faces/<clip>.h5)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch and the video decoder (default 0: torch's default, one decoder thread)",
+    )
 
 
 def parse_jobs(args: argparse.Namespace) -> list:
@@ -55,14 +71,19 @@ def parse_jobs(args: argparse.Namespace) -> list:
 
     n = len(args.video)
     if len(args.out) != n or len(args.clip) not in (0, n) or len(args.crops) not in (0, n):
-        raise ConfigError(f"give --video and --out once per clip ({n} --video, {len(args.out)} --out), and --clip "
-                          f"and --crops either never or once per clip ({len(args.clip)} --clip, {len(args.crops)} "
-                          "--crops)")
+        raise ConfigError(
+            f"give --video and --out once per clip ({n} --video, {len(args.out)} --out), and --clip "
+            f"and --crops either never or once per clip ({len(args.clip)} --clip, {len(args.crops)} "
+            "--crops)"
+        )
     jobs = []
     for i in range(n):
         clip = validate_clip_id(args.clip[i] if args.clip else Path(args.video[i]).stem, source="--clip")
-        jobs.append(FaceJob(video=args.video[i], clip=clip, out=args.out[i],
-                            crops=(args.crops[i] or None) if args.crops else None))
+        jobs.append(
+            FaceJob(
+                video=args.video[i], clip=clip, out=args.out[i], crops=(args.crops[i] or None) if args.crops else None
+            )
+        )
     outs = [j.out for j in jobs]
     if len(set(outs)) != len(outs):
         twice = sorted({o for o in outs if outs.count(o) > 1})
@@ -84,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     def prov(job: FaceJob) -> dict:
-        return provenance(config={"faces": cfg["faces"]}, source="cropped_aligned" if job.crops else "mtcnn",
-                          video=job.video, crops=job.crops)
+        return provenance(
+            config={"faces": cfg["faces"]},
+            source="cropped_aligned" if job.crops else "mtcnn",
+            video=job.video,
+            crops=job.crops,
+        )
 
     extract_face_shard(jobs, settings=settings, threads=max(1, args.threads), provenance=prov)
     return 0

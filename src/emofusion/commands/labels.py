@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, overrides=args.config_json)
     manifest = read_manifest(args.manifest)
-    write_labels(manifest, args.out, max_mismatch=cfg["corpus"]["max_annotation_mismatch"],
-                 provenance=provenance(config={"corpus": cfg["corpus"]}))
+    write_labels(
+        manifest,
+        args.out,
+        max_mismatch=cfg["corpus"]["max_annotation_mismatch"],
+        provenance=provenance(config={"corpus": cfg["corpus"]}),
+    )
     return 0

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides=args.config_json)
     df = build_manifest(cfg)
     meta = provenance(config={k: cfg[k] for k in ("corpus", "folds")}, seed=cfg["folds"]["seed"])
-    meta.update(skipped_videos=df.attrs.pop("skipped_videos", {}),
-                unannotated_videos=df.attrs.pop("unannotated_videos", []))
+    meta.update(
+        skipped_videos=df.attrs.pop("skipped_videos", {}), unannotated_videos=df.attrs.pop("unannotated_videos", [])
+    )
     write_parquet(args.out, df, metadata=meta)
     return 0

@@ -32,8 +32,12 @@ backbone is not installed or whose weights differ are errors naming the file and
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video file(s) to predict")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", metavar="RUN_DIR", help="trained and evaluated run folder (model.pt, run.json, "
-                                                      "metrics.json), e.g. results/fusion/rjca/fold0/seed0")
+    src.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="trained and evaluated run folder (model.pt, run.json, "
+        "metrics.json), e.g. results/fusion/rjca/fold0/seed0",
+    )
     src.add_argument("--model", metavar="BUNDLE", help="a bundle written by `emofusion export` (.tar or folder)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--cache", help="stage cache folder (default: <out>/.cache); share it between models")
@@ -52,6 +56,15 @@ def run(args: argparse.Namespace) -> int:
 
     from emofusion.predict.stage import predict_videos
 
-    predict_videos(args.videos, args.out, run=args.run, bundle=args.model, cache=args.cache, side=args.side,
-                   device=args.device, threads=args.threads, overlay=args.overlay)
+    predict_videos(
+        args.videos,
+        args.out,
+        run=args.run,
+        bundle=args.model,
+        cache=args.cache,
+        side=args.side,
+        device=args.device,
+        threads=args.threads,
+        overlay=args.overlay,
+    )
     return 0

@@ -27,8 +27,13 @@ A submission that fails its own check is an error and nothing is written."""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--manifest", required=True, help="results/manifest.parquet (test clips and frame counts)")
-    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR",
-                   help="evaluated run directories results/fusion/<experiment>/fold<k>/seed<s>")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        metavar="RUN_DIR",
+        help="evaluated run directories results/fusion/<experiment>/fold<k>/seed<s>",
+    )
     p.add_argument("--out", required=True, help="output folder (e.g. results/report)")
 
 
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.report.stage import write_report
 
     cfg = load_config(args.config, overrides=args.config_json)
-    write_report(config=cfg, manifest=read_manifest(args.manifest), manifest_path=args.manifest,
-                 run_dirs=args.runs, out=args.out)
+    write_report(
+        config=cfg, manifest=read_manifest(args.manifest), manifest_path=args.manifest, run_dirs=args.runs, out=args.out
+    )
     return 0

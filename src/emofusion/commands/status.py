@@ -25,8 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--directory", default=".", help="the project folder (default: the current one)")
     p.add_argument("--no-dry-run", action="store_true", help="skip the Snakemake dry run")
-    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, metavar="-- SNAKEMAKE_ARGS",
-                   help="extra arguments for the dry run after `--` (e.g. -- --config corpus='{root: data}')")
+    p.add_argument(
+        "snakemake_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- SNAKEMAKE_ARGS",
+        help="extra arguments for the dry run after `--` (e.g. -- --config corpus='{root: data}')",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,8 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of this run")
     p.add_argument("--manifest", required=True, help="results/manifest.parquet")
     p.add_argument("--labels", required=True, help="results/labels.h5")
-    p.add_argument("--store", action="append", default=[], metavar="MODALITY=PATH",
-                   help="feature store of a modality (default: results/features/<modality>/<backbone>.h5)")
+    p.add_argument(
+        "--store",
+        action="append",
+        default=[],
+        metavar="MODALITY=PATH",
+        help="feature store of a modality (default: results/features/<modality>/<backbone>.h5)",
+    )
     p.add_argument("--out", required=True, help="run folder, e.g. results/fusion/<experiment>/fold0/seed0")
     add_runtime_arguments(p)
 
@@ -49,8 +54,18 @@ def run(args: argparse.Namespace) -> int:
     experiment = resolve_experiment(cfg["fusion"], args.experiment)
     fusion = cfg["fusion"]
     device, in_memory = runtime(args, fusion["device"], tf32=fusion["tf32"])
-    train_run(experiment, fold=args.fold, seed=args.seed, out=args.out, manifest=read_manifest(args.manifest),
-              labels=args.labels, stores=parse_stores(args.store, experiment), device=device, in_memory=in_memory,
-              workers=args.workers, device_data=fusion["device_data"],
-              device_fraction=fusion["device_memory_fraction"])
+    train_run(
+        experiment,
+        fold=args.fold,
+        seed=args.seed,
+        out=args.out,
+        manifest=read_manifest(args.manifest),
+        labels=args.labels,
+        stores=parse_stores(args.store, experiment),
+        device=device,
+        in_memory=in_memory,
+        workers=args.workers,
+        device_data=fusion["device_data"],
+        device_fraction=fusion["device_memory_fraction"],
+    )
     return 0

@@ -27,9 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--audio", required=True, help="audio-stage WAV (e.g. results/audio/VIDEO.wav) or any audio file")
     p.add_argument("--out", required=True, help="output Parquet (e.g. results/transcripts/VIDEO.parquet)")
-    p.add_argument("--whisper-checkpoint", metavar="PT",
-                   help="converted openai-whisper checkpoint of a CTranslate2 asr.model (the workflow passes "
-                        "results/asr/whisper-tiny.en.pt); without it, openai-whisper converts in memory")
+    p.add_argument(
+        "--whisper-checkpoint",
+        metavar="PT",
+        help="converted openai-whisper checkpoint of a CTranslate2 asr.model (the workflow passes "
+        "results/asr/whisper-tiny.en.pt); without it, openai-whisper converts in memory",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the engine (default: all)")
 
 

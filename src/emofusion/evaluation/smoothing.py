@@ -30,8 +30,9 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return ((c[window:] - c[:-window]) / window).astype(x.dtype)
 
 
-def _pooled_ccc(preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np.ndarray, np.ndarray]], t: int,
-                window: int) -> float:
+def _pooled_ccc(
+    preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np.ndarray, np.ndarray]], t: int, window: int
+) -> float:
     clips = sorted(preds)
     p = np.concatenate([moving_average(preds[c][:, t], window) for c in clips])
     y = np.concatenate([labels[c][0][:, t] for c in clips])
@@ -39,8 +40,9 @@ def _pooled_ccc(preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np.n
     return ccc(p, y, m)
 
 
-def choose_window(preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                  candidates: list[int]) -> dict[str, int]:
+def choose_window(
+    preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np.ndarray, np.ndarray]], candidates: list[int]
+) -> dict[str, int]:
     """Per target, the candidate window (1 = none) with the best pooled CCC on these clips (ties: the smaller)."""
     out = {}
     for t, name in enumerate(TARGETS):
@@ -50,8 +52,10 @@ def choose_window(preds: Mapping[str, np.ndarray], labels: Mapping[str, tuple[np
 
 
 def smooth(preds: Mapping[str, np.ndarray], windows: Mapping[str, int]) -> dict[str, np.ndarray]:
-    return {c: np.stack([moving_average(p[:, t], windows[name]) for t, name in enumerate(TARGETS)], axis=1)
-            for c, p in preds.items()}
+    return {
+        c: np.stack([moving_average(p[:, t], windows[name]) for t, name in enumerate(TARGETS)], axis=1)
+        for c, p in preds.items()
+    }
 
 
 def halves(clips: list[str], video_of: Mapping[str, str]) -> tuple[list[str], list[str]]:

@@ -32,9 +32,20 @@ def read_run_info(run: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Path, stores: Mapping[str, str],
-                 smoothing: Mapping[str, Any], device, batch_size: int | None = None, in_memory: bool | None = None,
-                 workers: int = 0, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    manifest,
+    labels: str | Path,
+    stores: Mapping[str, str],
+    smoothing: Mapping[str, Any],
+    device,
+    batch_size: int | None = None,
+    in_memory: bool | None = None,
+    workers: int = 0,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Predict every frame of every clip with the run's best checkpoint; write predictions.parquet and
     metrics.json into ``out`` (atomically); return the metrics. ``info``: the run's :func:`read_run_info`, when
     the caller has read it already."""
@@ -56,18 +67,29 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
         extra = {k: ckpt["extra"][k] for k in ("weights_sha256", "normaliser", "best_epoch")}
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         # a truncated, foreign or hand-edited file: torch, the registry or a missing entry says what is wrong
-        raise InputError(f"{run / 'model.pt'} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); "
-                         f"retrain the run (`{retrain(run)}`)") from None
+        raise InputError(
+            f"{run / 'model.pt'} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); "
+            f"retrain the run (`{retrain(run)}`)"
+        ) from None
     exp = info["config"]
     windowing = Windowing.from_training(exp["training"], key=f"fusion.experiments.{info['experiment']}.training")
-    data = FusionData(manifest=manifest, labels=labels, stores=stores, backbones=exp["stores"], fold=info["fold"],
-                      windowing=windowing, weights_sha256=extra["weights_sha256"],
-                      normaliser=Normaliser.from_plain(extra["normaliser"]), in_memory=in_memory,
-                      check_labels=False)
+    data = FusionData(
+        manifest=manifest,
+        labels=labels,
+        stores=stores,
+        backbones=exp["stores"],
+        fold=info["fold"],
+        windowing=windowing,
+        weights_sha256=extra["weights_sha256"],
+        normaliser=Normaliser.from_plain(extra["normaliser"]),
+        in_memory=in_memory,
+        check_labels=False,
+    )
     model.to(device)
     bs = batch_size or int(exp["training"]["batch_size"])
-    raw, _ = predict_frames(model, data, data.clips, device=device, batch_size=bs,
-                         amp=exp["training"]["amp"], workers=workers)
+    raw, _ = predict_frames(
+        model, data, data.clips, device=device, batch_size=bs, amp=exp["training"]["amp"], workers=workers
+    )
     lab = {c: fold_clip_labels(data, c) for c in data.clips}
     candidates = [int(w) for w in smoothing.get("windows", [1])]
     for w in candidates:
@@ -83,14 +105,19 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
     a, b = halves(val, video_of)
     if a and b:
         for fit, apply in ((a, b), (b, a)):
-            smoothed.update(smooth({c: raw[c] for c in apply}, choose_window({c: raw[c] for c in fit}, lab,
-                                                                             candidates)))
-        chosen_on = ("validation (all its labelled clips) for train and test; validation itself cross-fitted: "
-                     "windows chosen on one half of its videos applied to the other half, and back")
+            smoothed.update(
+                smooth({c: raw[c] for c in apply}, choose_window({c: raw[c] for c in fit}, lab, candidates))
+            )
+        chosen_on = (
+            "validation (all its labelled clips) for train and test; validation itself cross-fitted: "
+            "windows chosen on one half of its videos applied to the other half, and back"
+        )
     else:
         smoothed.update({c: raw[c].copy() for c in val})
-        chosen_on = ("validation (all its labelled clips) for train and test; validation has fewer than two "
-                     "labelled videos, so its own smoothed figure is unsmoothed (no held-out half to choose on)")
+        chosen_on = (
+            "validation (all its labelled clips) for train and test; validation has fewer than two "
+            "labelled videos, so its own smoothed figure is unsmoothed (no held-out half to choose on)"
+        )
     smoothed = {c: np.clip(v, -1.0, 1.0) for c, v in smoothed.items()}
 
     splits: dict[str, Any] = {}
@@ -99,34 +126,63 @@ def evaluate_run(run: str | Path, out: str | Path, *, manifest, labels: str | Pa
         if not clips:
             continue
         r = split_ccc({c: raw[c] for c in clips}, {c: lab[c][0] for c in clips}, {c: lab[c][1] for c in clips})
-        s = split_ccc({c: smoothed[c] for c in clips}, {c: lab[c][0] for c in clips},
-                      {c: lab[c][1] for c in clips})
-        splits[split] = {"frames": r["frames"], "raw": {k: r[k] for k in (*TARGETS, "mean")},
-                         "smoothed": {k: s[k] for k in (*TARGETS, "mean")},
-                         "per_clip": {c: {t: v[t] for t in TARGETS} for c, v in r["per_clip"].items()}}
+        s = split_ccc({c: smoothed[c] for c in clips}, {c: lab[c][0] for c in clips}, {c: lab[c][1] for c in clips})
+        splits[split] = {
+            "frames": r["frames"],
+            "raw": {k: r[k] for k in (*TARGETS, "mean")},
+            "smoothed": {k: s[k] for k in (*TARGETS, "mean")},
+            "per_clip": {c: {t: v[t] for t in TARGETS} for c, v in r["per_clip"].items()},
+        }
 
     rows = []
     for c in data.clips:
         y, v = lab[c]
         n = len(y)
-        rows.append(pd.DataFrame({
-            "clip": c, "split": data.split[c], "frame": np.arange(n, dtype=np.int64),
-            "valence": raw[c][:, 0], "arousal": raw[c][:, 1],
-            "valence_smoothed": smoothed[c][:, 0], "arousal_smoothed": smoothed[c][:, 1],
-            "label_valence": np.where(v[:, 0], y[:, 0], np.nan).astype(np.float32),
-            "label_arousal": np.where(v[:, 1], y[:, 1], np.nan).astype(np.float32),
-            "valid_valence": v[:, 0], "valid_arousal": v[:, 1]}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "clip": c,
+                    "split": data.split[c],
+                    "frame": np.arange(n, dtype=np.int64),
+                    "valence": raw[c][:, 0],
+                    "arousal": raw[c][:, 1],
+                    "valence_smoothed": smoothed[c][:, 0],
+                    "arousal_smoothed": smoothed[c][:, 1],
+                    "label_valence": np.where(v[:, 0], y[:, 0], np.nan).astype(np.float32),
+                    "label_arousal": np.where(v[:, 1], y[:, 1], np.nan).astype(np.float32),
+                    "valid_valence": v[:, 0],
+                    "valid_arousal": v[:, 1],
+                }
+            )
+        )
     table = pd.concat(rows, ignore_index=True)
     store_info = {m: {"path": str(p), "sha256": file_sha256(p)} for m, p in stores.items()}
-    prov = provenance(config=exp, seed=info["seed"], run=str(run), checkpoint_sha256=file_sha256(run / "model.pt"),
-                      stores=store_info)
-    metrics = {"experiment": info["experiment"], "model": info["model"], "fold": info["fold"], "seed": info["seed"],
-               "splits": splits, "smoothing": {**chosen, "chosen_on": chosen_on, "candidates": sorted(set(candidates))},
-               "best_epoch": extra["best_epoch"], "provenance": prov, "stores": store_info}
+    prov = provenance(
+        config=exp, seed=info["seed"], run=str(run), checkpoint_sha256=file_sha256(run / "model.pt"), stores=store_info
+    )
+    metrics = {
+        "experiment": info["experiment"],
+        "model": info["model"],
+        "fold": info["fold"],
+        "seed": info["seed"],
+        "splits": splits,
+        "smoothing": {**chosen, "chosen_on": chosen_on, "candidates": sorted(set(candidates))},
+        "best_epoch": extra["best_epoch"],
+        "provenance": prov,
+        "stores": store_info,
+    }
     write_parquet(out / "predictions.parquet", table, metadata={"provenance": prov})
     write_json(out / "metrics.json", metrics)
     for split, m in splits.items():
-        logger.info("%s fold %d seed %d, %s: CCC valence %.3f arousal %.3f mean %.3f (smoothed mean %.3f)",
-                    info["experiment"], info["fold"], info["seed"], split, m["raw"]["valence"], m["raw"]["arousal"],
-                    m["raw"]["mean"], m["smoothed"]["mean"])
+        logger.info(
+            "%s fold %d seed %d, %s: CCC valence %.3f arousal %.3f mean %.3f (smoothed mean %.3f)",
+            info["experiment"],
+            info["fold"],
+            info["seed"],
+            split,
+            m["raw"]["valence"],
+            m["raw"]["arousal"],
+            m["raw"]["mean"],
+            m["smoothed"]["mean"],
+        )
     return metrics

@@ -10,8 +10,10 @@ from emofusion.faces.config import CPU_CHUNK, FLOAT_BUDGET
 
 # ArcFace (insightface) 112x112 five-point template in pixel-index coordinates: left eye, right eye, nose tip,
 # left mouth corner, right mouth corner (left/right as seen in the image).
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
-                        [70.7299, 92.2041]], dtype=np.float64)
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
 _MAX_SUPERSAMPLE = 4
 
 
@@ -39,7 +41,7 @@ def similarity_transforms(src, dst):
     dst_mean = dst.mean(dim=0)  # (2,)
     p = src - src_mean
     q = dst - dst_mean
-    norm = (p ** 2).sum(dim=(1, 2)).clamp_min(1e-12)
+    norm = (p**2).sum(dim=(1, 2)).clamp_min(1e-12)
     a = (p[..., 0] * q[:, 0] + p[..., 1] * q[:, 1]).sum(dim=1) / norm
     b = (p[..., 0] * q[:, 1] - p[..., 1] * q[:, 0]).sum(dim=1) / norm
     mx, my = src_mean[:, 0, 0], src_mean[:, 0, 1]
@@ -71,13 +73,19 @@ def warp_faces(frames, transforms, size: int, index=None):
     # theta maps normalised crop coordinates to normalised frame coordinates (align_corners=False):
     # crop normalised -> crop pixels -> (inverse similarity) frame pixels -> frame normalised.
     zero, one = torch.zeros_like(a), torch.ones_like(a)
-    inverse = torch.stack([torch.stack([a, b, -(a * tx + b * ty)], 1) / det[:, None],
-                           torch.stack([-b, a, b * tx - a * ty], 1) / det[:, None],
-                           torch.stack([zero, zero, one], 1)], 1)  # (B, 3, 3)
+    inverse = torch.stack(
+        [
+            torch.stack([a, b, -(a * tx + b * ty)], 1) / det[:, None],
+            torch.stack([-b, a, b * tx - a * ty], 1) / det[:, None],
+            torch.stack([zero, zero, one], 1),
+        ],
+        1,
+    )  # (B, 3, 3)
     k = size / 2.0
     from_crop = torch.tensor([[k, 0, k - 0.5], [0, k, k - 0.5], [0, 0, 1]], dtype=torch.float64, device=m.device)
-    to_frame = torch.tensor([[2 / W, 0, 1 / W - 1], [0, 2 / H, 1 / H - 1], [0, 0, 1]], dtype=torch.float64,
-                            device=m.device)
+    to_frame = torch.tensor(
+        [[2 / W, 0, 1 / W - 1], [0, 2 / H, 1 / H - 1], [0, 0, 1]], dtype=torch.float64, device=m.device
+    )
     theta = (to_frame @ inverse @ from_crop)[:, :2].float()  # (B, 2, 3)
     n = size * ss
     out = torch.empty((B, size, size, C), dtype=torch.uint8, device=frames.device)
@@ -85,12 +93,12 @@ def warp_faces(frames, transforms, size: int, index=None):
     if frames.device.type == "cpu":
         step = min(step, CPU_CHUNK)  # cache-sized chunks, as in detection
     for i in range(0, B, step):
-        chunk = frames.index_select(0, index[i:i + step])
-        grid = affine_grid(theta[i:i + step], [chunk.shape[0], C, n, n], align_corners=False)  # (b, n, n, 2)
+        chunk = frames.index_select(0, index[i : i + step])
+        grid = affine_grid(theta[i : i + step], [chunk.shape[0], C, n, n], align_corners=False)  # (b, n, n, 2)
         crop = grid_sample(chunk.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if ss > 1:
             crop = avg_pool2d(crop, ss)
-        out[i:i + step] = crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        out[i : i + step] = crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return out
 
 

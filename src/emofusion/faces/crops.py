@@ -28,8 +28,10 @@ def list_crops(crops_dir: str | Path) -> dict[int, Path]:
     """Image number -> path for ``%05d.jpg``-style files of a crops folder (other names are ignored, logged)."""
     crops_dir = Path(crops_dir)
     if not crops_dir.is_dir():
-        raise InputError(f"crops folder {crops_dir} does not exist; fix corpus.root or the manifest's crops column, "
-                         "or set corpus.use_cropped_aligned: false to detect faces instead")
+        raise InputError(
+            f"crops folder {crops_dir} does not exist; fix corpus.root or the manifest's crops column, "
+            "or set corpus.use_cropped_aligned: false to detect faces instead"
+        )
     found: dict[int, Path] = {}
     other = 0
     with os.scandir(crops_dir) as it:
@@ -38,8 +40,9 @@ def list_crops(crops_dir: str | Path) -> dict[int, Path]:
             if m and entry.is_file():
                 k = int(m.group(1))
                 if k in found:
-                    raise InputError(f"{crops_dir}: two images for frame number {k} ({found[k].name} and "
-                                     f"{entry.name}); keep one")
+                    raise InputError(
+                        f"{crops_dir}: two images for frame number {k} ({found[k].name} and {entry.name}); keep one"
+                    )
                 found[k] = Path(entry.path)
             elif not entry.name.startswith("."):
                 other += 1
@@ -58,12 +61,20 @@ def _load_crop(path: Path, size: int) -> np.ndarray:
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"face crop {path} cannot be read ({e}); replace it, or delete it to mark that frame as "
-                         "having no face") from None
+        raise InputError(
+            f"face crop {path} cannot be read ({e}); replace it, or delete it to mark that frame as having no face"
+        ) from None
 
 
-def faces_from_crops(crops_dir: str | Path, video: str | Path, out: str | Path, *, clip: str,
-                     settings: FaceSettings | None = None, provenance: dict[str, Any] | None = None) -> FaceSummary:
+def faces_from_crops(
+    crops_dir: str | Path,
+    video: str | Path,
+    out: str | Path,
+    *,
+    clip: str,
+    settings: FaceSettings | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> FaceSummary:
     """Build the store of ``clip`` from pre-aligned images ``crops_dir/%05d.jpg`` (number = frame + 1) without
     detection. The frame count and timestamps come from ``video``; missing images are invalid frames; images
     numbered beyond the video's frames are ignored with a warning."""
@@ -76,8 +87,13 @@ def faces_from_crops(crops_dir: str | Path, video: str | Path, out: str | Path, 
     n = len(timestamps)
     beyond = sorted(k for k in files if k < 1 or k > n)
     if beyond:
-        logger.warning("%s: %d image(s) numbered outside 1..%d (the video's frames) ignored, e.g. %s", crops_dir,
-                       len(beyond), n, files[beyond[0]].name)
+        logger.warning(
+            "%s: %d image(s) numbered outside 1..%d (the video's frames) ignored, e.g. %s",
+            crops_dir,
+            len(beyond),
+            n,
+            files[beyond[0]].name,
+        )
     logger.info("%s: %d aligned crops in %s for %d frames of %s", clip, len(files) - len(beyond), crops_dir, n, video)
     S = settings.size
     step = max(1, settings.batch_size)
@@ -103,8 +119,18 @@ def faces_from_crops(crops_dir: str | Path, video: str | Path, out: str | Path, 
                     resized = True
                 ds["crops"][start:stop] = crops
                 ds["valid"][start:stop] = valid
-            summary = finish_store(f, ds, clip=clip, video=str(video), source="cropped_aligned", settings=settings,
-                                    width=info.width, height=info.height, provenance=provenance, started=started)
+            summary = finish_store(
+                f,
+                ds,
+                clip=clip,
+                video=str(video),
+                source="cropped_aligned",
+                settings=settings,
+                width=info.width,
+                height=info.height,
+                provenance=provenance,
+                started=started,
+            )
     log_summary(summary, video)
     return summary
 

@@ -62,8 +62,16 @@ class MTCNNDetector:
     them. A face that appears between two key frames is found at the next one.
     """
 
-    def __init__(self, *, min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709,
-                 max_side: int | None = None, detect_every: int = 1, device="cpu"):
+    def __init__(
+        self,
+        *,
+        min_face_size: int = 20,
+        thresholds=(0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        max_side: int | None = None,
+        detect_every: int = 1,
+        device="cpu",
+    ):
         import torch
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
@@ -106,8 +114,15 @@ class MTCNNDetector:
         min_size = self.min_face_size * scale
         if min_size < 12:
             if not self._warned_min:
-                logger.info("detecting on %dx%d frames (faces.max_side): faces smaller than %.0f px in the %dx%d "
-                            "video are not found", w, h, 12 / scale, W, H)
+                logger.info(
+                    "detecting on %dx%d frames (faces.max_side): faces smaller than %.0f px in the %dx%d "
+                    "video are not found",
+                    w,
+                    h,
+                    12 / scale,
+                    W,
+                    H,
+                )
                 self._warned_min = True
             min_size = 12.0
         # On a CPU, chunks of a few frames keep the pyramid and activations in cache (B = 32 at once is 30-50%
@@ -116,7 +131,7 @@ class MTCNNDetector:
         parts = []
         with torch.inference_mode():
             for i in range(0, B, step):
-                images = resize_frames(frames[i:i + step], h, w)  # (b, 3, h, w) uint8
+                images = resize_frames(frames[i : i + step], h, w)  # (b, 3, h, w) uint8
                 key = None
                 if self.detect_every > 1:
                     key = (self._seen + np.arange(len(images))) % self.detect_every == 0
@@ -136,8 +151,13 @@ class MTCNNDetector:
         order = np.argsort(frame, kind="stable")
         frame, boxes, points = frame[order], boxes[order], points[order]
         offsets = np.searchsorted(frame, np.arange(B + 1), side="left")
-        return Detections(frame=frame, boxes=boxes[:, :4].astype(np.float32), points=points.astype(np.float32),
-                          probs=boxes[:, 4].astype(np.float32), offsets=offsets)
+        return Detections(
+            frame=frame,
+            boxes=boxes[:, :4].astype(np.float32),
+            points=points.astype(np.float32),
+            probs=boxes[:, 4].astype(np.float32),
+            offsets=offsets,
+        )
 
     def _detect(self, images, minsize: float, key: np.ndarray | None = None):
         """MTCNN on ``images (b, 3, h, w)`` uint8: the P-net on the frames where ``key`` is true (all when None),
@@ -185,8 +205,11 @@ class MTCNNDetector:
         keys_of = last_key[pair_other]
         age = np.where(keys_of >= 0, frames_on - keys_of, frames_on + carry_age)  # frames since the key frame
         dev = src_boxes.device
-        boxes, inds = _jittered(src_boxes[torch.as_tensor(pair_src, device=dev)],
-                                torch.as_tensor(frames_on, device=dev), torch.as_tensor(age, device=dev))
+        boxes, inds = _jittered(
+            src_boxes[torch.as_tensor(pair_src, device=dev)],
+            torch.as_tensor(frames_on, device=dev),
+            torch.as_tensor(age, device=dev),
+        )
         groups = torch.arange(len(pair_src), device=dev).repeat_interleave(len(boxes) // len(pair_src))
         tracked = self._refine(pyramid, boxes, inds, groups)
         if found is None:
@@ -221,8 +244,16 @@ class MTCNNDetector:
         boxes, inds = boxes[pick], inds[pick]
         regw = boxes[:, 2] - boxes[:, 0]
         regh = boxes[:, 3] - boxes[:, 1]
-        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                             boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh, boxes[:, 4]], dim=1)
+        boxes = torch.stack(
+            [
+                boxes[:, 0] + boxes[:, 5] * regw,
+                boxes[:, 1] + boxes[:, 6] * regh,
+                boxes[:, 2] + boxes[:, 7] * regw,
+                boxes[:, 3] + boxes[:, 8] * regh,
+                boxes[:, 4],
+            ],
+            dim=1,
+        )
         return rerec(boxes), inds
 
     def _refine(self, pyramid: _Pyramid, boxes, inds, groups=None):
@@ -236,8 +267,11 @@ class MTCNNDetector:
         from torchvision.ops import batched_nms
 
         dev = pyramid.table.device
-        none = (torch.zeros(0, dtype=torch.long, device=dev), torch.zeros((0, 5), device=dev),
-                torch.zeros((0, 5, 2), device=dev))
+        none = (
+            torch.zeros(0, dtype=torch.long, device=dev),
+            torch.zeros((0, 5), device=dev),
+            torch.zeros((0, 5, 2), device=dev),
+        )
         # Stage 2: R-net on 24x24 crops of every candidate.
         ok = _nonempty(boxes)
         boxes, inds = boxes[ok], inds[ok]
@@ -314,8 +348,12 @@ def _jittered(boxes, inds, age):
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
     size = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    dx, dy, sc = torch.meshgrid(torch.tensor(_JITTER_SHIFTS, device=dev), torch.tensor(_JITTER_SHIFTS, device=dev),
-                                torch.tensor(_JITTER_SCALES, device=dev), indexing="ij")
+    dx, dy, sc = torch.meshgrid(
+        torch.tensor(_JITTER_SHIFTS, device=dev),
+        torch.tensor(_JITTER_SHIFTS, device=dev),
+        torch.tensor(_JITTER_SCALES, device=dev),
+        indexing="ij",
+    )
     dx, dy, sc = dx.reshape(-1), dy.reshape(-1), sc.reshape(-1)  # (J,)
     reach = (size * age.clamp_min(1).to(size.dtype))[:, None]  # (K, 1)
     ncx = cx[:, None] + dx[None] * reach  # (K, J)
@@ -350,7 +388,7 @@ class _Pyramid:
         self.table = torch.empty((int(counts.sum()), 3), dtype=torch.float32, device=dev)  # (pixels, 3)
         self.levels = []  # (B, 3, hl, wl) channels-last views into the table
         for (hl, wl), off, n in zip(shapes, self.offset.tolist(), counts.tolist(), strict=True):
-            level = self.table[off:off + n].view(B, hl, wl, 3).permute(0, 3, 1, 2)
+            level = self.table[off : off + n].view(B, hl, wl, 3).permute(0, 3, 1, 2)
             src = images if (hl, wl) == (h, w) and off == 0 else _resize_u8(images, hl, wl)
             level.copy_(src).sub_(127.5).mul_(0.0078125)
             self.levels.append(level)
@@ -402,7 +440,7 @@ def _run_on_crops(net, pyramid: _Pyramid, boxes, inds, size: int):
     chunk = max(_CANDIDATE_BUCKET, _CROP_SAMPLES // (size * size) // _CANDIDATE_BUCKET * _CANDIDATE_BUCKET)
     outs = []
     for i in range(0, len(boxes), chunk):
-        crops = pyramid.crop(boxes[i:i + chunk], inds[i:i + chunk], size)
+        crops = pyramid.crop(boxes[i : i + chunk], inds[i : i + chunk], size)
         k = crops.shape[0]
         padded = -(-k // _CANDIDATE_BUCKET) * _CANDIDATE_BUCKET
         if padded > k:
@@ -418,8 +456,13 @@ def _resize_u8(images, h: int, w: int):
     from torch.nn.functional import interpolate
 
     if images.device.type == "cpu":
-        return interpolate(images.contiguous(memory_format=torch.channels_last), size=(h, w), mode="bilinear",
-                           antialias=True, align_corners=False)
+        return interpolate(
+            images.contiguous(memory_format=torch.channels_last),
+            size=(h, w),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
     out = interpolate(images.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -435,5 +478,5 @@ def resize_frames(frames, h: int, w: int):
     out = torch.empty((B, C, h, w), dtype=torch.uint8, device=frames.device)
     step = max(1, FLOAT_BUDGET // (C * H * W))
     for i in range(0, B, step):
-        out[i:i + step] = _resize_u8(frames[i:i + step], h, w)
+        out[i : i + step] = _resize_u8(frames[i : i + step], h, w)
     return out

@@ -52,8 +52,9 @@ class _Pipe:
                     raise _Stopped from None
 
 
-def run_overlapped(items: Iterable[T], process: Callable[[T], R], write: Callable[[R], Any], *,
-                   depth: int = 1, name: str = "faces") -> int:
+def run_overlapped(
+    items: Iterable[T], process: Callable[[T], R], write: Callable[[R], Any], *, depth: int = 1, name: str = "faces"
+) -> int:
     """``write(process(item))`` for each of ``items`` in order, with the iteration over ``items`` (the decoding)
     in one thread, ``process`` in the caller's and ``write`` in a third; returns the items processed.
 
@@ -74,6 +75,7 @@ def run_overlapped(items: Iterable[T], process: Callable[[T], R], write: Callabl
             except BaseException as e:  # handed to the caller, which re-raises it
                 errors.append(e)
                 stop.set()
+
         return run
 
     slots = threading.Semaphore(depth + 1)
@@ -97,8 +99,10 @@ def run_overlapped(items: Iterable[T], process: Callable[[T], R], write: Callabl
             write(got)
             del got
 
-    threads = [threading.Thread(target=guarded(decode), name=f"{name}-decode", daemon=True),
-               threading.Thread(target=guarded(writer), name=f"{name}-write", daemon=True)]
+    threads = [
+        threading.Thread(target=guarded(decode), name=f"{name}-decode", daemon=True),
+        threading.Thread(target=guarded(writer), name=f"{name}-write", daemon=True),
+    ]
     for t in threads:
         t.start()
     count = 0

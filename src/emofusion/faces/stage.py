@@ -47,8 +47,16 @@ class FaceAligner:
     ``detector``: an :class:`MTCNNDetector` already loaded (a shard's clips share one; it is reset here), else
     one is made from ``settings``."""
 
-    def __init__(self, settings: FaceSettings, *, width: int, height: int, side: str | None, device,
-                 detector: MTCNNDetector | None = None):
+    def __init__(
+        self,
+        settings: FaceSettings,
+        *,
+        width: int,
+        height: int,
+        side: str | None,
+        device,
+        detector: MTCNNDetector | None = None,
+    ):
         import torch
 
         self.settings = settings
@@ -58,8 +66,9 @@ class FaceAligner:
         else:
             detector.reset()
         self.detector = detector
-        self.tracker = SubjectTracker(side=side, width=width, min_probability=settings.min_probability,
-                                      reacquire_after=settings.reacquire_after)
+        self.tracker = SubjectTracker(
+            side=side, width=width, min_probability=settings.min_probability, reacquire_after=settings.reacquire_after
+        )
         self.template = face_template(settings.size, settings.margin)
 
     def __call__(self, frames) -> dict[str, np.ndarray]:
@@ -98,9 +107,14 @@ class FaceAligner:
 
 def make_detector(settings: FaceSettings, device) -> MTCNNDetector:
     """The MTCNN of ``settings`` on ``device`` (loading it is most of a job's start-up: a shard loads it once)."""
-    return MTCNNDetector(min_face_size=settings.min_face_size, thresholds=settings.thresholds,
-                         factor=settings.pyramid_factor, max_side=settings.max_side,
-                         detect_every=settings.detect_every, device=device)
+    return MTCNNDetector(
+        min_face_size=settings.min_face_size,
+        thresholds=settings.thresholds,
+        factor=settings.pyramid_factor,
+        max_side=settings.max_side,
+        detect_every=settings.detect_every,
+        device=device,
+    )
 
 
 def decode_device(decode: str, device) -> str:
@@ -117,9 +131,17 @@ def decode_device(decode: str, device) -> str:
     return "cuda" if decode == "cuda" else "cpu"
 
 
-def extract_faces(video: str | Path, out: str | Path, *, clip: str, settings: FaceSettings | None = None,
-                  threads: int = 1, provenance: dict[str, Any] | None = None,
-                  detector: MTCNNDetector | None = None, pipeline: str = "overlapped") -> FaceSummary:
+def extract_faces(
+    video: str | Path,
+    out: str | Path,
+    *,
+    clip: str,
+    settings: FaceSettings | None = None,
+    threads: int = 1,
+    provenance: dict[str, Any] | None = None,
+    detector: MTCNNDetector | None = None,
+    pipeline: str = "overlapped",
+) -> FaceSummary:
     """Detect, track and align the subject's face in every frame of ``video``; write the store to ``out``
     atomically (nothing is left at ``out`` on failure). ``clip`` ending in ``_left``/``_right`` picks that side.
 
@@ -137,18 +159,40 @@ def extract_faces(video: str | Path, out: str | Path, *, clip: str, settings: Fa
     device = resolve_device(settings.device)
     decode_on = decode_device(settings.decode, device)
     overlapped = pipeline == "overlapped"
-    stream = VideoStream(video, batch_size=settings.batch_size, threads=threads, device=decode_on,
-                         prefetch=not overlapped and device.type == "cuda")
+    stream = VideoStream(
+        video,
+        batch_size=settings.batch_size,
+        threads=threads,
+        device=decode_on,
+        prefetch=not overlapped and device.type == "cuda",
+    )
     info = stream.info
     side = side_of(clip)
-    logger.info("%s: %s, %d frames of %dx%d (%s, %.2f fps avg), decoded on %s; MTCNN on %s, batches of %d%s", clip,
-                video, stream.frames, info.width, info.height, info.codec, info.fps, stream.decode_device, device,
-                settings.batch_size, f"; subject on the {side}" if side else "")
-    aligner = FaceAligner(settings, width=info.width, height=info.height, side=side, device=device,
-                          detector=detector)
-    provenance = {**(provenance or {}), "detector": {"name": "mtcnn", "package": "facenet-pytorch",
-                                                     "weights_sha256": mtcnn_weights(), "device": str(device),
-                                                     "decode": stream.decode_device}}
+    logger.info(
+        "%s: %s, %d frames of %dx%d (%s, %.2f fps avg), decoded on %s; MTCNN on %s, batches of %d%s",
+        clip,
+        video,
+        stream.frames,
+        info.width,
+        info.height,
+        info.codec,
+        info.fps,
+        stream.decode_device,
+        device,
+        settings.batch_size,
+        f"; subject on the {side}" if side else "",
+    )
+    aligner = FaceAligner(settings, width=info.width, height=info.height, side=side, device=device, detector=detector)
+    provenance = {
+        **(provenance or {}),
+        "detector": {
+            "name": "mtcnn",
+            "package": "facenet-pytorch",
+            "weights_sha256": mtcnn_weights(),
+            "device": str(device),
+            "decode": stream.decode_device,
+        },
+    }
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             ds = create_store(f, stream.frames, settings.size, settings.batch_size)
@@ -172,8 +216,18 @@ def extract_faces(video: str | Path, out: str | Path, *, clip: str, settings: Fa
                     del batch  # the next batch is decoded before the loop rebinds it: hold one, not two
                     write(done)
                     del done
-            summary = finish_store(f, ds, clip=clip, video=str(video), source="mtcnn", settings=settings,
-                                    width=info.width, height=info.height, provenance=provenance, started=started)
+            summary = finish_store(
+                f,
+                ds,
+                clip=clip,
+                video=str(video),
+                source="mtcnn",
+                settings=settings,
+                width=info.width,
+                height=info.height,
+                provenance=provenance,
+                started=started,
+            )
     log_summary(summary, video)
     return summary
 
@@ -188,8 +242,13 @@ class FaceJob:
     crops: str | None = None
 
 
-def extract_face_shard(jobs: list[FaceJob], *, settings: FaceSettings | None = None, threads: int = 1,
-                       provenance: Callable[[FaceJob], dict[str, Any]] | None = None) -> list[FaceSummary]:
+def extract_face_shard(
+    jobs: list[FaceJob],
+    *,
+    settings: FaceSettings | None = None,
+    threads: int = 1,
+    provenance: Callable[[FaceJob], dict[str, Any]] | None = None,
+) -> list[FaceSummary]:
     """The face stores of a shard of clips in one process: MTCNN is loaded once (with the imports, most of a
     job's start-up), then each clip is extracted in turn and its store written atomically as it finishes, so a
     killed shard loses only the clip it was on. A clip whose input is bad is logged and skipped; the others go
@@ -203,19 +262,30 @@ def extract_face_shard(jobs: list[FaceJob], *, settings: FaceSettings | None = N
         prov = provenance(job) if provenance else None
         try:
             if job.crops:
-                summaries.append(faces_from_crops(job.crops, job.video, job.out, clip=job.clip, settings=settings,
-                                                  provenance=prov))
+                summaries.append(
+                    faces_from_crops(job.crops, job.video, job.out, clip=job.clip, settings=settings, provenance=prov)
+                )
                 continue
             if detector is None:
                 detector = make_detector(settings, resolve_device(settings.device))
-            summaries.append(extract_faces(job.video, job.out, clip=job.clip, settings=settings, threads=threads,
-                                           provenance=prov, detector=detector))
+            summaries.append(
+                extract_faces(
+                    job.video,
+                    job.out,
+                    clip=job.clip,
+                    settings=settings,
+                    threads=threads,
+                    provenance=prov,
+                    detector=detector,
+                )
+            )
         except InputError as e:
             if len(jobs) == 1:
                 raise
             logger.error("clip %s (%d of %d in this shard) failed: %s", job.clip, i + 1, len(jobs), e)
             failed.append(f"{job.clip} ({e})")
     if failed:
-        raise InputError(f"{len(failed)} of {len(jobs)} clips of the shard failed, their stores not written: "
-                         + "; ".join(failed))
+        raise InputError(
+            f"{len(failed)} of {len(jobs)} clips of the shard failed, their stores not written: " + "; ".join(failed)
+        )
     return summaries

@@ -44,9 +44,15 @@ def create_store(f, n: int, size: int, batch: int) -> dict[str, Any]:
     chunk = max(1, min(n, batch))
     nan = np.float32("nan")
     ds = {
-        "crops": f.create_dataset("crops", shape=(n, size, size, 3), dtype=np.uint8,
-                                  chunks=(chunk, size, size, 3), compression="gzip", compression_opts=1,
-                                  fillvalue=0),
+        "crops": f.create_dataset(
+            "crops",
+            shape=(n, size, size, 3),
+            dtype=np.uint8,
+            chunks=(chunk, size, size, 3),
+            compression="gzip",
+            compression_opts=1,
+            fillvalue=0,
+        ),
         "boxes": f.create_dataset("boxes", shape=(n, 4), dtype=np.float32, fillvalue=nan),
         "landmarks": f.create_dataset("landmarks", shape=(n, 5, 2), dtype=np.float32, fillvalue=nan),
         "probability": f.create_dataset("probability", shape=(n,), dtype=np.float32, fillvalue=0.0),
@@ -93,7 +99,7 @@ def _fill_gaps(ds: dict[str, Any], max_gap: int) -> int:
     breaks = np.flatnonzero((np.diff(dst) != 1) | (np.diff(src[dst]) != 0)) + 1
     for run in np.split(dst, breaks):
         face = ds["crops"][int(src[run[0]])]
-        ds["crops"][int(run[0]):int(run[-1]) + 1] = np.broadcast_to(face, (len(run), *face.shape))
+        ds["crops"][int(run[0]) : int(run[-1]) + 1] = np.broadcast_to(face, (len(run), *face.shape))
     valid[dst] = True
     filled = np.zeros_like(valid)
     filled[dst] = True
@@ -102,20 +108,47 @@ def _fill_gaps(ds: dict[str, Any], max_gap: int) -> int:
     return len(dst)
 
 
-def finish_store(f, ds: dict[str, Any], *, clip: str, video: str, source: str, settings: FaceSettings,
-                  width: int, height: int, provenance: dict[str, Any] | None, started: float) -> FaceSummary:
+def finish_store(
+    f,
+    ds: dict[str, Any],
+    *,
+    clip: str,
+    video: str,
+    source: str,
+    settings: FaceSettings,
+    width: int,
+    height: int,
+    provenance: dict[str, Any] | None,
+    started: float,
+) -> FaceSummary:
     filled = _fill_gaps(ds, settings.fill_gaps) if settings.fill_gaps > 0 else 0
     backwards = _timestamps_backwards(ds["timestamps"][:], video)
     valid = ds["valid"][:]
     n = len(valid)
     n_valid = int(valid.sum())
-    summary = FaceSummary(clip=clip, source=source, frames=n, valid=n_valid, detected=n_valid - filled,
-                          filled=filled, seconds=time.perf_counter() - started)
+    summary = FaceSummary(
+        clip=clip,
+        source=source,
+        frames=n,
+        valid=n_valid,
+        detected=n_valid - filled,
+        filled=filled,
+        seconds=time.perf_counter() - started,
+    )
     attrs = {
-        "schema_version": SCHEMA_VERSION, "clip": clip, "video": str(video), "source": source,
-        "size": settings.size, "template": face_template(settings.size, settings.margin).astype(np.float32),
-        "frames": n, "valid_frames": n_valid, "detected_frames": summary.detected, "filled_frames": filled,
-        "width": int(width), "height": int(height), "timestamps_backwards": backwards,
+        "schema_version": SCHEMA_VERSION,
+        "clip": clip,
+        "video": str(video),
+        "source": source,
+        "size": settings.size,
+        "template": face_template(settings.size, settings.margin).astype(np.float32),
+        "frames": n,
+        "valid_frames": n_valid,
+        "detected_frames": summary.detected,
+        "filled_frames": filled,
+        "width": int(width),
+        "height": int(height),
+        "timestamps_backwards": backwards,
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
     f.attrs.update(attrs)
@@ -127,18 +160,34 @@ def _timestamps_backwards(timestamps: np.ndarray, video: str | Path) -> int:
     back = np.flatnonzero(np.diff(timestamps) < 0)
     if len(back):
         i = int(back[0]) + 1
-        logger.warning("%s: frame timestamps go backwards %d time(s), first at frame %d (%.3f s after %.3f s), as in "
-                       "an edited or concatenated file; the frames are kept in decode order, but the file's "
-                       "timestamps are not trustworthy (re-encode it, e.g. `ffmpeg -i %s -c:v libx264 out.mp4`)",
-                       video, len(back), i, timestamps[i], timestamps[i - 1], video)
+        logger.warning(
+            "%s: frame timestamps go backwards %d time(s), first at frame %d (%.3f s after %.3f s), as in "
+            "an edited or concatenated file; the frames are kept in decode order, but the file's "
+            "timestamps are not trustworthy (re-encode it, e.g. `ffmpeg -i %s -c:v libx264 out.mp4`)",
+            video,
+            len(back),
+            i,
+            timestamps[i],
+            timestamps[i - 1],
+            video,
+        )
     return len(back)
 
 
 def log_summary(summary: FaceSummary, video: str | Path) -> None:
     n = max(summary.frames, 1)
-    logger.info("%s (%s): %d frames, %d with a face (%.1f%%), %d filled, %d without; %.1f s (%.1f frames/s)",
-                summary.clip, summary.source, summary.frames, summary.valid, 100.0 * summary.valid / n,
-                summary.filled, summary.invalid, summary.seconds, summary.frames / max(summary.seconds, 1e-9))
+    logger.info(
+        "%s (%s): %d frames, %d with a face (%.1f%%), %d filled, %d without; %.1f s (%.1f frames/s)",
+        summary.clip,
+        summary.source,
+        summary.frames,
+        summary.valid,
+        100.0 * summary.valid / n,
+        summary.filled,
+        summary.invalid,
+        summary.seconds,
+        summary.frames / max(summary.seconds, 1e-9),
+    )
     if summary.valid == 0:
         logger.warning("no face in any frame of %s: the store of clip %s is all invalid", video, summary.clip)
 
@@ -155,8 +204,10 @@ def read_faces(path: str | Path, *, crops: bool = True) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             missing = [d for d in DATASETS if d not in f]
             if missing or f.attrs.get("schema_version") is None:
-                raise InputError(f"{path} is not a face store (missing {', '.join(missing) or 'schema_version'}); "
-                                 "rebuild it with `emofusion faces`")
+                raise InputError(
+                    f"{path} is not a face store (missing {', '.join(missing) or 'schema_version'}); "
+                    "rebuild it with `emofusion faces`"
+                )
             out: dict[str, Any] = {d: f[d][:] for d in DATASETS if crops or d != "crops"}
             attrs = dict(f.attrs)
     except OSError as e:

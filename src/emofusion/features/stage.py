@@ -76,8 +76,9 @@ def _open_faces(path: Path):
         raise InputError(f"face store {path} cannot be read ({e}); delete it and rerun the face stage") from None
     if "crops" not in f or "valid" not in f or f["crops"].ndim != 4 or f["crops"].shape[-1] != 3:
         f.close()
-        raise InputError(f"{path} is not a face store (needs crops (N, S, S, 3) and valid (N,)); rebuild it with "
-                         "`emofusion faces`")
+        raise InputError(
+            f"{path} is not a face store (needs crops (N, S, S, 3) and valid (N,)); rebuild it with `emofusion faces`"
+        )
     return f
 
 
@@ -86,8 +87,15 @@ def _ranges(n: int, batch: int, window: int) -> list[tuple[int, int, int]]:
     return [(max(0, lo - window + 1), lo, min(n, lo + batch)) for lo in range(0, n, batch)]
 
 
-def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_size: int = 64, amp: bool = True,
-                amp_dtype=None, clip: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def embed_faces(
+    backbone: VisualBackbone,
+    faces: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    amp: bool = True,
+    amp_dtype=None,
+    clip: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """A clip's face store -> (features (N, width) float32, valid (N,) bool): one row per frame.
 
     ``amp``: autocast when the backbone tolerates it (``backbone.amp``) on CUDA, or wherever ``amp_dtype`` is
@@ -107,10 +115,11 @@ def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_siz
             raise InputError(f"{path}: {crops_ds.shape[0]} crops but {n} validity flags; rebuild the face store")
         out = np.zeros((n, backbone.width), dtype=np.float32)
         if not valid.any():
-            logger.warning("%s: no valid face in %d frames; clip %s gets all-invalid %s features", path, n, clip,
-                           backbone.name)
+            logger.warning(
+                "%s: no valid face in %d frames; clip %s gets all-invalid %s features", path, n, clip, backbone.name
+            )
             return out, valid
-        ranges = [r for r in _ranges(n, batch_size, window) if valid[r[1]:r[2]].any()]
+        ranges = [r for r in _ranges(n, batch_size, window) if valid[r[1] : r[2]].any()]
         pin = device.type == "cuda"
 
         def read(r: tuple[int, int, int]):
@@ -136,8 +145,10 @@ def embed_faces(backbone: VisualBackbone, faces: str | os.PathLike, *, batch_siz
                 with autocast(device, use_amp, amp_dtype):
                     feats = backbone.embed(batch)
                 if tuple(feats.shape) != (len(rows), backbone.width):
-                    raise EmofusionError(f"backbone {backbone.name} gave {tuple(feats.shape)} for {len(rows)} "
-                                         f"crops of clip {clip}; expected ({len(rows)}, {backbone.width})")
+                    raise EmofusionError(
+                        f"backbone {backbone.name} gave {tuple(feats.shape)} for {len(rows)} "
+                        f"crops of clip {clip}; expected ({len(rows)}, {backbone.width})"
+                    )
                 out[rows] = feats.float().cpu().numpy()
     return out, valid
 
@@ -163,8 +174,10 @@ def embed_audio(backbone: AudioBackbone, wav: str | os.PathLike) -> tuple[np.nda
     times = frame_times(n, fps)
     features = np.asarray(backbone.embed(samples, sample_rate, times), dtype=np.float32)
     if features.shape != (n, backbone.width):
-        raise EmofusionError(f"audio backbone {backbone.name} gave {features.shape} for {n} frames of {wav}; "
-                             f"expected ({n}, {backbone.width})")
+        raise EmofusionError(
+            f"audio backbone {backbone.name} gave {features.shape} for {n} frames of {wav}; "
+            f"expected ({n}, {backbone.width})"
+        )
     at = np.round(times * sample_rate)
     valid = (at >= meta["valid_start_sample"]) & (at <= meta["valid_end_sample"])
     valid &= meta["valid_end_sample"] > meta["valid_start_sample"]
@@ -172,8 +185,9 @@ def embed_audio(backbone: AudioBackbone, wav: str | os.PathLike) -> tuple[np.nda
     return features, valid, fps
 
 
-def embed_transcript(backbone: TextBackbone, transcript: str | os.PathLike,
-                     wav: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, float]:
+def embed_transcript(
+    backbone: TextBackbone, transcript: str | os.PathLike, wav: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray, float]:
     """A video's transcript -> (features (N, width), valid (N,), fps): each frame takes the row of the word
     spoken at its time (no word: zeros, invalid). ``wav`` (its sidecar) gives the frame timeline and duration."""
     from emofusion.asr.transcript import read_transcript
@@ -186,29 +200,39 @@ def embed_transcript(backbone: TextBackbone, transcript: str | os.PathLike,
     if texts:
         rows = np.asarray(backbone.embed_words(texts), dtype=np.float32)
         if rows.shape != (len(texts), backbone.width):
-            raise EmofusionError(f"text backbone {backbone.name} gave {rows.shape} for {len(texts)} words of "
-                                 f"{transcript}; expected ({len(texts)}, {backbone.width})")
+            raise EmofusionError(
+                f"text backbone {backbone.name} gave {rows.shape} for {len(texts)} words of "
+                f"{transcript}; expected ({len(texts)}, {backbone.width})"
+            )
     else:
         rows = np.zeros((0, backbone.width), dtype=np.float32)
-    features, valid = words_on_frames(rows, words, n, fps, audio_duration=float(meta["duration_seconds"]),
-                                      source=str(transcript))
+    features, valid = words_on_frames(
+        rows, words, n, fps, audio_duration=float(meta["duration_seconds"]), source=str(transcript)
+    )
     return features, valid, fps
 
 
 # ------------------------------------------------------------------------------------------------------ shards
 
 
-def write_shard(out: str | os.PathLike, rows: Sequence[ClipRows], backbone: Backbone,
-                provenance: dict[str, Any]) -> None:
+def write_shard(
+    out: str | os.PathLike, rows: Sequence[ClipRows], backbone: Backbone, provenance: dict[str, Any]
+) -> None:
     """Check every clip's rows (width, NaN/inf: an error naming the clip and backbone) and write the shard."""
     for r in rows:
         check_rows(r.features, r.valid, clip=r.clip, backbone=backbone.name, width=backbone.width)
     write_store(out, (r.item() for r in rows), store_attrs(**backbone.describe(), provenance=provenance))
 
 
-def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *, provenance: dict[str, Any],
-                 clips: Sequence[str] | None = None, modality: str | None = None,
-                 backbone: str | None = None) -> dict[str, Any]:
+def merge_shards(
+    shards: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    provenance: dict[str, Any],
+    clips: Sequence[str] | None = None,
+    modality: str | None = None,
+    backbone: str | None = None,
+) -> dict[str, Any]:
     """Copy every shard's clip groups into one store at ``out`` (atomically).
 
     The shards must agree on the identity attributes (schema, modality, backbone, width, weights): a difference
@@ -233,20 +257,29 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *,
         for key, value in identity.items():
             want = first[key] if key != "config_hash" else first["provenance"].get("config_hash")
             if value != want:
-                raise StoreMismatch(f"shards disagree on {key}: {paths[0]} has {want!r}, {p} has "
-                                    f"{value!r}; rerun the embedding of the stale one (`{rerun(p)}`)")
+                raise StoreMismatch(
+                    f"shards disagree on {key}: {paths[0]} has {want!r}, {p} has "
+                    f"{value!r}; rerun the embedding of the stale one (`{rerun(p)}`)"
+                )
         with h5py.File(p, "r") as f:
             for c in f:
                 if c in owner:
                     raise InputError(f"clip {c} is in two shards: {owner[c]} and {p}")
                 owner[c] = p
-        shard_info.append({"path": str(p), "config_hash": attrs["provenance"].get("config_hash"),
-                           "git": attrs["provenance"].get("git")})
+        shard_info.append(
+            {
+                "path": str(p),
+                "config_hash": attrs["provenance"].get("config_hash"),
+                "git": attrs["provenance"].get("git"),
+            }
+        )
     wanted = sorted(owner) if clips is None else sorted(set(clips))
     missing = [c for c in wanted if c not in owner]
     if missing:
-        raise InputError(f"embed-merge: no shard holds clip(s) {', '.join(missing[:5])}"
-                         f"{' ...' if len(missing) > 5 else ''}; embed them first")
+        raise InputError(
+            f"embed-merge: no shard holds clip(s) {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}; embed them first"
+        )
     attrs = {k: v for k, v in first.items() if k != "provenance"}
     attrs["provenance"] = json.dumps({**provenance, "shards": shard_info}, sort_keys=True, default=str)
     started = time.perf_counter()
@@ -263,8 +296,9 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, *,
     finally:
         for h in handles.values():
             h.close()
-    logger.info("merged %d clips from %d shards into %s in %.2f s", len(wanted), len(paths), out,
-                time.perf_counter() - started)
+    logger.info(
+        "merged %d clips from %d shards into %s in %.2f s", len(wanted), len(paths), out, time.perf_counter() - started
+    )
     return {"clips": len(wanted), "shards": len(paths)}
 
 

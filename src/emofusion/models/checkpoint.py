@@ -40,12 +40,15 @@ def _check_plain(value: Any, where: str) -> None:
                 raise TypeError(f"checkpoint {where}: key {k!r} must be str or int")
             _check_plain(v, f"{where}[{k!r}]")
         return
-    raise TypeError(f"checkpoint {where}: {type(value).__name__} cannot be loaded with weights_only=True; "
-                    f"convert it to a plain Python type (float(x), x.tolist(), str(x))")
+    raise TypeError(
+        f"checkpoint {where}: {type(value).__name__} cannot be loaded with weights_only=True; "
+        f"convert it to a plain Python type (float(x), x.tolist(), str(x))"
+    )
 
 
-def save_checkpoint(path: str | os.PathLike, model: FusionModel, *, extra: Mapping[str, Any] | None = None,
-                    seed: int | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: FusionModel, *, extra: Mapping[str, Any] | None = None, seed: int | None = None
+) -> Path:
     """Write ``model`` (name, config, CPU state dict, provenance) and ``extra`` (metrics, epoch, optimizer
     settings: plain types or tensors) to ``path`` atomically; returns the path."""
     if not model.model_name:
@@ -84,8 +87,9 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], *, strict: bool = True) -> Fu
     return model.eval()
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    strict: bool = True) -> FusionModel:
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", strict: bool = True
+) -> FusionModel:
     """Rebuild the model from the checkpoint's name and config and load its weights; returned in eval mode.
     Use :func:`read_checkpoint` (and :func:`model_from_checkpoint`) for the provenance and ``extra`` too."""
     ckpt = read_checkpoint(path, map_location=map_location)

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 REDUCTIONS = ("flat", "per_sequence")
 
 
-def ccc_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, reduction: str = "flat",
-             eps: float = 1e-6) -> Tensor:
+def ccc_loss(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, *, reduction: str = "flat", eps: float = 1e-6
+) -> Tensor:
     """``sum_targets (1 - CCC)`` as a float32 scalar.
 
     pred, target: ``(B, L, T)`` (or ``(B, L)`` for one target). mask: bool ``(B, L)`` or ``(B, L, T)``,

@@ -56,16 +56,18 @@ class FusionModel(nn.Module):
     def __init__(self, *, config: FusionConfig) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
-            raise ConfigError(f"{type(self).__name__} takes a {self.config_class.__name__}, "
-                              f"got {type(config).__name__}")
+            raise ConfigError(
+                f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.config = config
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.config.modalities
 
-    def prepare(self, feats: Mapping[str, Tensor],
-                masks: Mapping[str, Tensor] | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def prepare(
+        self, feats: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Check shapes and zero the invalid steps: ``({m: (B, L, d_m)}, {m: bool (B, L)})``.
 
         ``masked_fill`` rather than a product, so NaN or inf at padded steps cannot leak either.
@@ -88,14 +90,17 @@ class FusionModel(nn.Module):
             if mask is None:
                 mask = torch.ones(B, L, dtype=torch.bool, device=x.device)
             if mask.shape != (B, L) or mask.dtype != torch.bool:
-                raise ValueError(f"{name}: mask of {m} must be a bool ({B}, {L}) tensor, got {mask.dtype} "
-                                 f"{tuple(mask.shape)}")
+                raise ValueError(
+                    f"{name}: mask of {m} must be a bool ({B}, {L}) tensor, got {mask.dtype} {tuple(mask.shape)}"
+                )
             xs[m] = x.masked_fill(~mask.unsqueeze(-1), 0.0)
             ms[m] = mask
         assert shape is not None  # config validation guarantees a modality
         if self.fixed_length and shape[1] != self.config.seq_len:
-            raise ValueError(f"{name}: built for seq_len={self.config.seq_len} steps (baked into its time-mixing "
-                             f"weights), got L={shape[1]}; window the data to {self.config.seq_len} steps")
+            raise ValueError(
+                f"{name}: built for seq_len={self.config.seq_len} steps (baked into its time-mixing "
+                f"weights), got L={shape[1]}; window the data to {self.config.seq_len} steps"
+            )
         return xs, ms
 
     @staticmethod

@@ -97,8 +97,10 @@ class RJCAConfig(FusionConfig):
             if "visual" not in dims or "audio" not in dims:
                 raise ConfigError("visual_positions > 1 (audio-guided spatial attention) needs visual and audio")
             if dims["visual"] % self.visual_positions:
-                raise ConfigError(f"dims['visual']={dims['visual']} is not a multiple of "
-                                  f"visual_positions={self.visual_positions} (expected channels x positions)")
+                raise ConfigError(
+                    f"dims['visual']={dims['visual']} is not a multiple of "
+                    f"visual_positions={self.visual_positions} (expected channels x positions)"
+                )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,25 +129,36 @@ class JointAttentionFusion(FusionModel):
         if config.visual_positions > 1:
             channels = widths["visual"] // config.visual_positions
             self.spatial["visual"] = AudioGuidedVisualAttention(
-                positions=config.visual_positions, channels=channels, audio_dim=widths["audio"], out_dim=channels,
-                embed_dim=config.spatial_embed or channels, score_dim=config.spatial_score or config.visual_positions,
+                positions=config.visual_positions,
+                channels=channels,
+                audio_dim=widths["audio"],
+                out_dim=channels,
+                embed_dim=config.spatial_embed or channels,
+                score_dim=config.spatial_score or config.visual_positions,
                 faithful_reshape=config.spatial_reshape == "faithful",
-                audio_per_position=config.spatial_audio == "per_position")
+                audio_per_position=config.spatial_audio == "per_position",
+            )
             widths["visual"] = channels
-        self.branches = nn.ModuleDict({
-            m: BLSTMBlock(in_dim=w, out_dim=w, num_layers=config.lstm_layers, dropout=config.branch_dropout)
-            if self.branch_blstm else nn.Identity()
-            for m, w in widths.items()
-        })
-        self.block = JointCrossAttention(dims=list(widths.values()), seq_len=config.seq_len, num_iter=config.num_iter,
-                                         dropout=config.attn_dropout)
+        self.branches = nn.ModuleDict(
+            {
+                m: BLSTMBlock(in_dim=w, out_dim=w, num_layers=config.lstm_layers, dropout=config.branch_dropout)
+                if self.branch_blstm
+                else nn.Identity()
+                for m, w in widths.items()
+            }
+        )
+        self.block = JointCrossAttention(
+            dims=list(widths.values()), seq_len=config.seq_len, num_iter=config.num_iter, dropout=config.attn_dropout
+        )
         self.gates = nn.ModuleDict({m: self.make_gate(dim=w, config=config) for m, w in widths.items()})
         joint = sum(widths.values())
         fusion_width = config.fusion_width or max(1, joint // 2)
-        self.fusion = BLSTMBlock(in_dim=joint, out_dim=fusion_width, num_layers=config.lstm_layers,
-                                 dropout=config.fusion_dropout)
-        self.heads = RegressionHeads(in_dim=fusion_width, n_targets=config.n_targets, hidden=config.head_hidden,
-                                     dropout=config.head_dropout)
+        self.fusion = BLSTMBlock(
+            in_dim=joint, out_dim=fusion_width, num_layers=config.lstm_layers, dropout=config.fusion_dropout
+        )
+        self.heads = RegressionHeads(
+            in_dim=fusion_width, n_targets=config.n_targets, hidden=config.head_hidden, dropout=config.head_dropout
+        )
         # Audio first: the published code feeds the audio branch's output to the spatial visual attention.
         self.branch_order = sorted(widths, key=lambda m: m != "audio")
         xavier_init(self)
@@ -161,8 +174,10 @@ class JointAttentionFusion(FusionModel):
             xs[m] = self.branches[m](self.spatial[m](xs[m], xs.get("audio")))
         inputs = [xs[m] for m in self.modalities]
         states = self.block(inputs)  # num_iter x per-modality (B, L, d_m)
-        gated = [self.gates[m]([x0, *(state[i] for state in states)])
-                 for i, (m, x0) in enumerate(zip(self.modalities, inputs, strict=True))]
+        gated = [
+            self.gates[m]([x0, *(state[i] for state in states)])
+            for i, (m, x0) in enumerate(zip(self.modalities, inputs, strict=True))
+        ]
         return self.heads(self.fusion(torch.cat(gated, dim=-1)))  # (B, L, d) -> (B, L, fusion) -> (B, L, n_targets)
 
 

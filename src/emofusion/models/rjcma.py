@@ -49,7 +49,10 @@ class RJCMAConfig(FusionConfig):
     joint_projection: bool = False
     attn_dropout: float = 0.6
     tcn_channels: tuple[tuple[str, tuple[int, ...]], ...] = (
-        ("visual", (256, 256, 256, 256)), ("audio", (128, 128, 128, 128)), ("text", (256, 256, 128, 128)))
+        ("visual", (256, 256, 256, 256)),
+        ("audio", (128, 128, 128, 128)),
+        ("text", (256, 256, 128, 128)),
+    )
     tcn_kernel: int = 5
     tcn_dropout: float = 0.1
     head_hidden: int | None = None
@@ -80,13 +83,20 @@ class RJCMA(FusionModel):
         super().__init__(config=config)
         config.require_modalities(self.model_name, least=2, most=3)
         channels = dict(config.tcn_channels)
-        self.temporal = nn.ModuleDict({
-            m: TCNEncoder(in_dim=d, channels=channels[m], kernel_size=config.tcn_kernel, dropout=config.tcn_dropout)
-            for m, d in config.dims
-        })
+        self.temporal = nn.ModuleDict(
+            {
+                m: TCNEncoder(in_dim=d, channels=channels[m], kernel_size=config.tcn_kernel, dropout=config.tcn_dropout)
+                for m, d in config.dims
+            }
+        )
         widths = [channels[m][-1] for m in config.modalities]
-        self.block = JointCrossAttention(dims=widths, seq_len=config.seq_len, num_iter=config.num_iter,
-                                         dropout=config.attn_dropout, joint_projection=config.joint_projection)
+        self.block = JointCrossAttention(
+            dims=widths,
+            seq_len=config.seq_len,
+            num_iter=config.num_iter,
+            dropout=config.attn_dropout,
+            joint_projection=config.joint_projection,
+        )
         joint = sum(widths)
         hidden = config.head_hidden or max(1, joint // 2)
         self.heads = nn.ModuleList(TanhHead(in_dim=joint, hidden=hidden) for _ in range(config.n_targets))

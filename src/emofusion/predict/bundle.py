@@ -56,9 +56,11 @@ def _locate(path: str, near: Path, what: str) -> Path:
     for c in candidates:
         if c.exists():
             return c
-    raise InputError(f"{what} {path} (recorded in the provenance under {near}) does not exist any more; predict "
-                     "reads the settings a run's inputs were made with from the stage outputs the run was built from: "
-                     "rebuild them (`snakemake features`), or export a bundle (`emofusion export`) while they exist")
+    raise InputError(
+        f"{what} {path} (recorded in the provenance under {near}) does not exist any more; predict "
+        "reads the settings a run's inputs were made with from the stage outputs the run was built from: "
+        "rebuild them (`snakemake features`), or export a bundle (`emofusion export`) while they exist"
+    )
 
 
 def _shard_provenance(store: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -86,8 +88,9 @@ def _face_settings(store: Path) -> dict[str, Any]:
             if found["detector"]:
                 return found
     if found is None:
-        raise InputError(f"feature store {store}: its provenance names no face store; rebuild it with "
-                         "`emofusion embed`")
+        raise InputError(
+            f"feature store {store}: its provenance names no face store; rebuild it with `emofusion embed`"
+        )
     return found
 
 
@@ -118,13 +121,16 @@ def _read_run_checkpoint(run: Path) -> dict[str, Any]:
 
     path = run / "model.pt"
     if not path.is_file():
-        raise InputError(f"{path} does not exist: {run} is not a trained run folder; train it first "
-                         f"(`emofusion train --out {run}` or `snakemake`), or pass the run folder that has model.pt")
+        raise InputError(
+            f"{path} does not exist: {run} is not a trained run folder; train it first "
+            f"(`emofusion train --out {run}` or `snakemake`), or pass the run folder that has model.pt"
+        )
     try:
         return read_checkpoint(path)
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise InputError(f"{path} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); retrain the "
-                         "run") from None
+        raise InputError(
+            f"{path} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); retrain the run"
+        ) from None
 
 
 def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -136,9 +142,13 @@ def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -
 
     run = Path(run)
     ckpt = checkpoint if checkpoint is not None else _read_run_checkpoint(run)
-    for name, hint in (("run.json", f"train it first (`emofusion train --out {run}`)"),
-                       ("metrics.json", f"evaluate it first (`emofusion evaluate --run {run}`): the smoothing "
-                                        "windows come from its metrics.json")):
+    for name, hint in (
+        ("run.json", f"train it first (`emofusion train --out {run}`)"),
+        (
+            "metrics.json",
+            f"evaluate it first (`emofusion evaluate --run {run}`): the smoothing windows come from its metrics.json",
+        ),
+    ):
         if not (run / name).is_file():
             raise InputError(f"{run / name} does not exist; {hint}")
     info = json.loads((run / "run.json").read_text())
@@ -159,11 +169,16 @@ def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -
         except Exception:  # a backbone unknown here is reported when predict builds it
             packages = []
         backbones[modality] = {
-            "name": name, "options": options.get(modality, {}).get("backbones", {}).get(name) or {},
-            "batch_size": options.get("batch_size"), "amp": options.get("amp"),
-            "weights_sha256": weights.get(modality, attrs["weights_sha256"]), "weights_source":
-            attrs["weights_source"], "licence": attrs["licence"], "width": int(attrs["width"]),
-            "packages": packages}
+            "name": name,
+            "options": options.get(modality, {}).get("backbones", {}).get(name) or {},
+            "batch_size": options.get("batch_size"),
+            "amp": options.get("amp"),
+            "weights_sha256": weights.get(modality, attrs["weights_sha256"]),
+            "weights_source": attrs["weights_source"],
+            "licence": attrs["licence"],
+            "width": int(attrs["width"]),
+            "packages": packages,
+        }
         if modality == "visual":
             stages.update(_face_settings(store))
         elif modality == "audio":
@@ -174,11 +189,21 @@ def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -
             stages.setdefault("audio", _audio_settings(store))
     smoothing = metrics.get("smoothing", {})
     return {
-        "schema": RECIPE_SCHEMA, "experiment": info["experiment"], "model": info["model"], "fold": info["fold"],
-        "seed": info["seed"], "modalities": sorted(info["stores"]), "experiment_config": exp,
-        "windowing": asdict(windowing), "smoothing": {t: int(smoothing.get(t, 1)) for t in ("valence", "arousal")},
-        "smoothing_chosen_on": smoothing.get("chosen_on"), "stages": stages, "backbones": backbones,
-        "run_provenance": info.get("provenance", {}), "versions": versions()}
+        "schema": RECIPE_SCHEMA,
+        "experiment": info["experiment"],
+        "model": info["model"],
+        "fold": info["fold"],
+        "seed": info["seed"],
+        "modalities": sorted(info["stores"]),
+        "experiment_config": exp,
+        "windowing": asdict(windowing),
+        "smoothing": {t: int(smoothing.get(t, 1)) for t in ("valence", "arousal")},
+        "smoothing_chosen_on": smoothing.get("chosen_on"),
+        "stages": stages,
+        "backbones": backbones,
+        "run_provenance": info.get("provenance", {}),
+        "versions": versions(),
+    }
 
 
 def licences(recipe: dict[str, Any]) -> dict[str, str]:
@@ -196,11 +221,15 @@ def load_run(run: str | Path) -> Model:
 
     run = Path(run)
     if not run.is_dir():
-        raise InputError(f"--run {run} is not a folder; pass a training run folder (results/fusion/<experiment>/"
-                         "fold<k>/seed<s>)")
+        raise InputError(
+            f"--run {run} is not a folder; pass a training run folder (results/fusion/<experiment>/fold<k>/seed<s>)"
+        )
     ckpt = _read_run_checkpoint(run)
-    return Model(ckpt, recipe_from_run(run, ckpt),
-                 {"kind": "run", "path": str(run), "checkpoint_sha256": file_sha256(run / "model.pt")})
+    return Model(
+        ckpt,
+        recipe_from_run(run, ckpt),
+        {"kind": "run", "path": str(run), "checkpoint_sha256": file_sha256(run / "model.pt")},
+    )
 
 
 # ------------------------------------------------------------------------------------------------------- bundles
@@ -213,9 +242,14 @@ def export_bundle(run: str | Path, out: str | Path) -> dict[str, Any]:
 
     model = load_run(run)
     out = Path(out)
-    doc = {"bundle_schema": BUNDLE_SCHEMA, "name": model.name, "recipe": model.recipe,
-           "licences": licences(model.recipe), "checkpoint_sha256": model.source["checkpoint_sha256"],
-           "exported_from": str(run)}
+    doc = {
+        "bundle_schema": BUNDLE_SCHEMA,
+        "name": model.name,
+        "recipe": model.recipe,
+        "licences": licences(model.recipe),
+        "checkpoint_sha256": model.source["checkpoint_sha256"],
+        "exported_from": str(run),
+    }
     blob = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
     weights = (Path(run) / "model.pt").read_bytes()
     if out.suffix == ".tar":
@@ -253,8 +287,9 @@ def _bundle_members(path: Path) -> dict[str, bytes]:
                 found[m] = fh.read()
             return found
     except (tarfile.TarError, OSError) as e:
-        raise InputError(f"bundle {path} cannot be read ({e}); pass a folder or .tar written by `emofusion "
-                         "export`") from None
+        raise InputError(
+            f"bundle {path} cannot be read ({e}); pass a folder or .tar written by `emofusion export`"
+        ) from None
 
 
 def load_bundle(path: str | Path) -> Model:
@@ -278,21 +313,34 @@ def load_bundle(path: str | Path) -> Model:
     if not isinstance(schema, int):
         raise InputError(f"bundle {path}: bundle.json has no bundle_schema; export it again")
     if schema > BUNDLE_SCHEMA:
-        raise InputError(f"bundle {path} has bundle schema {schema}, newer than this emofusion reads (up to "
-                         f"{BUNDLE_SCHEMA}); upgrade emofusion to apply it")
+        raise InputError(
+            f"bundle {path} has bundle schema {schema}, newer than this emofusion reads (up to "
+            f"{BUNDLE_SCHEMA}); upgrade emofusion to apply it"
+        )
     sha = hashlib.sha256(members["model.pt"]).hexdigest()
     if sha != doc.get("checkpoint_sha256"):
-        raise InputError(f"bundle {path}: model.pt's sha256 {sha[:12]}… is not the "
-                         f"{str(doc.get('checkpoint_sha256'))[:12]}… bundle.json records; the bundle was altered or "
-                         "damaged, export it again")
+        raise InputError(
+            f"bundle {path}: model.pt's sha256 {sha[:12]}… is not the "
+            f"{str(doc.get('checkpoint_sha256'))[:12]}… bundle.json records; the bundle was altered or "
+            "damaged, export it again"
+        )
     try:
         ckpt = torch.load(io.BytesIO(members["model.pt"]), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as e:
         raise InputError(f"bundle {path}: model.pt cannot be loaded with weights_only=True ({e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or ckpt.get("version") != VERSION:
         raise InputError(f"bundle {path}: model.pt is not an emofusion checkpoint of version {VERSION}")
-    return Model(ckpt, doc["recipe"], {"kind": "bundle", "path": str(path), "checkpoint_sha256": sha,
-                                       "bundle_schema": schema, "exported_from": doc.get("exported_from")})
+    return Model(
+        ckpt,
+        doc["recipe"],
+        {
+            "kind": "bundle",
+            "path": str(path),
+            "checkpoint_sha256": sha,
+            "bundle_schema": schema,
+            "exported_from": doc.get("exported_from"),
+        },
+    )
 
 
 def load_model(*, run: str | Path | None = None, bundle: str | Path | None = None) -> Model:

@@ -12,15 +12,24 @@ import pandas as pd
 from emofusion.predict.bundle import Model, licences
 from emofusion.predict.predictor import Prediction
 
-COLUMNS = ("frame", "time_s", "valence", "arousal", "valence_smoothed", "arousal_smoothed", "has_face",
-           "has_speech", "has_word")
+COLUMNS = (
+    "frame",
+    "time_s",
+    "valence",
+    "arousal",
+    "valence_smoothed",
+    "arousal_smoothed",
+    "has_face",
+    "has_speech",
+    "has_word",
+)
 DEFINITIONS = {
     "frame": "0-based index of the decoded video frame",
     "time_s": "frame / fps: seconds from the first frame",
     "valence, arousal": "the model's per-frame prediction in [-1, 1] (overlapping windows averaged), as evaluation "
-                        "writes to predictions.parquet",
+    "writes to predictions.parquet",
     "valence_smoothed, arousal_smoothed": "centred moving average with the windows evaluation chose on the run's "
-                                          "validation split (see smoothing)",
+    "validation split (see smoothing)",
     "has_face": "the subject's face was detected and aligned at this frame (empty: the model reads no faces)",
     "has_speech": "decoded audio covers this frame, i.e. the audio input is valid there (empty: no audio input)",
     "has_word": "Whisper put a word on this frame, i.e. the text input is valid there (empty: no text input)",
@@ -35,11 +44,19 @@ def frame_table(p: Prediction) -> pd.DataFrame:
     def flag(x):
         return pd.array(x, dtype="boolean") if x is not None else pd.array([pd.NA] * p.frames, dtype="boolean")
 
-    return pd.DataFrame({
-        "frame": np.arange(p.frames, dtype=np.int64), "time_s": np.arange(p.frames) / p.fps,
-        "valence": p.raw[:, 0], "arousal": p.raw[:, 1],
-        "valence_smoothed": p.smoothed[:, 0], "arousal_smoothed": p.smoothed[:, 1],
-        "has_face": flag(p.has_face), "has_speech": flag(p.has_speech), "has_word": flag(p.has_word)})
+    return pd.DataFrame(
+        {
+            "frame": np.arange(p.frames, dtype=np.int64),
+            "time_s": np.arange(p.frames) / p.fps,
+            "valence": p.raw[:, 0],
+            "arousal": p.raw[:, 1],
+            "valence_smoothed": p.smoothed[:, 0],
+            "arousal_smoothed": p.smoothed[:, 1],
+            "has_face": flag(p.has_face),
+            "has_speech": flag(p.has_speech),
+            "has_word": flag(p.has_word),
+        }
+    )
 
 
 def summary(p: Prediction, model: Model, *, side: str | None) -> dict[str, Any]:
@@ -54,19 +71,38 @@ def summary(p: Prediction, model: Model, *, side: str | None) -> dict[str, Any]:
         return None if x is None else float(np.mean(x))
 
     return {
-        "video": str(p.video), "video_sha256": p.sha256, "side": side or "largest face", "frames": p.frames,
-        "fps": p.fps, "duration_s": p.frames / p.fps,
+        "video": str(p.video),
+        "video_sha256": p.sha256,
+        "side": side or "largest face",
+        "frames": p.frames,
+        "fps": p.fps,
+        "duration_s": p.frames / p.fps,
         "valence": {"raw": stats(p.raw[:, 0]), "smoothed": stats(p.smoothed[:, 0])},
         "arousal": {"raw": stats(p.raw[:, 1]), "smoothed": stats(p.smoothed[:, 1])},
-        "fraction_with_face": fraction(p.has_face), "fraction_with_speech": fraction(p.has_speech),
-        "fraction_with_word": fraction(p.has_word), "warnings": p.warnings, "columns": DEFINITIONS,
-        "model": {"source": model.source, "experiment": r["experiment"], "model": r["model"], "fold": r["fold"],
-                  "seed": r["seed"], "modalities": r["modalities"], "smoothing": r["smoothing"],
-                  "windowing": r["windowing"],
-                  "backbones": {m: {k: b[k] for k in ("name", "options", "weights_sha256", "weights_source",
-                                                      "licence")} for m, b in r["backbones"].items()},
-                  "stages": r["stages"], "licences": licences(r), "trained_with": r.get("versions", {})},
-        "cache": p.cache, "provenance": provenance(),
+        "fraction_with_face": fraction(p.has_face),
+        "fraction_with_speech": fraction(p.has_speech),
+        "fraction_with_word": fraction(p.has_word),
+        "warnings": p.warnings,
+        "columns": DEFINITIONS,
+        "model": {
+            "source": model.source,
+            "experiment": r["experiment"],
+            "model": r["model"],
+            "fold": r["fold"],
+            "seed": r["seed"],
+            "modalities": r["modalities"],
+            "smoothing": r["smoothing"],
+            "windowing": r["windowing"],
+            "backbones": {
+                m: {k: b[k] for k in ("name", "options", "weights_sha256", "weights_source", "licence")}
+                for m, b in r["backbones"].items()
+            },
+            "stages": r["stages"],
+            "licences": licences(r),
+            "trained_with": r.get("versions", {}),
+        },
+        "cache": p.cache,
+        "provenance": provenance(),
     }
 
 
@@ -86,8 +122,9 @@ def plot(p: Prediction, path: Path, *, title: str) -> None:
         for ax, i, name in ((axes[0], 0, "valence"), (axes[1], 1, "arousal")):
             for mask, colour, label in ((p.has_face, "0.6", "no face"), (p.has_speech, "tab:blue", "no speech")):
                 if mask is not None and (~mask).any():
-                    ax.fill_between(t, -1, 1, where=~mask, step="mid", color=colour, alpha=0.2, linewidth=0,
-                                    label=label)
+                    ax.fill_between(
+                        t, -1, 1, where=~mask, step="mid", color=colour, alpha=0.2, linewidth=0, label=label
+                    )
             ax.plot(t, p.raw[:, i], color="tab:red", linewidth=0.7, alpha=0.6, label="raw")
             ax.plot(t, p.smoothed[:, i], color="tab:red", linewidth=1.8, label="smoothed")
             ax.set_ylim(-1.05, 1.05)

@@ -81,7 +81,7 @@ def write_overlay(p: Prediction, out: str | Path) -> Path:
                     k = min(i, p.frames - 1)
                     image = frame.to_image()
                     box = boxes[k] if boxes is not None and valid is not None and valid[k] else None
-                    _draw(image, box, values[k, 0], values[k, 1], values[max(0, k - span):k + 1])
+                    _draw(image, box, values[k, 0], values[k, 1], values[max(0, k - span) : k + 1])
                     image = image.crop((0, 0, vout.width, vout.height))
                     new = av.VideoFrame.from_image(image)
                     new.pts, new.time_base = i, 1 / rate

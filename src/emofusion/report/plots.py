@@ -78,8 +78,17 @@ def plot_ccc_per_model(table: pd.DataFrame, runs: Sequence[Run], split: str, pat
         per_run = [(y[r.experiment] + offset, r.score(split, variant, "mean")) for r in runs]
         ax.scatter([v for _, v in per_run], [p for p, _ in per_run], s=14, color=color, alpha=0.5, zorder=3)
         rows = pooled.set_index("experiment").loc[order]
-        ax.errorbar(rows[f"{col}_mean"], np.arange(len(order)) + offset, xerr=rows[f"{col}_sd"].fillna(0.0),
-                    fmt="D", color=color, ms=6, capsize=3, label=f"{variant}: mean ± sd over runs", zorder=4)
+        ax.errorbar(
+            rows[f"{col}_mean"],
+            np.arange(len(order)) + offset,
+            xerr=rows[f"{col}_sd"].fillna(0.0),
+            fmt="D",
+            color=color,
+            ms=6,
+            capsize=3,
+            label=f"{variant}: mean ± sd over runs",
+            zorder=4,
+        )
     ax.set_yticks(range(len(order)), order)
     ax.set_xlabel(f"{split} CCC, mean of valence and arousal")
     ax.set_title(f"{split.capitalize()} CCC per experiment (dots: single (fold, seed) runs)")
@@ -96,14 +105,18 @@ def plot_training_curves(runs: Sequence[Run], path: Path) -> None:
     experiments = sorted({r.experiment for r in runs})
     colors = plt.get_cmap("tab10" if len(experiments) <= 10 else "tab20")
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
-    panels = (("train_loss", "training loss (1 - CCC, summed)"), ("val_loss", "validation loss"),
-              ("val_ccc_mean", "validation CCC (mean of V and A)"))
+    panels = (
+        ("train_loss", "training loss (1 - CCC, summed)"),
+        ("val_loss", "validation loss"),
+        ("val_ccc_mean", "validation CCC (mean of V and A)"),
+    )
     for i, experiment in enumerate(experiments):
         color = colors(i % colors.N)
         for j, run in enumerate(r for r in runs if r.experiment == experiment):
             for ax, (key, _) in zip(axes, panels, strict=True):
-                ax.plot(run.log["epoch"], run.log[key], color=color, lw=1.0, alpha=0.8,
-                        label=experiment if j == 0 else None)
+                ax.plot(
+                    run.log["epoch"], run.log[key], color=color, lw=1.0, alpha=0.8, label=experiment if j == 0 else None
+                )
     for ax, (_, title) in zip(axes, panels, strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")

@@ -18,8 +18,19 @@ from emofusion.errors import InputError
 from emofusion.metrics import TARGETS
 
 LOG_KEYS = ("epoch", "train_loss", "val_loss", "val_ccc_valence", "val_ccc_arousal", "val_ccc_mean", "lr", "seconds")
-PREDICTION_COLUMNS = ("clip", "split", "frame", "valence", "arousal", "valence_smoothed", "arousal_smoothed",
-                      "label_valence", "label_arousal", "valid_valence", "valid_arousal")
+PREDICTION_COLUMNS = (
+    "clip",
+    "split",
+    "frame",
+    "valence",
+    "arousal",
+    "valence_smoothed",
+    "arousal_smoothed",
+    "label_valence",
+    "label_arousal",
+    "valid_valence",
+    "valid_arousal",
+)
 VARIANTS = ("raw", "smoothed")  # metrics.json's two scores per split
 # A run folder's files (the training/evaluation contract); model.pt is optional to the report (it reads none of it).
 RUN_FILES = ("model.pt", "log.jsonl", "run.json", "predictions.parquet", "metrics.json")
@@ -54,9 +65,11 @@ class Run:
             return float(self.metrics["splits"][split][variant][target])
         except (KeyError, TypeError, ValueError):
             have = sorted(self.metrics.get("splits", {}))
-            raise InputError(f"{self.path / 'metrics.json'} has no {split}/{variant}/{target} CCC (splits: "
-                             f"{', '.join(have) or 'none'}); rerun `emofusion evaluate` on this run or drop "
-                             f"{split!r} from report.splits") from None
+            raise InputError(
+                f"{self.path / 'metrics.json'} has no {split}/{variant}/{target} CCC (splits: "
+                f"{', '.join(have) or 'none'}); rerun `emofusion evaluate` on this run or drop "
+                f"{split!r} from report.splits"
+            ) from None
 
     def predictions(self, columns: list[str] | None = None) -> pd.DataFrame:
         """predictions.parquet, checked for the contract's columns, sorted by (clip, frame)."""
@@ -113,15 +126,25 @@ def read_run(path: str | Path) -> Run:
             raise InputError(f"{path / 'run.json'} lacks {key!r}; retrain the run with this version of emofusion")
     for key in ("experiment", "fold", "seed"):
         if key in metrics and metrics[key] != info[key]:
-            raise InputError(f"{path}: metrics.json says {key}={metrics[key]!r} but run.json says {info[key]!r}; "
-                             "rerun `emofusion evaluate` on this run")
+            raise InputError(
+                f"{path}: metrics.json says {key}={metrics[key]!r} but run.json says {info[key]!r}; "
+                "rerun `emofusion evaluate` on this run"
+            )
     if not isinstance(metrics.get("splits"), dict):
         raise InputError(f"{path / 'metrics.json'} has no 'splits'; rerun `emofusion evaluate` on this run")
     if not (path / "predictions.parquet").is_file():
         raise InputError(f"{path / 'predictions.parquet'} does not exist; run `emofusion evaluate` on {path}")
-    return Run(path=path, experiment=str(info["experiment"]), model=str(info["model"]), fold=int(info["fold"]),
-               seed=int(info["seed"]), modalities=tuple(info["modalities"]), stores=dict(info["stores"]),
-               metrics=metrics, log=read_log(path / "log.jsonl"))
+    return Run(
+        path=path,
+        experiment=str(info["experiment"]),
+        model=str(info["model"]),
+        fold=int(info["fold"]),
+        seed=int(info["seed"]),
+        modalities=tuple(info["modalities"]),
+        stores=dict(info["stores"]),
+        metrics=metrics,
+        log=read_log(path / "log.jsonl"),
+    )
 
 
 def read_runs(paths: list[str | Path]) -> list[Run]:
@@ -134,14 +157,18 @@ def read_runs(paths: list[str | Path]) -> list[Run]:
     for run in runs:
         key = (run.experiment, run.fold, run.seed)
         if key in seen:
-            raise InputError(f"{seen[key].path} and {run.path} are both experiment {run.experiment!r} fold "
-                             f"{run.fold} seed {run.seed}; pass each run once")
+            raise InputError(
+                f"{seen[key].path} and {run.path} are both experiment {run.experiment!r} fold "
+                f"{run.fold} seed {run.seed}; pass each run once"
+            )
         seen[key] = run
         ref = first.setdefault(run.experiment, run)
         if (run.model, run.modalities, run.stores_label) != (ref.model, ref.modalities, ref.stores_label):
-            raise InputError(f"experiment {run.experiment!r} mixes runs of different models or inputs: {ref.path} "
-                             f"({ref.model}, {ref.stores_label}) and {run.path} ({run.model}, {run.stores_label}); "
-                             "retrain the stale runs (snakemake fusion)")
+            raise InputError(
+                f"experiment {run.experiment!r} mixes runs of different models or inputs: {ref.path} "
+                f"({ref.model}, {ref.stores_label}) and {run.path} ({run.model}, {run.stores_label}); "
+                "retrain the stale runs (snakemake fusion)"
+            )
     return runs
 
 

@@ -29,8 +29,15 @@ from emofusion.report.runs import Run, read_runs, run_file_checksums, target_col
 from emofusion.report.submission import build_submission, check_submission, read_sample, write_submission
 from emofusion.report.table import POOLED, results_markdown, results_table
 
-__all__ = ["best_experiment", "check_submission", "read_runs", "read_sample", "results_table", "submission_run",
-           "write_report"]
+__all__ = [
+    "best_experiment",
+    "check_submission",
+    "read_runs",
+    "read_sample",
+    "results_table",
+    "submission_run",
+    "write_report",
+]
 
 
 def best_experiment(table: pd.DataFrame, split: str) -> str:
@@ -60,8 +67,10 @@ def _smoothing_text(runs: Sequence[Run]) -> str:
     def span(values: set[int]) -> str:
         return "?" if not values else str(min(values)) if len(values) == 1 else f"{min(values)}-{max(values)}"
 
-    text = (f"moving average of the clipped predictions (window {span(windows['valence'])} frames for valence, "
-            f"{span(windows['arousal'])} for arousal")
+    text = (
+        f"moving average of the clipped predictions (window {span(windows['valence'])} frames for valence, "
+        f"{span(windows['arousal'])} for arousal"
+    )
     return text + (f", chosen on {'; '.join(sorted(chosen))})" if chosen else ")")
 
 
@@ -86,8 +95,9 @@ def _write_plots(out: Path, runs: Sequence[Run], table: pd.DataFrame, split: str
     return written
 
 
-def _write_submissions(out: Path, runs: Sequence[Run], manifest: pd.DataFrame, report_cfg: dict[str, Any],
-                       prov: dict[str, Any]) -> dict[str, Any]:
+def _write_submissions(
+    out: Path, runs: Sequence[Run], manifest: pd.DataFrame, report_cfg: dict[str, Any], prov: dict[str, Any]
+) -> dict[str, Any]:
     test = manifest[manifest["split"] == "test"]
     frames = {str(c): int(n) for c, n in zip(test["clip"], test["frames"], strict=True)}
     sample_path = report_cfg.get("sample_submission")
@@ -95,13 +105,20 @@ def _write_submissions(out: Path, runs: Sequence[Run], manifest: pd.DataFrame, r
     if sample is not None:
         extra = sorted(set(frames) - set(sample["clip"]))
         if extra:
-            logger.warning("%d test clip(s) of the manifest are not in the sample submission and are left out: %s",
-                           len(extra), ", ".join(extra[:10]))
+            logger.warning(
+                "%d test clip(s) of the manifest are not in the sample submission and are left out: %s",
+                len(extra),
+                ", ".join(extra[:10]),
+            )
     variant = report_cfg["submission_predictions"]
-    check: dict[str, Any] = {"ok": True, "files": {}, "skipped": {}, "predictions": variant,
-                             "sample_submission": ({"path": str(sample_path), "sha256": file_sha256(sample_path)}
-                                                   if sample_path else None),
-                             "provenance": prov}
+    check: dict[str, Any] = {
+        "ok": True,
+        "files": {},
+        "skipped": {},
+        "predictions": variant,
+        "sample_submission": ({"path": str(sample_path), "sha256": file_sha256(sample_path)} if sample_path else None),
+        "provenance": prov,
+    }
     with atomic_path(out / "submission", directory=True) as tmp:
         if not frames:
             logger.warning("the manifest has no test clips (split == 'test'): no submission files")
@@ -115,16 +132,23 @@ def _write_submissions(out: Path, runs: Sequence[Run], manifest: pd.DataFrame, r
                 logger.warning("experiment %s has no fold-0 run: no submission for it", experiment)
                 continue
             predictions = run.predictions(["clip", "frame", *target_columns(variant)])
-            rows = build_submission(predictions, frames, run=str(run.path), variant_columns=target_columns(variant),
-                                    sample=sample)
+            rows = build_submission(
+                predictions, frames, run=str(run.path), variant_columns=target_columns(variant), sample=sample
+            )
             path = tmp / f"{experiment}.csv"
             write_submission(path, rows)
             verdict = check_submission(path, frames, sample=sample)
             verdict.update(file=f"{experiment}.csv", run=str(run.path), fold=run.fold, seed=run.seed)
             check["files"][experiment] = verdict
             check["ok"] &= verdict["ok"]
-            logger.info("submission %s: %d rows, %d clips, from %s: %s", path.name, verdict["rows"],
-                        verdict["clips"], run.path, "valid" if verdict["ok"] else "INVALID")
+            logger.info(
+                "submission %s: %d rows, %d clips, from %s: %s",
+                path.name,
+                verdict["rows"],
+                verdict["clips"],
+                run.path,
+                "valid" if verdict["ok"] else "INVALID",
+            )
         write_json(tmp / "check.json", check)
         if not check["ok"]:
             problems = [f"{name}: {e}" for name, v in check["files"].items() for e in v["errors"]]
@@ -133,8 +157,14 @@ def _write_submissions(out: Path, runs: Sequence[Run], manifest: pd.DataFrame, r
     return check
 
 
-def write_report(*, config: dict[str, Any], manifest: pd.DataFrame, manifest_path: str | Path,
-                 run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+def write_report(
+    *,
+    config: dict[str, Any],
+    manifest: pd.DataFrame,
+    manifest_path: str | Path,
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+) -> dict[str, Any]:
     """Write every report output under ``out``; return a summary (table rows, plots, submission verdicts)."""
     out = Path(out)
     report_cfg = config["report"]
@@ -144,17 +174,29 @@ def write_report(*, config: dict[str, Any], manifest: pd.DataFrame, manifest_pat
     prov = provenance(
         config={"report": report_cfg, "fusion": config.get("fusion")},
         manifest={"path": str(manifest_path), "sha256": file_sha256(manifest_path)},
-        runs=[{"path": str(r.path), "experiment": r.experiment, "fold": r.fold, "seed": r.seed,
-               "provenance": r.metrics.get("provenance"), "stores": r.metrics.get("stores"),
-               "files": run_file_checksums(r.path)} for r in runs])
+        runs=[
+            {
+                "path": str(r.path),
+                "experiment": r.experiment,
+                "fold": r.fold,
+                "seed": r.seed,
+                "provenance": r.metrics.get("provenance"),
+                "stores": r.metrics.get("stores"),
+                "files": run_file_checksums(r.path),
+            }
+            for r in runs
+        ],
+    )
     # Submissions first: a failing check then leaves no output at all.
     check = _write_submissions(out, runs, manifest, report_cfg, prov)
     plots = _write_plots(out, runs, table, splits[0], int(report_cfg["plot_clips"]))
     with atomic_path(out / "results.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
     with atomic_path(out / "results.md") as tmp:
-        tmp.write_text(results_markdown(table, splits, smoothing=_smoothing_text(runs))
-                       + f"\n_{len(runs)} runs; emofusion git {prov['git']}, report config {prov['config_hash']}._\n")
+        tmp.write_text(
+            results_markdown(table, splits, smoothing=_smoothing_text(runs))
+            + f"\n_{len(runs)} runs; emofusion git {prov['git']}, report config {prov['config_hash']}._\n"
+        )
     write_json(out / "provenance.json", prov)
     logger.info("report of %d runs (%d experiments) in %s", len(runs), table["experiment"].nunique(), out)
     return {"table": table, "plots": plots, "check": check}

@@ -44,10 +44,12 @@ def _read_fields(path: Path):
     import pyarrow.csv as pacsv
 
     names = ["image_location", "valence", "arousal"]
-    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
-                                   quoted_strings_can_be_null=False)
-    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(skip_rows=1, column_names=names),
-                          convert_options=convert)
+    convert = pacsv.ConvertOptions(
+        column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False, quoted_strings_can_be_null=False
+    )
+    return pacsv.read_csv(
+        path, read_options=pacsv.ReadOptions(skip_rows=1, column_names=names), convert_options=convert
+    )
 
 
 def split_locations(locations) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +65,11 @@ def split_locations(locations) -> tuple[np.ndarray, np.ndarray]:
         parts = parts.combine_chunks()
     matched = parts.is_valid()  # the children of a non-matching (null) row hold "", not numbers
     frame = pc.cast(pc.if_else(matched, parts.field("frame"), pa.scalar("-1")), pa.int64())
-    clip = np.where(matched.to_numpy(zero_copy_only=False), parts.field("clip").to_numpy(zero_copy_only=False),
-                    np.array(None, dtype=object))
+    clip = np.where(
+        matched.to_numpy(zero_copy_only=False),
+        parts.field("clip").to_numpy(zero_copy_only=False),
+        np.array(None, dtype=object),
+    )
     return clip, frame.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
@@ -106,22 +111,31 @@ def read_sample(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"report.sample_submission: {path} does not exist; set it to the organisers' sample "
-                         "prediction file or to null")
+        raise InputError(
+            f"report.sample_submission: {path} does not exist; set it to the organisers' sample "
+            "prediction file or to null"
+        )
     with open(path, newline="", encoding="utf-8-sig") as f:
         header = f.readline().strip()
     if header.split(",")[:1] != ["image_location"]:
-        raise InputError(f"report.sample_submission: {path} starts with {header!r}, not an "
-                         f"'{HEADER}' header; is this the organisers' sample prediction file?")
+        raise InputError(
+            f"report.sample_submission: {path} starts with {header!r}, not an "
+            f"'{HEADER}' header; is this the organisers' sample prediction file?"
+        )
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     # Only the first column counts; the sample's value columns may hold anything (often zeros or nothing).
-    options = pacsv.ConvertOptions(include_columns=["image_location"], column_types={"image_location": pa.string()},
-                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
+    options = pacsv.ConvertOptions(
+        include_columns=["image_location"],
+        column_types={"image_location": pa.string()},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
     try:
-        locations = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding="utf-8-sig"),
-                                   convert_options=options)["image_location"].to_numpy(zero_copy_only=False)
+        locations = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding="utf-8-sig"), convert_options=options)[
+            "image_location"
+        ].to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid as e:  # rows with different numbers of fields
         raise InputError(f"report.sample_submission: {path} is not a CSV with one row per line: {e}") from None
     clip, frame = split_locations(locations)
@@ -133,9 +147,11 @@ def read_sample(path: str | Path) -> pd.DataFrame:
     bad = np.flatnonzero(sample["frame"].to_numpy() != position)
     if bad.size:
         row = int(bad[0])
-        raise InputError(f"{path}, row {row + 2}: {sample['image_location'].iloc[row]!r} where frame "
-                         f"{position[row]} of clip {sample['clip'].iloc[row]} was expected; a sample file lists "
-                         "every clip's frames 1..N in order")
+        raise InputError(
+            f"{path}, row {row + 2}: {sample['image_location'].iloc[row]!r} where frame "
+            f"{position[row]} of clip {sample['clip'].iloc[row]} was expected; a sample file lists "
+            "every clip's frames 1..N in order"
+        )
     return sample
 
 
@@ -153,10 +169,12 @@ def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: st
     if beyond.any():
         bad = preds[beyond].groupby("clip")["frame"].agg(["min", "max", "size"])
         clip = bad.index[0]
-        raise InputError(f"{run}: predictions.parquet has {int(bad['size'].sum())} row(s) outside the manifest's "
-                         f"frames, e.g. clip {clip} frames {bad.loc[clip, 'min']}..{bad.loc[clip, 'max']} for "
-                         f"{frames[clip]} frames; was the run evaluated with another manifest? Rerun `emofusion "
-                         "evaluate`")
+        raise InputError(
+            f"{run}: predictions.parquet has {int(bad['size'].sum())} row(s) outside the manifest's "
+            f"frames, e.g. clip {clip} frames {bad.loc[clip, 'min']}..{bad.loc[clip, 'max']} for "
+            f"{frames[clip]} frames; was the run evaluated with another manifest? Rerun `emofusion "
+            "evaluate`"
+        )
     row = offsets[code] + frame
     if np.bincount(row, minlength=len(values)).max(initial=0) > 1:
         raise InputError(f"{run}: predictions.parquet has duplicate (clip, frame) rows; rerun `emofusion evaluate`")
@@ -165,14 +183,22 @@ def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: st
     if missing.any():
         owner = np.searchsorted(offsets, np.flatnonzero(missing), side="right") - 1
         lacking = {clips[i]: int((owner == i).sum()) for i in np.unique(owner)}
-        raise InputError(f"{run}: no prediction (or a NaN one) for {int(missing.sum())} test frame(s): "
-                         + _examples(f"{c} ({n} of {frames[c]} frames)" for c, n in lacking.items())
-                         + "; every frame needs one (faceless frames too); rerun `emofusion evaluate` on the run")
+        raise InputError(
+            f"{run}: no prediction (or a NaN one) for {int(missing.sum())} test frame(s): "
+            + _examples(f"{c} ({n} of {frames[c]} frames)" for c, n in lacking.items())
+            + "; every frame needs one (faceless frames too); rerun `emofusion evaluate` on the run"
+        )
     return clips, counts, offsets, values
 
 
-def build_submission(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: str,
-                     variant_columns: list[str], sample: pd.DataFrame | None = None) -> pd.DataFrame:
+def build_submission(
+    predictions: pd.DataFrame,
+    frames: Mapping[str, int],
+    *,
+    run: str,
+    variant_columns: list[str],
+    sample: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """The submission rows ``(image_location, valence, arousal)`` for the test clips ``frames`` (clip -> N).
 
     ``predictions``: a run's predictions.parquet (``clip``, ``frame`` 0-based and ``variant_columns``, the
@@ -191,16 +217,20 @@ def build_submission(predictions: pd.DataFrame, frames: Mapping[str, int], *, ru
         listed = sorted(pd.unique(sample["clip"]))
         unknown = sorted(set(listed) - set(frames))
         if unknown:
-            raise InputError(f"the sample submission lists clip(s) {_examples(unknown)} that are not test clips of "
-                             "the manifest, so there are no predictions for them; check corpus.test_list and "
-                             "report.sample_submission belong to the same test set")
+            raise InputError(
+                f"the sample submission lists clip(s) {_examples(unknown)} that are not test clips of "
+                "the manifest, so there are no predictions for them; check corpus.test_list and "
+                "report.sample_submission belong to the same test set"
+            )
         used = {c: frames[c] for c in listed}
         clips, counts, offsets, values = _clip_table(predictions, used, run=run, variant_columns=variant_columns)
         which = pd.Index(clips).get_indexer(sample["clip"])
         empty = [c for c, n in zip(clips, counts, strict=True) if n == 0]
         if empty:
-            raise InputError(f"the sample submission lists clip(s) {_examples(empty)} that have no decoded frames in "
-                             "the manifest, so there is no prediction to pad with; check their videos")
+            raise InputError(
+                f"the sample submission lists clip(s) {_examples(empty)} that have no decoded frames in "
+                "the manifest, so there is no prediction to pad with; check their videos"
+            )
         frame = np.minimum(sample["frame"].to_numpy(np.int64), counts[which])  # pad: repeat the last frame
         values = values[offsets[which] + frame - 1]
         locations = sample["image_location"].to_numpy()
@@ -218,8 +248,9 @@ def write_submission(path: str | Path, rows: pd.DataFrame) -> None:
         f.writelines(lines)
 
 
-def check_submission(path: str | Path, frames: Mapping[str, int], *,
-                     sample: pd.DataFrame | None = None) -> dict[str, Any]:
+def check_submission(
+    path: str | Path, frames: Mapping[str, int], *, sample: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """Validate a submission file; return the verdict ``{"file", "ok", "rows", "clips", "errors"}``.
 
     Checks: the header is exactly ``image_location,valence,arousal``; every row has three fields and an
@@ -254,20 +285,27 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
     clip, frame = split_locations(table["image_location"])
     ok = frame >= 0
     if not ok.all():
-        errors.append(f"image_location is not <clip>/%05d.jpg in {int((~ok).sum())} row(s): "
-                      + _examples(f"row {r} {locations[r - 2]!r}" for r in file_row[~ok]))
+        errors.append(
+            f"image_location is not <clip>/%05d.jpg in {int((~ok).sum())} row(s): "
+            + _examples(f"row {r} {locations[r - 2]!r}" for r in file_row[~ok])
+        )
 
     # Values: numbers, finite, in [-1, 1].
     for target in TARGETS:
         value, not_number = _numbers(table[target])
         nonfinite = ~np.isfinite(value) & ~not_number
         outside = np.isfinite(value) & (np.abs(value) > 1.0)
-        for mask, what in ((not_number, "is not a number"), (nonfinite, "is NaN or infinite"),
-                           (outside, "is outside [-1, 1]")):
+        for mask, what in (
+            (not_number, "is not a number"),
+            (nonfinite, "is NaN or infinite"),
+            (outside, "is outside [-1, 1]"),
+        ):
             if mask.any():
                 text = table[target].to_numpy(zero_copy_only=False)
-                errors.append(f"{target} {what} in {int(mask.sum())} row(s): "
-                              + _examples(f"row {r} ({text[r - 2]!r})" for r in file_row[mask]))
+                errors.append(
+                    f"{target} {what} in {int(mask.sum())} row(s): "
+                    + _examples(f"row {r} ({text[r - 2]!r})" for r in file_row[mask])
+                )
 
     # Clips: every row's clip expected, every expected clip present.
     names = sorted(frames)
@@ -276,8 +314,10 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
     if not known.all():
         unknown = pd.Series(file_row[~known]).groupby(clip[~known]).agg(["min", "size"])
         source = "the sample submission" if sample is not None else "the manifest's test clips"
-        errors.append(f"{len(unknown)} clip(s) not in {source}: "
-                      + _examples(f"{c} ({n} rows from row {r})" for c, (r, n) in unknown.iterrows()))
+        errors.append(
+            f"{len(unknown)} clip(s) not in {source}: "
+            + _examples(f"{c} ({n} rows from row {r})" for c, (r, n) in unknown.iterrows())
+        )
     present = {names[c] for c in np.unique(code[code >= 0])}
     absent = sorted(set(frames) - present)
     if absent:
@@ -299,9 +339,12 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
     dup = np.zeros(slot.size, dtype=bool)
     dup[by_slot[1:]] = slot[by_slot[1:]] == slot[by_slot[:-1]]
     if dup.any():
-        errors.append(f"duplicate image_location in {int(dup.sum())} row(s): "
-                      + _examples(f"row {r} {names[c]}/{f:05d}.jpg" for c, f, r in zip(code[dup], frame[dup], rows[dup],
-                                                                                     strict=True)))
+        errors.append(
+            f"duplicate image_location in {int(dup.sum())} row(s): "
+            + _examples(
+                f"row {r} {names[c]}/{f:05d}.jpg" for c, f, r in zip(code[dup], frame[dup], rows[dup], strict=True)
+            )
+        )
     gaps = np.flatnonzero(np.bincount(slot, minlength=int(counts.sum())) == 0)
     owner = np.searchsorted(offsets, gaps, side="right") - 1
     for c in np.unique(owner):
@@ -321,8 +364,10 @@ def check_submission(path: str | Path, frames: Mapping[str, int], *,
         differ = np.flatnonzero(sample["image_location"].to_numpy() != locations)
         if differ.size:
             first = int(differ[0])
-            errors.append(f"rows are not in the sample submission's order: row {first + 2} is "
-                          f"{locations[first]!r}, the sample has {sample['image_location'].iloc[first]!r}")
+            errors.append(
+                f"rows are not in the sample submission's order: row {first + 2} is "
+                f"{locations[first]!r}, the sample has {sample['image_location'].iloc[first]!r}"
+            )
     verdict["clips"] = len(present)
     verdict["ok"] = not errors
     return verdict

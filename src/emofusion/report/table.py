@@ -31,8 +31,14 @@ def results_table(runs: Sequence[Run], splits: Sequence[str]) -> pd.DataFrame:
     """
     rows = []
     for run in runs:
-        row = {"experiment": run.experiment, "model": run.model, "modalities": "+".join(run.modalities),
-               "stores": run.stores_label, "fold": run.fold, "seed": run.seed}
+        row = {
+            "experiment": run.experiment,
+            "model": run.model,
+            "modalities": "+".join(run.modalities),
+            "stores": run.stores_label,
+            "fold": run.fold,
+            "seed": run.seed,
+        }
         for split in splits:
             for variant in VARIANTS:
                 for target in SCORES:
@@ -68,8 +74,10 @@ def _cell(mean: float, sd: float, bold: bool) -> str:
 def _markdown_table(table: pd.DataFrame, split: str, *, with_fold: bool) -> list[str]:
     header = ["experiment", "model", "inputs"] + (["fold"] if with_fold else []) + ["runs"]
     header += [f"{t}" for t in SCORES] + [f"{t} (smoothed)" for t in SCORES]
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join([":--"] * (len(header) - 2 * len(SCORES)) + ["--:"] * (2 * len(SCORES))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":--"] * (len(header) - 2 * len(SCORES)) + ["--:"] * (2 * len(SCORES))) + "|",
+    ]
     # Bold the best value of each score column (among the rows of this table).
     best = {(v, t): table[score_column(split, v, t) + "_mean"].max() for v in VARIANTS for t in SCORES}
     for _, row in table.iterrows():
@@ -95,13 +103,17 @@ def results_markdown(table: pd.DataFrame, splits: Sequence[str], *, smoothing: s
     n_folds = folds["fold"].nunique()
     out = []
     for split in splits:
-        out += [f"### {split.capitalize()} CCC", "",
-                f"Lin's CCC (population moments) over all valid {split} frames of all clips pooled, for valence, "
-                "arousal and their mean. Each cell is the mean ± sd (sample sd, n - 1) over runs; *runs* counts "
-                f"them. The first table pools every (fold, seed) run of an experiment ({n_folds} fold(s)), so its "
-                "sd mixes fold-to-fold and seed-to-seed spread; the second gives each fold's mean ± sd over "
-                "seeds. Raw = predictions clipped to [-1, 1]; smoothed = " + smoothing + ". Best value per "
-                "column in bold.", ""]
+        out += [
+            f"### {split.capitalize()} CCC",
+            "",
+            f"Lin's CCC (population moments) over all valid {split} frames of all clips pooled, for valence, "
+            "arousal and their mean. Each cell is the mean ± sd (sample sd, n - 1) over runs; *runs* counts "
+            f"them. The first table pools every (fold, seed) run of an experiment ({n_folds} fold(s)), so its "
+            "sd mixes fold-to-fold and seed-to-seed spread; the second gives each fold's mean ± sd over "
+            "seeds. Raw = predictions clipped to [-1, 1]; smoothed = " + smoothing + ". Best value per "
+            "column in bold.",
+            "",
+        ]
         out += _markdown_table(pooled, split, with_fold=False)
         out += ["", f"Per fold ({split}):", ""]
         out += _markdown_table(folds, split, with_fold=True)

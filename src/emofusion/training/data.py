@@ -60,13 +60,17 @@ class Normaliser:
         """Tensors in a plain dict (what a ``weights_only`` checkpoint holds)."""
         import torch
 
-        return {m: {"mean": torch.from_numpy(self.mean[m].copy()), "std": torch.from_numpy(self.std[m].copy())}
-                for m in self.mean}
+        return {
+            m: {"mean": torch.from_numpy(self.mean[m].copy()), "std": torch.from_numpy(self.std[m].copy())}
+            for m in self.mean
+        }
 
     @classmethod
     def from_plain(cls, d: Mapping[str, Any]) -> Normaliser:
-        return cls(mean={m: np.asarray(v["mean"], np.float32) for m, v in d.items()},
-                   std={m: np.asarray(v["std"], np.float32) for m, v in d.items()})
+        return cls(
+            mean={m: np.asarray(v["mean"], np.float32) for m, v in d.items()},
+            std={m: np.asarray(v["std"], np.float32) for m, v in d.items()},
+        )
 
 
 class _Moments:
@@ -93,8 +97,10 @@ def _check_finite(x: np.ndarray, path: Path, clip: str) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         row = int(np.flatnonzero(bad.any(axis=1))[0])
-        raise InputError(f"feature store {path}: clip {clip!r} has NaN or inf features at {int(bad.any(1).sum())} "
-                         f"frame(s) (first: frame {row}); rebuild the store (`{rebuild_store(path)}`)")
+        raise InputError(
+            f"feature store {path}: clip {clip!r} has NaN or inf features at {int(bad.any(1).sum())} "
+            f"frame(s) (first: frame {row}); rebuild the store (`{rebuild_store(path)}`)"
+        )
 
 
 class FusionData:
@@ -110,18 +116,32 @@ class FusionData:
     the manifest missing from a store or with another frame count, NaN/inf features, a fold without valid labels.
     """
 
-    def __init__(self, *, manifest: pd.DataFrame, labels: str | Path, stores: Mapping[str, str | Path],
-                 backbones: Mapping[str, str], fold: int, windowing: Windowing,
-                 weights_sha256: Mapping[str, str] | None = None, normaliser: Normaliser | None = None,
-                 in_memory: bool | None = None, check_labels: bool = True, device=None,
-                 device_data: bool | str = False, device_fraction: float = 0.5):
+    def __init__(
+        self,
+        *,
+        manifest: pd.DataFrame,
+        labels: str | Path,
+        stores: Mapping[str, str | Path],
+        backbones: Mapping[str, str],
+        fold: int,
+        windowing: Windowing,
+        weights_sha256: Mapping[str, str] | None = None,
+        normaliser: Normaliser | None = None,
+        in_memory: bool | None = None,
+        check_labels: bool = True,
+        device=None,
+        device_data: bool | str = False,
+        device_fraction: float = 0.5,
+    ):
         from emofusion.corpus import fold_split
         from emofusion.models.config import MODALITIES
 
         self.windowing = windowing
         self.modalities = [m for m in MODALITIES if m in stores]
-        self.stores = {m: FeatureStore(stores[m], modality=m, backbone=backbones[m],
-                                       weights_sha256=(weights_sha256 or {}).get(m)) for m in self.modalities}
+        self.stores = {
+            m: FeatureStore(stores[m], modality=m, backbone=backbones[m], weights_sha256=(weights_sha256 or {}).get(m))
+            for m in self.modalities
+        }
         df = manifest.sort_values("clip").reset_index(drop=True)
         self.clips: list[str] = list(df["clip"])
         self.frames: dict[str, int] = dict(zip(df["clip"], df["frames"].astype(int), strict=True))
@@ -133,14 +153,18 @@ class FusionData:
         for store in self.stores.values():
             missing = [c for c in self.clips if c not in store]
             if missing:
-                raise InputError(f"feature store {store.path} lacks {len(missing)} clip(s) of the manifest "
-                                 f"(first: {missing[0]!r}); rebuild it so it covers the manifest "
-                                 f"(`{rebuild_store(store.path)}`)")
+                raise InputError(
+                    f"feature store {store.path} lacks {len(missing)} clip(s) of the manifest "
+                    f"(first: {missing[0]!r}); rebuild it so it covers the manifest "
+                    f"(`{rebuild_store(store.path)}`)"
+                )
             wrong = [c for c in self.clips if store.frames[c] != self.frames[c]]
             if wrong:
                 c = wrong[0]
-                raise InputError(f"feature store {store.path}: clip {c!r} has {store.frames[c]} rows but the manifest "
-                                 f"says {self.frames[c]} frames; the store was built from another manifest, rebuild it")
+                raise InputError(
+                    f"feature store {store.path}: clip {c!r} has {store.frames[c]} rows but the manifest "
+                    f"says {self.frames[c]} frames; the store was built from another manifest, rebuild it"
+                )
         self.width = {m: s.width for m, s in self.stores.items()}
         self.offsets = np.cumsum([0] + [self.frames[c] for c in self.clips]).astype(np.int64)
         self.total = int(self.offsets[-1])
@@ -154,8 +178,10 @@ class FusionData:
         self.device = device if wants_device_data(device_data, device, nbytes, device_fraction) else None
         if self.device is not None:
             if in_memory is False:
-                raise ConfigError("fusion.device_data keeps the features on the device but --data lazy was asked; "
-                                  "use --data memory or auto, or set fusion.device_data to false or auto")
+                raise ConfigError(
+                    "fusion.device_data keeps the features on the device but --data lazy was asked; "
+                    "use --data memory or auto, or set fusion.device_data to false or auto"
+                )
             in_memory = True
         if in_memory is None:
             in_memory = sum(self.total * 4 * w for w in self.width.values()) < IN_MEMORY_LIMIT
@@ -176,18 +202,23 @@ class FusionData:
                     raise InputError(f"labels store {path} has no clip {c!r}; rebuild it (`emofusion labels`)")
                 values, valid = h5[c]["values"][()], h5[c]["valid"][()]
                 if len(values) != self.frames[c]:
-                    raise InputError(f"labels store {path}: clip {c!r} has {len(values)} rows for {self.frames[c]} "
-                                     "frames in the manifest; rebuild it from this manifest")
-                self.labels[self.offsets[i]:self.offsets[i + 1]] = values
-                self.label_valid[self.offsets[i]:self.offsets[i + 1]] = valid
+                    raise InputError(
+                        f"labels store {path}: clip {c!r} has {len(values)} rows for {self.frames[c]} "
+                        "frames in the manifest; rebuild it from this manifest"
+                    )
+                self.labels[self.offsets[i] : self.offsets[i + 1]] = values
+                self.label_valid[self.offsets[i] : self.offsets[i + 1]] = valid
 
     def clips_of(self, split: str) -> list[str]:
         return [c for c in self.clips if self.split[c] == split]
 
     def _rows(self, clips: list[str]) -> np.ndarray:
         idx = [self.clips.index(c) for c in clips]
-        return np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) if idx else \
-            np.zeros(0, np.int64)
+        return (
+            np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx])
+            if idx
+            else np.zeros(0, np.int64)
+        )
 
     def valid_label_frames(self, split: str) -> int:
         return int(self.label_valid[self._rows(self.clips_of(split))].any(axis=1).sum())
@@ -197,8 +228,10 @@ class FusionData:
             if not self.clips_of(split):
                 raise ConfigError(f"fusion.folds: fold {fold} has no {split} clips in the manifest")
             if self.valid_label_frames(split) == 0:
-                raise ConfigError(f"fusion.folds: fold {fold} has no valid label in its {split} clips "
-                                  f"({', '.join(self.clips_of(split)[:5])}...); every label there is -5")
+                raise ConfigError(
+                    f"fusion.folds: fold {fold} has no valid label in its {split} clips "
+                    f"({', '.join(self.clips_of(split)[:5])}...); every label there is -5"
+                )
 
     def _read_features(self, normaliser: Normaliser | None) -> None:
         """One pass over every store: NaN/inf check, moments of the training clips' valid frames, and (in
@@ -218,8 +251,8 @@ class FusionData:
                 if c in train:
                     moments.add(x[v])
                 if self.in_memory:
-                    feats[self.offsets[i]:self.offsets[i + 1]] = x
-                    valid[self.offsets[i]:self.offsets[i + 1]] = v
+                    feats[self.offsets[i] : self.offsets[i + 1]] = x
+                    valid[self.offsets[i] : self.offsets[i + 1]] = v
             means[m], stds[m] = moments.result()
             if moments.n == 0 and normaliser is None:
                 logger.warning("%s: no valid frame in the training clips; its features are not normalised", store.path)
@@ -231,13 +264,15 @@ class FusionData:
                 if self.device is not None:
                     self._to_device(m)
         self.normaliser = normaliser or Normaliser(mean=means, std=stds)
-        logger.info("fold data: %d clips (%s), %d frames, modalities %s (%s), %s", len(self.clips),
-                    ", ".join(f"{sum(s == k for s in self.split.values())} {k}" for k in ("train", "validation",
-                                                                                           "test")),
-                    self.total, ", ".join(f"{m} {self.width[m]}-d" for m in self.modalities),
-                    ", ".join(str(s.path) for s in self.stores.values()),
-                    f"on {self.device}" if self.device is not None else
-                    "in memory" if self.in_memory else "read lazily")
+        logger.info(
+            "fold data: %d clips (%s), %d frames, modalities %s (%s), %s",
+            len(self.clips),
+            ", ".join(f"{sum(s == k for s in self.split.values())} {k}" for k in ("train", "validation", "test")),
+            self.total,
+            ", ".join(f"{m} {self.width[m]}-d" for m in self.modalities),
+            ", ".join(str(s.path) for s in self.stores.values()),
+            f"on {self.device}" if self.device is not None else "in memory" if self.in_memory else "read lazily",
+        )
 
     def _to_device(self, m: str) -> None:
         """Modality ``m``'s features and validity (and, the first time, labels and index tables) as tensors on
@@ -247,13 +282,16 @@ class FusionData:
         dev = self.device
         assert dev is not None
         if not hasattr(self, "dev"):
-            self.dev: dict[str, Any] = {"features": {}, "valid": {},
-                        "labels": torch.from_numpy(self.labels).to(dev),
-                        "label_valid": torch.from_numpy(self.label_valid).to(dev),
-                        "offsets": torch.from_numpy(self.offsets).to(dev),
-                        "clip_frames": torch.from_numpy(self.clip_frames).to(dev),
-                        "pooled": torch.from_numpy(self.windowing.pooled_frames().astype(np.int64)).to(dev),
-                        "label": torch.from_numpy(self.windowing.label_frames().astype(np.int64)).to(dev)}
+            self.dev: dict[str, Any] = {
+                "features": {},
+                "valid": {},
+                "labels": torch.from_numpy(self.labels).to(dev),
+                "label_valid": torch.from_numpy(self.label_valid).to(dev),
+                "offsets": torch.from_numpy(self.offsets).to(dev),
+                "clip_frames": torch.from_numpy(self.clip_frames).to(dev),
+                "pooled": torch.from_numpy(self.windowing.pooled_frames().astype(np.int64)).to(dev),
+                "label": torch.from_numpy(self.windowing.label_frames().astype(np.int64)).to(dev),
+            }
         self.dev["features"][m] = torch.from_numpy(self.features[m]).to(dev)
         self.dev["valid"][m] = torch.from_numpy(self.valid[m]).to(dev)
         if dev.type != "cpu":
@@ -298,8 +336,12 @@ class FusionData:
             x = (x * v[..., None]).sum(axis=2) / np.maximum(count, 1)[..., None]  # (B, steps, D)
             feats[m] = torch.from_numpy(x.astype(np.float32))
             masks[m] = torch.from_numpy(count > 0)
-        return {"feats": feats, "masks": masks, "target": torch.from_numpy(self.labels[label]),
-                "target_mask": torch.from_numpy(self.label_valid[label])}
+        return {
+            "feats": feats,
+            "masks": masks,
+            "target": torch.from_numpy(self.labels[label]),
+            "target_mask": torch.from_numpy(self.label_valid[label]),
+        }
 
     def _device_batch(self, windows: np.ndarray) -> dict[str, Any]:
         """:meth:`batch` with every tensor gathered on ``self.device`` (only the (B, 2) window table travels).
@@ -326,8 +368,12 @@ class FusionData:
             feats[m] = total / count.clamp(min=1)[..., None].to(total.dtype)
             masks[m] = count > 0
         flat = label.reshape(-1)
-        return {"feats": feats, "masks": masks, "target": d["labels"].index_select(0, flat).view(*label.shape, 2),
-                "target_mask": d["label_valid"].index_select(0, flat).view(*label.shape, 2)}
+        return {
+            "feats": feats,
+            "masks": masks,
+            "target": d["labels"].index_select(0, flat).view(*label.shape, 2),
+            "target_mask": d["label_valid"].index_select(0, flat).view(*label.shape, 2),
+        }
 
     def batches(self, windows: np.ndarray, index: list[list[int]], *, workers: int = 0, pin: bool = False):
         """Batch dicts of ``windows[i]`` for each list ``i`` of ``index``, in order: gathered on the device when
@@ -336,8 +382,9 @@ class FusionData:
 
         if self.device is not None:
             return DeviceBatches(self, windows, index)
-        return torch.utils.data.DataLoader(WindowBatches(self, windows), sampler=index, batch_size=None,
-                                           num_workers=workers, pin_memory=pin)
+        return torch.utils.data.DataLoader(
+            WindowBatches(self, windows), sampler=index, batch_size=None, num_workers=workers, pin_memory=pin
+        )
 
     def _read_lazy(self, m: str, windows: np.ndarray, pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Read each window's span of rows from store ``m`` (one contiguous HDF5 read per window), normalise,
@@ -375,8 +422,10 @@ class DeviceBatches:
         # twice); draw as it does, so dropout and everything after see the random stream of the DataLoader path
         # and a run on the device equals one through the loader bit for bit (on the CPU).
         torch.empty((), dtype=torch.int64).random_()
-        return (self.data._device_batch(np.asarray(self.windows[np.asarray(i, dtype=np.int64)], np.int64))
-                for i in self.index)
+        return (
+            self.data._device_batch(np.asarray(self.windows[np.asarray(i, dtype=np.int64)], np.int64))
+            for i in self.index
+        )
 
 
 class WindowBatches:

@@ -58,26 +58,37 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
 
     experiments = fusion["experiments"]
     if not experiments:
-        raise ConfigError(f"fusion.experiments is empty, so there is no experiment {name!r}: the defaults define "
-                          "none; pass the config that defines it, e.g. `--config config.yaml`")
+        raise ConfigError(
+            f"fusion.experiments is empty, so there is no experiment {name!r}: the defaults define "
+            "none; pass the config that defines it, e.g. `--config config.yaml`"
+        )
     if name not in experiments:
         raise ConfigError(f"fusion.experiments has no experiment {name!r}; configured: {sorted(experiments)}")
     exp = copy.deepcopy(experiments[name])
     preset_name = exp["preset"]
     known = presets(fusion)
     if preset_name not in known:
-        raise ConfigError(f"fusion.experiments.{name}.preset: no preset {preset_name!r} in fusion.presets; "
-                          f"defined: {sorted(known)}")
+        raise ConfigError(
+            f"fusion.experiments.{name}.preset: no preset {preset_name!r} in fusion.presets; defined: {sorted(known)}"
+        )
     training = {**known[preset_name], **exp["training"]}
     schema = _preset_schema()
     for err in jsonschema.Draft202012Validator(schema).iter_errors(training):
         key = ".".join(str(p) for p in err.absolute_path)
-        raise ConfigError(f"fusion.experiments.{name}.training.{key} (preset {preset_name!r} with the "
-                          f"experiment's overrides): {err.message}")
+        raise ConfigError(
+            f"fusion.experiments.{name}.training.{key} (preset {preset_name!r} with the "
+            f"experiment's overrides): {err.message}"
+        )
     for key, sub in schema["properties"].items():  # a preset written by hand may leave keys to their defaults
         training.setdefault(key, copy.deepcopy(sub["default"]))
-    return {"name": name, "model": exp["model"], "model_options": dict(exp["model_options"]),
-            "stores": dict(exp["stores"]), "preset": preset_name, "training": training}
+    return {
+        "name": name,
+        "model": exp["model"],
+        "model_options": dict(exp["model_options"]),
+        "stores": dict(exp["stores"]),
+        "preset": preset_name,
+        "training": training,
+    }
 
 
 RUNTIME_DEFAULTS = {"tf32": False, "device_data": "auto", "device_memory_fraction": 0.5}  # fusion.<key>: how a
@@ -89,8 +100,11 @@ def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = F
     settings for evaluation): a valid config section whose JSON changes only when this experiment does."""
     exp = fusion["experiments"][name]
     preset = exp["preset"]
-    section: dict[str, Any] = {"device": fusion["device"], "experiments": {name: exp},
-                               "presets": {preset: presets(fusion).get(preset, {})}}
+    section: dict[str, Any] = {
+        "device": fusion["device"],
+        "experiments": {name: exp},
+        "presets": {preset: presets(fusion).get(preset, {})},
+    }
     if smoothing:
         section["smoothing"] = fusion["smoothing"]
     for key, default in RUNTIME_DEFAULTS.items():  # only when set otherwise: the default leaves the param as it was
@@ -117,12 +131,18 @@ def check_stores(fusion: dict[str, Any], root: str | Path = STORE_ROOT) -> None:
                 backbone_class(modality, backbone)
             except ConfigError as e:
                 known = str(e).partition("; ")[2]
-                raise ConfigError(f"fusion.experiments.{name}.stores.{modality}: unknown store {backbone!r}; "
-                                  f"{known}; no file {store_path(modality, backbone, root)} either") from None
+                raise ConfigError(
+                    f"fusion.experiments.{name}.stores.{modality}: unknown store {backbone!r}; "
+                    f"{known}; no file {store_path(modality, backbone, root)} either"
+                ) from None
 
 
 def grid(fusion: dict[str, Any]) -> list[tuple[str, int, int]]:
     """Every ``(experiment, fold, seed)`` run of the section, in a stable order (its stores checked first)."""
     check_stores(fusion)
-    return [(name, fold, seed) for name in sorted(fusion["experiments"])
-            for fold in fusion["folds"] for seed in fusion["seeds"]]
+    return [
+        (name, fold, seed)
+        for name in sorted(fusion["experiments"])
+        for fold in fusion["folds"]
+        for seed in fusion["seeds"]
+    ]

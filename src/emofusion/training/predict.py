@@ -28,8 +28,17 @@ def autocast_dtype(amp: bool | str, device):
     return None
 
 
-def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, amp: bool | str = False,
-                  loss_fn=None, workers: int = 0) -> tuple[np.ndarray, float]:
+def predict_steps(
+    model,
+    data,
+    windows: np.ndarray,
+    *,
+    device,
+    batch_size: int,
+    amp: bool | str = False,
+    loss_fn=None,
+    workers: int = 0,
+) -> tuple[np.ndarray, float]:
     """Step-level predictions ``(W, L, T)`` float32 of ``windows`` in order, and the mean loss over the batches
     (``loss_fn(pred, target, mask)``; NaN without one)."""
     import torch
@@ -52,13 +61,15 @@ def predict_steps(model, data, windows: np.ndarray, *, device, batch_size: int, 
     return preds, float(np.mean(losses)) if losses else float("nan")
 
 
-def predict_frames(model, data, clips: list[str], *, device, batch_size: int, amp: bool | str = False,
-                   loss_fn=None, workers: int = 0) -> tuple[dict[str, np.ndarray], float]:
+def predict_frames(
+    model, data, clips: list[str], *, device, batch_size: int, amp: bool | str = False, loss_fn=None, workers: int = 0
+) -> tuple[dict[str, np.ndarray], float]:
     """``{clip: (N, 2)}`` float32: exactly one prediction per frame, clipped to [-1, 1]; and the mean loss over
     the batches of windows (:func:`predict_steps`; NaN without ``loss_fn``)."""
     windows = data.windows(clips, data.windowing.hop)
-    steps, loss = predict_steps(model, data, windows, device=device, batch_size=batch_size, amp=amp, loss_fn=loss_fn,
-                                workers=workers)
+    steps, loss = predict_steps(
+        model, data, windows, device=device, batch_size=batch_size, amp=amp, loss_fn=loss_fn, workers=workers
+    )
     position = {c: i for i, c in enumerate(clips)}
     local = windows.copy()
     local[:, 0] = [position[data.clips[i]] for i in windows[:, 0]]  # index into data.clips -> into clips

@@ -50,8 +50,10 @@ def build_fusion_model(experiment: Mapping[str, Any], dims: Mapping[str, int], s
     key = f"fusion.experiments.{experiment['name']}"
     options = dict(experiment["model_options"])
     if "seq_len" in options and int(options["seq_len"]) != steps:
-        raise ConfigError(f"{key}.model_options.seq_len is {options['seq_len']} but the windowing gives {steps} steps "
-                          f"per window ({key}.training.steps); drop seq_len or make them equal")
+        raise ConfigError(
+            f"{key}.model_options.seq_len is {options['seq_len']} but the windowing gives {steps} steps "
+            f"per window ({key}.training.steps); drop seq_len or make them equal"
+        )
     options.pop("seq_len", None)
     if "dims" in options:
         raise ConfigError(f"{key}.model_options.dims: widths come from the feature stores; remove it")
@@ -60,13 +62,16 @@ def build_fusion_model(experiment: Mapping[str, Any], dims: Mapping[str, int], s
     except (ConfigError, TypeError, ValueError) as e:
         raise ConfigError(f"{key}: {e}") from None
     if config.n_targets != 2:
-        raise ConfigError(f"{key}.model_options.n_targets is {config.n_targets}: runs train a valence and an arousal "
-                          "head together (set n_targets: 2; for rjcma this is its two-head option)")
+        raise ConfigError(
+            f"{key}.model_options.n_targets is {config.n_targets}: runs train a valence and an arousal "
+            "head together (set n_targets: 2; for rjcma this is its two-head option)"
+        )
     return build_model(experiment["model"], **config.to_dict())
 
 
-def train_epoch(model, batches, *, opt, scaler, loss_fn, device, amp: bool | str,
-                grad_clip: float | None) -> list[float]:
+def train_epoch(
+    model, batches, *, opt, scaler, loss_fn, device, amp: bool | str, grad_clip: float | None
+) -> list[float]:
     """One pass of optimisation over ``batches`` (dicts of :meth:`FusionData.batch`); the loss of each batch.
     ``amp``: a preset's value (see :func:`autocast_dtype`); ``scaler`` enabled for float16 only."""
     import torch
@@ -102,13 +107,27 @@ def _fingerprint(experiment, fold, seed, data) -> str:
 
     def store_identity(store):
         stat = store.path.stat()
-        return {"weights": store.attrs["weights_sha256"], "config": store.attrs["provenance"].get("config_hash"),
-                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return {
+            "weights": store.attrs["weights_sha256"],
+            "config": store.attrs["provenance"].get("config_hash"),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
 
     labels = hashlib.sha256(data.labels.tobytes() + data.label_valid.tobytes()).hexdigest()
-    return config_hash({"experiment": experiment, "fold": fold, "seed": seed, "width": data.width,
-                        "stores": {m: store_identity(s) for m, s in data.stores.items()},
-                        "clips": data.clips, "frames": data.total, "split": data.split, "labels": labels})
+    return config_hash(
+        {
+            "experiment": experiment,
+            "fold": fold,
+            "seed": seed,
+            "width": data.width,
+            "stores": {m: store_identity(s) for m, s in data.stores.items()},
+            "clips": data.clips,
+            "frames": data.total,
+            "split": data.split,
+            "labels": labels,
+        }
+    )
 
 
 def _read_resume(path: Path) -> dict | None:
@@ -132,10 +151,22 @@ def _read_resume(path: Path) -> dict | None:
     return None
 
 
-def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str | Path, manifest, labels: str | Path,
-              stores: Mapping[str, str], device, in_memory: bool | None = None, workers: int = 0,
-              stop_after: int | None = None, device_data: bool | str = "auto",
-              device_fraction: float = 0.5) -> dict[str, Any]:
+def train_run(
+    experiment: Mapping[str, Any],
+    *,
+    fold: int,
+    seed: int,
+    out: str | Path,
+    manifest,
+    labels: str | Path,
+    stores: Mapping[str, str],
+    device,
+    in_memory: bool | None = None,
+    workers: int = 0,
+    stop_after: int | None = None,
+    device_data: bool | str = "auto",
+    device_fraction: float = 0.5,
+) -> dict[str, Any]:
     """Train one run into ``out`` (model.pt, log.jsonl, run.json; resume.pt while it runs). Returns run.json's
     content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests).
     ``device_data``/``device_fraction``: fusion.device_data and fusion.device_memory_fraction."""
@@ -148,9 +179,18 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     name = experiment["name"]
     tr = experiment["training"]
     windowing = Windowing.from_training(tr, key=f"fusion.experiments.{name}.training")
-    data = FusionData(manifest=manifest, labels=labels, stores=stores, backbones=experiment["stores"], fold=fold,
-                      windowing=windowing, in_memory=in_memory, device=device, device_data=device_data,
-                      device_fraction=device_fraction)
+    data = FusionData(
+        manifest=manifest,
+        labels=labels,
+        stores=stores,
+        backbones=experiment["stores"],
+        fold=fold,
+        windowing=windowing,
+        in_memory=in_memory,
+        device=device,
+        device_data=device_data,
+        device_fraction=device_fraction,
+    )
     seed_everything(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -158,9 +198,13 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if tr["optimizer"] == "adamw" else torch.optim.Adam
     opt = opt_cls(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
-    sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=tr["plateau_factor"],
-                                                        patience=tr["plateau_patience"])
-             if tr["scheduler"] == "plateau" else None)
+    sched = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=tr["plateau_factor"], patience=tr["plateau_patience"]
+        )
+        if tr["scheduler"] == "plateau"
+        else None
+    )
     amp = tr["amp"]
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(amp, device) == torch.float16)
     loss_fn = CCCLoss(reduction=tr["loss_reduction"])
@@ -193,9 +237,19 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
         else:
             logger.warning("%s belongs to another configuration or data; starting over", resume_path)
 
-    logger.info("%s fold %d seed %d: %s (%d parameters) on %s, %d training windows of %d frames (L=%d), %d validation "
-                "windows", name, fold, seed, experiment["model"], sum(p.numel() for p in params), device,
-                len(train_windows), windowing.window, windowing.steps, len(val_windows))
+    logger.info(
+        "%s fold %d seed %d: %s (%d parameters) on %s, %d training windows of %d frames (L=%d), %d validation windows",
+        name,
+        fold,
+        seed,
+        experiment["model"],
+        sum(p.numel() for p in params),
+        device,
+        len(train_windows),
+        windowing.window,
+        windowing.steps,
+        len(val_windows),
+    )
     epochs_run = 0
     for epoch in range(start, int(tr["epochs"])):
         if tr["patience"] and since_best >= tr["patience"]:
@@ -206,13 +260,15 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
             for g in opt.param_groups:
                 g["lr"] = tr["lr"] * (epoch + 1) / warm
         perm = np.random.default_rng([seed, epoch]).permutation(len(train_windows))
-        batches = [perm[i:i + bs].tolist() for i in range(0, len(perm), bs)]
+        batches = [perm[i : i + bs].tolist() for i in range(0, len(perm), bs)]
         loader = data.batches(train_windows, batches, workers=workers, pin=device.type == "cuda")
         bar = progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch")
-        losses = train_epoch(model, bar, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp,
-                             grad_clip=tr["grad_clip"])
-        frames, val_loss = predict_frames(model, data, val_clips, device=device, batch_size=bs, amp=amp,
-                                          loss_fn=loss_fn, workers=workers)
+        losses = train_epoch(
+            model, bar, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=tr["grad_clip"]
+        )
+        frames, val_loss = predict_frames(
+            model, data, val_clips, device=device, batch_size=bs, amp=amp, loss_fn=loss_fn, workers=workers
+        )
         scores = split_ccc(frames, {c: val_labels[c][0] for c in val_clips}, {c: val_labels[c][1] for c in val_clips})
         lr = opt.param_groups[0]["lr"]
         if sched is not None and epoch >= warm:
@@ -222,17 +278,41 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
-        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_loss": val_loss,
-                 **{f"val_ccc_{t}": scores[t] for t in TARGETS}, "val_ccc_mean": scores["mean"], "lr": lr,
-                 "seconds": round(time.perf_counter() - t0, 3)}
+        entry = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_loss": val_loss,
+            **{f"val_ccc_{t}": scores[t] for t in TARGETS},
+            "val_ccc_mean": scores["mean"],
+            "lr": lr,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         log.append(entry)
-        logger.info("epoch %d: train loss %.4f, val loss %.4f, val CCC %.4f / %.4f (mean %.4f)%s, %.1f s", epoch,
-                    entry["train_loss"], val_loss, scores["valence"], scores["arousal"], scores["mean"],
-                    " best" if best_epoch == epoch else "", entry["seconds"])
-        state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict() if sched is not None else {}, "scaler": scaler.state_dict(),
-                 "rng_cpu": torch.get_rng_state(), "best": best, "best_epoch": best_epoch, "since_best": since_best,
-                 "best_state": best_state, "log": json.dumps(log)}
+        logger.info(
+            "epoch %d: train loss %.4f, val loss %.4f, val CCC %.4f / %.4f (mean %.4f)%s, %.1f s",
+            epoch,
+            entry["train_loss"],
+            val_loss,
+            scores["valence"],
+            scores["arousal"],
+            scores["mean"],
+            " best" if best_epoch == epoch else "",
+            entry["seconds"],
+        )
+        state = {
+            "fingerprint": fingerprint,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else {},
+            "scaler": scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "best": best,
+            "best_epoch": best_epoch,
+            "since_best": since_best,
+            "best_state": best_state,
+            "log": json.dumps(log),
+        }
         if device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         with atomic_path(resume_path) as tmp:
@@ -248,14 +328,31 @@ def train_run(experiment: Mapping[str, Any], *, fold: int, seed: int, out: str |
     store_paths = {m: str(p) for m, p in stores.items()}
     weights = {m: s.attrs["weights_sha256"] for m, s in data.stores.items()}
     prov = provenance(config=dict(experiment), seed=seed, fold=fold, stores=store_paths, weights_sha256=weights)
-    extra = {"experiment": dict(experiment), "fold": fold, "seed": seed, "best_epoch": best_epoch,
-             "best_val_ccc_mean": best, "normaliser": data.normaliser.to_plain(), "weights_sha256": weights,
-             "stores": store_paths, "run_provenance": prov}
+    extra = {
+        "experiment": dict(experiment),
+        "fold": fold,
+        "seed": seed,
+        "best_epoch": best_epoch,
+        "best_val_ccc_mean": best,
+        "normaliser": data.normaliser.to_plain(),
+        "weights_sha256": weights,
+        "stores": store_paths,
+        "run_provenance": prov,
+    }
     save_checkpoint(out / "model.pt", model, extra=extra, seed=seed)
     _write_log(out / "log.jsonl", log)
-    info = {"experiment": name, "model": experiment["model"], "fold": fold, "seed": seed,
-            "modalities": list(data.modalities), "stores": store_paths, "config": dict(experiment),
-            "best_epoch": best_epoch, "best_val_ccc_mean": best, "provenance": prov}
+    info = {
+        "experiment": name,
+        "model": experiment["model"],
+        "fold": fold,
+        "seed": seed,
+        "modalities": list(data.modalities),
+        "stores": store_paths,
+        "config": dict(experiment),
+        "best_epoch": best_epoch,
+        "best_val_ccc_mean": best,
+        "provenance": prov,
+    }
     write_json(out / "run.json", info)
     resume_path.unlink(missing_ok=True)
     logger.info("%s: best epoch %d, validation mean CCC %.4f -> %s", name, best_epoch, best, out / "model.pt")

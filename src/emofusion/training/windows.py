@@ -31,17 +31,21 @@ class Windowing:
         settings in errors."""
         window, steps, pool = int(training["window"]), int(training["steps"]), int(training["pool"])
         if window % steps:
-            raise ConfigError(f"{key}: window {window} is not a multiple of steps {steps} (each step is window/steps "
-                              "frames); change window or steps")
+            raise ConfigError(
+                f"{key}: window {window} is not a multiple of steps {steps} (each step is window/steps "
+                "frames); change window or steps"
+            )
         sub = window // steps
         if sub % pool:
-            raise ConfigError(f"{key}: pool {pool} does not divide the {sub} frames of a step (window/steps); "
-                              "change pool")
+            raise ConfigError(
+                f"{key}: pool {pool} does not divide the {sub} frames of a step (window/steps); change pool"
+            )
         hop = int(training.get("hop") or window)
         train_hop = int(training.get("train_hop") or hop)
         if hop > window:
-            raise ConfigError(f"{key}: hop {hop} is larger than window {window}: frames between windows would get "
-                              "no prediction")
+            raise ConfigError(
+                f"{key}: hop {hop} is larger than window {window}: frames between windows would get no prediction"
+            )
         return cls(window=window, steps=steps, pool=pool, hop=hop, train_hop=train_hop)
 
     @property
@@ -59,8 +63,9 @@ class Windowing:
     def pooled_frames(self) -> np.ndarray:
         """``(steps, pool)`` frame offsets inside a window of the frames pooled into each step."""
         stride = self.sub // self.pool
-        return (np.arange(self.steps)[:, None] * self.sub
-                + np.arange(1, self.pool + 1)[None, :] * stride - 1).astype(np.int64)
+        return (np.arange(self.steps)[:, None] * self.sub + np.arange(1, self.pool + 1)[None, :] * stride - 1).astype(
+            np.int64
+        )
 
     def label_frames(self) -> np.ndarray:
         """``(steps,)`` offsets of the frame whose label each step takes (its sub-sequence's last frame)."""
@@ -69,13 +74,17 @@ class Windowing:
 
 def windows_for(frames: dict[str, int], clips: list[str], windowing: Windowing, hop: int) -> np.ndarray:
     """``(W, 2)`` int64 rows ``(index into clips, start frame)`` for every window of the clips, in order."""
-    rows = [np.stack([np.full(len(s), i), s], axis=1)
-            for i, c in enumerate(clips) for s in [windowing.starts(frames[c], hop)]]
+    rows = [
+        np.stack([np.full(len(s), i), s], axis=1)
+        for i, c in enumerate(clips)
+        for s in [windowing.starts(frames[c], hop)]
+    ]
     return np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 2), np.int64)
 
 
-def reassemble(step_values: np.ndarray, windows: np.ndarray, clips: list[str], frames: dict[str, int],
-               windowing: Windowing) -> dict[str, np.ndarray]:
+def reassemble(
+    step_values: np.ndarray, windows: np.ndarray, clips: list[str], frames: dict[str, int], windowing: Windowing
+) -> dict[str, np.ndarray]:
     """Frame-level values from step-level window outputs: every step's value stands for its ``sub`` frames;
     overlapping windows are averaged; padding past a clip's end is dropped.
 
@@ -94,7 +103,7 @@ def reassemble(step_values: np.ndarray, windows: np.ndarray, clips: list[str], f
     for t in range(T):  # T is 2: a bincount per target
         sums[:, t] = np.bincount(glob, weights=vals[:, t], minlength=total)
     counts = np.bincount(glob, minlength=total)
-    if (counts[: total] == 0).any():
+    if (counts[:total] == 0).any():
         raise RuntimeError(f"reassemble: {int((counts == 0).sum())} frames got no prediction")
     out = (sums / counts[:, None]).astype(np.float32)
-    return {c: out[offsets[i]:offsets[i + 1]] for i, c in enumerate(clips)}
+    return {c: out[offsets[i] : offsets[i + 1]] for i, c in enumerate(clips)}
