@@ -380,3 +380,12 @@ def test_report_on_runs_really_trained_and_evaluated(tmp_path):
     table = result["table"]
     assert table.loc[table["fold"] == "pooled", "runs"].tolist() == [2, 1]
     assert len([p for p in result["plots"] if p.startswith("predictions_")]) == 2
+
+
+def test_a_run_whose_model_is_gone_is_refused(tmp_path):
+    """The report never describes a model that no longer exists; the message says how to train it again."""
+    manifest = make_manifest(tmp_path / "manifest.parquet")
+    run = make_runs(tmp_path / "results" / "fusion", manifest, folds=(0,), seeds=(0,))[0]
+    (run / "model.pt").unlink()
+    with pytest.raises(InputError, match=r"model\.pt does not exist: the report would describe a run whose model is"):
+        read_runs([run])

@@ -32,8 +32,6 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     manifest = make_manifest(Path("results/manifest.parquet"))
     runs = make_runs(Path("results/fusion"), manifest, folds=(0,), seeds=(0,))
-    for run in runs:
-        (run / "model.pt").write_bytes(b"weights")  # the report does not read it; status checks it is there
     assert (
         main(["report", "--manifest", "results/manifest.parquet", "--runs", *map(str, runs), "--out", "results/report"])
         == 0

@@ -16,6 +16,7 @@ import pandas as pd
 
 from emofusion.errors import InputError
 from emofusion.metrics import TARGETS
+from emofusion.repair import retrain
 
 LOG_KEYS = ("epoch", "train_loss", "val_loss", "val_ccc_valence", "val_ccc_arousal", "val_ccc_mean", "lr", "seconds")
 PREDICTION_COLUMNS = (
@@ -132,6 +133,11 @@ def read_run(path: str | Path) -> Run:
             )
     if not isinstance(metrics.get("splits"), dict):
         raise InputError(f"{path / 'metrics.json'} has no 'splits'; rerun `emofusion evaluate` on this run")
+    if not (path / "model.pt").is_file():  # a table row must describe a model that still exists
+        raise InputError(
+            f"{path / 'model.pt'} does not exist: the report would describe a run whose model is gone; train it "
+            f"again (`{retrain(path)}`)"
+        )
     if not (path / "predictions.parquet").is_file():
         raise InputError(f"{path / 'predictions.parquet'} does not exist; run `emofusion evaluate` on {path}")
     return Run(
