@@ -165,3 +165,19 @@ def test_a_store_edited_in_place_gets_a_command_that_reruns_it(corpus, tmp_path,
         )
     # --forcerun: the edited store is newer than its shards, so a plain `snakemake features` does nothing
     assert "(`snakemake --cores 2 --forcerun results/features/visual/synthv.h5`)" in str(err.value)
+
+
+def test_repair_commands_outside_the_workflow_layout_name_every_required_argument(tmp_path):
+    """A run folder of the workflow gets a Snakemake command; any other folder the full emofusion command (with
+    placeholders for what only the user knows), never one missing a required option."""
+    from emofusion.repair import reevaluate, retrain
+
+    assert reevaluate("results/fusion/rjca/fold0/seed0") == (
+        "snakemake --cores 2 --forcerun results/fusion/rjca/fold0/seed0/metrics.json"
+    )
+    for command, required in (
+        (retrain(tmp_path / "run"), ("--experiment", "--fold", "--seed", "--out")),
+        (reevaluate(tmp_path / "run"), ("--run", "--manifest", "--labels")),
+    ):
+        assert all(option in command for option in (*required, "--config")), command
+        assert str(tmp_path / "run") in command

@@ -51,6 +51,18 @@ def retrain(run: str | os.PathLike) -> str:
     )
 
 
+def reevaluate(run: str | os.PathLike) -> str:
+    """How to evaluate run folder ``run`` (again): a Snakemake command for a run of the workflow, else
+    `emofusion evaluate` with what it needs."""
+    run_path = Path(run)
+    if RUN_LAYOUT.search(run_path.resolve().as_posix()) or RUN_LAYOUT.search(run_path.as_posix()):
+        return rerun(run_path / "metrics.json")
+    return (
+        f"emofusion evaluate --config CONFIG --run {shlex.quote(str(run_path))} --manifest MANIFEST --labels LABELS "
+        "(the files this run was trained with)"
+    )
+
+
 def rebuild_store(path: str | os.PathLike) -> str:
     """How to rebuild a feature store from its shards (an edited, stale or damaged store)."""
     return rerun(path)

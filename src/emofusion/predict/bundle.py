@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emofusion.errors import InputError
+from emofusion.repair import reevaluate, retrain
 
 BUNDLE_SCHEMA = 1
 RECIPE_SCHEMA = 1
@@ -123,13 +124,13 @@ def _read_run_checkpoint(run: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(
             f"{path} does not exist: {run} is not a trained run folder; train it first "
-            f"(`emofusion train --out {run}` or `snakemake`), or pass the run folder that has model.pt"
+            f"(`{retrain(run)}`), or pass the run folder that has model.pt"
         )
     try:
         return read_checkpoint(path)
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise InputError(
-            f"{path} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); retrain the run"
+            f"{path} is not a usable emofusion checkpoint ({type(e).__name__}: {e}); retrain the run (`{retrain(run)}`)"
         ) from None
 
 
@@ -143,10 +144,10 @@ def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -
     run = Path(run)
     ckpt = checkpoint if checkpoint is not None else _read_run_checkpoint(run)
     for name, hint in (
-        ("run.json", f"train it first (`emofusion train --out {run}`)"),
+        ("run.json", f"train it first (`{retrain(run)}`)"),
         (
             "metrics.json",
-            f"evaluate it first (`emofusion evaluate --run {run}`): the smoothing windows come from its metrics.json",
+            f"evaluate it first (`{reevaluate(run)}`): the smoothing windows come from its metrics.json",
         ),
     ):
         if not (run / name).is_file():

@@ -16,7 +16,7 @@ import pandas as pd
 
 from emofusion.errors import InputError
 from emofusion.metrics import TARGETS
-from emofusion.repair import retrain
+from emofusion.repair import reevaluate, retrain
 
 LOG_KEYS = ("epoch", "train_loss", "val_loss", "val_ccc_valence", "val_ccc_arousal", "val_ccc_mean", "lr", "seconds")
 PREDICTION_COLUMNS = (
@@ -119,7 +119,7 @@ def read_run(path: str | Path) -> Run:
     """Read and check one run directory."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"run directory {path} does not exist; train and evaluate it first (snakemake fusion)")
+        raise InputError(f"run directory {path} does not exist; train and evaluate it first (`{reevaluate(path)}`)")
     info = _read_json(path / "run.json")
     metrics = _read_json(path / "metrics.json")
     for key in ("experiment", "model", "fold", "seed", "modalities", "stores"):
