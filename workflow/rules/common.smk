@@ -289,6 +289,8 @@ def fusion_targets():
 
 
 # Predict target (workflow/rules/predict.smk)
+from emofusion.repair import RUN_LAYOUT  # cheap: no torch
+
 PREDICT_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
@@ -309,23 +311,35 @@ def predict_videos():
     return found
 
 
+def predict_is_run():
+    """predict.model names a training run folder (else a bundle: a .tar or a folder with bundle.json). A run of this
+    workflow's layout counts even before it exists, so `snakemake predict` trains and evaluates it first."""
+    model = Path(config["predict"]["model"])
+    if model.suffix == ".tar" or (model / "bundle.json").is_file():
+        return False
+    return (model / "run.json").is_file() or bool(RUN_LAYOUT.search(model.as_posix()))
+
+
 def predict_name():
     """results/predict/<name>: predict.name, else experiment-fold-seed of a run folder, else the bundle's stem."""
     p = config["predict"]
     if p["name"]:
         return p["name"]
     model = Path(p["model"])
-    if (model / "run.json").is_file():
-        run = json.loads((model / "run.json").read_text())
-        return f"{run['experiment']}-fold{run['fold']}-seed{run['seed']}"
+    if predict_is_run():
+        if (model / "run.json").is_file():
+            run = json.loads((model / "run.json").read_text())
+            return f"{run['experiment']}-fold{run['fold']}-seed{run['seed']}"
+        return f"{model.parent.parent.name}-{model.parent.name}-{model.name}"  # .../<experiment>/fold<k>/seed<s>
     return model.name[:-4] if model.name.endswith(".tar") else model.name
 
 
 def predict_outputs():
     """The files one predict job writes (the overlay video with predict.overlay)."""
-    out = {ext: f"results/predict/{{predict_name}}/{{stem}}.{ext}" for ext in ("csv", "json", "png")}
+    side = f"_{config['predict']['side']}" if config["predict"]["side"] else ""  # as `emofusion predict` names them
+    out = {ext: f"results/predict/{{predict_name}}/{{stem}}{side}.{ext}" for ext in ("csv", "json", "png")}
     if config["predict"]["overlay"]:
-        out["overlay"] = "results/predict/{predict_name}/{stem}.overlay.mp4"
+        out["overlay"] = f"results/predict/{{predict_name}}/{{stem}}{side}.overlay.mp4"
     return out
 
 
@@ -348,15 +362,16 @@ def predict_video_file(wildcards):
 def predict_model_files(wildcards):
     """The model's files as inputs, so a retrained run or a new bundle reruns the predictions."""
     model = Path(config["predict"]["model"])
+    if predict_is_run():  # every file predict reads, so a run of this workflow is trained and evaluated first
+        return [str(model / n) for n in ("model.pt", "run.json", "metrics.json")]
     if model.is_dir():
-        names = ("model.pt", "run.json", "metrics.json", "bundle.json")
-        return [str(model / n) for n in names if (model / n).is_file()]
+        return [str(model / n) for n in ("model.pt", "bundle.json")]
     return [str(model)]
 
 
 def predict_model_option(wildcards):
     model = Path(config["predict"]["model"])
-    flag = "--run" if (model / "run.json").is_file() else "--model"
+    flag = "--run" if predict_is_run() else "--model"
     return f"{flag} {shlex.quote(str(model))}"
 
 
