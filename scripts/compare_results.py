@@ -20,25 +20,29 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 
-VOLATILE = (
+# Whole key names only: a key that merely contains one of these (timeline, weights_sha256) is data, not provenance.
+# "sha256" and "path" are the hash and place of a file (a store's hash changes with its provenance attribute);
+# a backbone's weights_sha256 is its identity and is compared.
+VOLATILE = {
     "provenance",
+    "run_provenance",
     "git",
-    "time",
     "created",
     "seconds",
+    "time",
     "hostname",
     "duration",
     "elapsed",
-    "config_hash",
     "argv",
     "cwd",
     "path",
     "sha256",
-)
+    "versions",
+}
 
 
 def volatile(key: str) -> bool:
-    return any(v in key.lower() for v in VOLATILE)
+    return str(key).lower() in VOLATILE
 
 
 def strip(obj):
@@ -91,7 +95,7 @@ def checkpoint_differences(a: Path, b: Path) -> list[str]:
     def walk(u, v, where: str) -> None:
         if isinstance(u, dict) and isinstance(v, dict):
             for k in sorted(set(u) | set(v), key=str):
-                if "provenance" in str(k):  # provenance, run_provenance: versions, git revision, times
+                if volatile(k):  # provenance, run_provenance: versions, git revision, times
                     continue
                 if k not in u or k not in v:
                     out.append(f"only in one: {where}/{k}")
@@ -110,6 +114,20 @@ def checkpoint_differences(a: Path, b: Path) -> list[str]:
     return out
 
 
+def _parquet_metadata(table) -> dict:
+    """A Parquet table's key-value metadata, JSON values parsed and stripped of their volatile keys."""
+    out = {}
+    for key, value in (table.schema.metadata or {}).items():
+        name = key.decode()
+        if volatile(name):
+            continue
+        try:
+            out[name] = strip(json.loads(value))
+        except ValueError:
+            out[name] = value
+    return out
+
+
 def compare(a: Path, b: Path) -> list[str]:
     """One line per file that differs beyond its volatile parts (an empty list: the trees agree)."""
     files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
@@ -124,7 +142,10 @@ def compare(a: Path, b: Path) -> list[str]:
         elif rel.suffix == ".pt":
             found = checkpoint_differences(x, y)
         elif rel.suffix == ".parquet":
-            found = [] if pq.read_table(x).equals(pq.read_table(y)) else ["table data"]
+            ta, tb = pq.read_table(x), pq.read_table(y)
+            found = [] if ta.equals(tb) else ["table data"]
+            if _parquet_metadata(ta) != _parquet_metadata(tb):
+                found.append("table metadata")
         elif rel.suffix == ".json":
             found = [] if strip(json.loads(x.read_text())) == strip(json.loads(y.read_text())) else ["JSON content"]
         elif rel.suffix == ".jsonl":

@@ -48,3 +48,13 @@ def test_changed_data_weights_and_files_are_found(tmp_path):
     shutil.copy(a / "metrics.json", a / "extra.json")
     assert compare_results.main([str(a), str(tmp_path / "c")]) == 1
     assert "only in A: extra.json" in compare_results.compare(a, tmp_path / "c")
+
+
+def test_data_named_like_provenance_is_still_compared(tmp_path):
+    """Only whole volatile key names are skipped: a changed timeline or weights hash is a difference."""
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    for root, value in ((a, "frames"), (b, "window")):
+        with h5py.File(root / "store.h5", "a") as h5:
+            h5.attrs["timeline"] = value
+            h5.attrs["weights_sha256"] = "0" * 64
+    assert compare_results.compare(a, b) == ["store.h5: attribute /@timeline"]
