@@ -143,7 +143,7 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise InputError(
             f"{path} is not a feature store (missing attributes {', '.join(missing)}); "
-            "rebuild it with `emofusion embed`"
+            f"rebuild it (`{rebuild_store(path)}`)"
         )
     attrs["provenance"] = json.loads(attrs["provenance"] or "{}")
     return attrs

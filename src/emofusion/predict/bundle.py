@@ -13,6 +13,7 @@ and ``torch.load(weights_only=True)``: nothing in a bundle is executed.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from emofusion.errors import InputError
-from emofusion.repair import reevaluate, retrain
+from emofusion.repair import rebuild_store, reevaluate, retrain
 
 BUNDLE_SCHEMA = 1
 RECIPE_SCHEMA = 1
@@ -90,7 +91,7 @@ def _face_settings(store: Path) -> dict[str, Any]:
                 return found
     if found is None:
         raise InputError(
-            f"feature store {store}: its provenance names no face store; rebuild it with `emofusion embed`"
+            f"feature store {store}: its provenance names no face store; rebuild it (`{rebuild_store(store)}`)"
         )
     return found
 
@@ -239,7 +240,6 @@ def load_run(run: str | Path) -> Model:
 def export_bundle(run: str | Path, out: str | Path) -> dict[str, Any]:
     """Write a bundle of ``run`` to ``out`` (a ``.tar`` file, else a folder), atomically; return bundle.json."""
     from emofusion.io import atomic_path
-    from emofusion.provenance import file_sha256
 
     model = load_run(run)
     out = Path(out)
@@ -253,6 +253,8 @@ def export_bundle(run: str | Path, out: str | Path) -> dict[str, Any]:
     }
     blob = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
     weights = (Path(run) / "model.pt").read_bytes()
+    if hashlib.sha256(weights).hexdigest() != doc["checkpoint_sha256"]:  # retrained since load_run read it
+        raise InputError(f"{run}/model.pt changed while it was exported; export again")
     if out.suffix == ".tar":
         with atomic_path(out) as tmp, tarfile.open(tmp, "w") as tar:
             for name, data in (("bundle.json", blob), ("model.pt", weights)):
@@ -263,8 +265,6 @@ def export_bundle(run: str | Path, out: str | Path) -> dict[str, Any]:
         with atomic_path(out, directory=True) as tmp:
             (tmp / "bundle.json").write_bytes(blob)
             (tmp / "model.pt").write_bytes(weights)
-    if file_sha256(Path(run) / "model.pt") != doc["checkpoint_sha256"]:  # pragma: no cover - a concurrent retrain
-        raise InputError(f"{run}/model.pt changed while it was exported; export again")
     return doc
 
 

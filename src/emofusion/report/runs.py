@@ -33,7 +33,7 @@ PREDICTION_COLUMNS = (
     "valid_arousal",
 )
 VARIANTS = ("raw", "smoothed")  # metrics.json's two scores per split
-# A run folder's files (the training/evaluation contract); model.pt is optional to the report (it reads none of it).
+# A run folder's files (the training/evaluation contract); the report reads none of model.pt but needs it there.
 RUN_FILES = ("model.pt", "log.jsonl", "run.json", "predictions.parquet", "metrics.json")
 
 
@@ -68,7 +68,7 @@ class Run:
             have = sorted(self.metrics.get("splits", {}))
             raise InputError(
                 f"{self.path / 'metrics.json'} has no {split}/{variant}/{target} CCC (splits: "
-                f"{', '.join(have) or 'none'}); rerun `emofusion evaluate` on this run or drop "
+                f"{', '.join(have) or 'none'}); evaluate it again (`{reevaluate(self.path)}`) or drop "
                 f"{split!r} from report.splits"
             ) from None
 
@@ -78,13 +78,15 @@ class Run:
         df = pd.read_parquet(path, columns=columns)
         missing = [c for c in (columns or PREDICTION_COLUMNS) if c not in df.columns]
         if missing:
-            raise InputError(f"{path} lacks column(s) {', '.join(missing)}; rerun `emofusion evaluate` on {self.path}")
+            raise InputError(
+                f"{path} lacks column(s) {', '.join(missing)}; evaluate the run again (`{reevaluate(self.path)}`)"
+            )
         return df.sort_values(["clip", "frame"], kind="stable").reset_index(drop=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise InputError(f"{path} does not exist; run `emofusion train` and `emofusion evaluate` for {path.parent}")
+        raise InputError(f"{path} does not exist; train and evaluate {path.parent} (`{retrain(path.parent)}`)")
     try:
         obj = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -119,7 +121,7 @@ def read_run(path: str | Path) -> Run:
     """Read and check one run directory."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"run directory {path} does not exist; train and evaluate it first (`{reevaluate(path)}`)")
+        raise InputError(f"run directory {path} does not exist; train and evaluate it first (`{retrain(path)}`)")
     info = _read_json(path / "run.json")
     metrics = _read_json(path / "metrics.json")
     for key in ("experiment", "model", "fold", "seed", "modalities", "stores"):
@@ -129,17 +131,17 @@ def read_run(path: str | Path) -> Run:
         if key in metrics and metrics[key] != info[key]:
             raise InputError(
                 f"{path}: metrics.json says {key}={metrics[key]!r} but run.json says {info[key]!r}; "
-                "rerun `emofusion evaluate` on this run"
+                f"evaluate it again (`{reevaluate(path)}`)"
             )
     if not isinstance(metrics.get("splits"), dict):
-        raise InputError(f"{path / 'metrics.json'} has no 'splits'; rerun `emofusion evaluate` on this run")
+        raise InputError(f"{path / 'metrics.json'} has no 'splits'; evaluate it again (`{reevaluate(path)}`)")
     if not (path / "model.pt").is_file():  # a table row must describe a model that still exists
         raise InputError(
             f"{path / 'model.pt'} does not exist: the report would describe a run whose model is gone; train it "
             f"again (`{retrain(path)}`)"
         )
     if not (path / "predictions.parquet").is_file():
-        raise InputError(f"{path / 'predictions.parquet'} does not exist; run `emofusion evaluate` on {path}")
+        raise InputError(f"{path / 'predictions.parquet'} does not exist; evaluate the run (`{reevaluate(path)}`)")
     return Run(
         path=path,
         experiment=str(info["experiment"]),

@@ -22,6 +22,7 @@ import pandas as pd
 from emofusion.errors import InputError
 from emofusion.io import atomic_path
 from emofusion.metrics import TARGETS
+from emofusion.repair import reevaluate
 
 HEADER = "image_location,valence,arousal"
 LOCATION = re.compile(r"(?P<clip>[^/]+)/(?P<frame>[0-9]{5,9})\.jpg")
@@ -172,12 +173,14 @@ def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: st
         raise InputError(
             f"{run}: predictions.parquet has {int(bad['size'].sum())} row(s) outside the manifest's "
             f"frames, e.g. clip {clip} frames {bad.loc[clip, 'min']}..{bad.loc[clip, 'max']} for "
-            f"{frames[clip]} frames; was the run evaluated with another manifest? Rerun `emofusion "
-            "evaluate`"
+            f"{frames[clip]} frames; was the run evaluated with another manifest? Evaluate it "
+            f"again (`{reevaluate(run)}`)"
         )
     row = offsets[code] + frame
     if np.bincount(row, minlength=len(values)).max(initial=0) > 1:
-        raise InputError(f"{run}: predictions.parquet has duplicate (clip, frame) rows; rerun `emofusion evaluate`")
+        raise InputError(
+            f"{run}: predictions.parquet has duplicate (clip, frame) rows; evaluate it again (`{reevaluate(run)}`)"
+        )
     values[row] = preds[variant_columns].to_numpy(np.float64)
     missing = np.isnan(values).any(axis=1)
     if missing.any():
@@ -186,7 +189,7 @@ def _clip_table(predictions: pd.DataFrame, frames: Mapping[str, int], *, run: st
         raise InputError(
             f"{run}: no prediction (or a NaN one) for {int(missing.sum())} test frame(s): "
             + _examples(f"{c} ({n} of {frames[c]} frames)" for c, n in lacking.items())
-            + "; every frame needs one (faceless frames too); rerun `emofusion evaluate` on the run"
+            + f"; every frame needs one (faceless frames too); evaluate the run again (`{reevaluate(run)}`)"
         )
     return clips, counts, offsets, values
 
