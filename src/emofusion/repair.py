@@ -39,11 +39,18 @@ def make(path: str | os.PathLike) -> str:
     return f"{SNAKEMAKE} {workflow_path(path)}"
 
 
+def is_workflow_run(run: str | os.PathLike) -> bool:
+    """Whether ``run`` is a run folder of the workflow's layout (results/fusion/<experiment>/fold<k>/seed<s>), as
+    given or resolved: Snakemake can make its files by name."""
+    path = Path(run)
+    return bool(RUN_LAYOUT.search(path.as_posix()) or RUN_LAYOUT.search(path.resolve().as_posix()))
+
+
 def retrain(run: str | os.PathLike) -> str:
     """How to train run folder ``run`` again: a Snakemake command for a run of the workflow
     (results/fusion/<experiment>/fold<k>/seed<s>), else `emofusion train` with what the run needs."""
     run_path = Path(run)
-    if RUN_LAYOUT.search(run_path.resolve().as_posix()) or RUN_LAYOUT.search(run_path.as_posix()):
+    if is_workflow_run(run_path):
         return rerun(run_path / "model.pt")
     return (
         f"emofusion train --config CONFIG --experiment NAME --fold K --seed S --manifest MANIFEST "
@@ -55,7 +62,7 @@ def reevaluate(run: str | os.PathLike) -> str:
     """How to evaluate run folder ``run`` (again): a Snakemake command for a run of the workflow, else
     `emofusion evaluate` with what it needs."""
     run_path = Path(run)
-    if RUN_LAYOUT.search(run_path.resolve().as_posix()) or RUN_LAYOUT.search(run_path.as_posix()):
+    if is_workflow_run(run_path):
         return rerun(run_path / "metrics.json")
     return (
         f"emofusion evaluate --config CONFIG --run {shlex.quote(str(run_path))} --manifest MANIFEST --labels LABELS "

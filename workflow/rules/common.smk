@@ -289,7 +289,7 @@ def fusion_targets():
 
 
 # Predict target (workflow/rules/predict.smk)
-from emofusion.repair import RUN_LAYOUT  # cheap: no torch
+from emofusion.repair import is_workflow_run  # cheap: no torch
 
 PREDICT_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -317,7 +317,7 @@ def predict_is_run():
     model = Path(config["predict"]["model"])
     if model.suffix == ".tar" or (model / "bundle.json").is_file():
         return False
-    return (model / "run.json").is_file() or bool(RUN_LAYOUT.search(model.as_posix()))
+    return (model / "run.json").is_file() or is_workflow_run(model)
 
 
 def predict_name():
