@@ -77,6 +77,16 @@ def on_demo(workdir: Path, *args: str) -> list[str]:
     ]
 
 
+def load_script(name: str):
+    """A script of scripts/ (not a package) as a module, e.g. load_script("compare_results")."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def planned_jobs(summary: str) -> dict[str, int]:
     """Rule -> job count from the table `snakemake -n --quiet rules` prints (its total line left out)."""
     counts = {}

@@ -3,7 +3,6 @@ changed array, a changed table and a changed weight, and must not see provenance
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -12,11 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from conftest import REPO
+from conftest import load_script
 
-spec = importlib.util.spec_from_file_location("compare_results", REPO / "scripts" / "compare_results.py")
-compare_results = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_results)
+compare_results = load_script("compare_results")
 
 
 def _tree(root, *, value=1.0, git="abc", weight=0.5):

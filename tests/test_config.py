@@ -15,6 +15,7 @@ def test_defaults_filled():
     cfg = validate_config({})
     assert cfg["corpus"]["root"] == "resources/demo"
     assert cfg["folds"] == {"k": 3, "seed": 0}
+    assert cfg["clips_per_face_job"] == 1  # a job per clip
 
 
 def _leaves(tree, path=()):
@@ -71,6 +72,7 @@ def test_repo_config_is_valid_and_complete():
         ({"folds": {"k": "three"}}, r"folds.k: 'three' is not of type 'integer'"),
         ({"folds": {"k": -1}}, r"folds.k: -1 is less than the minimum"),
         ({"corpus": {"format": "kaldi"}}, r"corpus.format: 'kaldi' is not one of"),
+        ({"clips_per_face_job": 0}, r"clips_per_face_job: 0 is less than the minimum"),
     ],
 )
 def test_invalid_configs_name_the_key(cfg, match):

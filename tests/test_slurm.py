@@ -102,6 +102,30 @@ def test_extraction_runs_as_slurm_shard_jobs(slurm_cluster, workdir):
 
 
 @pytest.mark.slurm
+def test_a_face_shard_is_one_slurm_job_with_the_profile_faces_resources(slurm_cluster, workdir):
+    """clips_per_face_job=2: both face clips in one rule job (one `emofusion faces` process), submitted as one
+    Slurm job that takes the profile's `faces` resources: the GPU, and 2 x 15 min of runtime."""
+    faces = [t for t in TARGETS if t.startswith("results/faces/")]
+    corpus = demo_subset(workdir / "corpus")  # just these two clips: one shard
+    args = on_demo(workdir, *faces, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE))
+    args[-1] = f"corpus={{root: {corpus}}}"
+    cmd = ["timeout", "-s", "INT", "-k", "30", "240", SNAKEMAKE, *args, "clips_per_face_job=2"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
+    assert [next(p for p in Path(log).parts if p.startswith("rule_")) for _, log in submitted] == [
+        "rule_faces_shard0"
+    ], out
+    job = slurm_job(submitted[0][0])
+    assert "JobState=COMPLETED" in job and "gpu:1" in job and "TimeLimit=00:30:00" in job, job
+    log = (workdir / "logs/faces/shard0.log").read_text()
+    for target in faces:
+        assert (workdir / target).stat().st_size > 0, target
+        assert Path(target).stem in log
+
+
+@pytest.mark.slurm
 def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
     """One `train` job through the real profile: its own Slurm job (not a shard), asking for the GPU. The inputs are
     a small synthetic corpus written where the stages would have put theirs, and only `train` may run."""

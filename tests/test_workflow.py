@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, on_demo, planned_jobs, snakemake
+from conftest import REPO, demo_subset, load_script, on_demo, planned_jobs, snakemake
 
 # Every test plans or runs the workflow in its own directory: the checkout's results/ (a user's demo run) must
 # neither change what a test sees nor be changed by it.
@@ -220,6 +220,50 @@ def test_dry_run_with_local_profile(workdir):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert planned_jobs(proc.stdout)["faces"] == 12
+
+
+def test_face_shards_plan_one_job_per_shard_with_the_profile_faces_settings(workdir):
+    """clips_per_face_job=5 cuts the demo's 12 clips, sorted by id, into faces_shard0..2 (5, 5, 2 clips): one
+    `emofusion faces` per shard with every clip's options, the threads and resources set for `faces` (runtime
+    per clip times its clips), and the same outputs for the later rules."""
+    args = on_demo(workdir, "-n", "--cores", "4", "--printshellcmds", "--set-threads", "faces=3")
+    args[-2:-2] = ["--set-resources", "faces:runtime=7", "faces:gpu=1"]  # before --config
+    proc = snakemake(*args, "clips_per_face_job=5", cwd=workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = planned_jobs(out.split("Job stats:")[1].split("Reasons:")[0])
+    assert {rule: n for rule, n in jobs.items() if rule.startswith("faces")} == {
+        f"faces_shard{i}": 1 for i in (0, 1, 2)
+    }
+    assert jobs["embed_visual"] == 12 and "faces" not in jobs
+    shard = out[out.index("rule faces_shard1:") :].split("\n\n")[0]
+    clips = ["demo06-30-640x180_left", "demo06-30-640x180_right", "demo07-30-320x180", "demo08-30-320x180"]
+    clips.append("demo09-30-320x180")
+    assert f"output: {', '.join(f'results/faces/{c}.h5' for c in clips)}" in shard, shard
+    assert "threads: 3" in shard and "runtime=35" in shard and "gpu=1" in shard, shard
+    # one process for the shard; demo07 and demo09 ship pre-aligned crops, the others get an empty --crops
+    command = next(line for line in out.splitlines() if "emofusion faces" in line and clips[0] in line)
+    assert command.count("--video ") == command.count("--clip ") == command.count("--out ") == 5, command
+    assert command.count("--crops ''") == 3 and "--threads 3" in command, command
+    assert "runtime=14" in out[out.index("rule faces_shard2:") :].split("\n\n")[0]
+
+
+@pytest.mark.workflow
+def test_a_face_shard_writes_the_stores_of_per_clip_jobs(tmp_path):
+    """Three clips (one detected with MTCNN, two read from their pre-aligned crops) as one shard job and as three
+    per-clip jobs: the same stores, provenance aside (it records the time)."""
+    corpus = demo_subset(tmp_path / "corpus", ("demo02-30-320x180", "demo07-30-320x180", "demo09-30-320x180"))
+    targets = [f"results/faces/{c}.h5" for c in ("demo02-30-320x180", "demo07-30-320x180", "demo09-30-320x180")]
+    for n in (1, 3):
+        wd = tmp_path / f"per{n}"
+        wd.mkdir()
+        (wd / "config.yaml").write_text((REPO / "config.yaml").read_text())
+        config = ["--config", f"corpus={{root: {corpus}}}", f"clips_per_face_job={n}"]
+        proc = snakemake(*targets, "--cores", "2", "--snakefile", str(REPO / "Snakefile"), *config, cwd=wd, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert ("faces_shard0" in proc.stdout + proc.stderr) == (n == 3)
+    assert load_script("compare_results").compare(tmp_path / "per1" / "results", tmp_path / "per3" / "results") == []
+    assert len(list((tmp_path / "per3" / "results" / "faces").glob("*.h5"))) == 3
 
 
 def test_dry_run_predict_with_a_run_not_yet_trained_and_a_side(workdir):

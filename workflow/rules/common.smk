@@ -80,6 +80,53 @@ def face_crops_option(wildcards, input):
     return f"--crops {shlex.quote(input.crops)}" if "crops" in input.keys() else ""
 
 
+def face_shards():
+    """The face jobs of clips_per_face_job > 1: the clips, sorted by id, cut into lists of that many."""
+    n = config["clips_per_face_job"]
+    clips = sorted(CLIPS)
+    return [clips[i : i + n] for i in range(0, len(clips), n)]
+
+
+def face_shard_inputs(clips):
+    """Every video and pre-aligned crops folder of a face shard."""
+    return [p for c in clips for p in (CLIPS[c].video, CLIPS[c].crops) if p]
+
+
+def face_shard_arguments(clips):
+    """`emofusion faces` options for a shard: --video/--clip/--out once per clip, and --crops once per clip ('' for
+    clips that have none) when any clip has pre-aligned crops."""
+    with_crops = any(CLIPS[c].crops for c in clips)
+    args = []
+    for c in clips:
+        args += ["--video", str(CLIPS[c].video), "--clip", c, "--out", f"results/faces/{c}.h5"]
+        if with_crops:
+            args += ["--crops", str(CLIPS[c].crops or "")]
+    return shlex.join(args)
+
+
+def _profile_value(value):
+    """A set-threads / set-resources value as given (Snakemake wraps them in Resource objects)."""
+    return getattr(value, "value", value)
+
+
+def face_shard_threads():
+    """The threads of the profile's `faces` (set-threads), else the per-clip rule's 2: a shard is a face job."""
+    threads = workflow.resource_settings.overwrite_threads.get("faces")
+    return 2 if threads is None else _profile_value(threads)
+
+
+def face_shard_resources(clips):
+    """The per-clip rule's memory and the profile's `faces` resources (set-resources: gpu, partition, face jobs per
+    GPU, ...) for a shard rule, whose name Snakemake's per-rule settings do not know; `runtime` (minutes per clip)
+    is multiplied by the shard's clips."""
+    resources = {"mem_mb": 4000}
+    for key, value in dict(workflow.resource_settings.overwrite_resources.get("faces", {})).items():
+        resources[key] = _profile_value(value)
+    if isinstance(resources.get("runtime"), (int, float)):
+        resources["runtime"] = resources["runtime"] * len(clips)
+    return resources
+
+
 # Audio and transcription stages (workflow/rules/audio.smk)
 import re
 

@@ -1,25 +1,54 @@
 # Face stage: the subject's aligned face in every frame of each clip (MTCNN on the video, or the corpus's
 # pre-aligned crops where it ships them). Per clip, so a new clip or a changed `faces:` section reruns only
 # what it touches; the manifest is not an input, so changing folds never reruns this costly stage.
+# With clips_per_face_job > 1 the clips are cut into shards instead, one job (one process, MTCNN loaded
+# once) per shard; the stores are the same files, byte for byte.
 
 
-rule faces:
-    input:
-        unpack(face_inputs),
-    output:
-        "results/faces/{clip}.h5",
-    log:
-        "logs/faces/{clip}.log",
-    benchmark:
-        "logs/benchmarks/faces/{clip}.tsv"
-    params:
-        cfg=config_json("faces"),
-        crops=face_crops_option,
-    threads: 2
-    resources:
-        mem_mb=4000,
-    conda:
-        "../../envs/emofusion.yaml"
-    shell:
-        "emofusion faces --config-json {params.cfg} --video {input.video:q} --clip {wildcards.clip} {params.crops} "
-        "--threads {threads} --out {output:q} > {log:q} 2>&1"
+if config["clips_per_face_job"] == 1:
+
+    rule faces:
+        input:
+            unpack(face_inputs),
+        output:
+            "results/faces/{clip}.h5",
+        log:
+            "logs/faces/{clip}.log",
+        benchmark:
+            "logs/benchmarks/faces/{clip}.tsv"
+        params:
+            cfg=config_json("faces"),
+            crops=face_crops_option,
+        threads: 2
+        resources:
+            mem_mb=4000,
+        conda:
+            "../../envs/emofusion.yaml"
+        shell:
+            "emofusion faces --config-json {params.cfg} --video {input.video:q} --clip {wildcards.clip} {params.crops} "
+            "--threads {threads} --out {output:q} > {log:q} 2>&1"
+
+else:
+    for shard, shard_clips in enumerate(face_shards()):
+
+        rule:
+            name:
+                f"faces_shard{shard}"
+            input:
+                face_shard_inputs(shard_clips),
+            output:
+                [f"results/faces/{clip}.h5" for clip in shard_clips],
+            log:
+                f"logs/faces/shard{shard}.log",
+            benchmark:
+                f"logs/benchmarks/faces/shard{shard}.tsv"
+            params:
+                cfg=config_json("faces"),
+                clips=face_shard_arguments(shard_clips),
+            threads: face_shard_threads()
+            resources:
+                **face_shard_resources(shard_clips),
+            conda:
+                "../../envs/emofusion.yaml"
+            shell:
+                "emofusion faces --config-json {params.cfg} {params.clips} --threads {threads} > {log:q} 2>&1"
