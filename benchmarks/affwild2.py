@@ -9,8 +9,9 @@ corpus on one device, and on ``--gpus`` devices, with the file and machine each 
 measured here and nothing is assumed beyond what a row says:
 
 * Corpus (../shared/PROTOCOL.md): about 594 videos, about 2.99 M frames, mostly 30 fps, so about 27.7 h of audio.
-* faces: frames over seconds of ``faces.py`` table 1 (one process per video, model loading excluded, so add the
-  start-up once per job); one face job per device (more jobs per GPU are a measurement of their own).
+* faces: frames over seconds of ``faces.py`` table 1 (one process per video, model loading excluded); one face job
+  per device (more jobs per GPU are a measurement of their own). The start-up of a job (``faces.py`` table 5) is a
+  row of its own, once per clip (``clips_per_face_job: 1``) and once per shard (``--clips-per-face-job``, 32).
 * visual/audio/text backbones: the stage's frames/s from ``embed.py`` (every frame of a clip, faceless ones included).
 * audio extraction and ASR: the real-time factor of ``asr.py`` over 27.7 h of audio.
 * training: seconds per epoch from ``train.py``, scaled by 2.99 M / the benchmark corpus's frames (the same train
@@ -55,7 +56,7 @@ def source(doc: dict) -> str:
     return f"{Path(doc['path']).name} ({where}, {m.get('commit', '?')}, {m.get('date', '?')})"
 
 
-def rows_for(doc: dict, gpus: int) -> list[dict]:
+def rows_for(doc: dict, gpus: int, clips_per_job: int = 32) -> list[dict]:
     """Projection rows of one figure file."""
     f, kind, src = doc["figures"], doc["benchmark"], source(doc)
     out = []
@@ -87,6 +88,17 @@ def rows_for(doc: dict, gpus: int) -> list[dict]:
                 FRAMES / fps / 3600,
                 note=f"{len(rows)} videos, {frames} frames; start-up excluded",
             )
+        for r in f.get("shards", []):
+            for per_job in (1, clips_per_job):
+                jobs = -(-VIDEOS // per_job)
+                add(
+                    f"faces start-up, {per_job} clip{'s' if per_job > 1 else ''} per job",
+                    r["startup_s"],
+                    "s per job",
+                    jobs * r["startup_s"] / 3600,
+                    note=f"{jobs} jobs; measured on {r['clips']} clips ({r['per_clip_s']:.1f} s as a process each, "
+                    f"{r['shard_s']:.1f} s as one shard)",
+                )
     elif kind == "embed":
         for r in f.get("embed", []):
             precision = "fp16" if r.get("amp") else "fp32"
@@ -132,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", type=Path, help="figure files written by the benchmarks' --json")
     p.add_argument("--gpus", type=int, default=8, help="devices (Slurm jobs) for the last column (default 8)")
+    p.add_argument("--clips-per-face-job", type=int, default=32, help="the shard size of the face start-up row")
     args = p.parse_args(argv)
-    if args.gpus < 1:
-        p.error("--gpus must be at least 1")
+    if args.gpus < 1 or args.clips_per_face_job < 1:
+        p.error("--gpus and --clips-per-face-job must be at least 1")
     docs = load(args.files)
-    rows = [r for d in docs for r in rows_for(d, args.gpus)]
+    rows = [r for d in docs for r in rows_for(d, args.gpus, args.clips_per_face_job)]
     if not rows:
         print("no stage figures in these files", file=sys.stderr)
         return 1

@@ -19,6 +19,9 @@ Three tables:
    binary: without one it is skipped with a note (a bare GPU node has none).
 4. (``--tables 4``) Overlap: per video, decoding alone, the aligner alone on frames decoded beforehand, and the
    stage end to end with its steps one after another and overlapped (models loaded once, beforehand).
+5. (``--tables 5``) Shards: the videos through ``emofusion faces`` as the workflow runs it, once as one process
+   per clip (``clips_per_face_job: 1``) and once as one process for all of them (a shard): wall seconds of each,
+   start-up per job = (per-clip total - shard) / (clips - 1), the import, CUDA and model loading a shard pays once.
 
 A run that fails (a video, or facenet-pytorch missing for table 2) is skipped with a note and the others go on;
 the exit status is 1 when anything was skipped that way. ``--json PATH`` writes every table's figures.
@@ -395,6 +398,56 @@ def table_overlap(videos: list[Path], args) -> list[dict]:
     return rows
 
 
+def faces_command(pairs: list[tuple[Path, Path]], args) -> list[str]:
+    """`emofusion faces` for (video, out) pairs, run by this Python (a bare GPU node has src/ on PYTHONPATH and no
+    console script)."""
+    settings = {
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "min_face_size": args.min_face_size,
+        "max_side": args.max_side or None,
+        "detect_every": args.detect_every,
+    }
+    cmd = [sys.executable, "-c", "import sys; from emofusion.cli import main; sys.exit(main())", "faces"]
+    cmd += ["--config-json", json.dumps({"faces": settings}), "--threads", str(args.threads)]
+    for i, (video, out) in enumerate(pairs):
+        cmd += ["--video", str(video), "--clip", f"clip{i}", "--out", str(out)]
+    return cmd
+
+
+def table_shards(videos: list[Path], args) -> list[dict]:
+    print("\n## 5. Shards: one `emofusion faces` process per clip against one process for all of them")
+    # a one-video run (--quick) still needs two clips to see a start-up: the video twice
+    clips = videos if len(videos) > 1 else videos * 2
+    print(f"{'clips':>5s} {'frames':>7s} {'per-clip s':>10s} {'shard s':>8s} {'start-up/job s':>15s} {'ratio':>6s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds = {}
+        for mode in ("per_clip", "shard"):
+            pairs = [(v, Path(tmp) / mode / f"{i}.h5") for i, v in enumerate(clips)]
+            start = time.perf_counter()
+            for cmd in [faces_command(pairs, args)] if mode == "shard" else [faces_command([p], args) for p in pairs]:
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                    skip(args, f"table 5 ({mode}): emofusion faces failed ({last})", failed=True)
+                    return []
+            seconds[mode] = time.perf_counter() - start
+        import h5py
+
+        frames = 0
+        for i in range(len(clips)):
+            with h5py.File(Path(tmp) / "shard" / f"{i}.h5") as h5:
+                frames += len(h5["valid"])
+    startup = (seconds["per_clip"] - seconds["shard"]) / (len(clips) - 1)
+    row = {"clips": len(clips), "frames": frames, **{f"{k}_s": v for k, v in seconds.items()}, "startup_s": startup}
+    print(
+        f"{len(clips):5d} {frames:7d} {seconds['per_clip']:10.1f} {seconds['shard']:8.1f} {startup:15.1f} "
+        f"{seconds['per_clip'] / seconds['shard']:6.2f}",
+        flush=True,
+    )
+    return [row]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", nargs="*", type=Path, help="videos to run (default: the shared test videos)")
@@ -412,8 +465,9 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[1, 2, 3],
-        choices=[1, 2, 3, 4],
-        help="which tables to run (default: 1 2 3; 4 = the overlapped pipeline against the aligner alone)",
+        choices=[1, 2, 3, 4, 5],
+        help="which tables to run (default: 1 2 3; 4 = the overlapped pipeline against the aligner alone; 5 = "
+        "per-clip processes against one shard process)",
     )
     p.add_argument("--repeat", type=int, default=3, help="table 4: rounds per video, the best one reported")
     p.add_argument("--quick", action="store_true", help="one short video, 8 frames, loop 2x (a smoke test)")
@@ -455,6 +509,8 @@ def main() -> None:
         tables["length"] = table_length(args)
     if 4 in args.tables:
         tables["overlap"] = table_overlap(videos, args)
+    if 5 in args.tables:
+        tables["shards"] = table_shards(videos, args)
     if args.json:
         settings = {k: getattr(args, k) for k in ("batch_size", "min_face_size", "max_side", "detect_every")}
         write_figures(args.json, "faces", {**tables, "settings": settings, "skipped": args.skipped}, device=args.device)
