@@ -150,6 +150,7 @@ def test_affwild2_projects_every_stage_and_divides_sharded_ones(tmp_path, capsys
                 {"video": "a.mp4", "frames": 300, "seconds": 2.0},
                 {"video": "b.mp4", "frames": 100, "seconds": 2.0},
             ],
+            "shards": [{"clips": 6, "frames": 900, "per_clip_s": 70.0, "shard_s": 20.0, "startup_s": 10.0}],
             "settings": {"batch_size": 128},
             "skipped": [],
         },
@@ -184,6 +185,9 @@ def test_affwild2_projects_every_stage_and_divides_sharded_ones(tmp_path, capsys
     faces = rows["faces (one job, batch 128)"]
     assert faces["rate"] == pytest.approx(100.0) and faces["hours"] == pytest.approx(2.99e6 / 100 / 3600)
     assert faces["hours_n"] == pytest.approx(faces["hours"] / 10)
+    # a job's start-up, once per clip (594 jobs) or once per shard of 32 (19 jobs)
+    assert rows["faces start-up, 1 clip per job"]["hours"] == pytest.approx(594 * 10 / 3600)
+    assert rows["faces start-up, 32 clips per job"]["hours_n"] == pytest.approx(19 * 10 / 3600 / 10)
     assert rows["embed visual:fer (fp32)"]["note"] == "forward alone 4000 frames/s"
     assert rows["ASR faster-whisper (int8, beam 5)"]["hours"] == pytest.approx(affwild2.AUDIO_HOURS / 10)
     assert "| faces (one job, batch 128) | 100.0 frames/s | 8.31 | 0.83 |" in text and "faces.json (cpu" in text
@@ -199,3 +203,16 @@ def test_faces_benchmark_skips_only_the_looped_table_without_ffmpeg(monkeypatch,
     assert faces.table_length(args) == []
     assert "skipped: table 3: no ffmpeg binary" in capsys.readouterr().out
     assert args.skipped == [{"note": args.skipped[0]["note"], "failed": False}]  # a note, not a failure
+
+
+@pytest.mark.slow
+def test_faces_benchmark_measures_the_start_up_a_shard_saves(tmp_path):
+    """Table 5 on a real video: as two per-clip processes and as one shard (the video twice); both write stores,
+    and the per-clip run pays one more start-up (imports, model loading: seconds on any machine)."""
+    faces = load_benchmark("faces")
+    args = SimpleNamespace(
+        skipped=[], batch_size=32, device="cpu", min_face_size=40, max_side=320, detect_every=1, threads=1
+    )
+    (row,) = faces.table_shards([TEST_DATA / "pyfeat_videos" / "single_face.mp4"], args)
+    assert args.skipped == [] and row["clips"] == 2 and row["frames"] > 0
+    assert row["per_clip_s"] > row["shard_s"] and row["startup_s"] > 0.5, row
