@@ -117,7 +117,7 @@ def rows_for(doc: dict, gpus: int, clips_per_job: int = 32) -> list[dict]:
             per_epoch = r["epoch_s"] * scale
             util = f", GPU {r['gpu_util']:.0f} %" if r.get("gpu_util") is not None else ""
             add(
-                f"train {r['model']} per epoch ({r['data']}, {r['amp']})",
+                f"train {r['model']} per epoch ({r['data']}, {r['amp']}{', compiled' if r.get('compile') else ''})",
                 FRAMES / per_epoch,
                 "frames/s",
                 per_epoch / 3600,

@@ -55,8 +55,11 @@ step faces_shards 120 "$py" benchmarks/faces.py --device cuda --batch-size 128 -
 step asr 120 "$py" benchmarks/asr.py --device cuda --json "$out/asr.json"
 step train 420 "$py" benchmarks/train.py --device cuda --amp all --workers 8 --frames 600000 --clips 120 \
   --batches 30 --json "$out/train.json"
+# fusion.compile: eager against torch.compile, features on the device, float32
+step train_compile 300 "$py" benchmarks/train.py --device cuda --data device --compile --frames 600000 --clips 120 \
+  --batches 30 --json "$out/train_compile.json"
 figures=()
-for f in faces faces_shards embed asr train; do [[ -f $out/$f.json ]] && figures+=("$out/$f.json"); done
+for f in faces faces_shards embed asr train train_compile; do [[ -f $out/$f.json ]] && figures+=("$out/$f.json"); done
 if (( ${#figures[@]} )); then
   step affwild2 60 "$py" benchmarks/affwild2.py --gpus "${AFFWILD2_GPUS:-8}" "${figures[@]}"
   cp "$out/affwild2.txt" "$out/affwild2.md" 2>/dev/null

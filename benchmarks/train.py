@@ -6,6 +6,7 @@ float16 (CUDA) and bfloat16 autocast (``--amp``).
     PYTHONPATH=src python benchmarks/train.py --quick                       # small synthetic corpus, CPU, seconds
     PYTHONPATH=src python benchmarks/train.py --device cuda --amp all --workers 8           # Aff-Wild2-sized
     PYTHONPATH=src python benchmarks/train.py --amp bf16 --data memory device               # CPU: bf16 vs fp32
+    PYTHONPATH=src python benchmarks/train.py --models rjca --data device --compile         # eager vs compiled
 
 Synthetic stores written with the store writer (into --dir, a temporary folder by default): --clips clips of
 together --frames frames (Aff-Wild2: about 3 M frames, 600 clips), at the widths of the published backbones:
@@ -16,6 +17,8 @@ batches of the epoch's shuffled order (the table projects them onto the whole ep
   loader   the DataLoader alone: reading (lazy), gathering, pooling, to tensors
   model    the same number of optimisation steps on one batch already on the device (the model's own time)
   epoch    the real thing: emofusion.training.stage.train_epoch over the DataLoader
+With --compile each row is also measured with torch.compile (fusion.compile); warmup_s is its two warm-up steps,
+the compilation included.
 GPU: utilisation = mean of nvidia-smi samples every 100 ms during the epoch part; peak = max_memory_allocated.
 """
 
@@ -151,11 +154,23 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: int, workers: int, quick: bool) -> dict:
+def measure(
+    name: str,
+    data: FusionData,
+    *,
+    device,
+    amp: bool | str,
+    batches: int,
+    workers: int,
+    quick: bool,
+    compiled: bool = False,
+) -> dict:
     tr = RECIPES[name]["training"]
     exp = {"name": name, "model": name, "model_options": QUICK_OPTIONS[name] if quick else {}, "stores": {}}
     torch.manual_seed(0)
     model = build_fusion_model(exp, data.width, data.windowing.steps).to(device)
+    if compiled:  # as train_run with fusion.compile: the optimisation steps through the compiled wrapper
+        model = torch.compile(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=amp is True and device.type == "cuda")
     loss_fn = CCCLoss(reduction="flat")
@@ -184,8 +199,10 @@ def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: in
     loader_s = time.perf_counter() - t0
 
     one = next(iter(loader()))
+    t0 = time.perf_counter()
     train_epoch(model, [one] * 2, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=None)
     sync(device)
+    warmup_s = time.perf_counter() - t0  # two steps, plus the compilation when compiled
     t0 = time.perf_counter()
     train_epoch(
         model, [one] * len(chosen), opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=None
@@ -212,6 +229,8 @@ def measure(name: str, data: FusionData, *, device, amp: bool | str, batches: in
         "model": name,
         "data": mode,
         "amp": {False: "fp32", True: "fp16", "bf16": "bf16"}[amp],
+        "compile": compiled,
+        "warmup_s": warmup_s,
         "batches": f"{len(chosen)}/{len(all_batches)}",
         "loader_s": loader_s * scale,
         "model_s": model_s * scale,
@@ -247,6 +266,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dir", help="folder for the synthetic stores (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="20k frames, 40 clips, small widths and models")
+    parser.add_argument(
+        "--compile", action="store_true", help="also each row with torch.compile (fusion.compile; warmup_s: compiling)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.clips, args.batches = 20_000, 40, 10
@@ -286,9 +308,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     device_data=mode == "device",
                 )
                 setup = time.perf_counter() - t0
-                for amp in amps:
+                for amp, compiled in [(a, c) for a in amps for c in ([False, True] if args.compile else [False])]:
                     row = measure(
-                        name, data, device=device, amp=amp, batches=args.batches, workers=args.workers, quick=args.quick
+                        name,
+                        data,
+                        device=device,
+                        amp=amp,
+                        batches=args.batches,
+                        workers=args.workers,
+                        quick=args.quick,
+                        compiled=compiled,
                     )
                     row["setup_s"] = setup
                     row["epoch_batches"] = int(row["batches"].split("/")[1])

@@ -138,6 +138,20 @@ def test_train_json_parses_and_projects_onto_affwild2(tmp_path):
     assert projected[0]["hours_n"] == projected[0]["hours"]  # an epoch is not split across devices
 
 
+@pytest.mark.slow
+def test_train_benchmark_compile_rows(tmp_path):
+    """--compile measures each row eager and through torch.compile (fusion.compile); the compiled row's warm-up
+    holds the compilation, and the projection names it."""
+    out = tmp_path / "train.json"
+    args = ["--quick", "--models", "rjca", "--data", "device", "--batches", "1", "--frames", "3000", "--clips", "6"]
+    rows = load_benchmark("train").main([*args, "--compile", "--json", str(out)])
+    assert [(r["data"], r["amp"], r["compile"]) for r in rows] == [("device", "fp32", False), ("device", "fp32", True)]
+    assert rows[1]["warmup_s"] > rows[0]["warmup_s"] and all(r["epoch_s"] > 0 for r in rows)
+    affwild2 = load_benchmark("affwild2")
+    stages = [r["stage"] for r in affwild2.rows_for(affwild2.load([out])[0], gpus=1)]
+    assert stages == ["train rjca per epoch (device, fp32)", "train rjca per epoch (device, fp32, compiled)"]
+
+
 def test_affwild2_projects_every_stage_and_divides_sharded_ones(tmp_path, capsys):
     affwild2 = load_benchmark("affwild2")
     import figures  # benchmarks/ is on sys.path once a benchmark module is loaded

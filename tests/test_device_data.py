@@ -161,12 +161,49 @@ def test_tf32_and_device_data_keys_have_defaults_and_reach_the_runs_params():
     assert backbone_config({**cfg["features"], "tf32": True}, "audio", "egemaps")["features"]["tf32"] is True
     fusion = validate_config({"fusion": {"experiments": {"a": {"model": "rjca"}}}})["fusion"]
     assert set(experiment_section(fusion, "a")["fusion"]) == {"device", "experiments", "presets"}
-    section = experiment_section({**fusion, "tf32": True, "device_data": False}, "a")
+    section = experiment_section({**fusion, "tf32": True, "device_data": False, "compile": True}, "a")
     assert section["fusion"]["tf32"] is True and section["fusion"]["device_data"] is False
+    assert section["fusion"]["compile"] is True
     assert validate_config(section)["fusion"]["device_data"] is False
     with pytest.raises(ConfigError, match="device_data"):
         validate_config({"fusion": {"device_data": "sometimes"}})
     set_tf32(False)
+
+
+@pytest.mark.slow
+def test_fusion_compile_trains_compiled_and_saves_the_plain_module(corpus, tmp_path, monkeypatch):
+    """fusion.compile: the optimisation steps go through torch.compile (inductor: about a minute to compile on two
+    cores); model.pt holds the plain module's state (the eager run's keys, no `_orig_mod.`), evaluation reads it,
+    and the compiled module computes what the eager one does on the trained weights (eval mode: no dropout)."""
+    compiled = []
+    real_compile = torch.compile
+
+    def spy(model, *args, **kwargs):
+        compiled.append(type(model).__name__)
+        return real_compile(model, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=2, **SMALL)
+    eager = _run(corpus, tmp_path / "eager", exp)
+    info = _run(corpus, tmp_path / "compiled", exp, compile_model=True)
+    assert compiled == ["RJCA"] and np.isfinite(info["best_val_ccc_mean"])
+    assert len((tmp_path / "compiled" / "log.jsonl").read_text().splitlines()) == 2
+    state = torch.load(tmp_path / "compiled" / "model.pt", weights_only=True)["state_dict"]
+    eager_state = torch.load(tmp_path / "eager" / "model.pt", weights_only=True)["state_dict"]
+    assert state.keys() == eager_state.keys() and np.isfinite(eager["best_val_ccc_mean"])
+
+    data = fold_data(corpus, SMALL, modalities=tuple(exp["stores"]), in_memory=True)
+    model = build_fusion_model(exp, data.width, data.windowing.steps)
+    model.load_state_dict(state)
+    model.eval()
+    batch = data.batch(data.windows(data.clips, 8)[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            real_compile(model)(batch["feats"], batch["masks"]),
+            model(batch["feats"], batch["masks"]),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 @pytest.mark.gpu

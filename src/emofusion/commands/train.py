@@ -67,5 +67,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         device_data=fusion["device_data"],
         device_fraction=fusion["device_memory_fraction"],
+        compile_model=fusion["compile"],
     )
     return 0

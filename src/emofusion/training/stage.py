@@ -166,10 +166,12 @@ def train_run(
     stop_after: int | None = None,
     device_data: bool | str = "auto",
     device_fraction: float = 0.5,
+    compile_model: bool = False,
 ) -> dict[str, Any]:
     """Train one run into ``out`` (model.pt, log.jsonl, run.json; resume.pt while it runs). Returns run.json's
     content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests).
-    ``device_data``/``device_fraction``: fusion.device_data and fusion.device_memory_fraction."""
+    ``device_data``/``device_fraction``: fusion.device_data and fusion.device_memory_fraction; ``compile_model``:
+    fusion.compile."""
     import torch
 
     from emofusion.models import CCCLoss, save_checkpoint
@@ -195,6 +197,9 @@ def train_run(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_fusion_model(experiment, data.width, windowing.steps).to(device)
+    # The compiled wrapper shares the module's parameters; only the optimisation steps go through it, so the
+    # state dicts (resume.pt, model.pt) and validation stay those of the plain module.
+    step_model = torch.compile(model) if compile_model else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if tr["optimizer"] == "adamw" else torch.optim.Adam
     opt = opt_cls(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
@@ -244,7 +249,7 @@ def train_run(
         seed,
         experiment["model"],
         sum(p.numel() for p in params),
-        device,
+        f"{device}, torch.compile" if compile_model else device,
         len(train_windows),
         windowing.window,
         windowing.steps,
@@ -264,7 +269,7 @@ def train_run(
         loader = data.batches(train_windows, batches, workers=workers, pin=device.type == "cuda")
         bar = progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch")
         losses = train_epoch(
-            model, bar, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=tr["grad_clip"]
+            step_model, bar, opt=opt, scaler=scaler, loss_fn=loss_fn, device=device, amp=amp, grad_clip=tr["grad_clip"]
         )
         frames, val_loss = predict_frames(
             model, data, val_clips, device=device, batch_size=bs, amp=amp, loss_fn=loss_fn, workers=workers
