@@ -170,11 +170,25 @@ def test_tf32_and_device_data_keys_have_defaults_and_reach_the_runs_params():
     set_tf32(False)
 
 
+def test_fusion_compile_without_a_compiler_names_the_key(corpus, tmp_path, monkeypatch):
+    import emofusion.training.stage as stage
+
+    monkeypatch.setattr(stage, "compiler_for_torch_compile", lambda: None)
+    exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=1, **SMALL)
+    with pytest.raises(ConfigError, match="fusion.compile: false"):
+        _run(corpus, tmp_path / "run", exp, compile_model=True)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 @pytest.mark.slow
 def test_fusion_compile_trains_compiled_and_saves_the_plain_module(corpus, tmp_path, monkeypatch):
     """fusion.compile: the optimisation steps go through torch.compile (inductor: about a minute to compile on two
     cores); model.pt holds the plain module's state (the eager run's keys, no `_orig_mod.`), evaluation reads it,
     and the compiled module computes what the eager one does on the trained weights (eval mode: no dropout)."""
+    from emofusion.training.stage import compiler_for_torch_compile
+
+    if compiler_for_torch_compile() is None:
+        pytest.skip("no C++ compiler: torch.compile cannot build its kernels")
     compiled = []
     real_compile = torch.compile
 

@@ -69,6 +69,17 @@ def build_fusion_model(experiment: Mapping[str, Any], dims: Mapping[str, int], s
     return build_model(experiment["model"], **config.to_dict())
 
 
+def compiler_for_torch_compile() -> str | None:
+    """The C++ compiler torch.compile's kernels would be built with (inductor on the CPU; Triton's launchers on
+    CUDA need one too), or None."""
+    import shutil
+
+    for name in (os.environ.get("CXX"), "g++", "clang++", "c++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
 def train_epoch(
     model, batches, *, opt, scaler, loss_fn, device, amp: bool | str, grad_clip: float | None
 ) -> list[float]:
@@ -199,6 +210,11 @@ def train_run(
     model = build_fusion_model(experiment, data.width, windowing.steps).to(device)
     # The compiled wrapper shares the module's parameters; only the optimisation steps go through it, so the
     # state dicts (resume.pt, model.pt) and validation stay those of the plain module.
+    if compile_model and compiler_for_torch_compile() is None:
+        raise ConfigError(
+            "fusion.compile: true needs a C++ compiler for torch.compile's kernels (none of $CXX, g++, clang++, "
+            "c++ is on PATH); install one (e.g. apt install g++) or set fusion.compile: false"
+        )
     step_model = torch.compile(model) if compile_model else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if tr["optimizer"] == "adamw" else torch.optim.Adam
