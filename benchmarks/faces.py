@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/faces.py --quick                 # one short video, a few frames, 1x / 2x
     .venv/bin/python benchmarks/faces.py --detect-every 3        # P-net on every 3rd frame (faces.detect_every)
 
-Three tables:
+The tables:
 
 1. End to end: ``emofusion.faces.stage.extract_faces`` on every video (decode as a stream, batched MTCNN, subject
    tracking, batched alignment, HDF5 store), each in its own process so its peak memory is its own. Frames per

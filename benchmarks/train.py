@@ -41,7 +41,7 @@ from emofusion.features.store import store_attrs, write_store
 from emofusion.metrics import INVALID, TARGETS
 from emofusion.models import CCCLoss
 from emofusion.training.data import FusionData, WindowBatches
-from emofusion.training.stage import build_fusion_model, train_epoch
+from emofusion.training.stage import build_fusion_model, compiler_for_torch_compile, train_epoch
 from emofusion.training.windows import Windowing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if device.type != "cuda":
         amps = [a for a in amps if a is not True] or [False]  # float16 autocast is CUDA's
     widths = QUICK_WIDTHS if args.quick else WIDTHS
+    compile_rows = args.compile and compiler_for_torch_compile() is not None
+    if args.compile and not compile_rows:
+        print("skipped: the compiled rows (--compile): no C++ compiler for torch.compile's kernels", flush=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         t0 = time.perf_counter()
         labels, manifest, stores = write_corpus(Path(tmp), args.frames, args.clips, widths)
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     device_data=mode == "device",
                 )
                 setup = time.perf_counter() - t0
-                for amp, compiled in [(a, c) for a in amps for c in ([False, True] if args.compile else [False])]:
+                for amp, compiled in [(a, c) for a in amps for c in ([False, True] if compile_rows else [False])]:
                     row = measure(
                         name,
                         data,

@@ -2,7 +2,7 @@
 # pre-aligned crops where it ships them). Per clip, so a new clip or a changed `faces:` section reruns only
 # what it touches; the manifest is not an input, so changing folds never reruns this costly stage.
 # With clips_per_face_job > 1 the clips are cut into shards instead, one job (one process, MTCNN loaded
-# once) per shard; the stores are the same files, byte for byte.
+# once) per shard; the stores are the same (tests/test_workflow.py compares them).
 
 
 if config["clips_per_face_job"] == 1:

@@ -91,13 +91,8 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
-RUNTIME_DEFAULTS = {
-    "tf32": False,
-    "device_data": "auto",
-    "device_memory_fraction": 0.5,
-    "compile": False,
-}  # fusion.<key>: how a
-# run computes; passed to a run's rules beside its experiment so `emofusion train` sees them
+# fusion.<key>: how a run computes; passed to a run's rules beside its experiment so `emofusion train` sees them
+RUNTIME_DEFAULTS = {"tf32": False, "device_data": "auto", "device_memory_fraction": 0.5, "compile": False}
 
 
 def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = False) -> dict[str, Any]:
