@@ -225,27 +225,35 @@ def test_dry_run_with_local_profile(workdir):
 def test_face_shards_plan_one_job_per_shard_with_the_profile_faces_settings(workdir):
     """clips_per_face_job=5 cuts the demo's 12 clips, sorted by id, into faces_shard0..2 (5, 5, 2 clips): one
     `emofusion faces` per shard with every clip's options, the threads and resources set for `faces` (runtime
-    per clip times its clips), and the same outputs for the later rules."""
-    args = on_demo(workdir, "-n", "--cores", "4", "--printshellcmds", "--set-threads", "faces=3")
-    args[-2:-2] = ["--set-resources", "faces:runtime=7", "faces:gpu=1"]  # before --config
-    proc = snakemake(*args, "clips_per_face_job=5", cwd=workdir)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+    per clip times its clips; expressions as Snakemake evaluates them for its own rules), and the same outputs
+    for the later rules."""
+
+    def plan(*settings):
+        args = on_demo(workdir, "-n", "--cores", "4", "--printshellcmds")
+        args[-2:-2] = settings  # before --config
+        proc = snakemake(*args, "clips_per_face_job=5", cwd=workdir)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        return out, {i: out[out.index(f"rule faces_shard{i}:") :].split("\n\n")[0] for i in (0, 1, 2)}
+
+    out, shards = plan("--set-threads", "faces=max(1, 3)", "--set-resources", "faces:runtime=attempt*7", "faces:gpu=1")
     jobs = planned_jobs(out.split("Job stats:")[1].split("Reasons:")[0])
     assert {rule: n for rule, n in jobs.items() if rule.startswith("faces")} == {
         f"faces_shard{i}": 1 for i in (0, 1, 2)
     }
     assert jobs["embed_visual"] == 12 and "faces" not in jobs
-    shard = out[out.index("rule faces_shard1:") :].split("\n\n")[0]
     clips = ["demo06-30-640x180_left", "demo06-30-640x180_right", "demo07-30-320x180", "demo08-30-320x180"]
     clips.append("demo09-30-320x180")
-    assert f"output: {', '.join(f'results/faces/{c}.h5' for c in clips)}" in shard, shard
-    assert "threads: 3" in shard and "runtime=35" in shard and "gpu=1" in shard, shard
+    assert f"output: {', '.join(f'results/faces/{c}.h5' for c in clips)}" in shards[1], shards[1]
+    assert "threads: 3" in shards[1] and "runtime=35" in shards[1] and "gpu=1" in shards[1], shards[1]
+    assert "runtime=14" in shards[2]
     # one process for the shard; demo07 and demo09 ship pre-aligned crops, the others get an empty --crops
     command = next(line for line in out.splitlines() if "emofusion faces" in line and clips[0] in line)
     assert command.count("--video ") == command.count("--clip ") == command.count("--out ") == 5, command
     assert command.count("--crops ''") == 3 and "--threads 3" in command, command
-    assert "runtime=14" in out[out.index("rule faces_shard2:") :].split("\n\n")[0]
+    # a runtime only in default-resources is per clip too (a cluster profile's default would kill a long shard)
+    _, shards = plan("--default-resources", "runtime=6")
+    assert "runtime=30" in shards[0] and "runtime=12" in shards[2] and "threads: 2" in shards[0], shards
 
 
 @pytest.mark.workflow

@@ -104,9 +104,20 @@ def face_shard_arguments(clips):
     return shlex.join(args)
 
 
-def _profile_value(value):
-    """A set-threads / set-resources value as given (Snakemake wraps them in Resource objects)."""
-    return getattr(value, "value", value)
+def _profile_value(value, scale=1):
+    """A set-threads / set-resources / default-resources value, for the shard rules (whose names no profile
+    knows). As given (Snakemake wraps them in Resource objects), `scale` times a number (a shard's runtime), or for
+    an expression (`attempt * 15`, `max(2 * input.size_mb, 1000)`) a function Snakemake evaluates per job, as it
+    does for the rules a profile names."""
+
+    def scaled(result):
+        return result * scale if scale != 1 and isinstance(result, (int, float)) else result
+
+    if getattr(value, "is_evaluable", lambda: False)():
+        # **aux: Snakemake then passes every job argument (input, threads, attempt, ...); evaluate() keeps those the
+        # expression takes
+        return lambda wildcards, **aux: scaled(value.evaluate(wildcards, **aux).value)
+    return scaled(getattr(value, "value", value))
 
 
 def face_shard_threads():
@@ -117,13 +128,15 @@ def face_shard_threads():
 
 def face_shard_resources(clips):
     """The per-clip rule's memory and the profile's `faces` resources (set-resources: gpu, partition, face jobs per
-    GPU, ...) for a shard rule, whose name Snakemake's per-rule settings do not know; `runtime` (minutes per clip)
-    is multiplied by the shard's clips."""
+    GPU, ...) for a shard rule, whose name Snakemake's per-rule settings do not know; `runtime` (minutes per clip,
+    from set-resources or else default-resources) is multiplied by the shard's clips."""
+    settings = workflow.resource_settings
+    given = dict(settings.overwrite_resources.get("faces", {}))
+    if "runtime" not in given and "runtime" in dict(settings.default_resources or {}):
+        given["runtime"] = dict(settings.default_resources)["runtime"]
     resources = {"mem_mb": 4000}
-    for key, value in dict(workflow.resource_settings.overwrite_resources.get("faces", {})).items():
-        resources[key] = _profile_value(value)
-    if isinstance(resources.get("runtime"), (int, float)):
-        resources["runtime"] = resources["runtime"] * len(clips)
+    for key, value in given.items():
+        resources[key] = _profile_value(value, len(clips) if key == "runtime" else 1)
     return resources
 
 
