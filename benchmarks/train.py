@@ -281,9 +281,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if device.type != "cuda":
         amps = [a for a in amps if a is not True] or [False]  # float16 autocast is CUDA's
     widths = QUICK_WIDTHS if args.quick else WIDTHS
-    compile_rows = args.compile and compiler_for_torch_compile() is not None
+    compile_rows = args.compile and compiler_for_torch_compile(device.type) is not None
     if args.compile and not compile_rows:
-        print("skipped: the compiled rows (--compile): no C++ compiler for torch.compile's kernels", flush=True)
+        print("skipped: the compiled rows (--compile): no compiler for torch.compile's kernels", flush=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         t0 = time.perf_counter()
         labels, manifest, stores = write_corpus(Path(tmp), args.frames, args.clips, widths)

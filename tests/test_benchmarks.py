@@ -144,7 +144,7 @@ def test_train_benchmark_compile_rows(tmp_path):
     holds the compilation, and the projection names it."""
     from emofusion.training.stage import compiler_for_torch_compile
 
-    if compiler_for_torch_compile() is None:
+    if compiler_for_torch_compile("cpu") is None:
         pytest.skip("no C++ compiler: torch.compile cannot build its kernels")
     out = tmp_path / "train.json"
     args = ["--quick", "--models", "rjca", "--data", "device", "--batches", "1", "--frames", "3000", "--clips", "6"]

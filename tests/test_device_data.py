@@ -170,10 +170,26 @@ def test_tf32_and_device_data_keys_have_defaults_and_reach_the_runs_params():
     set_tf32(False)
 
 
+def test_the_compiler_torch_compile_needs_depends_on_the_device(monkeypatch):
+    """inductor builds C++ kernels on the CPU; Triton's launchers on CUDA are C: a node with only gcc can compile
+    for CUDA and not for the CPU."""
+    import shutil
+
+    from emofusion.training.stage import compiler_for_torch_compile
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if name == "gcc" else None)
+    assert compiler_for_torch_compile("cuda") == "gcc" and compiler_for_torch_compile("cpu") is None
+    monkeypatch.setenv("CXX", "g++-14")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if name == "g++-14" else None)
+    assert compiler_for_torch_compile("cpu") == "g++-14" and compiler_for_torch_compile("cuda") is None
+
+
 def test_fusion_compile_without_a_compiler_names_the_key(corpus, tmp_path, monkeypatch):
     import emofusion.training.stage as stage
 
-    monkeypatch.setattr(stage, "compiler_for_torch_compile", lambda: None)
+    monkeypatch.setattr(stage, "compiler_for_torch_compile", lambda device_type: None)
     exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=1, **SMALL)
     with pytest.raises(ConfigError, match="fusion.compile: false"):
         _run(corpus, tmp_path / "run", exp, compile_model=True)
@@ -187,7 +203,7 @@ def test_fusion_compile_trains_compiled_and_saves_the_plain_module(corpus, tmp_p
     and the compiled module computes what the eager one does on the trained weights (eval mode: no dropout)."""
     from emofusion.training.stage import compiler_for_torch_compile
 
-    if compiler_for_torch_compile() is None:
+    if compiler_for_torch_compile("cpu") is None:
         pytest.skip("no C++ compiler: torch.compile cannot build its kernels")
     compiled = []
     real_compile = torch.compile

@@ -69,12 +69,13 @@ def build_fusion_model(experiment: Mapping[str, Any], dims: Mapping[str, int], s
     return build_model(experiment["model"], **config.to_dict())
 
 
-def compiler_for_torch_compile() -> str | None:
-    """The C++ compiler torch.compile's kernels would be built with (inductor on the CPU; Triton's launchers on
-    CUDA need one too), or None."""
+def compiler_for_torch_compile(device_type: str = "cpu") -> str | None:
+    """The compiler torch.compile's kernels would be built with, or None: inductor's C++ kernels on the CPU ($CXX,
+    g++, clang++), Triton's C launchers on CUDA ($CC, gcc, clang)."""
     import shutil
 
-    for name in (os.environ.get("CXX"), "g++", "clang++", "c++"):
+    env, names = ("CC", ("gcc", "clang", "cc")) if device_type == "cuda" else ("CXX", ("g++", "clang++", "c++"))
+    for name in (os.environ.get(env), *names):
         if name and shutil.which(name):
             return name
     return None
@@ -210,10 +211,11 @@ def train_run(
     model = build_fusion_model(experiment, data.width, windowing.steps).to(device)
     # The compiled wrapper shares the module's parameters; only the optimisation steps go through it, so the
     # state dicts (resume.pt, model.pt) and validation stay those of the plain module.
-    if compile_model and compiler_for_torch_compile() is None:
+    if compile_model and compiler_for_torch_compile(device.type) is None:
+        need = "a C compiler ($CC, gcc, clang)" if device.type == "cuda" else "a C++ compiler ($CXX, g++, clang++)"
         raise ConfigError(
-            "fusion.compile: true needs a C++ compiler for torch.compile's kernels (none of $CXX, g++, clang++, "
-            "c++ is on PATH); install one (e.g. apt install g++) or set fusion.compile: false"
+            f"fusion.compile: true needs {need} on PATH for torch.compile's kernels on {device.type}; install one "
+            "or set fusion.compile: false"
         )
     step_model = torch.compile(model) if compile_model else model
     params = [p for p in model.parameters() if p.requires_grad]
