@@ -76,7 +76,7 @@ def test_device_data_auto_is_off_on_the_cpu_and_a_bad_mode_names_the_key(corpus)
     assert fold_data(corpus, SMALL, device=CPU, device_data="auto", in_memory=False).device is None
 
 
-def _run(corpus, out, exp, **kw):
+def _run(corpus, out, exp, *, device=CPU, **kw):
     return train_run(
         exp,
         fold=0,
@@ -85,7 +85,7 @@ def _run(corpus, out, exp, **kw):
         manifest=pd.read_parquet(corpus["manifest"]),
         labels=corpus["labels"],
         stores={m: corpus["stores"][m] for m in exp["stores"]},
-        device=CPU,
+        device=device,
         **kw,
     )
 
@@ -252,14 +252,5 @@ def test_device_data_on_cuda_gives_the_cpu_batches_and_trains(corpus, tmp_path):
         assert torch.equal(b["masks"][m].cpu(), a["masks"][m])
     assert torch.equal(b["target"].cpu(), a["target"])
     exp = experiment("rjca", model_options={"lstm_layers": 1, "head_hidden": 8}, epochs=1, **SMALL)
-    info = train_run(
-        exp,
-        fold=0,
-        seed=0,
-        out=tmp_path,
-        manifest=pd.read_parquet(corpus["manifest"]),
-        labels=corpus["labels"],
-        stores={m: corpus["stores"][m] for m in exp["stores"]},
-        device=cuda,
-    )
+    info = _run(corpus, tmp_path, exp, device=cuda)
     assert np.isfinite(info["best_val_ccc_mean"])

@@ -65,6 +65,17 @@ def slurm_cluster():
         subprocess.run(["bash", str(SCRIPTS / "stop_slurm.sh"), "--purge"], capture_output=True, timeout=120)
 
 
+def snakemake_within(limit: int, *args: str, cwd: Path) -> str:
+    """Snakemake with ``args`` in ``cwd``, stopped after ``limit`` seconds by SIGINT (`timeout -s INT`: a hung run
+    stops as on Ctrl-C, the plugin cancelling its jobs; SIGTERM could leave it hanging); its output, once it is
+    known to have succeeded."""
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(limit), SNAKEMAKE, *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=limit + 60, env=venv_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    return out
+
+
 def slurm_job(job_id: str) -> str:
     """`scontrol show job` of a job, finished ones included (slurmctld keeps them for MinJobAge=300 s)."""
     return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
@@ -72,20 +83,11 @@ def slurm_job(job_id: str) -> str:
 
 @pytest.mark.slurm
 def test_extraction_runs_as_slurm_shard_jobs(slurm_cluster, workdir):
-    # timeout -s INT: a hung run stops as on Ctrl-C (the plugin cancels its jobs); SIGTERM could leave it hanging
-    cmd = [
-        "timeout",
-        "-s",
-        "INT",
-        "-k",
-        "30",
-        "240",
-        SNAKEMAKE,
+    out = snakemake_within(
+        240,
         *on_demo(workdir, *TARGETS, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE)),
-    ]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+        cwd=workdir,
+    )
     for target in TARGETS:
         assert (workdir / target).stat().st_size > 0, target
 
@@ -109,10 +111,7 @@ def test_a_face_shard_is_one_slurm_job_with_the_profile_faces_resources(slurm_cl
     corpus = demo_subset(workdir / "corpus")  # just these two clips: one shard
     args = on_demo(workdir, *faces, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE))
     args[-1] = f"corpus={{root: {corpus}}}"
-    cmd = ["timeout", "-s", "INT", "-k", "30", "240", SNAKEMAKE, *args, "clips_per_face_job=2"]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+    out = snakemake_within(240, *args, "clips_per_face_job=2", cwd=workdir)
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
     assert [next(p for p in Path(log).parts if p.startswith("rule_")) for _, log in submitted] == [
         "rule_faces_shard0"
@@ -144,14 +143,8 @@ def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
     target = "results/fusion/tiny/fold0/seed0/model.pt"
-    cmd = [
-        "timeout",
-        "-s",
-        "INT",
-        "-k",
-        "30",
-        "240",
-        SNAKEMAKE,
+    out = snakemake_within(
+        240,
         *on_demo(
             workdir,
             target,
@@ -162,10 +155,8 @@ def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
             "--workflow-profile",
             str(TEST_PROFILE),
         ),
-    ]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300, env=venv_env())
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+        cwd=workdir,
+    )
     assert (workdir / target).stat().st_size > 0
     assert len((workdir / "results/fusion/tiny/fold0/seed0/log.jsonl").read_text().splitlines()) == 2
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
@@ -192,14 +183,8 @@ def test_embedding_runs_as_slurm_jobs_and_gives_the_store_of_a_local_run(slurm_c
             if where == "slurm"
             else ["--cores", "2"]
         )
-        cmd = [
-            "timeout",
-            "-s",
-            "INT",
-            "-k",
-            "30",
-            "270",
-            SNAKEMAKE,
+        runs[where] = snakemake_within(
+            270,
             target,
             *how,
             "--snakefile",
@@ -208,10 +193,8 @@ def test_embedding_runs_as_slurm_jobs_and_gives_the_store_of_a_local_run(slurm_c
             str(wd),
             "--config",
             f"corpus={{root: {corpus}}}",
-        ]
-        proc = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=330, env=venv_env())
-        runs[where] = proc.stdout + proc.stderr
-        assert proc.returncode == 0, runs[where]
+            cwd=wd,
+        )
     submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", runs["slurm"]))
     # the plugin logs to slurm_logs/group_<group>_<rule>/... for a shard, slurm_logs/rule_<rule>/<wildcards>/...
     jobs = {
