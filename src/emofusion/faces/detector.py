@@ -16,6 +16,7 @@ import numpy as np
 from emofusion.errors import ConfigError
 from emofusion.faces.config import CPU_CHUNK, FLOAT_BUDGET
 from emofusion.log import logger
+from emofusion.packages import import_module
 from emofusion.provenance import file_sha256
 
 _CROP_SAMPLES = 1 << 19  # candidate crop pixels gathered per R-/O-net pass (bounds memory on crowded frames)
@@ -40,9 +41,8 @@ class Detections:
 @functools.cache
 def mtcnn_weights() -> dict[str, str]:
     """SHA-256 of the P-, R- and O-net weight files that ship in the facenet-pytorch wheel (for provenance)."""
-    import facenet_pytorch
-
-    data = Path(facenet_pytorch.__file__).parent / "data"
+    facenet_pytorch = import_module("facenet_pytorch", "facenet-pytorch", key="faces (the MTCNN face detector)")
+    data = Path(str(facenet_pytorch.__file__)).parent / "data"
     return {f"{name}.pt": file_sha256(data / f"{name}.pt") for name in ("pnet", "rnet", "onet")}
 
 
