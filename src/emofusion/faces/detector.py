@@ -111,20 +111,21 @@ class MTCNNDetector:
 
         B, _, H, W = frames.shape
         h, w, scale = self.detection_size(H, W)
-        min_size = self.min_face_size * scale
-        if min_size < 12:
-            if not self._warned_min:
-                logger.info(
-                    "detecting on %dx%d frames (faces.max_side): faces smaller than %.0f px in the %dx%d "
-                    "video are not found",
-                    w,
-                    h,
-                    12 / scale,
-                    W,
-                    H,
-                )
-                self._warned_min = True
-            min_size = 12.0
+        # The smallest face is counted in pixels of the image MTCNN sees, so a 1080p and a 360p copy of one video
+        # are searched alike and the cost follows the detection size, not the source's (issue 23).
+        min_size = max(12.0, float(self.min_face_size))
+        if scale < 1 and not self._warned_min:
+            logger.info(
+                "detecting on %dx%d frames (faces.max_side): faces smaller than %.0f px in the %dx%d video "
+                "(faces.min_face_size %d px at detection size) are not found",
+                w,
+                h,
+                min_size / scale,
+                W,
+                H,
+                self.min_face_size,
+            )
+            self._warned_min = True
         # On a CPU, chunks of a few frames keep the pyramid and activations in cache (B = 32 at once is 30-50%
         # slower per frame than B = 4..8); a GPU takes the whole batch.
         step = B if self.device.type == "cuda" else CPU_CHUNK
