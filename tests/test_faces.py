@@ -243,7 +243,6 @@ def test_a_high_resolution_copy_is_searched_as_the_low_resolution_one(monkeypatc
     np.testing.assert_allclose(b_high / 3, b_low, atol=3)  # the same face, in each copy's own pixels
 
 
-
 def test_detects_the_astronaut_and_aligns_her_eyes_onto_the_template(detector):
     image = astronaut()
     dets = detector(as_batch(image))
