@@ -221,6 +221,28 @@ def test_cuda_without_gpu_is_a_config_error():
 # ----------------------------------------------------------------------------------- real detection, alignment
 
 
+def test_a_high_resolution_copy_is_searched_as_the_low_resolution_one(monkeypatch):
+    """faces.min_face_size counts detection pixels: a 3x upscaled copy, downscaled to the same detection size
+    (max_side), gets the same P-net pyramid (the cost follows the detection size) and the same face."""
+    import emofusion.faces.detector as det
+
+    sizes: list[list[tuple[int, int]]] = []
+    real = det._Pyramid
+
+    def recording(images, levels):
+        sizes.append(levels)
+        return real(images, levels)
+
+    monkeypatch.setattr(det, "_Pyramid", recording)
+    detector = MTCNNDetector(max_side=512, min_face_size=20)
+    low = as_batch(astronaut())  # 512x512
+    high = torch.nn.functional.interpolate(low.float(), scale_factor=3, mode="bilinear").round().to(torch.uint8)
+    d_low, d_high = detector(low), detector(high)
+    assert sizes[0] == sizes[1]  # before: the 1536 px copy searched from scale 1.0, the 512 px one from 0.6
+    b_low, b_high = d_low.boxes[np.argmax(d_low.probs)], d_high.boxes[np.argmax(d_high.probs)]
+    np.testing.assert_allclose(b_high / 3, b_low, atol=3)  # the same face, in each copy's own pixels
+
+
 def test_detects_the_astronaut_and_aligns_her_eyes_onto_the_template(detector):
     image = astronaut()
     dets = detector(as_batch(image))

@@ -164,3 +164,102 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     with h5py.File(out, "r") as f:
         assert f["crops"].shape == (12, 112, 112, 3)
         assert np.asarray(f["valid"]).sum() >= 10  # the man is found in (nearly) every frame
+
+
+def _requirement_closure(requirements: list[str], extras: set[str]) -> set[str]:
+    """The installed distributions that `pip install` of something requiring ``requirements`` (with
+    ``extras`` selected) would bring: the requirements and theirs, recursively, markers evaluated."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [(r, extras) for r in requirements]
+    while todo:
+        text, selected = todo.pop()
+        req = Requirement(text)
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in (selected or {""})):
+            continue
+        name = canonicalize_name(req.name)
+        if name == "emofusion":  # an extra naming the project's own other extras
+            todo += [(r, set(req.extras)) for r in requirements]
+            continue
+        key = f"{name}[{','.join(sorted(req.extras))}]"
+        if key in seen:
+            continue
+        seen.add(key)
+        todo += [(r, set(req.extras)) for r in importlib.metadata.distribution(name).requires or []]
+    return {key.split("[")[0] for key in seen}
+
+
+def _site_view(folder: Path, distributions: set[str]) -> Path:
+    """A folder of links to the top-level files and folders of ``distributions`` in this environment's
+    site-packages: what a fresh venv holds after pip installed exactly those (a .pth file names the folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in distributions:
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or []:
+            top = file.parts[0]
+            if top == ".." or top.endswith(".pth") or top == "__pycache__":
+                continue
+            source = Path(str(dist.locate_file(top)))
+            if source.exists() and not (folder / top).exists():
+                (folder / top).symlink_to(source)
+    return folder
+
+
+def test_predict_from_the_wheel_with_what_it_declares(tmp_path, make_video):
+    """A colleague's install: the wheel with its extras, plus the --no-deps weight wheels that the one-line
+    message names, runs `emofusion predict` on a bundle outside the checkout (issue 21). The venv sees only the
+    distributions the wheel's metadata pulls in (read from the built wheel, so an undeclared import fails)."""
+    import email
+    import zipfile
+
+    from emofusion.packages import NO_DEPS
+    from test_predict import _bundle
+
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        requires = email.message_from_bytes(z.read(meta)).get_all("Requires-Dist")
+    declared = _requirement_closure(requires, {"all"})
+    assert not declared & {n.lower() for n in NO_DEPS}  # they would pull another torch or TensorFlow
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(site) / "declared.pth").write_text(str(_site_view(tmp_path / "declared", declared)) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    bundle = _bundle(tmp_path / "bundle", ("visual", "audio", "text"), tar=True)
+    video = make_video(frames=30, size="96x72")
+
+    def predict(out: str) -> subprocess.CompletedProcess:
+        args = [str(venv / "bin" / "emofusion"), "predict", str(video), "--model", str(bundle), "--out", out]
+        return subprocess.run(args, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+
+    proc = predict("first")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    # the one line names the command that installs the detector's wheel outside a checkout
+    assert f"pip install --no-deps facenet-pytorch=={NO_DEPS['facenet-pytorch']}" in proc.stderr, proc.stderr
+
+    # what the messages name, installed (as `pip install --no-deps facenet-pytorch==2.6.0 fer==25.10.3` would)
+    (Path(site) / "nodeps.pth").write_text(str(_site_view(tmp_path / "nodeps", {"facenet-pytorch", "fer"})) + "\n")
+    proc = predict("second")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (csv,) = (elsewhere / "second").glob("*.csv")
+    assert len(csv.read_text().splitlines()) == 31  # a header and a row per frame

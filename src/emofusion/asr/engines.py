@@ -35,7 +35,7 @@ from emofusion.asr.convert import (
 from emofusion.asr.models import ModelSource, converted_name, resolve_model
 from emofusion.device import resolve_device
 from emofusion.errors import ConfigError, InputError
-from emofusion.log import logger
+from emofusion.log import logger, progress
 from emofusion.provenance import file_sha256
 
 ENGINES: dict[str, Callable[..., Engine]] = {}
@@ -318,6 +318,7 @@ class FasterWhisper(Engine):
             segments, _ = self.model.transcribe(
                 audio, condition_on_previous_text=o.condition_on_previous_text, **common
             )
+        segments = _reported(segments, audio.size / self.sample_rate)
         return [
             {
                 "start": s.start,
@@ -333,6 +334,20 @@ class FasterWhisper(Engine):
             }
             for s in segments
         ]
+
+
+def _reported(segments, duration: float):
+    """faster-whisper's lazy segments, with progress in seconds of audio transcribed (decoding happens as they
+    are drawn; a long video is minutes of it)."""
+    bar = progress(total=round(duration, 1), desc="transcribe", unit="s")
+    done = 0.0
+    for segment in segments:
+        step = min(float(segment.end), duration) - done
+        if step > 0:
+            bar.update(round(step, 1))
+            done += step
+        yield segment
+    bar.close()
 
 
 def load_engine(options: AsrOptions, *, threads: int | None = None, checkpoint: str | Path | None = None) -> Engine:

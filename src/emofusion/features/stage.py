@@ -34,7 +34,7 @@ from emofusion.features.registry import build_backbone as build_backbone
 from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, read_attrs, store_attrs, write_store
 from emofusion.features.timeline import frame_times, words_on_frames
 from emofusion.io import atomic_path
-from emofusion.log import logger
+from emofusion.log import logger, progress
 from emofusion.repair import rerun
 
 
@@ -130,7 +130,8 @@ def embed_faces(
         # One range read ahead: h5py's gzip decoding of batch k+1 overlaps the device's work on batch k.
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(read, ranges[0]) if ranges else None
-            for k, (start, lo, hi) in enumerate(ranges):
+            bar = progress(ranges, desc=f"embed {backbone.name} {clip}", unit="batch")
+            for k, (start, lo, hi) in enumerate(bar):
                 assert pending is not None  # submitted for every range
                 block = pending.result()
                 pending = pool.submit(read, ranges[k + 1]) if k + 1 < len(ranges) else None

