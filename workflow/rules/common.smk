@@ -3,15 +3,19 @@ import json
 import shlex
 from pathlib import Path
 
-from snakemake.utils import validate
+import sys
 
-from emofusion.config import schema_path
+from emofusion.config import validate_workflow_config
 from emofusion.corpus import discover
+from emofusion.errors import ConfigError
 
 
-# Fills defaults and rejects unknown keys. The schema ships inside the package: the same file validates
-# `emofusion ... --config` runs by hand.
-validate(config, str(schema_path()))
+# Fills defaults and rejects unknown keys, with the schema that ships inside the package (the same file validates
+# `emofusion ... --config` runs by hand). Not snakemake.utils.validate: it prints the whole schema for one typo.
+try:
+    validate_workflow_config(config)
+except ConfigError as e:
+    sys.exit(str(e))  # the message alone: a traceback of the include would only hide it
 
 # Listing the corpus decodes nothing, so building the DAG stays fast on all of Aff-Wild2.
 CLIPS = {c.clip: c for c in discover(config["corpus"])}
