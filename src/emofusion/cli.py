@@ -52,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: what failed, on which file, and what to do."""
+    files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    return (
+        f"{files + ': ' if files else ''}{what}; check that the path is the file or folder the option asks for "
+        "and that you can read (or write) it (-v shows where it happened)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -59,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except EmofusionError as e:
         logger.error("%s", e)
+        return 1
+    except OSError as e:
+        # A file the command could not read or write that no check named first (a folder where a file goes, a
+        # read-only disk): one line naming it, the traceback only with -v.
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", os_error_line(e))
         return 1
     except KeyboardInterrupt:
         logger.error("interrupted")
