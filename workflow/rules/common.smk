@@ -1,24 +1,22 @@
 # Configuration, corpus listing and named input helpers shared by every stage file.
 import json
 import shlex
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 from emofusion.config import validate_workflow_config
 from emofusion.corpus import discover
-from emofusion.errors import ConfigError
+from emofusion.errors import EmofusionError
 
 
 # Fills defaults and rejects unknown keys, with the schema that ships inside the package (the same file validates
 # `emofusion ... --config` runs by hand). Not snakemake.utils.validate: it prints the whole schema for one typo.
+# Listing the corpus decodes nothing, so building the DAG stays fast on all of Aff-Wild2.
 try:
     validate_workflow_config(config)
-except ConfigError as e:
-    sys.exit(str(e))  # the message alone: a traceback of the include would only hide it
-
-# Listing the corpus decodes nothing, so building the DAG stays fast on all of Aff-Wild2.
-CLIPS = {c.clip: c for c in discover(config["corpus"])}
+    CLIPS = {c.clip: c for c in discover(config["corpus"])}
+except EmofusionError as e:
+    sys.exit(str(e))  # the message alone: Snakemake's traceback of the include ends in frames that hide it
 VIDEOS = {c.video_id: c for c in reversed(list(CLIPS.values()))}  # video id -> one of its clips
 
 
