@@ -7,6 +7,7 @@ from pathlib import Path
 from emofusion.config import validate_workflow_config
 from emofusion.corpus import discover
 from emofusion.errors import EmofusionError
+from emofusion.runlog import print_summary as print_run_summary  # the Snakefile's onsuccess / onerror
 
 
 # Fills defaults and rejects unknown keys, with the schema that ships inside the package (the same file validates
