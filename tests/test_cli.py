@@ -169,7 +169,7 @@ def test_invalid_config_key_fails(tmp_path, caplog):
 
 def _unreadable_cases(tmp):
     """(arguments, what the one error line must say) for inputs that used to end in a traceback."""
-    (tmp / "notes.parquet").write_text("clip,video\nnot,parquet\n")
+    (tmp / "notes.parquet").write_text("clip,video\nnot,parquet\n\t[\n")  # neither Parquet nor HDF5 nor YAML
     (tmp / "folder").mkdir()
     (tmp / "a-file").write_text("a file where predict's --out folder should go\n")
     (tmp / "video.mp4").write_bytes(b"")
@@ -190,6 +190,24 @@ def _unreadable_cases(tmp):
             f"--out {tmp}/folder is a folder; convert-whisper writes one checkpoint file: pass its path, e.g. "
             f"--out {tmp}/folder/whisper-tiny.en.pt",
         ),
+        "embed, a text file as --faces": (
+            [
+                "embed",
+                "--modality",
+                "visual",
+                "--backbone",
+                "fer",
+                "--faces",
+                f"{tmp}/notes.parquet",
+                "--out",
+                f"{tmp}/e.h5",
+            ],
+            f"face store {tmp}/notes.parquet is not a readable HDF5 file",
+        ),
+        "manifest, a config that is not YAML": (
+            ["manifest", "--config", f"{tmp}/notes.parquet", "--out", f"{tmp}/m.parquet"],
+            f"config file {tmp}/notes.parquet is not valid YAML: ",
+        ),
         "predict, --out below a file": (
             ["predict", f"{tmp}/video.mp4", "--run", f"{tmp}/folder", "--out", f"{tmp}/a-file/predicted"],
             f"cannot write --out {tmp}/a-file/predicted: Not a directory",
@@ -203,6 +221,8 @@ def _unreadable_cases(tmp):
         "labels, a CSV as --manifest",
         "train, a CSV as --manifest",
         "convert-whisper, a folder as --out",
+        "embed, a text file as --faces",
+        "manifest, a config that is not YAML",
         "predict, --out below a file",
     ],
 )

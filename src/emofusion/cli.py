@@ -56,9 +56,14 @@ def os_error_line(e: OSError) -> str:
     """One line for an OSError: what failed, on which file, and what to do."""
     files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
     what = e.strerror or str(e) or type(e).__name__
+    if not files:  # h5py and others name no file: -v (after the subcommand) shows where it happened
+        return (
+            f"{what}; one of the files given could not be read or written: check each path is the file or folder "
+            "its option asks for (rerun with -v after the subcommand to see where)"
+        )
     return (
-        f"{files + ': ' if files else ''}{what}; check that the path is the file or folder the option asks for "
-        "and that you can read (or write) it (-v shows where it happened)"
+        f"{files}: {what}; check that the path is the file or folder the option asks for and that you can read "
+        "(or write) it (-v after the subcommand shows where it happened)"
     )
 
 

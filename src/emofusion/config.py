@@ -141,6 +141,13 @@ def validate_workflow_config(config: dict[str, Any]) -> None:
     config.update(valid)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: what, at which line and column (PyYAML's message spans several, with a caret)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def load_config(path: str | Path | None = None, *, overrides: str | dict | None = None) -> dict[str, Any]:
     """Load a YAML config file (or none) plus JSON overrides (merged per section), validated with defaults.
 
@@ -155,7 +162,7 @@ def load_config(path: str | Path | None = None, *, overrides: str | dict | None 
         try:
             cfg = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(e)}; fix that line") from None
         source = str(p)
     if overrides:
         if isinstance(overrides, str):
