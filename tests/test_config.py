@@ -177,3 +177,23 @@ def test_snakemake_numbers_in_an_inline_config_get_a_hint_that_works(workdir):
     (workdir / "folds.yaml").write_text("folds:\n  k: 0\n")
     proc = snakemake(*on, "--configfile", "folds.yaml", "--config", f"corpus={{root: {DEMO}}}", cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_snakemake_style_config_key_gets_the_option_that_sets_it(tmp_path, caplog):
+    """`emofusion ... --config corpus.root=X` (written as Snakemake's --config): --config takes a file, and the
+    --config-json it advises works as printed."""
+    import shlex
+
+    from emofusion.cli import main
+
+    out = tmp_path / "manifest.parquet"
+    assert main(["manifest", "--config", f"corpus.root={DEMO}", "--config", "folds.k=2", "--out", str(out)]) == 1
+    line = caplog.records[-1].getMessage()
+    assert line == (
+        '--config takes a config file, not folds.k=2; set one key with --config-json \'{"folds": {"k": 2}}\' '
+        "(merged over --config FILE)"
+    )
+    assert main(["manifest", "--config", f"corpus.root={DEMO}", "--out", str(out)]) == 1
+    advised = shlex.split(caplog.records[-1].getMessage().split("set one key with ", 1)[1].split(" (merged", 1)[0])
+    assert advised[0] == "--config-json"
+    assert main(["manifest", *advised, "--out", str(out)]) == 0 and out.is_file()

@@ -158,6 +158,19 @@ def load_config(path: str | Path | None = None, *, overrides: str | dict | None 
     if path is not None:
         p = Path(path)
         if not p.is_file():
+            key, sep, value = str(path).partition("=")
+            if sep and key and "/" not in key:  # `--config corpus.root=data`, as Snakemake's --config is written
+                *sections, last = key.split(".")
+                try:
+                    setting: Any = yaml.safe_load(value)  # typed as the YAML file would type it: 5, true, a path
+                except yaml.YAMLError:
+                    setting = value
+                for name in reversed([*sections, last]):
+                    setting = {name: setting}
+                raise ConfigError(
+                    f"--config takes a config file, not {path}; set one key with --config-json "
+                    f"'{json.dumps(setting)}' (merged over --config FILE)"
+                )
             raise ConfigError(f"config file {p} does not exist; pass --config with the path of your config.yaml")
         try:
             cfg = yaml.safe_load(p.read_text()) or {}
