@@ -114,8 +114,8 @@ def test_every_key_documented_with_default():
 
 
 def test_one_schema_inside_the_package_and_the_workflow_validates_with_it():
-    """The schema is package data (an installed emofusion finds it) and the only copy: Snakemake's validate() in
-    common.smk reads the same file through schema_path()."""
+    """The schema is package data (an installed emofusion finds it) and the only copy: common.smk validates the
+    workflow's config with it through validate_workflow_config (load_schema reads schema_path())."""
     path = schema_path()
     assert path.is_file() and path.parent.parent == Path(emofusion.__file__).resolve().parent
     copies = [p for top in ("src", "workflow", "tests") for p in (REPO / top).rglob("*.schema.yaml")]
