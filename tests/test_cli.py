@@ -271,3 +271,10 @@ def test_an_os_error_no_check_named_is_one_line(tmp_path, caplog, monkeypatch):
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert errors[0].getMessage().startswith(f"{tmp_path / 'gone' / 'whisper.pt'}: No such file or directory; ")
+
+
+@pytest.mark.parametrize("argv", [["-v", "status"], ["status", "-v"]])
+def test_verbose_before_or_after_the_subcommand(argv):
+    """`emofusion -v COMMAND` is verbose too (the subcommand's own -v default used to reset it)."""
+    assert build_parser().parse_args(argv).verbose is True
+    assert build_parser().parse_args(["status"]).verbose is False

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             mod.NAME, help=mod.HELP, description=mod.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        # SUPPRESS: without -v here, `emofusion -v COMMAND` keeps the -v given before the subcommand
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -56,14 +57,14 @@ def os_error_line(e: OSError) -> str:
     """One line for an OSError: what failed, on which file, and what to do."""
     files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
     what = e.strerror or str(e) or type(e).__name__
-    if not files:  # h5py and others name no file: -v (after the subcommand) shows where it happened
+    if not files:  # h5py and others name no file
         return (
             f"{what}; one of the files given could not be read or written: check each path is the file or folder "
-            "its option asks for (rerun with -v after the subcommand to see where)"
+            "its option asks for (rerun with -v to see where)"
         )
     return (
         f"{files}: {what}; check that the path is the file or folder the option asks for and that you can read "
-        "(or write) it (-v after the subcommand shows where it happened)"
+        "(or write) it (-v shows where it happened)"
     )
 
 
