@@ -67,10 +67,10 @@ def failure_message(log: Path) -> str:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return f"no log ({log} cannot be read)"
-    errors = [i for i, line in enumerate(lines) if (m := LOG_LINE.match(line)) and m["level"] != "WARNING"]
+    errors = [(i, m) for i, line in enumerate(lines) if (m := LOG_LINE.match(line)) and m["level"] != "WARNING"]
     if errors:
-        first = errors[-1]
-        message = LOG_LINE.match(lines[first])["message"]  # type: ignore[index]
+        first, match = errors[-1]
+        message = match["message"]
         if message.endswith(":"):  # a list follows on indented lines (e.g. every bad video): joined into the line
             details = []
             for line in lines[first + 1 :]:
