@@ -22,6 +22,15 @@ include: "workflow/rules/predict.smk"
 # --- stage includes (pipeline order) ---
 
 
+# The end of a run: the failed jobs, one line each with its message and log, and the warnings the jobs logged.
+onsuccess:
+    print_run_summary(log)
+
+
+onerror:
+    print_run_summary(log)
+
+
 rule all:
     """Everything the configured corpus supports, ending with the report."""
     input:

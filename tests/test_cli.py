@@ -7,9 +7,11 @@ import pkgutil
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from emofusion import commands
 from emofusion.cli import build_parser, main
 
@@ -163,3 +165,116 @@ def test_missing_required_argument_is_a_usage_error(capsys):
 def test_invalid_config_key_fails(tmp_path, caplog):
     rc = main(["manifest", "--config-json", '{"folds": {"k": "x"}}', "--out", str(tmp_path / "m.parquet")])
     assert rc == 1 and "folds.k" in caplog.text
+
+
+def _unreadable_cases(tmp):
+    """(arguments, what the one error line must say) for inputs that used to end in a traceback."""
+    (tmp / "notes.parquet").write_text("clip,video\nnot,parquet\n\t[\n")  # neither Parquet nor HDF5 nor YAML
+    (tmp / "folder").mkdir()
+    (tmp / "a-file").write_text("a file where predict's --out folder should go\n")
+    (tmp / "video.mp4").write_bytes(b"")
+    return {
+        "labels, a CSV as --manifest": (
+            ["labels", "--manifest", f"{tmp}/notes.parquet", "--out", f"{tmp}/labels.h5"],
+            f"manifest {tmp}/notes.parquet is not a readable Parquet table",
+        ),
+        "train, a CSV as --manifest": (
+            [
+                *("train", "--config", str(REPO / "config.yaml"), "--experiment", "rjcma"),
+                *("--manifest", f"{tmp}/notes.parquet", "--labels", f"{tmp}/l.h5", "--out", f"{tmp}/run"),
+            ],
+            f"manifest {tmp}/notes.parquet is not a readable Parquet table",
+        ),
+        "convert-whisper, a folder as --out": (
+            ["convert-whisper", "--out", f"{tmp}/folder"],
+            f"--out {tmp}/folder is a folder; convert-whisper writes one checkpoint file: pass its path, e.g. "
+            f"--out {tmp}/folder/whisper-tiny.en.pt",
+        ),
+        "embed, a text file as --faces": (
+            [
+                "embed",
+                "--modality",
+                "visual",
+                "--backbone",
+                "fer",
+                "--faces",
+                f"{tmp}/notes.parquet",
+                "--out",
+                f"{tmp}/e.h5",
+            ],
+            f"face store {tmp}/notes.parquet is not a readable HDF5 file",
+        ),
+        "manifest, a config that is not YAML": (
+            ["manifest", "--config", f"{tmp}/notes.parquet", "--out", f"{tmp}/m.parquet"],
+            f"config file {tmp}/notes.parquet is not valid YAML: ",
+        ),
+        "predict, --out below a file": (
+            ["predict", f"{tmp}/video.mp4", "--run", f"{tmp}/folder", "--out", f"{tmp}/a-file/predicted"],
+            f"cannot write --out {tmp}/a-file/predicted: Not a directory",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "labels, a CSV as --manifest",
+        "train, a CSV as --manifest",
+        "convert-whisper, a folder as --out",
+        "embed, a text file as --faces",
+        "manifest, a config that is not YAML",
+        "predict, --out below a file",
+    ],
+)
+def test_an_unreadable_input_is_one_line_in_a_real_process(case, tmp_path):
+    args, expected = _unreadable_cases(tmp_path)[case]
+    before = sorted(tmp_path.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "emofusion.cli", *args], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert expected in proc.stderr, proc.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no temporary left
+
+
+def test_predict_refuses_an_unwritable_out_before_any_work(tmp_path, caplog, monkeypatch):
+    """A read-only --out (as a user without write access, or a read-only mount, sees it: tests run as root, so the
+    error is made where it happens) is refused before the model is loaded or any video decoded."""
+    import tempfile
+
+    import emofusion.predict.stage as stage
+
+    def no_work(*a, **k):
+        raise AssertionError("predict started working on an --out it cannot write")
+
+    def refuse(*a, dir=None, **k):
+        raise PermissionError(13, "Permission denied", str(Path(dir) / ".x"))
+
+    monkeypatch.setattr(stage, "predict_videos", no_work)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    rc = main(["predict", str(tmp_path / "v.mp4"), "--run", str(tmp_path), "--out", str(tmp_path / "locked")])
+    assert rc == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and f"cannot write --out {tmp_path / 'locked'}: Permission denied" in errors[0], errors
+    assert "choose a folder you can write to" in errors[0]
+
+
+def test_an_os_error_no_check_named_is_one_line(tmp_path, caplog, monkeypatch):
+    """The last net: an OSError from any command (here a conversion writing into a folder that vanished) is one line
+    naming the file, not a traceback."""
+    import emofusion.asr.stage as stage
+
+    def convert(model, out):
+        (tmp_path / "gone" / "whisper.pt").write_bytes(b"")
+
+    monkeypatch.setattr(stage, "convert_model", convert)
+    assert main(["convert-whisper", "--out", str(tmp_path / "w.pt")]) == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert errors[0].getMessage().startswith(f"{tmp_path / 'gone' / 'whisper.pt'}: No such file or directory; ")
+
+
+@pytest.mark.parametrize("argv", [["-v", "status"], ["status", "-v"]])
+def test_verbose_before_or_after_the_subcommand(argv):
+    """`emofusion -v COMMAND` is verbose too (the subcommand's own -v default used to reset it)."""
+    assert build_parser().parse_args(argv).verbose is True
+    assert build_parser().parse_args(["status"]).verbose is False

@@ -181,3 +181,65 @@ def test_repair_commands_outside_the_workflow_layout_name_every_required_argumen
     ):
         assert all(option in command for option in (*required, "--config")), command
         assert str(tmp_path / "run") in command
+
+
+def _corpus_with_a_bad_clip_id(root: Path) -> Path:
+    """A demo clip whose file names give the clip id 'bad clip' (a space: not allowed)."""
+    from conftest import DEMO
+
+    (root / "videos/batch1").mkdir(parents=True)
+    (root / "annotations/VA_Estimation_Challenge/Train_Set").mkdir(parents=True)
+    (root / "videos/batch1/bad clip.mp4").symlink_to(next(DEMO.glob("videos/*/demo07-30-320x180.mp4")))
+    (root / "annotations/VA_Estimation_Challenge/Train_Set/bad clip.txt").symlink_to(
+        next(DEMO.glob("annotations/*/*/demo07-30-320x180.txt"))
+    )
+    return root
+
+
+def _status(workdir: Path, *snakemake_args: str) -> tuple[int, str]:
+    import subprocess
+
+    from conftest import REPO, venv_env
+
+    proc = subprocess.run(
+        ["emofusion", "status", "--", "--snakefile", str(REPO / "Snakefile"), *snakemake_args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=venv_env(),
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_a_bad_clip_id_is_its_message_not_stack_frames(workdir):
+    """Snakemake's report of an error in common.smk ends in stack frames: `snakemake -n` and `emofusion status`
+    (which showed the last lines of it) print the message naming the file instead."""
+    from conftest import REPO, snakemake
+
+    root = _corpus_with_a_bad_clip_id(workdir / "aw")
+    config = ["--config", f"corpus={{root: {root}}}"]
+    proc = snakemake("-n", "--snakefile", str(REPO / "Snakefile"), *config, cwd=workdir)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and 'File "' not in console, console
+    assert "bad clip.txt: clip id 'bad clip' is not allowed; use letters, digits" in console
+    code, out = _status(workdir, *config)
+    assert code == 1 and 'File "' not in out, out
+    tail = out.split("The Snakemake dry run failed (its message follows); fix that first:\n", 1)[1]
+    assert "clip id 'bad clip' is not allowed" in tail, out
+
+
+def test_status_turns_a_dotted_snakemake_config_key_into_a_hint_that_works(workdir):
+    """Snakemake itself refuses `--config corpus.root=...` (with its own traceback); status says how to set a nested
+    key, and the spelling it prints works."""
+    import re
+    import shlex
+
+    from conftest import DEMO
+
+    code, out = _status(workdir, "--config", f"corpus.root={DEMO}")
+    assert code == 1 and "Traceback" not in out and 'File "' not in out, out
+    hint = re.search(r"set a nested one as (--config '.*?')", out)
+    assert hint, out
+    code, out = _status(workdir, *shlex.split(hint.group(1).replace("VALUE", str(DEMO))))
+    assert "dry run failed" not in out and "The Snakemake dry run plans" in out, out

@@ -46,10 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             mod.NAME, help=mod.HELP, description=mod.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        # SUPPRESS: without -v here, `emofusion -v COMMAND` keeps the -v given before the subcommand
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: what failed, on which file, and what to do."""
+    files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what = e.strerror or str(e) or type(e).__name__
+    if not files:  # h5py and others name no file
+        return (
+            f"{what}; one of the files given could not be read or written: check each path is the file or folder "
+            "its option asks for (rerun with -v to see where)"
+        )
+    return (
+        f"{files}: {what}; check that the path is the file or folder the option asks for and that you can read "
+        "(or write) it (-v shows where it happened)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except EmofusionError as e:
         logger.error("%s", e)
+        return 1
+    except OSError as e:
+        # A file the command could not read or write that no check named first (a folder where a file goes, a
+        # read-only disk): one line naming it, the traceback only with -v.
+        logger.debug("traceback", exc_info=True)
+        logger.error("%s", os_error_line(e))
         return 1
     except KeyboardInterrupt:
         logger.error("interrupted")

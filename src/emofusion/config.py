@@ -54,24 +54,98 @@ def _validator_filling_defaults():
     return jsonschema.validators.extend(base, {"properties": set_defaults})
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message names a value, it does not dump a section."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parses_as(text: str, expected: str) -> bool:
+    """Whether ``text`` is a number (or boolean) that YAML would have read as ``expected``."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    if "boolean" in expected and isinstance(value, bool):
+        return True
+    return (
+        ("number" in expected or "integer" in expected)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    )
+
+
+def _error_lines(err) -> list[str]:
+    """One line per problem of a jsonschema error: the key, the value, what is allowed (never the schema)."""
+    path = [str(p) for p in err.absolute_path]
+    key = ".".join(path) or "(top level)"
+    allowed = err.validator_value
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        known = sorted(err.schema.get("properties", {}))
+        lines = []
+        for name in sorted(set(err.instance) - set(known), key=str):
+            full = ".".join([*path, str(name)])
+            where = ".".join(path) or "the top level"
+            patterns = list(err.schema.get("patternProperties", {}))
+            if patterns and not known:  # a mapping of names (presets, experiments)
+                lines.append(f"{full}: {where} names must match {' or '.join(patterns)}")
+                continue
+            line = f"{full}: unknown key; {where} takes {', '.join(known)}"
+            head = str(name).split(".")[0]
+            if "." in str(name) and head in known:
+                # `snakemake --config corpus.root=x` or a YAML key written with dots: nothing nests a dotted key
+                rest = str(name).split(".", 1)[1]
+                line += (
+                    f" (a dotted key is not nested: in YAML write {head}: {{{rest}: ...}}, on Snakemake's command "
+                    f"line --config '{head}={{{rest}: ...}}')"
+                )
+            lines.append(line)
+        return lines
+    if err.validator == "type":
+        expected = ", ".join(map(repr, allowed)) if isinstance(allowed, list) else repr(allowed)
+        line = f"{key}: {_short(err.instance)} is not of type {expected}"
+        if isinstance(err.instance, str) and _parses_as(err.instance, expected):
+            line += (
+                " (`snakemake --config 'section={key: 5}'` passes the values inside {...} as text: set numbers and "
+                "booleans in a file given with --configfile)"
+            )
+        return [line]
+    if err.validator == "enum":
+        return [f"{key}: {_short(err.instance)} is not one of {', '.join(map(repr, allowed))}"]
+    message = err.message if len(err.message) <= 200 else err.message[:199] + "…"
+    return [f"{key}: {message}"]
+
+
 def validate_config(config: dict[str, Any] | None, *, source: str = "config") -> dict[str, Any]:
     """Return a validated deep copy of ``config`` with defaults filled; raise ConfigError naming the key."""
     cfg = copy.deepcopy(config) if config is not None else {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(cfg).__name__}")
     validator = _validator_filling_defaults()(load_schema("config"))
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        lines = []
-        for err in errors:
-            key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-            lines.append(f"  {key}: {err.message}")
+        lines = [line for err in errors for line in _error_lines(err)]
         raise ConfigError(
             f"{source} is invalid:\n"
-            + "\n".join(lines)
+            + "\n".join(f"  {line}" for line in lines)
             + f"\nSee {schema_path()} for every key, its type and its default."
         )
     return cfg
+
+
+def validate_workflow_config(config: dict[str, Any]) -> None:
+    """Validate Snakemake's ``config`` in place, filling defaults as ``snakemake.utils.validate`` would; raise
+    ConfigError with one short line per problem (Snakemake's own validate prints the whole schema)."""
+    valid = validate_config(config, source="the workflow's config (config.yaml, --configfile, --config)")
+    config.clear()
+    config.update(valid)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: what, at which line and column (PyYAML's message spans several, with a caret)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def load_config(path: str | Path | None = None, *, overrides: str | dict | None = None) -> dict[str, Any]:
@@ -84,11 +158,24 @@ def load_config(path: str | Path | None = None, *, overrides: str | dict | None 
     if path is not None:
         p = Path(path)
         if not p.is_file():
+            key, sep, value = str(path).partition("=")
+            if sep and key and "/" not in key:  # `--config corpus.root=data`, as Snakemake's --config is written
+                *sections, last = key.split(".")
+                try:
+                    setting: Any = yaml.safe_load(value)  # typed as the YAML file would type it: 5, true, a path
+                except yaml.YAMLError:
+                    setting = value
+                for name in reversed([*sections, last]):
+                    setting = {name: setting}
+                raise ConfigError(
+                    f"--config takes a config file, not {path}; set one key with --config-json "
+                    f"'{json.dumps(setting)}' (merged over --config FILE)"
+                )
             raise ConfigError(f"config file {p} does not exist; pass --config with the path of your config.yaml")
         try:
             cfg = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(e)}; fix that line") from None
         source = str(p)
     if overrides:
         if isinstance(overrides, str):

@@ -371,7 +371,13 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist; run `emofusion manifest` (or snakemake) first")
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError: not Parquet, truncated
+        raise InputError(
+            f"manifest {path} is not a readable Parquet table ({type(e).__name__}: {e}); pass "
+            "results/manifest.parquet as `emofusion manifest` writes it, or rebuild it with `emofusion manifest`"
+        ) from None
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"manifest {path} lacks column(s) {', '.join(missing)}; rebuild it with `emofusion manifest`")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from base64 import urlsafe_b64encode
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ REPORT_FILES = ("results.csv", "results.md", "provenance.json")
 # A file whose time is later than the end of the job that wrote it by more than this was changed afterwards.
 SLACK_SECONDS = 2.0
 TARGET_RULES = ("all", "features", "fusion")  # rules that only name targets: no work of their own
+FRAME = re.compile(r'^\s*File "[^"]*", line \d+')
+# Snakemake refuses `--config corpus.root=x` itself (its --config keys are top-level names).
+DOTTED_CONFIG_HINT = (
+    "Snakemake's --config sets top-level keys only: set a nested one as --config 'corpus={root: VALUE}' (values "
+    "inside {...} are read as text: numbers go in a file given with --configfile)"
+)
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,24 @@ def dry_run(root: Path, snakemake_args: list[str]) -> tuple[dict[str, int] | Non
     return jobs, out
 
 
+def message_lines(output: str) -> list[str]:
+    """The lines of a failed Snakemake run that say what is wrong: Python's stack frames (a frame line and the
+    source lines under it), its Traceback header and blank lines left out, and a hint for a dotted --config key."""
+    lines, in_frame = [], False
+    for line in output.splitlines():
+        if FRAME.match(line):
+            in_frame = True
+        elif in_frame and line.startswith("    "):
+            continue  # the source line of a frame, and its ^^^ markers
+        else:
+            in_frame = False
+            if line.strip() and not line.startswith("Traceback (most recent call last)"):
+                lines.append(line)
+    if any("Config entry must start with a valid identifier" in line for line in lines):
+        lines.append(DOTTED_CONFIG_HINT)
+    return lines
+
+
 def status(cfg: dict[str, Any], root: str | Path = ".") -> list[Finding]:
     """Every Finding of the project in ``root`` for config ``cfg``, in pipeline order."""
     root = Path(root)
@@ -238,6 +263,6 @@ def describe(findings: list[Finding], jobs: dict[str, int] | None, dry_output: s
         else:
             lines.append("The Snakemake dry run plans nothing.")
     elif dry_output is not None:
-        tail = "\n".join(dry_output.strip().splitlines()[-5:])
+        tail = "\n".join(message_lines(dry_output)[-5:])
         lines.append(f"The Snakemake dry run failed (its message follows); fix that first:\n{tail}")
     return "\n".join(lines)

@@ -1,20 +1,23 @@
 # Configuration, corpus listing and named input helpers shared by every stage file.
 import json
 import shlex
+import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
-from emofusion.config import schema_path
+from emofusion.config import validate_workflow_config
 from emofusion.corpus import discover
+from emofusion.errors import EmofusionError
+from emofusion.runlog import print_summary as print_run_summary  # the Snakefile's onsuccess / onerror
 
 
-# Fills defaults and rejects unknown keys. The schema ships inside the package: the same file validates
-# `emofusion ... --config` runs by hand.
-validate(config, str(schema_path()))
-
+# Fills defaults and rejects unknown keys, with the schema that ships inside the package (the same file validates
+# `emofusion ... --config` runs by hand). Not snakemake.utils.validate: it prints the whole schema for one typo.
 # Listing the corpus decodes nothing, so building the DAG stays fast on all of Aff-Wild2.
-CLIPS = {c.clip: c for c in discover(config["corpus"])}
+try:
+    validate_workflow_config(config)
+    CLIPS = {c.clip: c for c in discover(config["corpus"])}
+except EmofusionError as e:
+    sys.exit(str(e))  # the message alone: Snakemake's traceback of the include ends in frames that hide it
 VIDEOS = {c.video_id: c for c in reversed(list(CLIPS.values()))}  # video id -> one of its clips
 
 

@@ -26,7 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emofusion.asr.stage import convert_model
+    from pathlib import Path
 
+    from emofusion.asr.stage import convert_model
+    from emofusion.errors import InputError
+
+    if Path(args.out).is_dir():  # checked before the conversion: the rename onto a folder would fail after it
+        raise InputError(
+            f"--out {args.out} is a folder; convert-whisper writes one checkpoint file: pass its path, e.g. "
+            f"--out {Path(args.out) / 'whisper-tiny.en.pt'}"
+        )
     convert_model(args.model, args.out)
     return 0

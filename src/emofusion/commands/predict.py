@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     from emofusion.predict.stage import predict_videos
 
+    check_writable_folder(args.out, "--out")
+    if args.cache is not None:
+        check_writable_folder(args.cache, "--cache")
     predict_videos(
         args.videos,
         args.out,
@@ -68,3 +71,28 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
     )
     return 0
+
+
+def check_writable_folder(folder: str, option: str) -> None:
+    """Refuse ``folder`` before any work when it cannot be made or written (a read-only disk, a file on its path):
+    predict writes its results only after computing everything. Tried by writing a file, not by permission bits,
+    which say nothing for root or a read-only mount; creates nothing that stays."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from emofusion.errors import InputError
+
+    target = Path(folder)
+    existing = next(p for p in (target, *target.absolute().parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        fd, name = tempfile.mkstemp(prefix=".emofusion-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise InputError(
+            f"cannot write {option} {folder}: {e.strerror or e} ({e.filename or existing}); choose a folder you can "
+            "write to"
+        ) from None
