@@ -169,8 +169,9 @@ def words_on_frames(
     """One row per word -> one row per frame: each frame takes the word spoken at its time; no word -> zeros.
 
     word_rows (W, D) in the order of ``words`` (the transcript's word table, with ``start``/``end`` seconds);
-    ``times`` (N,) the frames' seconds (:func:`frame_times`); returns (features (N, D) float32, valid (N,) bool). A transcript whose words end after the audio
-    (by more than ``tolerance`` s) was made from other audio: InputError naming ``source``."""
+    ``times`` (N,) the frames' seconds (:func:`frame_times`); returns (features (N, D) float32, valid (N,) bool).
+    A transcript whose words end after the audio (by more than ``tolerance`` s) was made from other audio:
+    InputError naming ``source``."""
     from emofusion.asr.transcript import word_at_frames
 
     word_rows = np.asarray(word_rows, dtype=np.float32)
