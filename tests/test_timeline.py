@@ -256,3 +256,108 @@ def test_predict_time_s_is_the_decoders_time_and_the_tick_is_at_the_flash(videos
         rows, valid = store.read("video")
     assert 0 <= onset(rows[:, :1], valid.astype(bool)) - CASES[name].flash <= 1
     np.testing.assert_array_equal(table["has_speech"].to_numpy(bool), valid.astype(bool))
+
+
+# ---------------------------------------------------------------------------------------------- overlay
+
+
+def overlay_of(video: Path, out: Path, *, faces: Path | None = None) -> Path:
+    """The overlay of ``video`` for a prediction made by hand (valence and arousal 0), boxes from ``faces``."""
+    from emofusion.predict.overlay import write_overlay
+    from emofusion.predict.predictor import Prediction
+    from emofusion.video import timeline
+
+    tl = timeline(video)
+    zeros = np.zeros((tl.frames, 2), np.float32)
+    p = Prediction(
+        video=video,
+        clip="video",
+        frames=tl.frames,
+        fps=tl.fps,
+        times=frame_times(video, fps=tl.fps),
+        raw=zeros,
+        smoothed=zeros,
+        has_face=None,
+        has_speech=None,
+        has_word=None,
+        faces=faces,
+        sha256="",
+    )
+    return write_overlay(p, out)
+
+
+def beep_start(path: Path) -> float:
+    """Seconds, on the file's own clock, of the first audio sample louder than a tenth of full scale."""
+    import av
+
+    with av.open(str(path)) as c:
+        for frame in c.decode(audio=0):
+            x = np.abs(frame.to_ndarray()).max(axis=0)
+            loud = np.flatnonzero(x > 0.1)
+            if len(loud):
+                return float(frame.pts * frame.time_base) + loud[0] / frame.sample_rate
+    raise AssertionError(f"{path}: no beep")
+
+
+@pytest.mark.parametrize("name", ["vfr-mp4", "vfr-starts-at-10s"])
+def test_the_overlay_keeps_every_frames_time_and_the_audio_in_sync(videos, name, tmp_path):
+    """VFR in, VFR out: each frame at its source time, the flash where it was, the beep under it (the overlay
+    wrote a constant rate before: picture and sound drifted apart by a second here)."""
+    src = videos[name]
+    out = overlay_of(src, tmp_path / "o.mp4")
+    src_pts, flash = decoded(src)
+    out_pts, out_flash = decoded(out)
+    assert out_flash == flash == CASES[name].flash
+    np.testing.assert_allclose(out_pts - out_pts[0], src_pts - src_pts[0], rtol=0, atol=1e-3)
+    assert abs(beep_start(out) - out_pts[flash]) < 0.01  # the source's beep starts exactly at the flash
+    assert abs(beep_start(out) - out_pts[flash]) == pytest.approx(abs(beep_start(src) - src_pts[flash]), abs=2e-3)
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory):
+    """A 320x64 video with a white square off its centre, and copies tagged with each display rotation (the
+    square lies clear of the gauge, which the overlay draws in the lower left, in every orientation)."""
+    root = tmp_path_factory.mktemp("rotated")
+    raw = root / "raw.mp4"
+    run_ffmpeg(
+        "-f", "lavfi", "-i", "color=c=black:s=320x64:r=25:d=0.4", "-f", "lavfi", "-i", "sine=frequency=440:d=0.4",
+        "-vf", "drawbox=x=140:y=20:w=30:h=20:c=white:t=fill", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-shortest", str(raw),
+    )  # fmt: skip
+    out = {0: raw}
+    for degrees in (90, 180, 270):
+        out[degrees] = root / f"rot{degrees}.mp4"
+        run_ffmpeg("-i", str(raw), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}", str(out[degrees]))
+    return out
+
+
+def white_box(frame: np.ndarray) -> tuple[int, int, int, int]:
+    """x1, y1, x2, y2 of the white pixels of a (3, H, W) frame."""
+    ys, xs = np.nonzero(frame.mean(axis=0) > 200)
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_a_rotated_video_gets_an_upright_overlay_with_the_box_on_the_face(rotated, degrees, tmp_path):
+    """The face stage's boxes are in display coordinates (the decoder turns the frames upright): the overlay is
+    drawn upright too, untagged, and the box (here around the white square) lands on it."""
+    import h5py
+    from torchcodec.decoders import VideoDecoder
+
+    video = rotated[degrees]
+    upright = VideoDecoder(str(video)).get_frame_at(0).data.numpy()  # (3, H, W) as displayed
+    x1, y1, x2, y2 = white_box(upright)
+    faces = tmp_path / "faces.h5"
+    n = VideoDecoder(str(video)).metadata.num_frames
+    with h5py.File(faces, "w") as f:  # what write_overlay reads of a face store
+        f["boxes"] = np.tile(np.float32([x1 - 4, y1 - 4, x2 + 5, y2 + 5]), (n, 1))
+        f["valid"] = np.ones(n, bool)
+    out = overlay_of(video, tmp_path / "o.mp4", faces=faces)
+    d = VideoDecoder(str(out))
+    assert d.metadata.rotation in (None, 0.0)
+    frame = d.get_frame_at(0).data.numpy().astype(int)
+    assert frame.shape == upright.shape
+    assert (frame[:, y1 : y2 + 1, x1 : x2 + 1].mean(axis=0) > 200).all()  # the square where it is displayed
+    assert white_box(frame[:, y1 - 8 : y2 + 9, x1 - 8 : x2 + 9]) == (8, 8, x2 - x1 + 8, y2 - y1 + 8)  # and only there
+    r, g, b = frame[:, y1 - 4, (x1 + x2) // 2]  # the box's top edge, above the square's middle
+    assert g > 150 and r < 100 and b < 100, (r, g, b)
