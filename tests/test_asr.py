@@ -216,17 +216,17 @@ def test_word_at_frames_is_not_hidden_by_a_clipped_word():
     words = df[df["kind"] == "word"].reset_index(drop=True)
     assert list(words[["start", "end"]].itertuples(index=False, name=None)) == [(1.0, 2.0), (1.0, 1.0)]
     assert df.attrs["clamped"] == 2
-    at = word_at_frames(words, 30, 10.0)  # frames at 0.0, 0.1, ..., 2.9 s
+    at = word_at_frames(words, np.arange(30) / 10.0)  # frames at 0.0, 0.1, ..., 2.9 s
     np.testing.assert_array_equal(at, [-1] * 10 + [0] * 10 + [-1] * 10)
 
 
 def test_word_at_frames_with_overlapping_and_unsorted_words():
     # rows: 0 "long" [0, 1.0), 1 "inner" [0.5, 0.8) inside it, 2 "next" [1.2, 1.5), given out of order
     words = pd.DataFrame({"start": [0.0, 1.2, 0.5], "end": [1.0, 1.5, 0.8]}).iloc[[0, 2, 1]].reset_index(drop=True)
-    at = word_at_frames(words, 16, 10.0)
+    at = word_at_frames(words, np.arange(16) / 10.0)
     expected = [0] * 5 + [1] * 3 + [0] * 2 + [-1] * 2 + [2] * 3 + [-1]
     np.testing.assert_array_equal(at, expected)
-    assert (word_at_frames(words.iloc[:0], 3, 10.0) == -1).all()
+    assert (word_at_frames(words.iloc[:0], np.arange(3) / 10.0) == -1).all()
 
 
 class RecordingEngine:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_missing_root_names_key(tmp_path):
 def test_undecodable_video_named(affwild):
     video = affwild / "videos/batch1/vidA.mp4"
     video.write_bytes(video.read_bytes()[:64])  # an MP4 header, then nothing: only decoding finds it
-    with pytest.raises(InputError, match=r"vidA\.mp4: .*cannot be decoded"):
+    with pytest.raises(InputError, match=r"vidA\.mp4: .*cannot be decoded.*\(cut short: its '\w+' box runs to byte"):
         build_manifest(corpus_cfg(affwild))
     video.write_bytes(b"this is not a video")
     with pytest.raises(InputError, match=r"vidA\.mp4: not a video container"):
@@ -232,6 +233,20 @@ def test_reconcile_limit(tmp_path):
         clip_labels(tmp_path / "a.txt", 20, max_mismatch=3)
 
 
+def test_a_video_shorter_than_its_labels_is_not_met_with_a_looser_limit(tmp_path):
+    """More label rows than frames may be a cut copy of the video: the message says to replace it, and keeps
+    raising the limit for whole videos only."""
+    write_annotation(tmp_path / "a.txt", 245)
+    with pytest.raises(InputError) as err:
+        clip_labels(tmp_path / "a.txt", 104, max_mismatch=30)
+    msg = str(err.value)
+    assert "incomplete copy of the video" in msg and "copy it again" in msg
+    assert "raise corpus.max_annotation_mismatch only for a whole video" in msg
+    with pytest.raises(InputError) as err:
+        clip_labels(tmp_path / "a.txt", 300, max_mismatch=30)  # a longer video: nothing about copies
+    assert "incomplete copy" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -270,6 +285,79 @@ def test_bad_videos_skipped(affwild, tmp_path):
     df = build_manifest(cfg)
     assert list(df["clip"]) == ["vidC_left", "vidC_right", "vidD", "vidE"]
     assert sorted(Path(v).name for v in df.attrs["skipped_videos"]) == ["vidA.mp4", "vidB.mp4"]
+
+
+def cut_copy(src: Path, dst: Path, keep: float = 0.4) -> Path:
+    """``src`` remuxed with its index first (mp4 ``+faststart``; Matroska's header is first anyway), then cut off
+    at ``keep`` of its media data: the header still announces every frame, the file holds fewer."""
+    from conftest import run_ffmpeg
+
+    whole = dst.with_name(f"whole-{dst.name}")
+    run_ffmpeg("-i", str(src), "-c", "copy", *(["-movflags", "+faststart"] if dst.suffix == ".mp4" else []), str(whole))
+    data = whole.read_bytes()
+    start = data.index(b"mdat") + 4 if dst.suffix == ".mp4" else data.index(b"\x1f\x43\xb6\x75")  # mdat / Cluster
+    dst.write_bytes(data[: start + int(keep * (len(data) - start))])
+    whole.unlink()
+    return dst
+
+
+@pytest.fixture
+def cut_corpus(affwild, make_video, tmp_path, request):
+    """The corpus with vidB replaced by a cut copy of a 60-frame video (mp4 or mkv, the test's parameter)."""
+    (affwild / "videos/batch1/vidB.mp4").unlink()
+    cut = cut_copy(make_video(frames=60), affwild / "videos/batch1" / f"vidB{request.param}")
+    return affwild, cut
+
+
+@pytest.mark.parametrize(
+    ("cut_corpus", "said"),
+    [
+        (".mp4", r"is truncated: its header announces 60 video frames but the file holds only \d+"),
+        # no frame count in a Matroska header: its video track's duration tag
+        (".mkv", r"is truncated: its video track is tagged 2\.\d+ s long but the file holds only 0\.\d+ s of frames"),
+    ],
+    indirect=["cut_corpus"],
+)
+def test_a_cut_video_is_named_in_the_one_bad_video_message(cut_corpus, said):
+    """A copy that stopped early is a bad video with both counts, not a short one whose frames the manifest
+    rewrites; no advice to loosen a limit."""
+    root, cut = cut_corpus
+    with pytest.raises(InputError) as err:
+        build_manifest(corpus_cfg(root))
+    msg = str(err.value)
+    assert msg.startswith("1 bad video(s) in the corpus") and "corpus.on_bad_video: skip" in msg
+    assert re.search(rf"{re.escape(str(cut))}: video .*{said}.*\(clip\(s\) vidB\)", msg), msg
+    assert "max_annotation_mismatch" not in msg
+
+
+@pytest.mark.parametrize("cut_corpus", [".mp4", ".mkv"], indirect=True)
+def test_a_cut_video_is_left_out_with_skip(cut_corpus, caplog):
+    """skip leaves it out of the DAG (its container's sizes run past the file's end: no decoding needed) and out
+    of the manifest, which records it among the skipped videos."""
+    root, cut = cut_corpus
+    cfg = corpus_cfg(root, on_bad_video="skip")
+    with caplog.at_level(logging.WARNING, logger="emofusion"):
+        assert "vidB" not in [s.clip for s in discover(cfg["corpus"])]
+    assert re.search(
+        rf"leaving out {re.escape(str(cut))} \(cut short: .* runs to byte \d+ but the file ends", caplog.text
+    )
+    cfg["folds"]["k"] = 2
+    df = build_manifest(cfg)
+    assert "vidB" not in set(df["clip"]) and list(df.attrs["skipped_videos"]) == [str(cut)]
+    assert re.search(r"truncated|cut short", df.attrs["skipped_videos"][str(cut)])
+
+
+def test_a_whole_video_is_not_cut_short(affwild, make_video, tmp_path):
+    """The byte check passes complete files: moov first or last, Matroska, the demo's videos."""
+    from conftest import DEMO, run_ffmpeg
+    from emofusion.corpus import sniff_video
+
+    video = make_video(frames=60)
+    whole, whole_mkv = tmp_path / "whole.mp4", tmp_path / "whole.mkv"
+    run_ffmpeg("-i", str(video), "-c", "copy", "-movflags", "+faststart", str(whole))
+    run_ffmpeg("-i", str(video), "-c", "copy", str(whole_mkv))
+    for path in [video, whole, whole_mkv, *sorted(DEMO.glob("videos/*/*.mp4"))]:
+        assert sniff_video(path) is None, path
 
 
 def test_manifest_command_records_skipped_and_unannotated(affwild, tmp_path):

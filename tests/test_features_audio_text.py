@@ -45,7 +45,7 @@ def silence_speech_silence(lead: float = 1.0, tail: float = 1.0) -> tuple[np.nda
 
 
 def times_of(wav: np.ndarray, fps: float = 30.0) -> np.ndarray:
-    return timeline.frame_times(int(len(wav) / SR * fps), fps)
+    return np.arange(int(len(wav) / SR * fps)) / fps
 
 
 # ------------------------------------------------------------------------------------------------- timeline
@@ -68,7 +68,7 @@ def test_window_pool_equals_its_definition():
     rng = np.random.default_rng(0)
     values = rng.normal(5.0, 2.0, size=(300, 3))  # an offset, so precision of the cumulative sums is exercised
     ends = (np.arange(300) + 2) * 0.01
-    frame_times = timeline.frame_times(95, 30.0)
+    frame_times = np.arange(95) / 30.0
     stats = ("mean", "std", "min", "max")
     got = timeline.window_pool(values, ends, frame_times, window=0.5, stats=stats)
     assert got.shape == (95, 12) and got.dtype == np.float32
@@ -80,7 +80,7 @@ def test_window_min_max_in_small_blocks_equals_one_block():
     rng = np.random.default_rng(1)
     values = rng.normal(size=(400, 3))
     ends = (np.arange(400) + 1) * 0.01
-    lo, hi = timeline._bounds(ends, timeline.frame_times(120, 30.0), 0.5)
+    lo, hi = timeline._bounds(ends, np.arange(120) / 30.0, 0.5)
     whole = timeline._window_extreme(values, lo, hi, np.maximum)
     blocked = timeline._window_extreme(values, lo, hi, np.maximum, block_bytes=8 * 3 * 50 * 7)  # 7 rows a block
     np.testing.assert_array_equal(blocked, whole)
@@ -119,17 +119,21 @@ def words_table(*spans: tuple[str, float, float]) -> pd.DataFrame:
 def test_words_on_frames_follow_word_timing():
     words = words_table(("hello", 0.1, 0.4), ("there", 0.5, 0.9))
     rows = np.array([[1.0, 1.0], [2.0, 2.0]], dtype=np.float32)
-    feats, valid = timeline.words_on_frames(rows, words, 12, 10.0, audio_duration=1.2)
+    feats, valid = timeline.words_on_frames(rows, words, np.arange(12) / 10.0, audio_duration=1.2)
     assert valid.tolist() == [False, True, True, True, False, True, True, True, True, False, False, False]
     assert feats[:, 0].tolist() == [0, 1, 1, 1, 0, 2, 2, 2, 2, 0, 0, 0]
-    empty, none_valid = timeline.words_on_frames(np.zeros((0, 2)), words_table(), 5, 10.0, audio_duration=0.5)
+    empty, none_valid = timeline.words_on_frames(
+        np.zeros((0, 2)), words_table(), np.arange(5) / 10.0, audio_duration=0.5
+    )
     assert empty.shape == (5, 2) and not none_valid.any() and not empty.any()
 
 
 def test_transcript_running_past_the_audio_is_refused():
     words = words_table(("late", 1.0, 3.0))
     with pytest.raises(InputError, match=r"clip\.parquet: words run to 3\.000 s but the audio lasts 2\.000 s"):
-        timeline.words_on_frames(np.ones((1, 4)), words, 60, 30.0, audio_duration=2.0, source="clip.parquet")
+        timeline.words_on_frames(
+            np.ones((1, 4)), words, np.arange(60) / 30.0, audio_duration=2.0, source="clip.parquet"
+        )
 
 
 # ------------------------------------------------------------------------------------ errors users can act on
@@ -505,7 +509,7 @@ def test_text_rows_follow_word_timing():
     backbone = build_backbone("text", "minilm")
     words = words_table(("calm", 0.2, 0.5), ("sea", 0.6, 1.0))
     rows = backbone.embed_words(list(words["text"]))
-    feats, valid = timeline.words_on_frames(rows, words, 36, 30.0, audio_duration=1.2)
+    feats, valid = timeline.words_on_frames(rows, words, np.arange(36) / 30.0, audio_duration=1.2)
     frame_t = np.arange(36) / 30
     calm = (frame_t >= 0.2) & (frame_t < 0.5)
     sea = (frame_t >= 0.6) & (frame_t < 1.0)

@@ -84,10 +84,18 @@ def clip_labels(path: str | Path, frames: int, *, max_mismatch: int) -> ClipLabe
     rows = len(values)
     diff = frames - rows
     if abs(diff) > max_mismatch:
+        # A video shorter than its annotation may be a copy that stopped early: replacing it is the fix, not a
+        # looser limit (the manifest names the cut copies whose header says so).
+        short = (
+            " or is an incomplete copy of the video (compare the file with the original and copy it again)"
+            if diff < 0
+            else ""
+        )
         raise InputError(
             f"{path}: {rows} label rows for a video of {frames} decoded frames (difference {diff}); "
             f"more than corpus.max_annotation_mismatch = {max_mismatch}. Check that the annotation "
-            "belongs to this video, or raise corpus.max_annotation_mismatch"
+            f"belongs to this video{short}; raise corpus.max_annotation_mismatch only for a whole video whose "
+            "annotation is known to differ in length"
         )
     if diff < 0:
         logger.warning("%s: %d rows for %d frames: dropping the last %d rows", path, rows, frames, -diff)

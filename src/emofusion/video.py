@@ -118,7 +118,10 @@ def probe(path: str | Path) -> VideoInfo:
         duration = timestamps[-1] - timestamps[0]
         fps = (len(timestamps) - 1) / duration if duration > 0 else float(stream.average_rate or 0.0)
         fmt = container.format.name if container.format else ""
-        _check_complete(path, fmt, announced, packets, _tagged_duration(stream), duration + (1 / fps if fps else 0))
+        # Matroska's DURATION tag is where the track ends on the file's clock (a stream that starts at 10 s and
+        # holds 4 s is tagged 14 s), so the frames cover up to the last one's end, not just their span.
+        covered = max(duration, timestamps[-1]) + (1 / fps if fps else 0)
+        _check_complete(path, fmt, announced, packets, _tagged_duration(stream), covered)
         return VideoInfo(
             path=str(path),
             frames=len(timestamps),

@@ -132,16 +132,18 @@ def read_transcript(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[
     return words, segments, meta
 
 
-def word_at_frames(words: pd.DataFrame, frames: int, fps: float) -> np.ndarray:
-    """For each frame time ``i / fps``, the row index (position) in ``words`` of the word being spoken then, or -1.
+def word_at_frames(words: pd.DataFrame, times: np.ndarray) -> np.ndarray:
+    """For each frame time (``times`` (N,) seconds on the frame timeline: the decoder's presentation times, see
+    :func:`emofusion.features.timeline.frame_times`), the row index (position) in ``words`` of the word being spoken
+    then, or -1.
 
     The lookup the text stage needs (each frame takes the embedding of the word spoken at that time). A word
     covers ``[start, end)``; zero-length words cover nothing. Where words overlap (clipped times can), a frame
     takes the last word starting at or before it if that word still runs, else the earlier word that runs
     longest, so an overlapping or empty word never hides one that is still being spoken."""
-    t = np.arange(frames) / fps
+    t = np.asarray(times, dtype=np.float64)
     if words.empty:
-        return np.full(frames, -1, dtype=np.int64)
+        return np.full(len(t), -1, dtype=np.int64)
     order = np.argsort(words["start"].to_numpy(), kind="stable")
     starts = words["start"].to_numpy()[order]
     ends = words["end"].to_numpy()[order]

@@ -4,10 +4,11 @@ Output, per video: ``results/audio/<video>.wav`` (mono, 16-bit PCM, ``audio.samp
 ``results/audio/<video>.json`` (:data:`SCHEMA`) that says how the samples relate to the video:
 
 * **Time origin.** Sample 0 is the presentation time of the video's first frame, so sample ``k`` is at
-  ``k / sample_rate`` seconds on the frame timeline (frame ``i`` at about ``i / fps``). Containers often start the
-  audio stream later or earlier than the video stream (``start_time`` differs); that offset is measured from the
-  decoded timestamps, the start is padded with zeros (audio starts later) or trimmed (audio starts earlier), and
-  ``offset_seconds`` / ``offset_samples`` record it (positive = the audio started after the first frame).
+  ``k / sample_rate`` seconds on the frame timeline (frame ``i`` at its presentation time from the first frame,
+  :func:`emofusion.features.timeline.frame_times`). Containers often start the audio stream later or earlier
+  than the video stream (``start_time`` differs); that offset is measured from the decoded timestamps, the start
+  is padded with zeros (audio starts later) or trimmed (audio starts earlier), and ``offset_seconds`` /
+  ``offset_samples`` record it (positive = the audio started after the first frame).
 * **Length.** The file spans exactly the video's duration (``round(video_duration_seconds * sample_rate)``
   samples); audio past the last frame is dropped, a short track is padded with zeros.
 * **Timestamp jumps.** Each decoded frame is placed at its own timestamp: a gap in the stream (timestamps jump

@@ -21,7 +21,8 @@ modality, backbone, width, native_rate, timeline, weights_sha256, weights_source
           embedded, other rows are zeros and invalid; a store without any face gives all-invalid rows and a
           warning. float16 autocast on CUDA for backbones that tolerate it (features.amp).
   audio:  --audio results/audio/<video>.wav --clips <the video's clips>. Row i describes the window ending at
-          frame i; rows outside the sidecar's decoded span are invalid. Clips of one video share its rows.
+          frame i's presentation time (read from the video the sidecar names: a variable frame rate keeps its
+          real times); rows outside the sidecar's decoded span are invalid. Clips of one video share its rows.
   text:   --transcript results/transcripts/<video>.parquet --audio results/audio/<video>.wav --clips ...
           One row per word, put on the frames during which it is spoken; frames without a word are invalid.
 

@@ -4,9 +4,10 @@
   range read by a thread while the device computes; only valid faces go through the network (invalid rows are
   zeros, valid False). On CUDA the host buffers are pinned and copied without blocking, and backbones that
   tolerate it run under float16 autocast.
-* Audio (per video): the audio stage's WAV on the frame timeline; row i describes the window ending at frame i;
+* Audio (per video): the audio stage's WAV on the frame timeline; row i describes the window ending at frame i's
+  presentation time (:func:`~emofusion.features.timeline.frame_times` of the video the sidecar names);
   validity is the sidecar's decoded span. A two-person video's ``_left`` / ``_right`` clips share the rows.
-* Text (per video): one row per transcript word, put on the frames during which that word is spoken.
+* Text (per video): one row per transcript word, put on the frames whose presentation time falls in that word.
 * Merge: every shard of a (modality, backbone) copied into ``results/features/<modality>/<backbone>.h5`` after
   checking the shards agree on :data:`~emofusion.features.store.IDENTITY_ATTRS`.
 """
@@ -165,14 +166,38 @@ def _audio(wav: str | os.PathLike) -> tuple[np.ndarray, int, dict[str, Any]]:
     return samples, sample_rate, meta
 
 
-def embed_audio(backbone: AudioBackbone, wav: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, float]:
+def audio_frame_times(wav: str | os.PathLike, meta: dict[str, Any], times: np.ndarray | None = None) -> np.ndarray:
+    """The frame times (s from the first frame) of the video an audio-stage WAV belongs to: ``times`` when the
+    caller has them (checked against the sidecar's frame count), else :func:`frame_times` of the video the sidecar
+    names."""
+    n, fps = int(meta["frames"]), float(meta["fps"])
+    if times is None:
+        video = Path(str(meta.get("video") or ""))
+        if not video.is_file():
+            raise InputError(
+                f"{wav}: its video {video} (named by the audio sidecar) does not exist, and the frame times come "
+                "from it; rerun `emofusion audio` with the video where it is now"
+            )
+        times = frame_times(video, fps=fps)
+    times = np.asarray(times, dtype=np.float64)
+    if len(times) != n:
+        raise InputError(
+            f"{wav}: its sidecar says {n} frames but the video has {len(times)}; rerun `emofusion audio` for this video"
+        )
+    return times
+
+
+def embed_audio(
+    backbone: AudioBackbone, wav: str | os.PathLike, *, times: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """A video's audio-stage WAV -> (features (N, width), valid (N,), fps) on the video's frame timeline.
 
+    Row i is the window ending at frame i's presentation time (``times``, default :func:`audio_frame_times`).
     A frame is valid when the window's end (its time) lies inside the sidecar's decoded span; invalid rows are
     zeros (the backbone saw padding there)."""
     samples, sample_rate, meta = _audio(wav)
     n, fps = int(meta["frames"]), float(meta["fps"])
-    times = frame_times(n, fps)
+    times = audio_frame_times(wav, meta, times)
     features = np.asarray(backbone.embed(samples, sample_rate, times), dtype=np.float32)
     if features.shape != (n, backbone.width):
         raise EmofusionError(
@@ -187,14 +212,20 @@ def embed_audio(backbone: AudioBackbone, wav: str | os.PathLike) -> tuple[np.nda
 
 
 def embed_transcript(
-    backbone: TextBackbone, transcript: str | os.PathLike, wav: str | os.PathLike
+    backbone: TextBackbone,
+    transcript: str | os.PathLike,
+    wav: str | os.PathLike,
+    *,
+    times: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """A video's transcript -> (features (N, width), valid (N,), fps): each frame takes the row of the word
-    spoken at its time (no word: zeros, invalid). ``wav`` (its sidecar) gives the frame timeline and duration."""
+    spoken at its presentation time (no word: zeros, invalid). ``wav`` (its sidecar) gives the frame times
+    (:func:`audio_frame_times`, unless ``times`` are given) and the duration."""
     from emofusion.asr.transcript import read_transcript
 
     meta = read_audio_metadata(Path(wav))
-    n, fps = int(meta["frames"]), float(meta["fps"])
+    fps = float(meta["fps"])
+    times = audio_frame_times(wav, meta, times)
     words, _, _ = read_transcript(Path(transcript))
     words = words.reset_index(drop=True)
     texts = [str(w).strip() for w in words["text"]]
@@ -208,7 +239,7 @@ def embed_transcript(
     else:
         rows = np.zeros((0, backbone.width), dtype=np.float32)
     features, valid = words_on_frames(
-        rows, words, n, fps, audio_duration=float(meta["duration_seconds"]), source=str(transcript)
+        rows, words, times, audio_duration=float(meta["duration_seconds"]), source=str(transcript)
     )
     return features, valid, fps
 

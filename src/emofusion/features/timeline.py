@@ -1,5 +1,10 @@
 """Native-rate backbone outputs onto the video frame timeline.
 
+A frame's time is its presentation time as the decoder gives it, in seconds from the clip's first frame
+(:func:`frame_times`: the video's exact scan, the one the face store's frames come from), so a variable frame rate
+video keeps its real times; a constant frame rate gives exactly ``i / fps``. Audio windows, the word lookup and
+predict's ``time_s`` all use these times.
+
 Every audio row describes the window *ending* at its frame's time (causal): a frame never sees audio from after
 it. Two ways to get there:
 
@@ -19,6 +24,7 @@ Text: :func:`words_on_frames` puts one row per word onto frames with the transcr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -112,16 +118,49 @@ def hold_latest(values: np.ndarray, ends: np.ndarray, frame_times: np.ndarray) -
     return values[np.clip(idx, 0, len(values) - 1)]
 
 
-def frame_times(frames: int, fps: float) -> np.ndarray:
-    """Seconds of each video frame on the clip's timeline (frame 0 at 0)."""
-    return np.arange(frames, dtype=np.float64) / float(fps)
+# A constant-rate video's times lie on the grid i / fps up to its time base's rounding (1 ms in Matroska); within
+# this fraction of a frame (and at least _GRID_FLOOR s) they ARE that grid, so such a video keeps the exact times
+# (and bytes) of the grid; anything further off is a variable frame rate and keeps its own times.
+_GRID_TOLERANCE = 0.1
+_GRID_FLOOR = 1e-3
+
+
+def presentation_times(timestamps: np.ndarray, fps: float) -> np.ndarray:
+    """The decoder's presentation times (N,) seconds -> seconds from the first frame, as every stage uses them.
+
+    The first frame is at 0, as the audio stage's sample 0 (:mod:`emofusion.audio.stage`) and the transcript's
+    time 0 are. Times within a tenth of a frame of ``i / fps`` (``fps``: the decoder's average rate, the one the
+    audio sidecar and the manifest record) are returned as exactly ``arange(N) / fps``."""
+    pts = np.asarray(timestamps, dtype=np.float64)
+    if pts.size == 0:
+        return pts.copy()
+    if not np.isfinite(pts).all():
+        raise ValueError("frame timestamps hold NaN or inf")
+    times = pts - pts[0]
+    grid = np.arange(len(pts), dtype=np.float64) / float(fps)
+    if np.max(np.abs(times - grid)) <= max(_GRID_TOLERANCE / float(fps), _GRID_FLOOR):
+        return grid
+    return times
+
+
+def frame_times(video: str | Path, *, fps: float) -> np.ndarray:
+    """Seconds of each frame of ``video`` from its first frame: the one timeline every modality is put on.
+
+    From the video's exact scan (:func:`emofusion.video.frame_timestamps`: the frame count and presentation times
+    the face stage's store has, equal to its ``timestamps`` up to float rounding), made relative to the first frame
+    by :func:`presentation_times`, so a constant frame rate gives exactly ``arange(N) / fps`` and a variable frame
+    rate video keeps its real times. One source for the audio and text stages (per video, with no face store in
+    reach) and predict, so both put a video's rows at the same times to the bit."""
+    from emofusion.video import frame_timestamps
+
+    stamps, _ = frame_timestamps(video)
+    return presentation_times(stamps, fps)
 
 
 def words_on_frames(
     word_rows: np.ndarray,
     words,
-    frames: int,
-    fps: float,
+    times: np.ndarray,
     *,
     audio_duration: float,
     source: str = "transcript",
@@ -130,8 +169,9 @@ def words_on_frames(
     """One row per word -> one row per frame: each frame takes the word spoken at its time; no word -> zeros.
 
     word_rows (W, D) in the order of ``words`` (the transcript's word table, with ``start``/``end`` seconds);
-    returns (features (frames, D) float32, valid (frames,) bool). A transcript whose words end after the audio
-    (by more than ``tolerance`` s) was made from other audio: InputError naming ``source``."""
+    ``times`` (N,) the frames' seconds (:func:`frame_times`); returns (features (N, D) float32, valid (N,) bool).
+    A transcript whose words end after the audio (by more than ``tolerance`` s) was made from other audio:
+    InputError naming ``source``."""
     from emofusion.asr.transcript import word_at_frames
 
     word_rows = np.asarray(word_rows, dtype=np.float32)
@@ -144,8 +184,8 @@ def words_on_frames(
                 f"{source}: words run to {last:.3f} s but the audio lasts {audio_duration:.3f} s; the "
                 "transcript was made from other audio; rerun `emofusion transcribe` on this audio"
             )
-    pick = word_at_frames(words, frames, fps)
+    pick = word_at_frames(words, times)
     valid = pick >= 0
-    out = np.zeros((frames, word_rows.shape[1] if word_rows.ndim == 2 else 0), dtype=np.float32)
+    out = np.zeros((len(pick), word_rows.shape[1] if word_rows.ndim == 2 else 0), dtype=np.float32)
     out[valid] = word_rows[pick[valid]]
     return out, valid

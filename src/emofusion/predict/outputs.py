@@ -25,7 +25,8 @@ COLUMNS = (
 )
 DEFINITIONS = {
     "frame": "0-based index of the decoded video frame",
-    "time_s": "frame / fps: seconds from the first frame",
+    "time_s": "the frame's presentation time in seconds from the first frame, as the decoder gives it (a variable "
+    "frame rate video keeps its real times); audio and words are taken at this time",
     "valence, arousal": "the model's per-frame prediction in [-1, 1] (overlapping windows averaged), as evaluation "
     "writes to predictions.parquet",
     "valence_smoothed, arousal_smoothed": "centred moving average with the windows evaluation chose on the run's "
@@ -47,7 +48,7 @@ def frame_table(p: Prediction) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "frame": np.arange(p.frames, dtype=np.int64),
-            "time_s": np.arange(p.frames) / p.fps,
+            "time_s": p.times,
             "valence": p.raw[:, 0],
             "arousal": p.raw[:, 1],
             "valence_smoothed": p.smoothed[:, 0],
@@ -116,7 +117,7 @@ def plot(p: Prediction, path: Path, *, title: str) -> None:
 
     from emofusion.io import atomic_path
 
-    t = np.arange(p.frames) / p.fps
+    t = p.times
     fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
     try:
         for ax, i, name in ((axes[0], 0, "valence"), (axes[1], 1, "arousal")):

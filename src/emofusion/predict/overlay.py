@@ -1,11 +1,15 @@
 """``<video>.overlay.mp4``: the original frames with the subject's face box and a valence/arousal gauge drawn,
-the original audio packets copied unchanged. Streamed one decoded frame at a time (PyAV), so memory does not
-grow with the video's length; one output frame per decoded frame, at the video's average rate."""
+the original audio packets copied unchanged. Frames come from the decoder the face stage used
+(:class:`emofusion.video.VideoStream`), so a rotated phone video is drawn upright with the box (display
+coordinates) on the face, and each frame keeps its presentation time (a variable frame rate stays variable, the
+audio in sync). Streamed in small batches, audio packets muxed as the video reaches their time, so memory does not
+grow with the video's length."""
 
 from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,49 +49,61 @@ def write_overlay(p: Prediction, out: str | Path) -> Path:
     """Write the overlay video of a prediction atomically; returns its path."""
     import av
     import h5py
+    from PIL import Image
 
     from emofusion.io import atomic_path
+    from emofusion.video import VideoStream
 
     boxes = valid = None
     if p.faces is not None:
         with h5py.File(p.faces, "r") as f:
             boxes, valid = f["boxes"][:], f["valid"][:].astype(bool)
     values = p.smoothed
-    span = max(1, round(p.fps))  # the trace: the last second
+    span = max(1, round(p.fps))  # the trace: about the last second
     out = Path(out)
+    frames = VideoStream(p.video, batch_size=16)  # upright frames with their times, as the face stage saw them
     try:
         inp = av.open(str(p.video))
     except (av.error.FFmpegError, OSError) as e:
         raise InputError(f"video {p.video} cannot be opened for the overlay ({e})") from None
     with inp, atomic_path(out) as tmp:
-        vin = inp.streams.video[0]
-        ain = inp.streams.audio[0] if inp.streams.audio else None
-        rate = Fraction(vin.average_rate or p.fps).limit_denominator(100000)
+        tb = inp.streams[frames.info.stream_index].time_base  # the source's clock: its times written back exactly
+        ain = inp.streams.best("audio")
+        packets = (q for q in inp.demux(ain) if q.dts is not None) if ain is not None else iter(())
+        rate = Fraction(p.fps).limit_denominator(100000)
         with av.open(str(tmp), "w", format="mp4") as dst:
             vout = dst.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=rate)
-            vout.width, vout.height = vin.codec_context.width // 2 * 2, vin.codec_context.height // 2 * 2
+            vout.width, vout.height = frames.info.width // 2 * 2, frames.info.height // 2 * 2
             vout.pix_fmt = "yuv420p"
-            vout.codec_context.time_base = 1 / rate
+            vout.codec_context.time_base = tb
             aout = dst.add_stream_from_template(ain) if ain is not None else None
-            i = 0
-            for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
-                if packet.stream.type == "audio":
-                    if packet.dts is None:
-                        continue
-                    packet.stream = aout
-                    dst.mux(packet)
-                    continue
-                for frame in packet.decode():
+            pending = next(packets, None)
+
+            def audio_until(t: float | None) -> None:
+                """Mux the source's audio packets that start by ``t`` seconds (all of them for None)."""
+                nonlocal pending
+                while pending is not None and (t is None or float(pending.pts * pending.time_base) <= t):
+                    pending.stream = aout
+                    dst.mux(pending)
+                    pending = next(packets, None)
+
+            i, last = 0, None
+            for batch in frames:
+                data: Any = batch.frames  # (B, 3, H, W) uint8 tensor
+                for j, t in enumerate(batch.timestamps):
+                    audio_until(float(t))
                     k = min(i, p.frames - 1)
-                    image = frame.to_image()
+                    image = Image.fromarray(data[j].permute(1, 2, 0).numpy())
                     box = boxes[k] if boxes is not None and valid is not None and valid[k] else None
                     _draw(image, box, values[k, 0], values[k, 1], values[max(0, k - span) : k + 1])
-                    image = image.crop((0, 0, vout.width, vout.height))
-                    new = av.VideoFrame.from_image(image)
-                    new.pts, new.time_base = i, 1 / rate
+                    new = av.VideoFrame.from_image(image.crop((0, 0, vout.width, vout.height)))
+                    pts = round(float(t) / tb)
+                    new.pts = last = pts if last is None else max(pts, last + 1)  # an encoder needs rising times
+                    new.time_base = tb
                     for enc in vout.encode(new):
                         dst.mux(enc)
                     i += 1
             for enc in vout.encode():
                 dst.mux(enc)
+            audio_until(None)
     return out

@@ -15,6 +15,7 @@ without any face gets an all-invalid visual input and a warning.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ class Prediction:
     clip: str
     frames: int
     fps: float
+    times: np.ndarray  # (N,) seconds of each frame from the first (the decoder's presentation times)
     raw: np.ndarray  # (N, 2) valence, arousal in [-1, 1]
     smoothed: np.ndarray  # (N, 2)
     has_face: np.ndarray | None
@@ -197,6 +199,7 @@ class Predictor:
         wav: Path | None = None,
         transcript: Path | None = None,
         fps: float = 0.0,
+        times: np.ndarray | None = None,
     ) -> Path:
         from emofusion.features import stage
         from emofusion.provenance import provenance
@@ -213,13 +216,15 @@ class Predictor:
             batch_size=b.get("batch_size"),
             amp=b.get("amp"),
             device=self.device.type,
+            # audio and text rows sit at the frames' times: rows made on another timeline are not reused
+            **({} if times is None else {"timeline": hashlib.sha256(times.tobytes()).hexdigest()}),
         )
         out = vc.path(f"{modality}-{b['name']}", key, ".h5")
         if vc.have(f"embed {modality}", out):
             return out
         backbone = self.backbones[modality]
         with vc.timed(f"embed {modality}"):
-            feats, valid, fps = self._embed(backbone, modality, b, clip, faces, wav, transcript, fps)
+            feats, valid, fps = self._embed(backbone, modality, b, clip, faces, wav, transcript, fps, times)
         prov = provenance(
             config={"features": {modality: {"backbones": {b["name"]: b["options"]}}}},
             modality=modality,
@@ -233,7 +238,7 @@ class Predictor:
         return out
 
     @staticmethod
-    def _embed(backbone, modality: str, b: dict[str, Any], clip: str, faces, wav, transcript, fps: float):
+    def _embed(backbone, modality: str, b: dict[str, Any], clip: str, faces, wav, transcript, fps: float, times):
         from emofusion.features import stage
 
         if modality == "visual":
@@ -241,9 +246,9 @@ class Predictor:
                 backbone, faces, batch_size=int(b.get("batch_size") or 64), amp=bool(b.get("amp")), clip=clip
             )
         elif modality == "audio":
-            feats, valid, fps = stage.embed_audio(backbone, wav)
+            feats, valid, fps = stage.embed_audio(backbone, wav, times=times)
         else:
-            feats, valid, fps = stage.embed_transcript(backbone, transcript, wav)
+            feats, valid, fps = stage.embed_transcript(backbone, transcript, wav, times=times)
         return feats, valid, fps
 
     # ---------------------------------------------------------------------------------------------- predict
@@ -252,6 +257,7 @@ class Predictor:
         import h5py
 
         from emofusion.features.store import FeatureStore
+        from emofusion.features.timeline import frame_times
         from emofusion.video import probe, timeline
 
         video = Path(video)
@@ -261,6 +267,7 @@ class Predictor:
             raise InputError(f"--side {side!r}: use left or right (the face on that half of the frame)")
         probe(video)  # unreadable, empty, audio-only or truncated: an InputError naming the file, before any work
         tl = timeline(video)
+        times = frame_times(video, fps=tl.fps)  # the one timeline of audio, words and time_s
         clip = "video" if side is None else f"video_{side}"
         vc = VideoCache.open(cache, video)
         warnings: list[str] = []
@@ -290,10 +297,12 @@ class Predictor:
                     "inputs"
                 )
             if "audio" in self.modalities:
-                shards["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav)
+                shards["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav, times=times)
             if "text" in self.modalities:
                 transcript, transcript_key = self._transcript(vc, wav, audio_key)
-                shards["text"] = self._shard(vc, "text", transcript_key, clip, wav=wav, transcript=transcript)
+                shards["text"] = self._shard(
+                    vc, "text", transcript_key, clip, wav=wav, transcript=transcript, times=times
+                )
         for m, path in shards.items():
             with FeatureStore(path) as store:
                 valid = store.read(clip)[1].astype(bool)
@@ -310,6 +319,7 @@ class Predictor:
             clip=clip,
             frames=tl.frames,
             fps=tl.fps,
+            times=times,
             raw=raw,
             smoothed=smoothed,
             has_face=has_face,
