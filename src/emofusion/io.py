@@ -123,21 +123,22 @@ def check_replaceable(
     where the folder should be, the current folder or one holding it, or any other entry (a user's file) stop the
     command before it does any work, the folder left untouched. ``what`` names the output kind in the message."""
     final = Path(path)
-    hint = f"choose another {option} (a new folder), or move your files out of it"
+    label = f"{option} {path}" if option else str(path)
+    hint = f"choose another {option or 'output folder'} (a new folder), or move your files out of it"
     if final.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise InputError(
-            f"{option} {path} is the current folder or holds it; {what} is written as a whole folder, so name a "
-            f"new folder, e.g. {option} {Path(path) / 'out'}"
+            f"{label} is the current folder or holds it; {what} needs a folder of its own, so name a new "
+            f"one, e.g. {option or 'the output'} {Path(path) / 'out'}"
         )
     if final.is_symlink() or (final.exists() and not final.is_dir()):
-        raise InputError(f"{option} {path} is a file, not a folder: {what} is a folder, so it is left alone; {hint}")
+        raise InputError(f"{label} is a file, not a folder: {what} is a folder, so it is left alone; {hint}")
     if not final.exists():
         return
     foreign = sorted(e.name for e in os.scandir(final) if not _own_entry(e.name, owned))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise InputError(
-            f"{option} {path} holds files emofusion did not write there ({shown}); it is not an earlier {what}, "
+            f"{label} holds files emofusion did not write there ({shown}); it is not an earlier {what}, "
             f"so nothing is replaced: {hint}"
         )
 
@@ -174,7 +175,7 @@ def atomic_path(
 
     def check() -> None:
         if directory:
-            check_replaceable(final, what=what, owned=owned or (lambda name: False))
+            check_replaceable(final, what=what, owned=owned or (lambda name: False), option="")
 
     check()
     try:
