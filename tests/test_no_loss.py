@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import venv_env
 from emofusion.cli import main
 from emofusion.errors import InputError
 from fusion_runs import make_manifest, make_run
@@ -69,7 +69,7 @@ def exportable(tmp_path, monkeypatch):
 
 
 def test_export_into_a_folder_gives_a_bundle_and_replaces_only_its_own(tmp_path, exportable):
-    run, calls = exportable
+    run, _ = exportable
     from emofusion.predict.bundle import load_bundle
     from emofusion.provenance import file_sha256
 
@@ -149,9 +149,9 @@ def test_export_never_replaces_an_out_of_the_wrong_kind(tmp_path, exportable, ca
 
 
 def test_export_refuses_a_checkpoint_retrained_while_it_exports(tmp_path, exportable, monkeypatch):
-    run, calls = exportable
     """The checkpoint hash guard: model.pt read by load_run and the bytes written to the bundle must be the same
     file; a retrain in between is an error and writes nothing."""
+    run, _ = exportable
     import emofusion.predict.bundle as bundle
 
     loaded = bundle.load_run
@@ -280,14 +280,14 @@ def test_predict_refuses_an_out_that_is_a_file(tmp_path, make_video, caplog):
 def test_two_predicts_on_one_cache_at_once_both_succeed(tmp_path, make_video):
     """The README's shared --cache used by two processes at the same time (the same video, the same stages: they
     write the same cache entries at once). Before, one removed the other's temporary as stale and it crashed."""
-    video = make_video(frames=90, size="160x120")
+    video = make_video(frames=3600, size="64x48")  # 2 minutes: both decode its audio at once (seconds each)
     bundle = _bundle(tmp_path / "b")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src")]))}
+    emofusion = str(Path(sys.executable).with_name("emofusion"))
+    common = ["--model", str(bundle), "--cache", str(tmp_path / "cache"), "--threads", "1"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "emofusion.cli", "predict", str(video), "--model", str(bundle)]
-            + ["--out", str(tmp_path / f"out{i}"), "--cache", str(tmp_path / "cache"), "--threads", "1"],
-            env=env,
+            [emofusion, "predict", str(video), *common, "--out", str(tmp_path / f"out{i}")],
+            env=venv_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
