@@ -80,6 +80,15 @@ def test_a_file_put_into_the_folder_meanwhile_is_kept_too(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
+def test_a_file_output_refuses_a_folder_before_the_block(tmp_path):
+    (tmp_path / "model.pt" / "mine").mkdir(parents=True)
+    ran = []
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'model.pt'} is a folder, not a file"):
+        with atomic_path(tmp_path / "model.pt"):
+            ran.append(True)
+    assert not ran and sorted(p.name for p in tmp_path.rglob("*")) == ["mine", "model.pt"]
+
+
 def test_a_folder_output_refuses_a_file_and_the_current_folder(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text("mine")
     with pytest.raises(InputError, match=r"README.md is a file, not a folder"):

@@ -176,6 +176,11 @@ def atomic_path(
     def check() -> None:
         if directory:
             check_replaceable(final, what=what, owned=owned or (lambda name: False), option="")
+        elif final.is_dir():  # os.replace would fail at the end, after all the work
+            raise InputError(
+                f"{final} is a folder, not a file: {what} is a file, so the folder is left alone; "
+                "choose a file path for it"
+            )
 
     check()
     try:
