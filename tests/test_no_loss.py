@@ -184,6 +184,8 @@ def test_report_keeps_a_users_figure_in_plots_and_replaces_its_own_report(tmp_pa
     runs = [make_run(tmp_path / "fusion", manifest, experiment="e", fold=0, seed=0, quality=0.5)]
     out = tmp_path / "report"
     assert _report(tmp_path, runs, out) == 0
+    for folder in ("plots", "submission"):  # what the report rule's directory() outputs get from Snakemake
+        (out / folder / ".snakemake_timestamp").touch()
     assert _report(tmp_path, runs, out) == 0  # over its own report: replaced
     (out / "plots" / "figure1.png").write_text("the user's figure")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -143,9 +143,14 @@ def check_replaceable(
         )
 
 
+# The empty flag file Snakemake puts into a directory() output after the job that wrote it (its mtime carrier).
+SNAKEMAKE_FLAGS = frozenset({".snakemake_timestamp"})
+
+
 def _own_entry(name: str, owned: Callable[[str], bool]) -> bool:
-    """An entry the tool writes, or the temporary of one (``.x.csv.tmp-...`` of ``x.csv``, left by a kill)."""
-    if owned(name):
+    """An entry the tool writes, Snakemake's flag file in a folder output of a rule, or the temporary of an entry
+    the tool writes (``.x.csv.tmp-...`` of ``x.csv``, left by a kill)."""
+    if owned(name) or name in SNAKEMAKE_FLAGS:
         return True
     base = name[1:].split(TMP_MARK, 1)[0] if name.startswith(".") and TMP_MARK in name else ""
     return bool(base) and owned(base) and is_temporary_of(name, base)
