@@ -49,7 +49,8 @@ def _host() -> str:
 
 def _temporary_name(final: Path) -> re.Pattern[str]:
     """The names :func:`atomic_path` gives the temporaries of ``final`` (file: ``.x.h5.tmp-node1-4242-abcd1234.h5``,
-    directory: ``.x.tmp-node1-4242-abcd1234``; without host and pid from versions before 0.x), and no other name."""
+    directory: ``.x.tmp-node1-4242-abcd1234``; without host and pid when an older emofusion wrote it), and no other
+    name."""
     suffix = re.escape("".join(final.suffixes))
     writer = r"(?:(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-)?"
     return re.compile(re.escape(f".{final.name}{TMP_MARK}") + writer + _RANDOM + f"(?:{suffix})?")
@@ -114,32 +115,41 @@ def is_temporary_of(name: str, final: str) -> bool:
 
 
 def check_replaceable(
-    path: str | os.PathLike, *, what: str, owned: Callable[[str], bool], option: str = "--out"
+    path: str | os.PathLike,
+    *,
+    what: str,
+    owned: Callable[[str], bool],
+    option: str = "--out",
+    label: str | None = None,
 ) -> None:
     """Refuse (InputError) to write the folder output ``path`` over anything the tool did not write.
 
     It may be missing or an empty folder; otherwise every entry in it must be one the tool writes there
     (``owned(name)``, e.g. the files of an earlier run of the same command) or such an entry's temporary. A file
     where the folder should be, the current folder or one holding it, or any other entry (a user's file) stop the
-    command before it does any work, the folder left untouched. ``what`` names the output kind in the message."""
+    command before it does any work, the folder left untouched. ``what`` names the output kind in the message,
+    ``label`` the folder (default: ``option path``), ``option`` the option to change (empty: none)."""
     final = Path(path)
-    label = f"{option} {path}" if option else str(path)
-    hint = f"choose another {option or 'output folder'} (a new folder), or move your files out of it"
+    label = label or (f"{option} {path}" if option else str(path))
+    hint = f"choose another {option} (a new folder)" if option else "write it elsewhere"
     if final.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise InputError(
-            f"{label} is the current folder or holds it; {what} needs a folder of its own, so name a new "
+            f"{label} is the current folder or holds it, and the {what} needs a folder of its own: name a new "
             f"one, e.g. {option or 'the output'} {Path(path) / 'out'}"
         )
     if final.is_symlink() or (final.exists() and not final.is_dir()):
-        raise InputError(f"{label} is a file, not a folder: {what} is a folder, so it is left alone; {hint}")
+        raise InputError(f"{label} is a file, not a folder; it is left alone: {hint}")
     if not final.exists():
         return
-    foreign = sorted(e.name for e in os.scandir(final) if not _own_entry(e.name, owned))
+    try:
+        foreign = sorted(e.name for e in os.scandir(final) if not _own_entry(e.name, owned))
+    except OSError as e:
+        raise InputError(f"{label} cannot be read ({e.strerror or e}); it is left alone: {hint}") from None
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise InputError(
-            f"{label} holds files emofusion did not write there ({shown}); it is not an earlier {what}, "
-            f"so nothing is replaced: {hint}"
+            f"{label} holds files emofusion did not write there ({shown}), so it is not an earlier {what} and "
+            f"nothing in it is replaced: {hint}, or move your files out of it"
         )
 
 
@@ -171,8 +181,7 @@ def atomic_path(
     directory, and an existing folder at ``path`` is replaced only when :func:`check_replaceable` finds nothing
     in it but the entries ``owned`` accepts (``what`` names the output in the refusal), checked before the block
     and again before the rename, so a file put there meanwhile is not lost either. Temporaries of ``path`` left by
-    an earlier write that was killed are removed first
-    (:func:`remove_stale_temporaries`).
+    an earlier write that was killed are removed first (:func:`remove_stale_temporaries`).
     """
     final = Path(path)
     suffix = "".join(final.suffixes)
@@ -182,10 +191,7 @@ def atomic_path(
         if directory:
             check_replaceable(final, what=what, owned=owned or (lambda name: False), option="")
         elif final.is_dir():  # os.replace would fail at the end, after all the work
-            raise InputError(
-                f"{final} is a folder, not a file: {what} is a file, so the folder is left alone; "
-                "choose a file path for it"
-            )
+            raise InputError(f"{final} is a folder, not a file; it is left alone: give a file path for the {what}")
 
     check()
     try:

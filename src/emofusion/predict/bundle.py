@@ -237,7 +237,7 @@ def load_run(run: str | Path) -> Model:
 # ------------------------------------------------------------------------------------------------------- bundles
 
 
-BUNDLE_FOLDER = "a model bundle folder (bundle.json, model.pt)"
+BUNDLE_FOLDER = "model bundle (bundle.json, model.pt)"
 
 
 def _is_bundle_tar(path: Path) -> bool:

@@ -68,13 +68,8 @@ def check_report_out(out: str | Path) -> None:
     earlier report did not write."""
     out = Path(out)
     check_replaceable(out, what="report", owned=REPORT_ENTRIES.__contains__)
-    check_replaceable(out / "plots", what="report's plots folder", owned=_is_plot, option="")
-    check_replaceable(
-        out / "submission",
-        what="report's submission folder",
-        owned=_submission_names(out / "submission").__contains__,
-        option="",
-    )
+    for name, owned in (("plots", _is_plot), ("submission", _submission_names(out / "submission").__contains__)):
+        check_replaceable(out / name, what=f"report's {name} folder", owned=owned, label=str(out / name))
 
 
 def best_experiment(table: pd.DataFrame, split: str) -> str:
