@@ -269,6 +269,13 @@ def test_predict_never_replaces_an_existing_file_without_overwrite(tmp_path, mak
     assert target.read_text().startswith("frame,time_s,valence")
 
 
+def test_predict_name_is_one_file_name_part(tmp_path, make_video, caplog):
+    video = make_video(frames=30, size="64x48")
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        assert _predict(str(video), "--run", str(tmp_path), "--out", str(tmp_path / "o"), "--name", "../x") == 1
+    assert "--name '../x': use letters, digits" in _one_error(caplog) and not (tmp_path / "o").exists()
+
+
 def test_predict_refuses_an_out_that_is_a_file(tmp_path, make_video, caplog):
     video = make_video(frames=30, size="64x48")
     out = tmp_path / "out.txt"
