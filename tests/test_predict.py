@@ -427,6 +427,6 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "results/predict/rjca-fold0-seed0"
     same_as_evaluation(out / f"{clip}.{RJCA}.csv")
-    assert len(pd.read_csv(out / f"{other.stem}.csv")) == 30
+    assert len(pd.read_csv(out / f"{other.stem}.{RJCA}.csv")) == 30
     names = {f"{s}.{RJCA}.{e}" for s in (clip, other.stem) for e in ("csv", "json", "png")}
     assert {p.name for p in out.iterdir()} == names
