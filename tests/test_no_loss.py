@@ -308,3 +308,18 @@ def test_two_predicts_on_one_cache_at_once_both_succeed(tmp_path, make_video):
     for i in (1, 2):
         assert (tmp_path / f"out{i}" / f"{video.stem}.{SYNTHETIC}.json").is_file()
     assert not [p for p in (tmp_path / "cache").rglob("*.tmp-*")]
+
+
+# ---------------------------------------------------------------------------------------------- a file's --out
+
+
+@pytest.mark.slow  # converts the shipped Whisper model first
+def test_a_file_out_that_is_a_folder_is_refused_in_one_line(tmp_path, caplog):
+    """convert-whisper --out <folder> (any file output: atomic_path): one line, the folder and its files kept
+    (before, os.replace failed with a traceback)."""
+    files = _user_files(tmp_path / "models")
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        assert main(["convert-whisper", "--out", str(tmp_path / "models")]) == 1
+    assert f"{tmp_path / 'models'} is a folder, not a file; it is left alone" in _one_error(caplog)
+    _untouched(tmp_path / "models", files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
