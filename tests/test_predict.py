@@ -15,6 +15,8 @@ import pytest
 from emofusion.errors import InputError
 
 BACKBONE = {"visual": "fer", "audio": "egemaps", "text": "minilm"}
+SYNTHETIC = "synthetic-fold0-seed0"  # the name of _bundle's model in predict's output names
+RJCA = "rjca-fold0-seed0"
 
 
 def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) -> Path:
@@ -123,7 +125,7 @@ def test_outputs_one_row_per_frame_and_the_cache_reused(tmp_path, make_video):
     bundle = _bundle(tmp_path / "bundle", tar=True)
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(cache)) == 0
-    table = pd.read_csv(out / f"{video.stem}.csv")
+    table = pd.read_csv(out / f"{video.stem}.{SYNTHETIC}.csv")
     assert list(table.columns) == [
         "frame",
         "time_s",
@@ -141,7 +143,7 @@ def test_outputs_one_row_per_frame_and_the_cache_reused(tmp_path, make_video):
     # the fixture's AAC track decodes to its first frames only: has_speech is the audio input's mask
     assert table["has_speech"].iloc[0] and table["has_speech"].notna().all()
     assert table["has_face"].isna().all() and table["has_word"].isna().all()
-    summary = json.loads((out / f"{video.stem}.json").read_text())
+    summary = json.loads((out / f"{video.stem}.{SYNTHETIC}.json").read_text())
     assert summary["frames"] == 40 and summary["fps"] == pytest.approx(30)
     assert summary["fraction_with_speech"] == pytest.approx(table["has_speech"].mean())
     assert summary["fraction_with_face"] is None
@@ -149,13 +151,13 @@ def test_outputs_one_row_per_frame_and_the_cache_reused(tmp_path, make_video):
     assert summary["model"]["source"]["kind"] == "bundle"
     assert summary["model"]["backbones"]["audio"]["weights_sha256"]
     assert summary["cache"]["computed"] == ["audio", "embed audio"] and summary["cache"]["reused"] == []
-    assert (out / f"{video.stem}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / f"{video.stem}.{SYNTHETIC}.png").read_bytes()[:4] == b"\x89PNG"
 
     # the same video again (another output folder): every stage comes from the cache, the rows are the same
     assert _predict(str(video), "--model", str(bundle), "--out", str(tmp_path / "again"), "--cache", str(cache)) == 0
-    again = json.loads((tmp_path / "again" / f"{video.stem}.json").read_text())
+    again = json.loads((tmp_path / "again" / f"{video.stem}.{SYNTHETIC}.json").read_text())
     assert again["cache"]["reused"] == ["audio", "embed audio"] and again["cache"]["computed"] == []
-    pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "again" / f"{video.stem}.csv"))
+    pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "again" / f"{video.stem}.{SYNTHETIC}.csv"))
 
 
 def test_a_changed_setting_never_reuses_a_cached_stage(tmp_path, make_video):
@@ -182,10 +184,10 @@ def test_a_video_without_audio_is_masked_with_a_warning(tmp_path, make_video, ca
             )
             == 0
         )
-    table = pd.read_csv(out / f"{video.stem}.csv")
+    table = pd.read_csv(out / f"{video.stem}.{SYNTHETIC}.csv")
     assert len(table) == 30 and not table["has_speech"].any()
     assert any("has no audio track" in r.getMessage() and str(video) in r.getMessage() for r in caplog.records)
-    assert json.loads((out / f"{video.stem}.json").read_text())["fraction_with_speech"] == 0.0
+    assert json.loads((out / f"{video.stem}.{SYNTHETIC}.json").read_text())["fraction_with_speech"] == 0.0
 
 
 def test_no_face_anywhere_masks_the_visual_input_with_a_warning(tmp_path, make_video, caplog):
@@ -194,7 +196,7 @@ def test_no_face_anywhere_masks_the_visual_input_with_a_warning(tmp_path, make_v
     bundle = _bundle(tmp_path / "b", modalities=("visual", "audio"))
     with caplog.at_level(logging.WARNING, logger="emofusion"):
         assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c")) == 0
-    table = pd.read_csv(out / f"{video.stem}.csv")
+    table = pd.read_csv(out / f"{video.stem}.{SYNTHETIC}.csv")
     assert len(table) == 12 and not table["has_face"].any() and table["has_speech"].notna().all()
     assert any("no face was found in any frame" in r.getMessage() for r in caplog.records)
 
@@ -205,9 +207,9 @@ def test_a_text_model_gets_a_transcript_and_its_word_mask(tmp_path, make_video):
     out = tmp_path / "out"
     bundle = _bundle(tmp_path / "b", modalities=("audio", "text"))
     assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c")) == 0
-    table = pd.read_csv(out / f"{video.stem}.csv")
+    table = pd.read_csv(out / f"{video.stem}.{SYNTHETIC}.csv")
     assert len(table) == 30 and table["has_word"].notna().all() and not table["has_word"].any()
-    summary = json.loads((out / f"{video.stem}.json").read_text())
+    summary = json.loads((out / f"{video.stem}.{SYNTHETIC}.json").read_text())
     assert summary["cache"]["computed"] == ["audio", "embed audio", "transcript", "embed text"]
     assert summary["fraction_with_word"] == 0.0
 
@@ -399,8 +401,8 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
         )
     finally:
         torch.set_num_threads(torch_threads)
-    same_as_evaluation(tmp_path / "predicted" / f"{clip}.csv")
-    with av.open(str(tmp_path / "predicted" / f"{clip}.overlay.mp4")) as c:
+    same_as_evaluation(tmp_path / "predicted" / f"{clip}.{RJCA}.csv")
+    with av.open(str(tmp_path / "predicted" / f"{clip}.{RJCA}.overlay.mp4")) as c:
         assert len(c.streams.audio) == 1
         assert sum(1 for _ in c.decode(video=0)) == 286
 
@@ -413,8 +415,8 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
         )
         == 0
     )
-    same_as_evaluation(tmp_path / "bundled" / f"{clip}.csv")
-    summary = json.loads((tmp_path / "bundled" / f"{clip}.json").read_text())
+    same_as_evaluation(tmp_path / "bundled" / f"{clip}.{RJCA}.csv")
+    summary = json.loads((tmp_path / "bundled" / f"{clip}.{RJCA}.json").read_text())
     assert summary["model"]["source"]["kind"] == "bundle" and summary["cache"]["computed"] == []
 
     # the predict target: two videos, one job each, the demo video's stages from the cache filled above
@@ -424,6 +426,7 @@ def test_a_demo_test_clip_predicts_as_evaluation_and_the_predict_target(tmp_path
     proc = snakemake("--cores", "2", *where, "predict", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "results/predict/rjca-fold0-seed0"
-    same_as_evaluation(out / f"{clip}.csv")
-    assert len(pd.read_csv(out / f"{other.stem}.csv")) == 30
-    assert {p.name for p in out.iterdir()} == {f"{s}.{e}" for s in (clip, other.stem) for e in ("csv", "json", "png")}
+    same_as_evaluation(out / f"{clip}.{RJCA}.csv")
+    assert len(pd.read_csv(out / f"{other.stem}.{RJCA}.csv")) == 30
+    names = {f"{s}.{RJCA}.{e}" for s in (clip, other.stem) for e in ("csv", "json", "png")}
+    assert {p.name for p in out.iterdir()} == names

@@ -277,7 +277,7 @@ def test_a_face_shard_writes_the_stores_of_per_clip_jobs(tmp_path):
 def test_dry_run_predict_with_a_run_not_yet_trained_and_a_side(workdir):
     """`snakemake predict` with predict.model naming a run of this workflow that does not exist yet trains and
     evaluates it first (its files are the predict jobs' inputs), passes it with --run, and with predict.side the
-    declared outputs carry the `_<side>` suffix `emofusion predict` gives its files."""
+    declared outputs carry the `_<side>` suffix and the `.<name>` `emofusion predict --name` gives its files."""
     videos = [str(REPO / f"resources/demo/videos/batch1/demo0{i}-30-320x180.mp4") for i in (1, 2)]
     predict = f"predict={{model: results/fusion/rjca/fold0/seed0, videos: [{', '.join(videos)}], side: left}}"
     args = on_demo(workdir, "-n", "--cores", "1", "predict")
@@ -288,5 +288,6 @@ def test_dry_run_predict_with_a_run_not_yet_trained_and_a_side(workdir):
     proc = snakemake(*args[:-1], f"{args[-1]}", predict, "--printshellcmds", cwd=workdir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for i in (1, 2):
-        assert f"results/predict/rjca-fold0-seed0/demo0{i}-30-320x180_left.csv" in proc.stdout
+        assert f"results/predict/rjca-fold0-seed0/demo0{i}-30-320x180_left.rjca-fold0-seed0.csv" in proc.stdout
     assert "--run results/fusion/rjca/fold0/seed0" in proc.stdout and "--side left" in proc.stdout
+    assert "--name rjca-fold0-seed0 --overwrite" in proc.stdout  # the model in the names, as the outputs declare

@@ -398,11 +398,13 @@ def predict_name():
 
 
 def predict_outputs():
-    """The files one predict job writes (the overlay video with predict.overlay)."""
-    side = f"_{config['predict']['side']}" if config["predict"]["side"] else ""  # as `emofusion predict` names them
-    out = {ext: f"results/predict/{{predict_name}}/{{stem}}{side}.{ext}" for ext in ("csv", "json", "png")}
+    """The files one predict job writes (the overlay video with predict.overlay), named as `emofusion predict
+    --name <predict_name>` names them: <stem>[_side].<predict_name>.<ext>."""
+    side = f"_{config['predict']['side']}" if config["predict"]["side"] else ""
+    base = f"results/predict/{{predict_name}}/{{stem}}{side}.{{predict_name}}"
+    out = {ext: f"{base}.{ext}" for ext in ("csv", "json", "png")}
     if config["predict"]["overlay"]:
-        out["overlay"] = f"results/predict/{{predict_name}}/{{stem}}{side}.overlay.mp4"
+        out["overlay"] = f"{base}.overlay.mp4"
     return out
 
 

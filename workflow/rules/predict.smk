@@ -2,6 +2,8 @@
 # runs `emofusion predict`, which calls the stages' own functions with the settings the model's stores were built
 # with (not this config's faces:/audio:/asr:/features: sections) and caches them in results/predict/.cache, so a
 # second model on the same backbones only runs the model. Per video, so a cluster spreads the videos over nodes.
+# The files are this rule's declared outputs (Snakemake's to replace), hence --overwrite; --name puts the
+# folder's name into the file names, as `emofusion predict` names them by model.
 
 rule predict_video:
     input:
@@ -24,4 +26,4 @@ rule predict_video:
         "../../envs/emofusion.yaml"
     shell:
         "emofusion predict {input.video:q} {params.model} {params.options} --out {params.out:q} "
-        "--cache results/predict/.cache --threads {threads} > {log} 2>&1"
+        "--name {wildcards.predict_name} --overwrite --cache results/predict/.cache --threads {threads} > {log} 2>&1"

@@ -8,7 +8,8 @@ NAME = "export"
 ORDER = 96
 HELP = "package a trained run as a model bundle (model.pt + every setting its inputs need) for `predict --model`"
 DESCRIPTION = """\
-Write --out (NAME.tar, or a folder for any other name), atomically, holding:
+Write --out (NAME.tar, or a folder for any other name), atomically; it must be new, an empty folder or an earlier
+bundle (anything else, such as a folder with files of yours, is refused before the run is read), holding:
   model.pt     the run's best checkpoint (weights, model config, the feature normaliser), a plain dict read with
                torch.load(weights_only=True)
   bundle.json  bundle_schema, the recipe (resolved experiment and windowing, smoothing windows from metrics.json,

@@ -14,7 +14,8 @@ the run's stores, their provenance and run.json, or from the bundle; never from 
 on the frame timeline, the transcript when the model reads text, every backbone's features; then the model with
 the run's normaliser and windowing, and the smoothing windows evaluation chose. The same functions as the
 pipeline and evaluation run, so a corpus video gets the rows of its clip in predictions.parquet.
-Writes into --out, per video (atomically; <name> = the video's file stem, with _left/_right with --side):
+Writes into --out, per video (atomically; <name> = the video's file stem, with _left/_right with --side, then
+.<model>: --name, default the model's <experiment>-fold<k>-seed<s>, so two models' predictions sit side by side):
   <name>.csv          frame, time_s, valence, arousal, valence_smoothed, arousal_smoothed, has_face,
                       has_speech, has_word (empty where the model does not read that input)
   <name>.json         frames, fps, mean and sd of valence and arousal, fractions of frames with a face, speech,
@@ -22,8 +23,10 @@ Writes into --out, per video (atomically; <name> = the video's file stem, with _
                       licence, the settings used, versions, warnings, cache use
   <name>.png          valence and arousal over time; frames without a face (grey) or speech (blue) shaded
   <name>.overlay.mp4  with --overlay: the video with the face box and a valence/arousal gauge drawn, audio kept
+A file that already exists is refused before anything is computed; --overwrite replaces it.
 Stage outputs are cached in --cache (default <out>/.cache) by the video's content sha256 and each stage's
 settings: a second model on the same backbones only runs the model; a changed setting never reuses a result.
+Predicts running at the same time may share one --cache.
 A video without audio is predicted with its audio masked (one warning); one without any face with its visual
 input masked (warning). An unreadable or truncated video, a run folder without model.pt, a bundle whose
 backbone is not installed or whose weights differ are errors naming the file and what to do."""
@@ -40,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     src.add_argument("--model", metavar="BUNDLE", help="a bundle written by `emofusion export` (.tar or folder)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", help="the model's name in the output file names (default: <experiment>-fold<k>-seed<s>)")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.add_argument("--cache", help="stage cache folder (default: <out>/.cache); share it between models")
     p.add_argument("--side", choices=("left", "right"), help="two people: the face on this half (default: largest)")
     p.add_argument("--overlay", action="store_true", help="also write <name>.overlay.mp4")
@@ -69,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         overlay=args.overlay,
+        name=args.name,
+        overwrite=args.overwrite,
     )
     return 0
 

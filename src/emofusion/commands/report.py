@@ -21,7 +21,8 @@ metrics.json, predictions.parquet) and write, under --out:
                             report.sample_submission exactly that file's rows) from the experiment's fold-0 run
                             with the lowest seed; check.json: the validator's verdict on each file
   provenance.json           versions, git revision, config hash, every run's provenance
-A submission that fails its own check is an error and nothing is written."""
+A submission that fails its own check is an error and nothing is written. --out may be new, empty or an earlier
+report; one holding anything a report does not write (say plots/figure1.png) is refused before any work."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
-    from emofusion.report.stage import write_report
+    from emofusion.report.stage import check_report_out, write_report
 
+    check_report_out(args.out)  # before anything is read: a folder of the user's is refused at once
     cfg = load_config(args.config, overrides=args.config_json)
     write_report(
         config=cfg, manifest=read_manifest(args.manifest), manifest_path=args.manifest, run_dirs=args.runs, out=args.out

@@ -239,10 +239,41 @@ def load_run(run: str | Path) -> Model:
 # ------------------------------------------------------------------------------------------------------- bundles
 
 
+BUNDLE_FOLDER = "model bundle (bundle.json, model.pt)"
+
+
+def _is_bundle_tar(path: Path) -> bool:
+    """A tar file holding only bundle members: one `emofusion export` wrote (its member list alone is read)."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            names = tar.getnames()
+    except (tarfile.TarError, OSError):
+        return False
+    return bool(names) and set(names) <= set(MEMBERS)
+
+
+def check_export_out(out: str | Path) -> None:
+    """Refuse an ``--out`` that would replace what `emofusion export` did not write, before anything is read: a
+    folder may be replaced only when it holds nothing but bundle members, NAME.tar only when it is a bundle tar."""
+    from emofusion.io import check_replaceable
+
+    out = Path(out)
+    if out.suffix != ".tar":
+        check_replaceable(out, what=BUNDLE_FOLDER, owned=MEMBERS.__contains__)
+        return
+    hint = "choose another --out, or move it away"
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder, not a file: a name ending .tar is written as a tar file; {hint}")
+    if (out.exists() or out.is_symlink()) and (out.is_symlink() or not _is_bundle_tar(out)):
+        raise InputError(f"--out {out} exists and is not a bundle emofusion wrote, so it is not replaced; {hint}")
+
+
 def export_bundle(run: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write a bundle of ``run`` to ``out`` (a ``.tar`` file, else a folder), atomically; return bundle.json."""
+    """Write a bundle of ``run`` to ``out`` (a ``.tar`` file, else a folder), atomically; return bundle.json.
+    An ``out`` holding anything but an earlier bundle is refused first (:func:`check_export_out`)."""
     from emofusion.io import atomic_path
 
+    check_export_out(out)
     model = load_run(run)
     out = Path(out)
     doc = {
@@ -264,7 +295,7 @@ def export_bundle(run: str | Path, out: str | Path) -> dict[str, Any]:
                 member.size, member.mode, member.mtime = len(data), 0o644, 0  # same bytes for the same run
                 tar.addfile(member, io.BytesIO(data))
     else:
-        with atomic_path(out, directory=True) as tmp:
+        with atomic_path(out, directory=True, owned=MEMBERS.__contains__, what=BUNDLE_FOLDER) as tmp:
             (tmp / "bundle.json").write_bytes(blob)
             (tmp / "model.pt").write_bytes(weights)
     return doc

@@ -1,5 +1,6 @@
-"""The files ``emofusion predict`` writes per video, each atomically: ``<video>.csv`` (one row per frame),
-``<video>.json`` (summary and provenance) and ``<video>.png`` (valence and arousal over time)."""
+"""The files ``emofusion predict`` writes per video, each atomically: ``<video>.<model>.csv`` (one row per frame),
+``<video>.<model>.json`` (summary and provenance) and ``<video>.<model>.png`` (valence and arousal over time).
+The model's name is in every name, so a second model's predictions of the same video sit beside the first's."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ DEFINITIONS = {
 
 def stem(video: Path, side: str | None) -> str:
     return video.stem if side is None else f"{video.stem}_{side}"
+
+
+def output_paths(out: Path, video: Path, side: str | None, name: str, *, overlay: bool = False) -> dict[str, Path]:
+    """The files one video's prediction by the model ``name`` writes into ``out`` (the JSON last)."""
+    base = f"{stem(video, side)}.{name}"
+    paths = {"overlay": out / f"{base}.overlay.mp4"} if overlay else {}
+    return {**paths, **{ext: out / f"{base}.{ext}" for ext in ("csv", "png", "json")}}
 
 
 def frame_table(p: Prediction) -> pd.DataFrame:
@@ -141,13 +149,14 @@ def plot(p: Prediction, path: Path, *, title: str) -> None:
         plt.close(fig)
 
 
-def write_outputs(p: Prediction, model: Model, out: str | Path, *, side: str | None) -> dict[str, Path]:
-    """Write the CSV, JSON and PNG of one prediction into ``out``; return their paths."""
+def write_outputs(
+    p: Prediction, model: Model, out: str | Path, *, side: str | None, name: str | None = None
+) -> dict[str, Path]:
+    """Write the CSV, JSON and PNG of one prediction into ``out`` (names with ``name``, default the model's);
+    return their paths."""
     from emofusion.io import atomic_path, write_json
 
-    out = Path(out)
-    name = stem(p.video, side)
-    paths = {"csv": out / f"{name}.csv", "json": out / f"{name}.json", "png": out / f"{name}.png"}
+    paths = output_paths(Path(out), p.video, side, name or model.name)
     with atomic_path(paths["csv"]) as tmp:
         frame_table(p).to_csv(tmp, index=False, float_format="%.8g")
     plot(p, paths["png"], title=f"{p.video.name}: {model.name} ({model.source['kind']})")

@@ -7,6 +7,8 @@ the model's stores were built with (:mod:`.bundle`), cached by content and setti
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +16,37 @@ from emofusion.errors import InputError
 from emofusion.log import logger
 from emofusion.predict.bundle import export_bundle as export_bundle  # re-exported for `emofusion export`
 from emofusion.predict.bundle import load_model
-from emofusion.predict.outputs import stem, write_outputs
+from emofusion.predict.outputs import output_paths, stem, write_outputs
 from emofusion.predict.overlay import write_overlay
 from emofusion.predict.predictor import Predictor
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_out(out: Path, paths: Sequence[Path], *, overwrite: bool) -> None:
+    """Refuse, before any video is read, an --out that is a file or cannot be written, and any output file that
+    exists (an earlier prediction, or a file of the user's) unless ``overwrite``; a folder is never replaced."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder; choose an output folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"cannot create --out {out}: {e.strerror or e}; choose an output folder you can write to"
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(
+            f"--out {out} is not writable; choose an output folder you can write to, or fix its permissions"
+        )
+    for path in paths:
+        if path.is_dir():
+            raise InputError(
+                f"{path} is a folder where predict writes a file; nothing was predicted: choose another --out"
+            )
+        if path.exists() and not overwrite:
+            raise InputError(
+                f"{path} already exists; nothing was predicted: pass --overwrite to replace it, or choose another --out"
+            )
 
 
 def predict_videos(
@@ -30,26 +60,34 @@ def predict_videos(
     device: str = "auto",
     threads: int = 0,
     overlay: bool = False,
+    name: str | None = None,
+    overwrite: bool = False,
 ) -> list[dict[str, Path]]:
     """Predict every video with the run (or bundle) into ``out``; per video the paths written (the JSON last, so
-    a video whose JSON exists has a complete set). ``cache`` defaults to ``out/.cache``."""
+    a video whose JSON exists has a complete set). Output names carry ``name`` (default: the model's
+    experiment-fold-seed); an existing one is refused before anything is computed unless ``overwrite``.
+    ``cache`` defaults to ``out/.cache``."""
     out = Path(out)
-    names = [stem(Path(v), side) for v in videos]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    stems = [stem(Path(v), side) for v in videos]
+    twice = sorted({n for n in stems if stems.count(n) > 1})
     if twice:
         raise InputError(
             f"two videos would write the same outputs {twice[0]}.*; predict them into separate --out folders"
         )
+    if name is not None and not NAME.fullmatch(name):
+        raise InputError(f"--name {name!r}: use letters, digits, '_', '.' and '-' (starting with a letter or digit)")
     model = load_model(run=run, bundle=bundle)
+    name = name or model.name
+    planned = [output_paths(out, Path(v), side, name, overlay=overlay) for v in videos]
+    _check_out(out, [p for paths in planned for p in paths.values()], overwrite=overwrite)
     predictor = Predictor(model, device=device, threads=threads, faces=overlay)
     cache = Path(cache) if cache else out / ".cache"
     written = []
-    for video, name in zip(videos, names, strict=True):
+    for video, paths in zip(videos, planned, strict=True):
         pred = predictor.predict(video, cache=cache, side=side)
-        paths = {}
         if overlay:
-            paths["overlay"] = write_overlay(pred, out / f"{name}.overlay.mp4")
-        paths.update(write_outputs(pred, model, out, side=side))
+            write_overlay(pred, paths["overlay"])
+        write_outputs(pred, model, out, side=side, name=name)
         logger.info(
             "%s: %d frames -> %s (valence %.3f, arousal %.3f on average; stages reused: %s)",
             video,

@@ -10,10 +10,16 @@ Outputs under ``out`` (each written atomically; the two folders as a whole):
   (the official train/validation split; one model, not a seed ensemble, so it is the model the fold-0 row of
   the table describes), and ``submission/check.json``: the validator's verdict on each (:mod:`.submission`).
 - ``provenance.json``: versions, git revision, report config hash, and each run's provenance and stores.
+
+Nothing else is replaced: ``out`` may hold only these entries (an earlier report), ``plots/`` only the figures a
+report draws, ``submission/`` only check.json and the files it lists; anything else (a user's
+``plots/figure1.png``) stops the report before it reads a run (:func:`check_report_out`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from emofusion.errors import EmofusionError
-from emofusion.io import atomic_path, write_json
+from emofusion.io import atomic_path, check_replaceable, write_json
 from emofusion.log import logger
 from emofusion.provenance import file_sha256, provenance
 from emofusion.report.plots import choose_clips, plot_ccc_per_model, plot_predictions, plot_training_curves
@@ -38,6 +44,32 @@ __all__ = [
     "submission_run",
     "write_report",
 ]
+
+
+REPORT_ENTRIES = frozenset({"results.csv", "results.md", "provenance.json", "plots", "submission"})
+_PLOT = re.compile(r"ccc_per_model\.png|training_curves\.png|predictions_.+\.png")
+
+
+def _is_plot(name: str) -> bool:
+    return _PLOT.fullmatch(name) is not None
+
+
+def _submission_names(folder: Path) -> frozenset[str]:
+    """What an earlier report wrote into ``submission/``: check.json and the files its verdicts name."""
+    try:
+        files = json.loads((folder / "check.json").read_text())["files"]
+        return frozenset({"check.json", *(str(v["file"]) for v in files.values())})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return frozenset()
+
+
+def check_report_out(out: str | Path) -> None:
+    """Refuse (InputError, before any run is read) an ``out`` whose entries a report would replace but that an
+    earlier report did not write."""
+    out = Path(out)
+    check_replaceable(out, what="report", owned=REPORT_ENTRIES.__contains__)
+    for name, owned in (("plots", _is_plot), ("submission", _submission_names(out / "submission").__contains__)):
+        check_replaceable(out / name, what=f"report's {name} folder", owned=owned, label=str(out / name))
 
 
 def best_experiment(table: pd.DataFrame, split: str) -> str:
@@ -79,7 +111,7 @@ def _write_plots(out: Path, runs: Sequence[Run], table: pd.DataFrame, split: str
     candidates = [r for r in runs if r.experiment == best]
     shown = submission_run(runs, best) or min(candidates, key=lambda r: (r.fold, r.seed))
     written = []
-    with atomic_path(out / "plots", directory=True) as tmp:
+    with atomic_path(out / "plots", directory=True, owned=_is_plot, what="report's plots folder") as tmp:
         plot_ccc_per_model(table, runs, split, tmp / "ccc_per_model.png")
         plot_training_curves(runs, tmp / "training_curves.png")
         written += ["ccc_per_model.png", "training_curves.png"]
@@ -119,7 +151,8 @@ def _write_submissions(
         "sample_submission": ({"path": str(sample_path), "sha256": file_sha256(sample_path)} if sample_path else None),
         "provenance": prov,
     }
-    with atomic_path(out / "submission", directory=True) as tmp:
+    own = _submission_names(out / "submission").__contains__
+    with atomic_path(out / "submission", directory=True, owned=own, what="report's submission folder") as tmp:
         if not frames:
             logger.warning("the manifest has no test clips (split == 'test'): no submission files")
         for experiment in sorted({r.experiment for r in runs}):
@@ -167,6 +200,7 @@ def write_report(
 ) -> dict[str, Any]:
     """Write every report output under ``out``; return a summary (table rows, plots, submission verdicts)."""
     out = Path(out)
+    check_report_out(out)
     report_cfg = config["report"]
     runs = read_runs(list(run_dirs))
     splits = list(report_cfg["splits"])
