@@ -315,11 +315,15 @@ def test_two_predicts_on_one_cache_at_once_both_succeed(tmp_path, make_video):
 
 @pytest.mark.slow  # converts the shipped Whisper model first
 def test_a_file_out_that_is_a_folder_is_refused_in_one_line(tmp_path, caplog):
-    """convert-whisper --out <folder> (any file output: atomic_path): one line, the folder and its files kept
-    (before, os.replace failed with a traceback)."""
+    """convert-whisper --out <folder>: one line before the conversion, the folder and its files kept (before,
+    os.replace failed with a traceback); atomic_path refuses a folder for any file output too."""
+    from emofusion.io import atomic_path
+
     files = _user_files(tmp_path / "models")
     with caplog.at_level(logging.INFO, logger="emofusion"):
         assert main(["convert-whisper", "--out", str(tmp_path / "models")]) == 1
-    assert f"{tmp_path / 'models'} is a folder, not a file; it is left alone" in _one_error(caplog)
+    assert f"--out {tmp_path / 'models'} is a folder; convert-whisper writes one checkpoint file" in _one_error(caplog)
+    with pytest.raises(InputError, match="is a folder, not a file; it is left alone"), atomic_path(tmp_path / "models"):
+        raise AssertionError("the block ran over a folder")
     _untouched(tmp_path / "models", files)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]

@@ -247,11 +247,13 @@ def test_predict_time_s_is_the_decoders_time_and_the_tick_is_at_the_flash(videos
     video = videos[name]
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert _predict(str(video), "--model", str(_bundle(tmp_path / "b")), "--out", str(out), "--cache", str(cache)) == 0
-    table = pd.read_csv(out / f"{video.stem}.csv")
+    (csv,) = out.glob(f"{video.stem}.*.csv")  # <video>.<model>.csv
+    table = pd.read_csv(csv)
     pts, _ = decoded(video)
     np.testing.assert_allclose(table["time_s"], pts - pts[0], rtol=1e-7, atol=1e-7)  # the CSV's %.8g
     # the audio rows predict computed: eGeMAPS loudness (the first descriptor's mean) rises at the flash
-    (shard,) = Path(json.loads((out / f"{video.stem}.json").read_text())["cache"]["folder"]).glob("audio-*.h5")
+    summary = json.loads(csv.with_suffix(".json").read_text())
+    (shard,) = Path(summary["cache"]["folder"]).glob("audio-*.h5")
     with FeatureStore(shard) as store:
         rows, valid = store.read("video")
     assert 0 <= onset(rows[:, :1], valid.astype(bool)) - CASES[name].flash <= 1

@@ -92,6 +92,8 @@ def check_writable_folder(folder: str, option: str) -> None:
 
     target = Path(folder)
     existing = next(p for p in (target, *target.absolute().parents) if p.exists())
+    if existing == target and not target.is_dir():
+        raise InputError(f"{option} {folder} is a file, not a folder; it is left alone: choose another {option}")
     try:
         if not existing.is_dir():
             raise NotADirectoryError(20, "Not a directory", str(existing))
