@@ -185,7 +185,10 @@ def stage_commands(work: Path, video: Path, clip: str) -> list[tuple[str, list[s
     feat = work / "results" / "features"
     embed = ["emofusion", "embed", *cfg]
     return [
-        ("faces", ["emofusion", "faces", *cfg, "--video", str(video), "--clip", clip, "--threads", "2", "--out", faces]),
+        (
+            "faces",
+            ["emofusion", "faces", *cfg, "--video", str(video), "--clip", clip, "--threads", "2", "--out", faces],
+        ),
         ("audio", ["emofusion", "audio", *cfg, "--video", str(video), "--audio", str(video), "--out", wav]),
         (
             "transcribe",
@@ -269,7 +272,9 @@ def print_tables(fig: dict, gpus: int) -> None:
         print(f"| {rule} | {n} |")
     print(f"| total | {sum(plan_['jobs'].values())} |\n")
     goal = f"goal < {GOAL_PLAN_S:.0f} s at 594 clips on 2 cores"
-    print(f"dry run (`snakemake -n`): {plan_['dry_run_s']:.1f} s; `emofusion status`: {plan_['status_s']:.1f} s ({goal})\n")
+    print(
+        f"dry run (`snakemake -n`): {plan_['dry_run_s']:.1f} s; `emofusion status`: {plan_['status_s']:.1f} s ({goal})\n"
+    )
     costs = fig["fixed_s"]
     print(f"python -c pass: {costs['python']:.2f} s; python -c 'import torch': {costs['import torch']:.2f} s\n")
     print(
