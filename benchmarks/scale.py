@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import affwild2  # noqa: E402  (benchmarks/ is not a package)
-from figures import write_figures  # noqa: E402
+import affwild2  # benchmarks/ is not a package: found through sys.path
+from figures import write_figures
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = {"train": 356, "validation": 76, "test": 162}  # Aff-Wild2 VA: 594 clips
@@ -71,14 +71,11 @@ def split_sizes(n: int) -> dict[str, int]:
 def make_clip(path: Path, frames: int = 30, fps: int = 30) -> None:
     """One second of 64x48 test pattern with a sine tone (H.264 + AAC)."""
     dur = frames / fps
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
-        + ["-f", "lavfi", "-i", f"testsrc=size=64x48:rate={fps}:duration={dur}"]
-        + ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={dur}"]
-        + ["-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
-        check=True,
-        capture_output=True,
-    )
+    video = ["-f", "lavfi", "-i", f"testsrc=size=64x48:rate={fps}:duration={dur}"]
+    audio = ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={dur}"]
+    codecs = ["-frames:v", str(frames), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
+    quiet = ["-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    subprocess.run(["ffmpeg", *quiet, *video, *audio, *codecs, str(path)], check=True, capture_output=True)
 
 
 def build_corpus(root: Path, n: int, frames: int = 30) -> dict[str, int]:
@@ -184,6 +181,7 @@ def stage_commands(work: Path, video: Path, clip: str) -> list[tuple[str, list[s
     transcript = str(work / "results" / "transcripts" / f"{clip}.parquet")
     feat = work / "results" / "features"
     embed = ["emofusion", "embed", *cfg]
+    checkpoint = ["--whisper-checkpoint", str(work / "whisper.pt")]
     return [
         (
             "faces",
@@ -192,23 +190,63 @@ def stage_commands(work: Path, video: Path, clip: str) -> list[tuple[str, list[s
         ("audio", ["emofusion", "audio", *cfg, "--video", str(video), "--audio", str(video), "--out", wav]),
         (
             "transcribe",
-            ["emofusion", "transcribe", *cfg, "--audio", wav, "--whisper-checkpoint", str(work / "whisper.pt")]
-            + ["--threads", "2", "--out", transcript],
+            ["emofusion", "transcribe", *cfg, "--audio", wav, *checkpoint, "--threads", "2", "--out", transcript],
         ),
         (
             "embed_visual",
-            [*embed, "--modality", "visual", "--backbone", "fer", "--faces", faces, "--video", str(video)]
-            + ["--threads", "2", "--out", str(feat / "visual" / "fer" / f"{clip}.h5")],
+            [
+                *embed,
+                "--modality",
+                "visual",
+                "--backbone",
+                "fer",
+                "--faces",
+                faces,
+                "--video",
+                str(video),
+                "--threads",
+                "2",
+                "--out",
+                str(feat / "visual" / "fer" / f"{clip}.h5"),
+            ],
         ),
         (
             "embed_audio",
-            [*embed, "--modality", "audio", "--backbone", "egemaps", "--audio", wav, "--clips", clip]
-            + ["--threads", "1", "--out", str(feat / "audio" / "egemaps" / f"{clip}.h5")],
+            [
+                *embed,
+                "--modality",
+                "audio",
+                "--backbone",
+                "egemaps",
+                "--audio",
+                wav,
+                "--clips",
+                clip,
+                "--threads",
+                "1",
+                "--out",
+                str(feat / "audio" / "egemaps" / f"{clip}.h5"),
+            ],
         ),
         (
             "embed_text",
-            [*embed, "--modality", "text", "--backbone", "minilm", "--transcript", transcript, "--audio", wav]
-            + ["--clips", clip, "--threads", "1", "--out", str(feat / "text" / "minilm" / f"{clip}.h5")],
+            [
+                *embed,
+                "--modality",
+                "text",
+                "--backbone",
+                "minilm",
+                "--transcript",
+                transcript,
+                "--audio",
+                wav,
+                "--clips",
+                clip,
+                "--threads",
+                "1",
+                "--out",
+                str(feat / "text" / "minilm" / f"{clip}.h5"),
+            ],
         ),
     ]
 
@@ -272,9 +310,8 @@ def print_tables(fig: dict, gpus: int) -> None:
         print(f"| {rule} | {n} |")
     print(f"| total | {sum(plan_['jobs'].values())} |\n")
     goal = f"goal < {GOAL_PLAN_S:.0f} s at 594 clips on 2 cores"
-    print(
-        f"dry run (`snakemake -n`): {plan_['dry_run_s']:.1f} s; `emofusion status`: {plan_['status_s']:.1f} s ({goal})\n"
-    )
+    planning = f"dry run (`snakemake -n`): {plan_['dry_run_s']:.1f} s; `emofusion status`: {plan_['status_s']:.1f} s"
+    print(f"{planning} ({goal})\n")
     costs = fig["fixed_s"]
     print(f"python -c pass: {costs['python']:.2f} s; python -c 'import torch': {costs['import torch']:.2f} s\n")
     print(
