@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -251,17 +252,39 @@ def stage_commands(work: Path, video: Path, clip: str) -> list[tuple[str, list[s
     ]
 
 
-def fixed_costs(work: Path, video: Path, clip: str, repeat: int) -> dict[str, float]:
+def import_profile(cmd: list[str], cwd: Path) -> dict:
+    """One more run of an ``emofusion`` command under ``python -X importtime`` (itself a little slower): seconds of
+    all its imports, of torch (wherever it was first imported from) and the three costliest top-level packages."""
+    _, out = timed([sys.executable, "-X", "importtime", "-m", "emofusion.cli", *cmd[1:]], cwd)
+    top: dict[str, float] = {}
+    torch_s = 0.0
+    for line in out.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( +)(\S+)$", line)
+        if not m:
+            continue
+        seconds, depth, name = int(m.group(1)) / 1e6, len(m.group(2)), m.group(3)
+        if name == "torch":
+            torch_s = seconds
+        if depth == 1:
+            top[name] = top.get(name, 0.0) + seconds
+    costly = sorted(top.items(), key=lambda kv: -kv[1])[:3]
+    return {"imports_s": sum(top.values()), "torch_s": torch_s, "top": costly}
+
+
+def fixed_costs(work: Path, video: Path, clip: str, repeat: int) -> tuple[dict[str, float], dict[str, dict]]:
     """Wall seconds of each stage's command on one tiny clip (fastest of ``repeat``), plus the interpreter alone
-    and ``import torch``; the Whisper checkpoint is converted once first (a per-corpus job, not timed)."""
+    and ``import torch``, and each command's imports (:func:`import_profile`); the Whisper checkpoint is converted
+    once first (a per-corpus job, not timed)."""
     timed(["emofusion", "convert-whisper", "--out", str(work / "whisper.pt")], work)
     costs = {
         "python": timed([sys.executable, "-c", "pass"], work, repeat)[0],
         "import torch": timed([sys.executable, "-c", "import torch"], work, repeat)[0],
     }
+    imports = {}
     for stage, cmd in stage_commands(work, video, clip):
         costs[stage] = timed(cmd, work, repeat)[0]
-    return costs
+        imports[stage] = import_profile(cmd, work)
+    return costs, imports
 
 
 def compute_hours(files: list[Path], gpus: int) -> dict[str, dict]:
@@ -275,9 +298,18 @@ def compute_hours(files: list[Path], gpus: int) -> dict[str, dict]:
     return found
 
 
-def projection(jobs: dict[str, int], costs: dict[str, float], clips: int, compute: dict[str, dict], gpus: int):
-    """Per stage: Aff-Wild2 jobs (this corpus's dry-run count scaled to 594 clips), fixed hours on one device and
-    on ``gpus``, compute hours beside them and the share of the fixed cost."""
+def projection(
+    jobs: dict[str, int],
+    costs: dict[str, float],
+    clips: int,
+    compute: dict[str, dict],
+    gpus: int,
+    submit_s: float = 0.0,
+) -> list[dict]:
+    """Per stage: Aff-Wild2 jobs (this corpus's dry-run count scaled to 594 clips), fixed hours on one node (the
+    jobs' start-up one after another) and on a Slurm cluster of ``gpus`` devices (each job also waits ``submit_s``
+    for its submission and scheduling), compute hours on one device beside them and the fixed cost's share of a
+    job's time (fixed / (fixed + compute), on one device)."""
     scale = affwild2.VIDEOS / clips
     rows = []
     for stage in STAGES:
@@ -290,7 +322,7 @@ def projection(jobs: dict[str, int], costs: dict[str, float], clips: int, comput
                 "jobs": n,
                 "fixed_s": costs[stage],
                 "fixed_h": fixed_h,
-                "fixed_h_n": fixed_h / gpus,
+                "fixed_h_n": n * (costs[stage] + submit_s) / 3600 / gpus,
                 "compute_h": c["hours"] if c else None,
                 "compute_source": f"{c['stage']}: {c['source']}" if c else None,
                 "share": fixed_h / (fixed_h + c["hours"]) if c and c["hours"] > 0 else None,
@@ -315,7 +347,16 @@ def print_tables(fig: dict, gpus: int) -> None:
     costs = fig["fixed_s"]
     print(f"python -c pass: {costs['python']:.2f} s; python -c 'import torch': {costs['import torch']:.2f} s\n")
     print(
-        f"| stage | fixed s per job | Aff-Wild2 jobs | fixed h, 1 device | fixed h, {gpus} devices "
+        "What a job pays before its first frame (one tiny clip; imports measured in another run under -X importtime):\n"
+    )
+    print("| stage | wall s | imports s | of which torch s | costliest imports (s) |\n|---|--:|--:|--:|---|")
+    for stage, imp in fig["imports"].items():
+        top = ", ".join(f"{name} {sec:.2f}" for name, sec in imp["top"])
+        print(f"| {stage} | {costs[stage]:.2f} | {imp['imports_s']:.2f} | {imp['torch_s']:.2f} | {top} |")
+    print()
+    print(
+        f"| stage | fixed s per job | Aff-Wild2 jobs | fixed h, 1 node | fixed h, Slurm {gpus} devices "
+        f"(+{fig['submit_s']:g} s per job) "
         "| compute h, 1 device | fixed share | compute source |"
     )
     print("|---|--:|--:|--:|--:|--:|--:|---|")
@@ -329,7 +370,8 @@ def print_tables(fig: dict, gpus: int) -> None:
         )
         total_fixed += r["fixed_h"]
         total_compute += r["compute_h"] or 0.0
-    line = f"| all | | {sum(r['jobs'] for r in fig['projection'])} | {total_fixed:.2f} | {total_fixed / gpus:.2f} |"
+    total_n = sum(r["fixed_h_n"] for r in fig["projection"])
+    line = f"| all | | {sum(r['jobs'] for r in fig['projection'])} | {total_fixed:.2f} | {total_n:.2f} |"
     if all(r["compute_h"] is not None for r in fig["projection"]):
         share = total_fixed / (total_fixed + total_compute)
         line += f" {total_compute:.2f} | {100 * share:.1f} % (goal <= {100 * GOAL_SHARE:.0f} %) | |"
@@ -344,6 +386,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="24 clips, one timing each (a smoke run)")
     p.add_argument("--repeat", type=int, default=2, help="timed runs of each command (the fastest is reported)")
     p.add_argument("--gpus", type=int, default=8, help="devices (Slurm jobs) for the projection (default 8)")
+    p.add_argument(
+        "--submit-s",
+        type=float,
+        default=0.0,
+        help="seconds Slurm adds to each job (submission, scheduling; not measured here; default 0)",
+    )
     p.add_argument("--compute", nargs="*", type=Path, default=[], help="figure files for benchmarks/affwild2.py")
     p.add_argument("--skip-stages", action="store_true", help="only the corpus and the planning figures")
     p.add_argument("--keep", type=Path, help="build the corpus and project folder here (kept) instead of a temp dir")
@@ -364,20 +412,27 @@ def main(argv: list[str] | None = None) -> dict:
         work = workdir_for(base / "project", base / "corpus")
         print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; corpus and project under {base}")
         plan_ = plan(work, args.repeat)
-        costs = {}
+        costs: dict[str, float] = {}
+        imports: dict[str, dict] = {}
         if not args.skip_stages:
             video = base / "corpus" / "videos" / "batch1" / "clip0000.mp4"
-            costs = fixed_costs(work, video, "clip0000_left" if sizes["train"] >= 2 else "clip0000", args.repeat)
+            costs, imports = fixed_costs(
+                work, video, "clip0000_left" if sizes["train"] >= 2 else "clip0000", args.repeat
+            )
         fig = {
             "clips": args.clips,
             "corpus": sizes,
             "build_s": build_s,
             "plan": plan_,
             "fixed_s": costs,
+            "imports": imports,
             "gpus": args.gpus,
             "load_average": os.getloadavg()[0],
         }
-        fig["projection"] = projection(plan_["jobs"], costs, args.clips, compute, args.gpus) if costs else []
+        fig["submit_s"] = args.submit_s
+        fig["projection"] = (
+            projection(plan_["jobs"], costs, args.clips, compute, args.gpus, args.submit_s) if costs else []
+        )
     if costs:
         print_tables(fig, args.gpus)
     else:
