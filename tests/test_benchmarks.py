@@ -1,11 +1,13 @@
 """benchmarks/: real_va.py's label reading refuses bad folders and a smoke run on real speech gives the table; the
-benchmarks' --json figures parse and affwild2.py projects them; faces.py runs without an ffmpeg binary."""
+benchmarks' --json figures parse and affwild2.py projects them; faces.py runs without an ffmpeg binary; scale.py's
+corpus is Aff-Wild2-shaped and its quick run plans and times every stage."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -234,3 +236,66 @@ def test_faces_benchmark_measures_the_start_up_a_shard_saves(tmp_path):
     (row,) = faces.table_shards([TEST_DATA / "pyfeat_videos" / "single_face.mp4"], args)
     assert args.skipped == [] and row["clips"] == 2 and row["frames"] > 0
     assert row["per_clip_s"] > row["shard_s"] and row["startup_s"] > 0.5, row
+
+
+def test_scale_corpus_is_aff_wild2_shaped_and_its_overhead_projects(tmp_path):
+    """benchmarks/scale.py's corpus is what corpus.discover reads as Aff-Wild2 (the 356/76/162 split scaled, two-person
+    videos as _left/_right clips of one video), and a stage's fixed cost projects onto 594 clips beside the compute
+    hours affwild2.py gives for the same stage."""
+    from emofusion.corpus import discover
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (scripts/setup.sh installs it)")
+    scale = load_benchmark("scale")
+    import figures  # benchmarks/ is on sys.path once a benchmark module is loaded
+
+    sizes = scale.build_corpus(tmp_path / "corpus", 48)
+    corpus = {
+        "format": "affwild2",
+        "root": str(tmp_path / "corpus"),
+        "test_list": str(tmp_path / "corpus" / "test_list.txt"),
+        "use_cropped_aligned": False,
+    }
+    specs = discover(corpus)
+    assert len(specs) == 48 and sizes == {"train": 29, "validation": 6, "test": 13, "videos": 47}
+    assert {s: sum(c.split == s for c in specs) for s in scale.SPLITS} == {"train": 29, "validation": 6, "test": 13}
+    pair = [c for c in specs if c.video_id == "clip0000"]
+    assert [c.clip for c in pair] == ["clip0000_left", "clip0000_right"] and pair[0].audio == pair[1].audio
+    assert scale.split_sizes(594) == scale.SPLITS
+
+    figures.write_figures(
+        tmp_path / "embed.json",
+        "embed",
+        {"embed": [{"backbone": "visual:fer", "amp": False, "fps": 1000.0}], "read": {}},
+        device="cpu",
+    )
+    compute = scale.compute_hours([tmp_path / "embed.json"], gpus=4)
+    assert list(compute) == ["embed_visual"]
+    costs = dict.fromkeys(scale.STAGES, 2.0)
+    jobs = {"embed_visual": 48, "faces": 48, "audio": 47}
+    rows = {r["stage"]: r for r in scale.projection(jobs, costs, 48, compute, gpus=4, submit_s=1.0)}
+    fer = rows["embed_visual"]
+    assert fer["jobs"] == 594 and fer["fixed_h"] == pytest.approx(594 * 2.0 / 3600)
+    assert fer["fixed_h_n"] == pytest.approx(594 * 3.0 / 3600 / 4)  # start-up and Slurm's second, on 4 devices
+    hours = 2.99e6 / 1000 / 3600
+    assert fer["compute_h"] == pytest.approx(hours) and fer["share"] == pytest.approx(0.33 / (0.33 + hours), rel=0.01)
+    assert rows["audio"]["jobs"] == round(47 * 594 / 48) and rows["audio"]["share"] is None  # no compute figure
+
+
+@pytest.mark.slow
+def test_scale_quick_run_plans_and_times_every_stage(tmp_path):
+    """`benchmarks/scale.py --quick`: 24 clips planned by a real dry run and `emofusion status`, each per-clip stage's
+    command run once on a tiny clip, the figures written as JSON."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (scripts/setup.sh installs it)")
+    out = tmp_path / "scale.json"
+    fig = load_benchmark("scale").main(["--quick", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "scale" and doc["figures"]["clips"] == 24
+    jobs = fig["plan"]["jobs"]
+    assert jobs["faces"] == jobs["embed_visual"] == 24 and jobs["audio"] == jobs["transcribe"] == 23
+    assert fig["plan"]["dry_run_s"] > 0 and fig["plan"]["status_s"] > 0
+    assert [r["stage"] for r in fig["projection"]] == list(load_benchmark("scale").STAGES)
+    for stage in ("faces", "embed_visual", "embed_text"):
+        assert fig["fixed_s"][stage] > fig["fixed_s"]["python"] and fig["imports"][stage]["torch_s"] > 0
+    assert fig["imports"]["transcribe"]["torch_s"] == 0  # faster-whisper: no torch

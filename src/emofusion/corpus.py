@@ -11,14 +11,16 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from emofusion.errors import ConfigError, InputError
 from emofusion.log import logger, progress
 from emofusion.video import probe, timeline
+
+if TYPE_CHECKING:  # pandas (0.3-0.5 s) is imported where a table is made: a face job only checks its clip id
+    import pandas as pd
 
 SPLITS = ("train", "validation", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -188,6 +190,8 @@ def unannotated_videos(corpus: dict[str, Any]) -> list[str]:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     if path.suffix.lower() in (".csv", ".tsv"):
@@ -372,6 +376,8 @@ def assign_folds(specs: list[ClipSpec], k: int, seed: int) -> dict[str, int]:
 
 def fold_split(manifest: pd.DataFrame, fold: int) -> pd.Series:
     """The split of every clip for one fold: fold 0 = the official split; fold f >= 1 validates on group f."""
+    import pandas as pd
+
     if fold == 0:
         return manifest["split"].copy()
     if fold not in set(manifest["fold"]):
@@ -383,6 +389,8 @@ def fold_split(manifest: pd.DataFrame, fold: int) -> pd.Series:
 
 def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
     """The manifest table (MANIFEST_COLUMNS) of the configured corpus, with decoded frame counts and folds."""
+    import pandas as pd
+
     corpus = cfg["corpus"]
     specs = discover({**corpus, "on_bad_video": "error"})  # every listed clip: the full probe below decides
     unannotated = unannotated_videos(corpus)
@@ -441,6 +449,8 @@ def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """Read results/manifest.parquet, checking it has the expected columns."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist; run `emofusion manifest` (or snakemake) first")
