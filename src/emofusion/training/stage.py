@@ -30,7 +30,7 @@ from emofusion.metrics import TARGETS, split_ccc
 from emofusion.provenance import config_hash, provenance
 from emofusion.training.experiments import resolve_experiment as resolve_experiment  # re-exported for the command
 from emofusion.training.predict import autocast_dtype, fold_clip_labels, predict_frames
-from emofusion.training.windows import Windowing, training_rate
+from emofusion.training.windows import Windowing
 
 RESUME = "resume.pt"
 
@@ -204,6 +204,7 @@ def train_run(
         device=device,
         device_data=device_data,
         device_fraction=device_fraction,
+        rate="train",  # clips at another rate than the training clips' meet the model on that rate's grid
     )
     seed_everything(seed)
     if device.type == "cpu":
@@ -376,21 +377,12 @@ def train_run(
         "best_val_ccc_mean": best,
         "provenance": prov,
     }
-    rate = _training_rate(manifest, data.clips_of("train"))
-    if rate is not None:  # the frames per second the windows count: predict meets other rates on this grid
-        info["rate"] = rate
+    if data.windowing.rate is not None:  # the frames per second the windows count: evaluation and predict meet
+        info["rate"] = data.windowing.rate  # other rates on this rate's grid
     write_json(out / "run.json", info)
     resume_path.unlink(missing_ok=True)
     logger.info("%s: best epoch %d, validation mean CCC %.4f -> %s", name, best_epoch, best, out / "model.pt")
     return info
-
-
-def _training_rate(manifest, clips: list[str]) -> float | None:
-    """The median frame rate of the training clips (the manifest's ``fps``); None when it records none."""
-    if "fps" not in manifest:
-        return None
-    fps = dict(zip(manifest["clip"], manifest["fps"], strict=True))
-    return training_rate([fps[c] for c in clips])
 
 
 def _write_log(path: Path, log: list[dict[str, Any]]) -> None:
