@@ -8,6 +8,7 @@ today's path bit for bit.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import numpy as np
@@ -166,3 +167,44 @@ def test_the_grid_takes_the_latest_frame_at_or_before_each_time_and_gives_it_bac
 @pytest.mark.parametrize(("fps", "want"), [([30.0, 30.0, 25.0], 30.0), ([], None), ([0.0, float("nan")], None)])
 def test_the_training_rate_is_the_median_rate_of_the_training_clips(fps, want):
     assert training_rate(fps) == want
+
+
+def test_training_holds_a_clip_at_another_rate_on_the_training_grid_and_records_the_rate(tmp_path):
+    import pandas as pd
+    import torch
+
+    from emofusion.evaluation.stage import evaluate_run
+    from emofusion.training.data import FusionData
+    from emofusion.training.stage import train_run
+    from fusion_corpus import experiment, make_corpus
+
+    corpus = make_corpus(tmp_path / "corpus")
+    manifest = pd.read_parquet(corpus["manifest"])
+    clip = manifest[manifest["split"] == "train"]["clip"].iloc[0]
+    n = int(manifest.loc[manifest["clip"] == clip, "frames"].iloc[0])
+    manifest.loc[manifest["clip"] == clip, "fps"] = 15.0  # the same rows, said to be 15 fps
+    exp = experiment("early_fusion", epochs=1, window=32, steps=8, pool=2, train_hop=8, hop=24)
+    stores = {m: corpus["stores"][m] for m in exp["stores"]}
+    kw = {"labels": corpus["labels"], "stores": stores, "backbones": exp["stores"], "fold": 0}
+    windowing = Windowing.from_training(exp["training"], key="test")
+    data = FusionData(manifest=manifest, windowing=windowing, rate="train", **kw)
+    assert data.windowing.rate == 30.0  # the median of the training clips' rates
+    assert data.frames[clip] == 2 * n  # each 15 fps frame held for two rows of the 30 fps grid
+    y, valid = data.frame_labels(clip)
+    i = data.clips.index(clip)
+    grid_labels = data.labels[data.offsets[i] : data.offsets[i + 1]]
+    np.testing.assert_array_equal(grid_labels, np.repeat(y, 2, axis=0))
+    np.testing.assert_array_equal(data.label_valid[data.offsets[i] : data.offsets[i + 1]], np.repeat(valid, 2, axis=0))
+    assert data.to_frames(clip, grid_labels).shape == (n, 2)
+    plain = FusionData(manifest=manifest, windowing=windowing, **kw)  # no rate asked: frames as they are
+    assert plain.frames[clip] == n and plain.windowing.rate is None
+
+    run = tmp_path / "run"
+    cpu = torch.device("cpu")
+    train_run(exp, fold=0, seed=0, out=run, manifest=manifest, labels=corpus["labels"], stores=stores, device=cpu)
+    assert json.loads((run / "run.json").read_text())["rate"] == 30.0
+    evaluate_run(
+        run, run, manifest=manifest, labels=corpus["labels"], stores=stores, smoothing={"windows": [1, 5]}, device=cpu
+    )
+    df = pd.read_parquet(run / "predictions.parquet")
+    assert (df.groupby("clip").size() == manifest.set_index("clip")["frames"]).all()
