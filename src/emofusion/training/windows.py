@@ -87,9 +87,12 @@ def training_rate(fps: Sequence[float]) -> float | None:
     return float(np.median(fps)) if fps else None
 
 
-# A grid step's fraction by which times may differ and still count as equal (decoder times are rounded to the
-# stream's time base; arange/fps of a constant-rate clip is exact).
-_TOLERANCE = 1e-3
+# Fractions of a grid step. _SAME: how far a clip's frames may be from the grid and still be given to the model
+# frame for frame (arange/fps of a constant-rate clip is exact; this only absorbs float rounding). _SNAP: how much
+# later than a grid time a frame may start and still count as shown at it (decoder times are rounded to the
+# stream's time base, a millisecond in Matroska: a 60 fps frame at 0.017 s belongs to the grid time 1/60 s).
+_SAME = 1e-3
+_SNAP = 0.1
 
 
 def at_rate(times: np.ndarray, rate: float | None) -> bool:
@@ -98,7 +101,7 @@ def at_rate(times: np.ndarray, rate: float | None) -> bool:
     if rate is None or len(times) == 0:
         return True
     grid = times[0] + np.arange(len(times)) / rate
-    return bool(np.abs(np.asarray(times, np.float64) - grid).max() <= _TOLERANCE / rate)
+    return bool(np.abs(np.asarray(times, np.float64) - grid).max() <= _SAME / rate)
 
 
 def rate_grid(times: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
@@ -107,11 +110,10 @@ def rate_grid(times: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
     ``(K,)`` the frame each grid time takes (the latest at or before it: what was on screen then, never a later
     frame). So one content at any rate spans the same grid."""
     times = np.asarray(times, np.float64)
-    eps = _TOLERANCE / rate
     last = times[-1] - times[-2] if len(times) > 1 else 1.0 / rate
-    k = max(int(np.ceil((times[-1] + last - times[0]) * rate - _TOLERANCE)), 1)
+    k = max(int(np.ceil((times[-1] + last - times[0]) * rate - _SNAP)), 1)
     grid = times[0] + np.arange(k) / rate
-    source = np.searchsorted(times, grid + eps, side="right") - 1
+    source = np.searchsorted(times, grid + _SNAP / rate, side="right") - 1
     return grid, np.clip(source, 0, len(times) - 1).astype(np.int64)
 
 
@@ -119,7 +121,7 @@ def grid_of_frames(times: np.ndarray, grid: np.ndarray, rate: float) -> np.ndarr
     """``(N,)`` for each frame at ``times`` the grid sample at or before its time: a grid sample stands for the
     interval up to the next one (as a step's prediction stands for its sub-sequence), so a frame takes the
     sample whose interval holds it."""
-    index = np.searchsorted(grid, np.asarray(times, np.float64) + _TOLERANCE / rate, side="right") - 1
+    index = np.searchsorted(grid, np.asarray(times, np.float64) + _SNAP / rate, side="right") - 1
     return np.clip(index, 0, len(grid) - 1).astype(np.int64)
 
 
