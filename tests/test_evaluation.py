@@ -270,3 +270,72 @@ def test_evaluation_refuses_a_store_rebuilt_with_other_weights(trained, tmp_path
             device=CPU,
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_clip_at_another_rate_is_evaluated_on_the_training_rates_grid(trained, tmp_path):
+    """Issue 21 item 7: a run trained at 30 fps (run.json records it) meets one content at 60 and at 15 fps on the
+    30 fps grid: the 60 fps copy (each row twice, what a 60 fps encoding of a 30 fps source holds) gets exactly the
+    30 fps clip's predictions at the same times, raw and smoothed; the 15 fps copy (every other row) exactly those
+    of a 30 fps clip showing each of its rows twice. A run without a recorded rate (before) counts frames."""
+    from emofusion.features.store import FeatureStore, read_attrs
+    from emofusion.labels import write_labels
+
+    run = trained["run"]
+    assert json.loads((run / "run.json").read_text())["rate"] == 30.0
+    manifest = trained["manifest"]
+    src = manifest[manifest["clip"] == "clip09"].iloc[0]
+    n = int(src["frames"])
+    copies = {  # clip: (fps, rows of clip09)
+        "copy60": (60.0, np.repeat(np.arange(n), 2)),
+        "copy15": (15.0, np.arange(0, n, 2)),
+        "held30": (30.0, np.repeat(np.arange(0, n, 2), 2)[:n]),
+    }
+    rows = [{**src.to_dict(), "clip": c, "video_id": c, "fps": f, "frames": len(r)} for c, (f, r) in copies.items()]
+    new = pd.concat([manifest, pd.DataFrame(rows)], ignore_index=True)
+    labels = tmp_path / "labels.h5"
+    write_labels(new, labels, max_mismatch=0, provenance={"config": {}})
+    stores = {}
+    for m, path in trained["stores"].items():
+        with FeatureStore(path) as store:
+            items = [(c, *store.read(c), 30.0) for c in store]
+            x, v = store.read("clip09")
+        items += [(c, x[r], v[r], f) for c, (f, r) in copies.items()]
+        stores[m] = tmp_path / f"{m}.h5"
+        write_store(stores[m], items, read_attrs(path))
+
+    def predictions(run_dir, in_memory=None):
+        evaluate_run(
+            run_dir,
+            run_dir,
+            manifest=new,
+            labels=labels,
+            stores=stores,
+            smoothing=SMOOTHING,
+            device=CPU,
+            in_memory=in_memory,
+        )
+        df = pd.read_parquet(run_dir / "predictions.parquet")
+        cols = ["valence", "arousal", "valence_smoothed", "arousal_smoothed"]
+        return {c: df[df["clip"] == c][cols].to_numpy() for c in ("clip09", *copies)}
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("model.pt", "run.json"):
+        (out / name).write_bytes((run / name).read_bytes())
+    p = predictions(out)
+    assert len(p["copy60"]) == 2 * n and len(p["copy15"]) == n // 2
+    np.testing.assert_array_equal(p["copy60"][0::2], p["clip09"])
+    np.testing.assert_array_equal(p["copy60"][1::2], p["clip09"])  # a frame takes the grid row at or before it
+    np.testing.assert_array_equal(p["copy15"], p["held30"][0::2])
+    # the clips at the rate are what they were: the test clip's rows as the fixture's evaluation wrote them
+    before = pd.read_parquet(run / "predictions.parquet")
+    np.testing.assert_array_equal(before[before["clip"] == "clip09"]["valence"].to_numpy(), p["clip09"][:, 0])
+    lazy = predictions(out, in_memory=False)  # windows read from the stores: each grid window's frames
+    assert all(np.array_equal(lazy[c], p[c]) for c in p)
+
+    info = json.loads((out / "run.json").read_text())
+    del info["rate"]  # a run from before rates were recorded: frames counted, the 60 fps copy gets half the context
+    (out / "run.json").write_text(json.dumps(info))
+    old = predictions(out)
+    np.testing.assert_array_equal(old["clip09"], p["clip09"])
+    assert np.abs(old["copy60"][0::2] - p["clip09"]).max() > 0.01

@@ -84,6 +84,9 @@ def evaluate_run(
         normaliser=Normaliser.from_plain(extra["normaliser"]),
         in_memory=in_memory,
         check_labels=False,
+        # a run that recorded its training rate: clips at another rate meet the model on that rate's grid, as in
+        # training (runs from before: every clip as it is, as they were trained)
+        rate=info.get("rate"),
     )
     model.to(device)
     bs = batch_size or int(exp["training"]["batch_size"])
@@ -119,6 +122,11 @@ def evaluate_run(
             "labelled videos, so its own smoothed figure is unsmoothed (no held-out half to choose on)"
         )
     smoothed = {c: np.clip(v, -1.0, 1.0) for c, v in smoothed.items()}
+    # Model rows and smoothing above are on the training rate's grid (the windows chosen there are seconds at
+    # that rate); scores and the table are on every clip's own frames. Clips at the rate: the same arrays.
+    raw = {c: data.to_frames(c, v) for c, v in raw.items()}
+    smoothed = {c: data.to_frames(c, v) for c, v in smoothed.items()}
+    lab = {c: data.frame_labels(c) for c in data.clips}
 
     splits: dict[str, Any] = {}
     for split in ("train", "validation", "test"):

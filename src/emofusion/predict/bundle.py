@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +159,9 @@ def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -
     metrics = json.loads((run / "metrics.json").read_text())
     exp = info["config"]
     key = f"fusion.experiments.{info['experiment']}.training"
-    windowing = Windowing.from_training(exp["training"], key=key)
+    # the frames per second the windows count (run.json of runs trained before it was recorded: none, so predict
+    # gives such a model every clip's frames as they are, as it always did)
+    windowing = replace(Windowing.from_training(exp["training"], key=key), rate=info.get("rate"))
     weights = dict(ckpt["extra"]["weights_sha256"])
     backbones: dict[str, Any] = {}
     stages: dict[str, Any] = {}

@@ -313,7 +313,7 @@ class Predictor:
         for w in warnings:
             logger.warning("%s", w)
         with vc.timed("model"):
-            raw, smoothed = self._run_model(vc, clip, tl.frames, shards)
+            raw, smoothed = self._run_model(vc, clip, tl.frames, shards, times)
         return Prediction(
             video=video,
             clip=clip,
@@ -336,33 +336,114 @@ class Predictor:
             warnings=warnings,
         )
 
-    def _run_model(self, vc: VideoCache, clip: str, frames: int, shards: dict[str, Path]):
-        import pandas as pd
-
-        from emofusion.evaluation.smoothing import smooth
-        from emofusion.training.data import FusionData, Normaliser
-        from emofusion.training.predict import predict_frames
-        from emofusion.training.windows import Windowing
-
-        recipe, extra = self.recipe, self.model.checkpoint["extra"]
-        training = recipe["experiment_config"]["training"]
-        manifest = pd.DataFrame({"clip": [clip], "frames": [frames], "split": ["test"], "fold": [-1]})
-        data = FusionData(
-            manifest=manifest,
-            labels=_no_labels(vc, clip, frames),
-            stores=shards,
-            backbones={m: recipe["backbones"][m]["name"] for m in shards},
-            fold=0,
-            windowing=Windowing(**recipe["windowing"]),
-            weights_sha256=extra["weights_sha256"],
-            normaliser=Normaliser.from_plain(extra["normaliser"]),
-            check_labels=False,
+    def _run_model(
+        self, vc: VideoCache, clip: str, frames: int, shards: dict[str, Path], times: np.ndarray | None = None
+    ):
+        return run_model(
+            self.network,
+            self.recipe,
+            self.model.checkpoint["extra"],
+            shards,
+            clip,
+            frames,
+            times,
+            device=self.device,
+            folder=vc.root,
         )
-        raw = predict_frames(
-            self.network, data, [clip], device=self.device, batch_size=int(training["batch_size"]), amp=training["amp"]
-        )[0][clip]
-        smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
-        return raw, smoothed
+
+
+def run_model(
+    network,
+    recipe: dict[str, Any],
+    extra: dict[str, Any],
+    shards: dict[str, Path],
+    clip: str,
+    frames: int,
+    times: np.ndarray | None,
+    *,
+    device,
+    folder: Path,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2)`` raw and smoothed predictions of the ``frames`` frames of ``clip`` (feature rows in ``shards``,
+    one per frame at ``times`` seconds). A clip at the rate the model was trained at (the recipe's
+    ``windowing.rate``; a recipe without one: any clip) is predicted frame for frame; another one meets the model
+    on a uniform grid at that rate and each frame takes back the grid sample at or before its time
+    (:mod:`emofusion.training.windows`), so the windows and the smoothing span the seconds they spanned in
+    training. ``folder`` holds the all-unannotated labels store the fold data reads."""
+    import tempfile
+
+    from emofusion.training.windows import Windowing, at_rate, grid_of_frames, rate_grid
+
+    windowing = Windowing(**recipe["windowing"])
+    if times is None or windowing.rate is None or at_rate(times, windowing.rate):
+        return _model_on_rows(network, recipe, extra, shards, clip, frames, windowing, device=device, folder=folder)
+    grid, source = rate_grid(times, windowing.rate)
+    logger.info(
+        "%s: %d frames (%.3f fps on average) meet the model at its training rate, %d rows at %g fps",
+        clip,
+        frames,
+        (frames - 1) / max(float(times[-1] - times[0]), 1e-9),
+        len(grid),
+        windowing.rate,
+    )
+    with tempfile.TemporaryDirectory(prefix="emofusion-grid-") as tmp:
+        on_grid = {
+            m: _rows_on_grid(path, clip, source, windowing.rate, Path(tmp) / path.name) for m, path in shards.items()
+        }
+        raw, smoothed = _model_on_rows(
+            network, recipe, extra, on_grid, clip, len(grid), windowing, device=device, folder=folder
+        )
+    back = grid_of_frames(times, grid, windowing.rate)
+    return raw[back], smoothed[back]
+
+
+def _rows_on_grid(path: Path, clip: str, source: np.ndarray, rate: float, out: Path) -> Path:
+    """A copy of shard ``path`` whose rows of ``clip`` are the rows ``source`` (features and validity alike)."""
+    from emofusion.features.store import FeatureStore, read_attrs, write_store
+
+    with FeatureStore(path) as store:
+        x, v = store.read(clip)
+    write_store(out, [(clip, x[source], v[source], rate)], read_attrs(path))
+    return out
+
+
+def _model_on_rows(
+    network,
+    recipe: dict[str, Any],
+    extra: dict[str, Any],
+    shards: dict[str, Path],
+    clip: str,
+    frames: int,
+    windowing,
+    *,
+    device,
+    folder: Path,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model over one clip's rows as they are, then the recipe's smoothing windows (rows counted)."""
+    import pandas as pd
+
+    from emofusion.evaluation.smoothing import smooth
+    from emofusion.training.data import FusionData, Normaliser
+    from emofusion.training.predict import predict_frames
+
+    training = recipe["experiment_config"]["training"]
+    manifest = pd.DataFrame({"clip": [clip], "frames": [frames], "split": ["test"], "fold": [-1]})
+    data = FusionData(
+        manifest=manifest,
+        labels=_no_labels(folder, clip, frames),
+        stores=shards,
+        backbones={m: recipe["backbones"][m]["name"] for m in shards},
+        fold=0,
+        windowing=windowing,
+        weights_sha256=extra["weights_sha256"],
+        normaliser=Normaliser.from_plain(extra["normaliser"]),
+        check_labels=False,
+    )
+    raw = predict_frames(
+        network, data, [clip], device=device, batch_size=int(training["batch_size"]), amp=training["amp"]
+    )[0][clip]
+    smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
+    return raw, smoothed
 
 
 def _install_commands(packages: list[str], versions: dict[str, str]) -> str:
@@ -373,13 +454,13 @@ def _install_commands(packages: list[str], versions: dict[str, str]) -> str:
     return " && ".join(install_command(p, versions.get(p)) for p in packages) or "pip install its package"
 
 
-def _no_labels(vc: VideoCache, clip: str, frames: int) -> Path:
+def _no_labels(folder: Path, clip: str, frames: int) -> Path:
     """A labels store with every frame unannotated (FusionData reads one; a new video has no labels)."""
     import h5py
 
     from emofusion.io import atomic_path
 
-    path = vc.root / f"labels-{clip}-{frames}.h5"
+    path = folder / f"labels-{clip}-{frames}.h5"
     if not path.is_file():
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
             # the root attributes of a labels store (emofusion.labels.write_labels), so FusionData accepts it

@@ -10,12 +10,19 @@ index (no DataLoader, no host copies); on the CPU it gives the in-memory mode's 
 Masks: a step of modality m is valid when at least one of its pooled frames is (no face, silence, no word ->
 invalid), and its feature is the mean over its valid pooled frames. A step's label is valid when the label of
 its sub-sequence's last frame is annotated (not -5) and inside the clip (not padding).
+
+Rates: with a training rate (``rate``: frames per second, or "train" for the median rate of the fold's training
+clips), a clip whose manifest ``fps`` differs is held on the uniform grid at that rate (each grid row takes the
+latest frame at or before it, features, masks and labels alike; :func:`emofusion.training.windows.rate_grid`), so
+its windows span the seconds they span on the other clips. ``frames`` then counts grid rows;
+:meth:`FusionData.to_frames` and :meth:`FusionData.frame_labels` give a clip's values back on its own frames. Clips
+at the rate (every clip of a one-rate corpus) are read exactly as without one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +33,7 @@ from emofusion.errors import ConfigError, InputError
 from emofusion.features.store import FeatureStore
 from emofusion.log import logger
 from emofusion.repair import rebuild_store
-from emofusion.training.windows import Windowing, windows_for
+from emofusion.training.windows import Windowing, at_rate, grid_of_frames, rate_grid, training_rate, windows_for
 
 IN_MEMORY_LIMIT = 8 << 30  # bytes of features below which `auto` loads the stores into memory
 
@@ -132,6 +139,7 @@ class FusionData:
         device=None,
         device_data: bool | str = False,
         device_fraction: float = 0.5,
+        rate: float | str | None = None,
     ):
         from emofusion.corpus import fold_split
         from emofusion.models.config import MODALITIES
@@ -150,6 +158,7 @@ class FusionData:
         except ConfigError as e:
             raise ConfigError(f"fusion.folds: {e}") from None
         self.split: dict[str, str] = dict(zip(df["clip"], splits, strict=True))
+        self._on_grid(df, rate)
         for store in self.stores.values():
             missing = [c for c in self.clips if c not in store]
             if missing:
@@ -158,12 +167,12 @@ class FusionData:
                     f"(first: {missing[0]!r}); rebuild it so it covers the manifest "
                     f"(`{rebuild_store(store.path)}`)"
                 )
-            wrong = [c for c in self.clips if store.frames[c] != self.frames[c]]
+            wrong = [c for c in self.clips if store.frames[c] != self.clip_frames_native[c]]
             if wrong:
                 c = wrong[0]
                 raise InputError(
                     f"feature store {store.path}: clip {c!r} has {store.frames[c]} rows but the manifest "
-                    f"says {self.frames[c]} frames; the store was built from another manifest, rebuild it"
+                    f"says {self.clip_frames_native[c]} frames; the store was built from another manifest, rebuild it"
                 )
         self.width = {m: s.width for m, s in self.stores.items()}
         self.offsets = np.cumsum([0] + [self.frames[c] for c in self.clips]).astype(np.int64)
@@ -189,6 +198,50 @@ class FusionData:
         self._read_features(normaliser)
 
     # --- set-up -------------------------------------------------------------------------------------------------
+    def _on_grid(self, df: pd.DataFrame, rate: float | str | None) -> None:
+        """The training rate and, per clip at another rate, its grid rows' frames and its frames' grid rows."""
+        self.clip_frames_native = dict(self.frames)
+        self.source: dict[str, np.ndarray] = {}  # grid row -> frame, for clips not at the rate
+        self.back: dict[str, np.ndarray] = {}  # frame -> grid row
+        fps = dict(zip(df["clip"], df["fps"], strict=True)) if "fps" in df else {}
+        if rate == "train":
+            rate = training_rate([fps[c] for c in self.clips_of("train") if c in fps])
+        if rate is None:  # none asked (predict grids a clip itself), or a manifest without rates
+            return
+        rate = float(rate)
+        self.windowing = replace(self.windowing, rate=rate)
+        for c in self.clips:
+            n, f = self.frames[c], float(fps[c])
+            if n == 0 or not np.isfinite(f) or f <= 0:
+                continue
+            times = np.arange(n) / f
+            if not at_rate(times, rate):
+                grid, self.source[c] = rate_grid(times, rate)
+                self.back[c] = grid_of_frames(times, grid, rate)
+                self.frames[c] = len(grid)
+        if self.source:
+            logger.info(
+                "%d of %d clips are not at the training rate (%g fps) and are held on its grid (first: %s, %g fps)",
+                len(self.source),
+                len(self.clips),
+                rate,
+                next(iter(self.source)),
+                fps[next(iter(self.source))],
+            )
+
+    def to_frames(self, clip: str, values: np.ndarray) -> np.ndarray:
+        """Values of ``clip``'s rows (grid rows for a clip not at the training rate) on each of its frames: the
+        row at or before the frame's time. A clip at the rate: ``values`` themselves."""
+        return values[self.back[clip]] if clip in self.back else values
+
+    def frame_labels(self, clip: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, 2)`` labels and validity of each frame of ``clip`` (its own frames, not grid rows)."""
+        if clip not in self.back:
+            i = self.clips.index(clip)
+            rows = slice(self.offsets[i], self.offsets[i + 1])
+            return self.labels[rows], self.label_valid[rows]
+        return self._frame_labels[clip]
+
     def _load_labels(self, path: str | Path) -> None:
         from emofusion.labels import open_labels
 
@@ -196,16 +249,20 @@ class FusionData:
         # one row past the end: the padding row every out-of-clip index points at (invalid)
         self.labels = np.full((self.total + 1, 2), -5.0, np.float32)
         self.label_valid = np.zeros((self.total + 1, 2), bool)
+        self._frame_labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         with open_labels(path) as h5:
             for i, c in enumerate(self.clips):
                 if c not in h5:
                     raise InputError(f"labels store {path} has no clip {c!r}; rebuild it (`emofusion labels`)")
                 values, valid = h5[c]["values"][()], h5[c]["valid"][()]
-                if len(values) != self.frames[c]:
+                if len(values) != self.clip_frames_native[c]:
                     raise InputError(
-                        f"labels store {path}: clip {c!r} has {len(values)} rows for {self.frames[c]} "
+                        f"labels store {path}: clip {c!r} has {len(values)} rows for {self.clip_frames_native[c]} "
                         "frames in the manifest; rebuild it from this manifest"
                     )
+                if c in self.source:
+                    self._frame_labels[c] = (values, valid)
+                    values, valid = values[self.source[c]], valid[self.source[c]]
                 self.labels[self.offsets[i] : self.offsets[i + 1]] = values
                 self.label_valid[self.offsets[i] : self.offsets[i + 1]] = valid
 
@@ -248,6 +305,8 @@ class FusionData:
             for i, c in enumerate(self.clips):
                 x, v = store.read(c)
                 _check_finite(x, store.path, c)
+                if c in self.source:
+                    x, v = x[self.source[c]], v[self.source[c]]
                 if c in train:
                     moments.add(x[v])
                 if self.in_memory:
@@ -395,7 +454,13 @@ class FusionData:
         block = np.zeros((B, span + 1, store.width), np.float32)  # + 1: padding row at the end of each window
         vblock = np.zeros((B, span + 1), bool)
         for b, (ci, start) in enumerate(windows):
-            x, v = store.read(self.clips[ci], int(start), int(start) + span)
+            clip = self.clips[ci]
+            if clip in self.source:  # the frames of the window's grid rows (a start is inside the clip), one read
+                rows = self.source[clip][int(start) : int(start) + span]
+                x, v = store.read(clip, int(rows[0]), int(rows[-1]) + 1)
+                x, v = x[rows - rows[0]], v[rows - rows[0]]
+            else:
+                x, v = store.read(clip, int(start), int(start) + span)
             block[b, : len(x)] = self.normaliser.apply(m, x)
             vblock[b, : len(v)] = v
         block[~vblock] = 0.0

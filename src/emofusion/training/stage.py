@@ -204,6 +204,7 @@ def train_run(
         device=device,
         device_data=device_data,
         device_fraction=device_fraction,
+        rate="train",  # clips at another rate than the training clips' meet the model on that rate's grid
     )
     seed_everything(seed)
     if device.type == "cpu":
@@ -376,6 +377,8 @@ def train_run(
         "best_val_ccc_mean": best,
         "provenance": prov,
     }
+    if data.windowing.rate is not None:  # the frames per second the windows count: evaluation and predict meet
+        info["rate"] = data.windowing.rate  # other rates on this rate's grid
     write_json(out / "run.json", info)
     resume_path.unlink(missing_ok=True)
     logger.info("%s: best epoch %d, validation mean CCC %.4f -> %s", name, best_epoch, best, out / "model.pt")

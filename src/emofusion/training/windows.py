@@ -6,10 +6,18 @@ are averaged into one step. The step's label is that of the sub-sequence's last 
 stands for every frame of the sub-sequence. Clip-level (published): 512 / 16 / 8 (L = 16); frame-level:
 ``steps = window``, ``pool = 1`` (L = window). Windows start at 0, hop, 2 hop, ... until one reaches the clip's
 end; frames past the end are padding (invalid), so every frame is covered and overlaps are averaged.
+
+These counts are frames *at the rate the model was trained at* (``Windowing.rate``, the training clips' frame
+rate; None for runs that did not record it: the frames' own rate). A clip at another rate, or at a variable rate,
+meets the model on a uniform grid at that rate (:func:`rate_grid`): each grid time takes the latest frame at or
+before it, and each frame gets back the grid sample at or before its time (:func:`grid_of_frames`), so the same
+content at 15, 30 or 60 fps gets the same windows in seconds. A clip already at the training rate
+(:func:`at_rate`) keeps its frames as they are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +32,7 @@ class Windowing:
     pool: int
     hop: int
     train_hop: int
+    rate: float | None = None  # frames per second the counts above are at (the training clips'); None: unknown
 
     @classmethod
     def from_training(cls, training: dict, *, key: str) -> Windowing:
@@ -70,6 +79,50 @@ class Windowing:
     def label_frames(self) -> np.ndarray:
         """``(steps,)`` offsets of the frame whose label each step takes (its sub-sequence's last frame)."""
         return np.arange(1, self.steps + 1, dtype=np.int64) * self.sub - 1
+
+
+def training_rate(fps: Sequence[float]) -> float | None:
+    """The frame rate a model is trained at: the median frame rate of its training clips (None without any)."""
+    fps = [float(f) for f in fps if f and np.isfinite(f) and f > 0]
+    return float(np.median(fps)) if fps else None
+
+
+# Fractions of a grid step. _SAME: how far a clip's frames may be from the grid and still be given to the model
+# frame for frame (arange/fps of a constant-rate clip is exact; this only absorbs float rounding). _SNAP: how much
+# later than a grid time a frame may start and still count as shown at it (decoder times are rounded to the
+# stream's time base, a millisecond in Matroska: a 60 fps frame at 0.017 s belongs to the grid time 1/60 s).
+_SAME = 1e-3
+_SNAP = 0.1
+
+
+def at_rate(times: np.ndarray, rate: float | None) -> bool:
+    """Whether frames at ``times`` (seconds) already sit on the uniform grid of ``rate`` (None: always): the
+    clip is then given to the model frame for frame, exactly as before rates were considered."""
+    if rate is None or len(times) == 0:
+        return True
+    grid = times[0] + np.arange(len(times)) / rate
+    return bool(np.abs(np.asarray(times, np.float64) - grid).max() <= _SAME / rate)
+
+
+def rate_grid(times: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """The uniform grid at ``rate`` covering frames at ``times`` (seconds, non-decreasing): ``(K,)`` grid times
+    from the first frame's time until the last frame ends (it lasts as long as the interval before it), and
+    ``(K,)`` the frame each grid time takes (the latest at or before it: what was on screen then, never a later
+    frame). So one content at any rate spans the same grid."""
+    times = np.asarray(times, np.float64)
+    last = times[-1] - times[-2] if len(times) > 1 else 1.0 / rate
+    k = max(int(np.ceil((times[-1] + last - times[0]) * rate - _SNAP)), 1)
+    grid = times[0] + np.arange(k) / rate
+    source = np.searchsorted(times, grid + _SNAP / rate, side="right") - 1
+    return grid, np.clip(source, 0, len(times) - 1).astype(np.int64)
+
+
+def grid_of_frames(times: np.ndarray, grid: np.ndarray, rate: float) -> np.ndarray:
+    """``(N,)`` for each frame at ``times`` the grid sample at or before its time: a grid sample stands for the
+    interval up to the next one (as a step's prediction stands for its sub-sequence), so a frame takes the
+    sample whose interval holds it."""
+    index = np.searchsorted(grid, np.asarray(times, np.float64) + _SNAP / rate, side="right") - 1
+    return np.clip(index, 0, len(grid) - 1).astype(np.int64)
 
 
 def windows_for(frames: dict[str, int], clips: list[str], windowing: Windowing, hop: int) -> np.ndarray:
