@@ -22,7 +22,7 @@ rule manifest:
 rule labels:
     input:
         manifest="results/manifest.parquet",
-        annotations=all_annotations(),
+        annotations=checked_annotations,
     output:
         "results/labels.h5",
     log:

@@ -71,6 +71,7 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(
             f"fusion.experiments.{name}.preset: no preset {preset_name!r} in fusion.presets; defined: {sorted(known)}"
         )
+    check_model_name(name, exp["model"])
     training = {**known[preset_name], **exp["training"]}
     schema = _preset_schema()
     for err in jsonschema.Draft202012Validator(schema).iter_errors(training):
@@ -89,6 +90,17 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
         "preset": preset_name,
         "training": training,
     }
+
+
+def check_model_name(experiment: str, model: str) -> None:
+    """``model`` is a registered model or named variant; else a ConfigError naming the experiment's key (imports
+    torch: the registry is the model classes)."""
+    from emofusion.models.registry import resolve
+
+    try:
+        resolve(model)
+    except ConfigError as e:
+        raise ConfigError(f"fusion.experiments.{experiment}.model: {e}") from None
 
 
 # fusion.<key>: how a run computes; passed to a run's rules beside its experiment so `emofusion train` sees them
