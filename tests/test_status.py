@@ -101,9 +101,12 @@ def test_a_file_edited_after_its_job_ended(project):
     """Snakemake's record of when the job ended (.snakemake/metadata) against the file's time."""
     from base64 import urlsafe_b64encode
 
+    import h5py
+
     cfg, _ = project
     path = "results/labels.h5"
-    Path(path).write_bytes(b"labels")
+    with h5py.File(path, "w") as h5:  # a labels store as far as its header goes
+        h5.attrs["targets"], h5.attrs["invalid_value"] = "valence,arousal", -5.0
     record = Path(".snakemake/metadata") / urlsafe_b64encode(path.encode()).decode()
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"endtime": time.time() - 60}))
@@ -120,6 +123,136 @@ def test_status_command_exit_code_and_text(project, capsys):
     assert main(["status", "--no-dry-run"]) == 1  # labels and stores are missing
     out = capsys.readouterr().out
     assert "results/labels.h5: missing" in out and "repair: snakemake --cores 2 --forcerun results/labels.h5" in out
+
+
+def test_only_the_evaluation_gone_is_evaluated_again_not_retrained(project):
+    cfg, _ = project
+    run = "results/fusion/rjca_demo/fold0/seed0"
+    (Path(run) / "metrics.json").unlink()
+    found = findings_under(cfg, run)
+    assert [f.problem for f in found] == [
+        "incomplete run folder: no metrics.json",
+        "the report describes this run but its metrics.json is gone",
+    ]
+    assert {f.repair for f in found} == {f"snakemake --cores 2 --forcerun {run}/metrics.json"}
+
+
+def test_an_interrupted_training_is_noted_as_resuming(project):
+    cfg, _ = project
+    run = Path("results/fusion/rjca_demo/fold0/seed0")
+    (run / "model.pt").unlink()
+    (run / "resume.pt").write_bytes(b"state")
+    (found, *_) = findings_under(cfg, str(run))
+    assert found.problem == ("incomplete run folder: no model.pt (resume.pt: the training was interrupted and resumes)")
+    assert found.repair == f"snakemake --cores 2 --forcerun {run}/model.pt"
+
+
+REDO_REPORT = "snakemake --cores 2 --forcerun results/report/results.csv"
+
+
+def test_a_report_missing_a_file_unreadable_or_from_an_older_version(project):
+    cfg, _ = project
+    prov = Path("results/report/provenance.json")
+    text = prov.read_text()
+    Path("results/report/results.md").unlink()
+    assert [(f.path, f.problem, f.repair) for f in findings_under(cfg, "results/report")] == [
+        ("results/report", "report incomplete: no results.md", REDO_REPORT)
+    ]
+    Path("results/report/results.md").write_text("table")
+    prov.write_text(text[: len(text) // 2])
+    assert [(f.path, f.problem, f.repair) for f in findings_under(cfg, "results/report")] == [
+        ("results/report/provenance.json", "not readable JSON", REDO_REPORT)
+    ]
+    older = json.loads(text)
+    for entry in older["runs"]:
+        del entry["files"]  # what a report of an earlier emofusion recorded
+    prov.write_text(json.dumps(older))
+    found = [f for f in status(cfg) if "older emofusion" in f.problem]
+    assert len(found) == 2 and {f.repair for f in found} == {REDO_REPORT}
+
+
+def test_an_evaluated_run_the_report_lacks(project):
+    cfg, _ = project
+    prov = Path("results/report/provenance.json")
+    data = json.loads(prov.read_text())
+    data["runs"] = [e for e in data["runs"] if "unimodal_audio" not in e["path"]]
+    prov.write_text(json.dumps(data))
+    (found,) = findings_under(cfg, "results/fusion/unimodal_audio")
+    assert found.problem == "evaluated, but the report does not include it" and found.repair == REDO_REPORT
+
+
+def test_damaged_stores_are_found_by_their_header(project):
+    """A truncated labels store, a feature store that is not HDF5 and a face store of a manifest clip cut short:
+    each found as damaged (Snakemake sees them as up to date), with the command that makes it again."""
+    import h5py
+    import numpy as np
+
+    cfg, _ = project
+    cfg["features"]["audio"]["stores"] = ["egemaps"]
+    with h5py.File("results/labels.h5", "w") as h5:
+        h5.attrs["targets"], h5.attrs["invalid_value"] = "valence,arousal", -5.0
+        h5.create_dataset("x", data=np.zeros(100_000))
+    Path("results/features/audio").mkdir(parents=True)
+    Path("results/features/audio/egemaps.h5").write_text("not a store")
+    face = Path("results/faces/video5.h5")
+    face.parent.mkdir()
+    with h5py.File(face, "w") as h5:
+        h5.create_dataset("crops", data=np.zeros((40, 8, 8, 3), np.uint8))
+    assert "results/labels.h5" not in {f.path for f in status(cfg) if "damaged" in f.problem}  # whole: fine
+    with open("results/labels.h5", "r+b") as f:
+        f.truncate(4096)
+    found = {f.path: f for f in status(cfg) if f.problem.startswith("damaged")}
+    assert set(found) == {"results/labels.h5", "results/features/audio/egemaps.h5", "results/faces/video5.h5"}
+    for path, f in found.items():
+        assert f.repair == f"snakemake --cores 2 --forcerun {path}", f
+
+
+def test_what_a_killed_snakemake_leaves_and_the_repairs_that_get_past_it(project):
+    """Its lock (every later run refuses to start) and an output marked incomplete (Snakemake refuses even a
+    --forcerun until told --rerun-incomplete): found first, and every repair carries --rerun-incomplete."""
+    from base64 import urlsafe_b64encode
+
+    cfg, _ = project
+    run = "results/fusion/rjca_demo/fold0/seed0"
+    Path(".snakemake/locks").mkdir(parents=True)
+    Path(".snakemake/locks/0.input.lock").write_text("results/manifest.parquet\n")
+    marker = Path(".snakemake/incomplete") / urlsafe_b64encode(f"{run}/log.jsonl".encode()).decode()
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    Path(".snakemake/incomplete/migration_underway").write_text("")  # not a marker
+    found = status(cfg)
+    assert [(f.path, f.repair) for f in found[:2]] == [
+        (".snakemake/locks", "snakemake --unlock"),
+        (f"{run}/log.jsonl", "snakemake --cores 2 --rerun-incomplete"),
+    ]
+    assert all(f.repair.startswith("snakemake --cores 2 --rerun-incomplete") for f in found[1:]), found
+    (Path(run) / "log.jsonl").unlink()  # a marker of a file that is gone stops nothing
+    assert not [f for f in status(cfg) if "incomplete" in f.repair]
+
+
+def test_status_exit_code_follows_the_dry_run(project, monkeypatch, capsys):
+    """Exit 1 when the dry run plans jobs or fails, though no file is wrong; 0 when it plans nothing."""
+    import emofusion.status as st
+
+    monkeypatch.setattr(st, "status", lambda cfg, root: [])
+    Path("config.yaml").write_text(yaml.safe_dump({"fusion": {"experiments": EXPERIMENTS}}))
+    monkeypatch.setattr(st, "dry_run", lambda root, args: ({"train": 2, "evaluate": 2, "all": 1}, ""))
+    assert main(["status"]) == 1
+    assert "The Snakemake dry run plans 4 job(s) (`snakemake --cores 2` runs them): evaluate 2, train 2" in (
+        capsys.readouterr().out
+    )
+    monkeypatch.setattr(st, "dry_run", lambda root, args: ({"all": 1}, ""))
+    assert main(["status"]) == 0 and "The Snakemake dry run plans nothing." in capsys.readouterr().out
+
+
+def test_a_failed_dry_run_is_shown_and_fails_status(tmp_path, monkeypatch, capsys):
+    """A real dry run that fails (here: no Snakefile in the folder): its last lines, exit 1."""
+    monkeypatch.chdir(tmp_path)
+    Path("config.yaml").write_text(yaml.safe_dump({"fusion": {"experiments": {}}}))
+    assert main(["status"]) == 1
+    out = capsys.readouterr().out
+    assert "The Snakemake dry run failed (its message follows); fix that first:" in out
+    assert "Snakefile" in out.split("fix that first:")[1], out
 
 
 # --- the repairs, run as printed ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 
 SNAKEMAKE = "snakemake --cores 2"
+UNLOCK = "snakemake --unlock"  # after a killed run: its lock stays and every later run refuses to start
 RUN_LAYOUT = re.compile(r"(?:^|/)results/fusion/[^/]+/fold\d+/seed\d+$")
 
 
