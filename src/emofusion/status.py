@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 from base64 import urlsafe_b64decode, urlsafe_b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ def damage(path: Path) -> str | None:
     from emofusion.labels import check_labels_store
 
     parts = path.parts
+    check: Callable[[Path], object]
     if path.suffix == ".parquet":
         check = _check_parquet
     elif "faces" in parts:
