@@ -43,7 +43,7 @@ def refused(workdir: Path, *args: str, config: tuple[str, ...] = ()) -> str:
         proc = snakemake(*on_demo(workdir, *args, *dry, "--cores", "1"), *config, cwd=workdir)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0, out
-        assert "Building DAG of jobs" in out and "Job stats" not in out, out  # stopped before any job was planned
+        assert "Job stats" not in out, out  # stopped before any job was planned (names: while reading the workflow)
         text += out
     return text
 

@@ -204,7 +204,6 @@ def asr_weights(wildcards):
 def asr_model_files(wildcards):
     """A local asr.model (checkpoint file, or CTranslate2 directory's model.bin) as an input, so replacing the
     weights at the same path reruns the transcripts."""
-    checked_asr_model()  # a misspelt asr.model stops the DAG here, before a transcript is removed
     path = Path(config["asr"]["model"]).expanduser()
     if path.is_file():
         return [str(path)]
@@ -448,12 +447,17 @@ def predict_options(wildcards):
 
 # Checks before anything starts. Snakemake removes a job's outputs before it runs the job, so a job that is bound to
 # fail (a misspelt name in the config, a damaged input) would cost a good transcript, model.pt or labels.h5 first.
-# The input functions below run while the DAG is built, dry runs included: they raise there, naming the key or file
-# and the repair, and nothing starts. The checks are the commands' own (one function, called from both places),
-# cached per name or path, and only header-deep (an HDF5 superblock and root attributes, a Parquet footer, an
-# annotation file's first line), so building the DAG of all of Aff-Wild2 stays fast.
+# Names are checked here, when the workflow is read (any run, dry runs included, stops naming the key); inputs by
+# the input functions below, while the DAG is built: a damaged file stops the DAG naming the command that rebuilds
+# it. (Where the job reading it has outputs already, Snakemake takes an error of its input function to mean "no
+# producer", keeps those outputs as they are and starts nothing that needs them: the message is then a warning.)
+# The checks are the commands' own (one function, called from both places), cached per name or path, and only
+# header-deep (an HDF5 superblock and root attributes, a Parquet footer, an annotation file's first line), so
+# building the DAG of all of Aff-Wild2 stays fast.
 import functools
 import os
+
+from snakemake.logging import logger as snakemake_logger
 
 from emofusion.asr.transcript import check_transcript  # cheap: pandas only
 from emofusion.errors import EmofusionError, InputError
@@ -497,6 +501,13 @@ def _made_again(path, rules):
     return os.path.normpath(path) in forced or any(r in forced for r in rules)
 
 
+# Read when the workflow is: misspelt names stop every run, whatever is up to date. The model registry imports torch
+# (about 2 s), only when experiments are configured.
+checked_asr_model()
+for _experiment in sorted(config["fusion"]["experiments"]):
+    checked_experiment(_experiment)
+
+
 @functools.cache
 def _damage(path, kind):
     """What the header check of an existing `path` finds wrong, or None (a missing file is made by its rule)."""
@@ -515,14 +526,23 @@ def intact(path, kind, rules):
     if not _made_again(path, rules):
         problem = _damage(path, kind)
         if problem:
-            raise InputError(
-                f"{path} is damaged: {problem}. Nothing was started (the jobs that read it would fail after "
-                f"Snakemake removed their outputs); rebuild it first: {rerun(path)}"
+            message = (
+                f"{path} is damaged: {problem}. No job that reads it starts (it would fail after Snakemake removed "
+                f"its outputs); rebuild it first: {rerun(path)}"
             )
+            _warn_once(message)
+            raise InputError(message)
     return path
 
 
+@functools.cache
+def _warn_once(message):
+    snakemake_logger.warning(message)
+
+
+@functools.cache
 def face_rules():
+    """The rules that make face stores (forcing one of them makes its stores again)."""
     return ["faces"] if config["clips_per_face_job"] == 1 else [f"faces_shard{i}" for i in range(len(face_shards()))]
 
 
@@ -542,10 +562,12 @@ def _checked_annotations():
         try:
             check_annotation_header(path)
         except EmofusionError as e:
-            raise InputError(
-                f"{e}. Nothing was started (the labels job would fail after Snakemake removed results/labels.h5); "
+            message = (
+                f"{e}. The labels job does not start (it would fail after Snakemake removed results/labels.h5); "
                 "fix the file, then run Snakemake again"
-            ) from None
+            )
+            _warn_once(message)
+            raise InputError(message) from None
     return all_annotations()
 
 
@@ -555,9 +577,8 @@ def checked_annotations(wildcards):
 
 
 def checked_fusion_inputs(wildcards):
-    """fusion_inputs of a train or evaluate job, after checking the experiment (its model name, preset and training
-    keys) and the headers of the labels and of each store it reads."""
-    checked_experiment(wildcards.experiment)
+    """fusion_inputs of a train or evaluate job, after checking the headers of the labels and of each store it
+    reads."""
     inputs = fusion_inputs(wildcards)
     intact(inputs["labels"], "labels", ["labels"])
     for modality in experiment_stores(config["fusion"], wildcards.experiment):

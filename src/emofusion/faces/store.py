@@ -214,7 +214,7 @@ def read_faces(path: str | Path, *, crops: bool = True) -> dict[str, Any]:
 
 def _check_layout(f, path: Path) -> None:
     missing = [d for d in DATASETS if d not in f]
-    if missing or f.attrs.get("schema_version") is None:
+    if missing or "schema_version" not in f.attrs:
         raise InputError(
             f"{path} is not a face store (missing {', '.join(missing) or 'schema_version'}); "
             "rebuild it with `emofusion faces`"
