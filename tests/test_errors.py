@@ -181,3 +181,13 @@ def test_repair_commands_outside_the_workflow_layout_name_every_required_argumen
     ):
         assert all(option in command for option in (*required, "--config")), command
         assert str(tmp_path / "run") in command
+
+
+def test_a_resume_state_of_text_is_set_aside_not_a_traceback(tmp_path):
+    """torch's weights-only unpickler raises IndexError on bytes that are no pickle at all."""
+    from emofusion.training.stage import _read_resume
+
+    path = tmp_path / "resume.pt"
+    path.write_bytes(b"an interrupted training's state, unreadable")
+    assert _read_resume(path) is None
+    assert (tmp_path / "resume.pt.corrupt").is_file() and not path.exists()
