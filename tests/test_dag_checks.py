@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import DEMO, REPO, demo_subset, on_demo, snakemake
@@ -98,20 +99,51 @@ def test_a_truncated_feature_store_stops_the_dag_and_keeps_model_pt_and_labels(w
 
 
 def test_a_bad_annotation_file_stops_the_dag_and_keeps_labels(workdir):
+    """A header broken: refused while the DAG is built. A row broken (found only by reading the file): the labels
+    job fails and Snakemake puts the last good labels back (update())."""
     root = demo_subset(workdir / "aw2")
-    for link in root.rglob("*"):  # the links' own times count too: older than the outputs
-        os.utime(link, (time.time() - 3600,) * 2, follow_symlinks=False)
+    config = workdir / "config.yaml"  # two clips: the official split only
+    config.write_text(config.read_text().replace("folds:\n  k: 3\n", "folds:\n  k: 0\n", 1))
+
+    def labels(*args: str) -> tuple[int, str]:
+        argv = ["results/labels.h5", *args, "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--config"]
+        proc = snakemake(*argv, f"corpus={{root: {root}}}", cwd=workdir, timeout=300)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    code, out = labels()
+    assert code == 0, out
+    good = (workdir / "results/labels.h5").read_bytes()
     ann = next(root.glob("annotations/*/*/demo07-30-320x180.txt"))
-    kept = outputs(workdir, {"results/manifest.parquet": b"manifest", "results/labels.h5": b"good labels"})
-    good = ann.resolve().read_text()
+    rows = ann.resolve().read_text().split("\n")
     ann.unlink()
-    ann.write_text("valence;arousal\n" + good.split("\n", 1)[1])  # edited in a spreadsheet: newer than labels.h5
-    out = ""
+    ann.write_text("\n".join(["valence;arousal", *rows[1:]]))  # edited in a spreadsheet: newer than labels.h5
     for dry in ((), ("-n",)):
-        args = ["results/labels.h5", *dry, "--cores", "1", "--snakefile", str(REPO / "Snakefile")]
-        proc = snakemake(*args, "--directory", str(workdir), "--config", f"corpus={{root: {root}}}", cwd=workdir)
-        out += proc.stdout + proc.stderr
-        assert proc.returncode != 0, out
-    assert f"{ann}: first line is 'valence;arousal'" in out and "fix the file" in out, out
-    assert all(p.read_bytes() == data for p, data in kept.items())
+        code, out = labels(*dry)
+        assert code != 0 and "Job stats" not in out, out
+        assert f"{ann}: first line is 'valence;arousal'" in out and "fix the file" in out, out
+    assert (workdir / "results/labels.h5").read_bytes() == good
+
+    ann.write_text("\n".join([rows[0], *rows[1:4], "0.1;0.2", *rows[5:]]))
+    code, out = labels()
+    assert code != 0 and f"{ann}: line 5" in out, out
+    assert "Restored previous version of results/labels.h5" in out, out
+    assert (workdir / "results/labels.h5").read_bytes() == good
     assert DEMO.is_dir()
+
+
+@pytest.mark.workflow
+def test_a_failing_transcription_puts_the_previous_transcript_back(workdir):
+    """What no header check can see (an audio file cut short) fails the transcribe job; the previous transcript,
+    hours of Whisper on a large corpus, is put back (update()) instead of being lost."""
+    target = f"results/transcripts/{VIDEO}.parquet"
+    proc = snakemake(*on_demo(workdir, target, "--cores", "2"), cwd=workdir, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    good = (workdir / target).read_bytes()
+    wav = workdir / f"results/audio/{VIDEO}.wav"
+    with open(wav, "r+b") as f:
+        f.truncate(20)
+    proc = snakemake(*on_demo(workdir, target, "--cores", "2"), cwd=workdir, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "rule transcribe" in out, out
+    assert f"Restored previous version of {target}" in out, out
+    assert (workdir / target).read_bytes() == good
