@@ -67,6 +67,15 @@ def test_a_misspelt_experiment_model_stops_the_dag_and_keeps_model_pt(workdir):
     assert all(p.read_bytes() == data for p, data in kept.items())
 
 
+def test_the_model_names_the_workflow_checks_are_the_registry_s():
+    """The config check reads the names from the model package's source (the registry imports torch: seconds per
+    Snakemake invocation); they must be exactly what the registry registers."""
+    from emofusion.models import VARIANTS, list_models
+    from emofusion.training.experiments import model_names
+
+    assert model_names() == (list_models(), sorted(VARIANTS))
+
+
 def synthetic_fusion(workdir: Path) -> Path:
     """The synthetic corpus's manifest, labels and audio store, the store under a registered backbone's name
     (egemaps) read by experiment `ea`, and one trained run of it (dated before the store); the run folder."""
