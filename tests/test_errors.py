@@ -243,3 +243,13 @@ def test_status_turns_a_dotted_snakemake_config_key_into_a_hint_that_works(workd
     assert hint, out
     code, out = _status(workdir, *shlex.split(hint.group(1).replace("VALUE", str(DEMO))))
     assert "dry run failed" not in out and "The Snakemake dry run plans" in out, out
+
+
+def test_a_resume_state_of_text_is_set_aside_not_a_traceback(tmp_path):
+    """torch's weights-only unpickler raises IndexError on bytes that are no pickle at all."""
+    from emofusion.training.stage import _read_resume
+
+    path = tmp_path / "resume.pt"
+    path.write_bytes(b"an interrupted training's state, unreadable")
+    assert _read_resume(path) is None
+    assert (tmp_path / "resume.pt.corrupt").is_file() and not path.exists()

@@ -46,8 +46,22 @@ def test_kill_during_a_face_job_then_unlock_and_rerun(workdir):
 
     locked = snakemake(*on_demo(workdir, TARGET, "--cores", "2"), cwd=workdir)
     assert locked.returncode != 0 and "Directory cannot be locked" in locked.stdout + locked.stderr
-    unlock = snakemake(*on_demo(workdir, "--unlock"), cwd=workdir)
+    # `emofusion status` names the lock and the command that lifts it; run as printed
+    found = subprocess.run(
+        ["emofusion", "status", "--no-dry-run"], cwd=workdir, capture_output=True, text=True, env=venv_env()
+    )
+    lines = found.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(".snakemake/locks: a Snakemake run holds"))
+    command = lines[at + 1].split("repair: ", 1)[1]
+    assert command == "snakemake --unlock", found.stdout
+    unlock = snakemake(*on_demo(workdir, *command.split()[1:]), cwd=workdir)
     assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+    assert (
+        ".snakemake/locks"
+        not in subprocess.run(
+            ["emofusion", "status", "--no-dry-run"], cwd=workdir, capture_output=True, text=True, env=venv_env()
+        ).stdout
+    )
     rerun = snakemake(*on_demo(workdir, TARGET, "--cores", "2"), cwd=workdir, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 

@@ -34,18 +34,28 @@ class ClipLabels:
     reconciled: int  # rows added (>0) or dropped (<0) to match the frame count
 
 
-def read_annotation(path: str | Path) -> np.ndarray:
-    """Read an Aff-Wild2 VA annotation file into ``(rows, 2)`` float32; raise InputError naming file and line."""
+def check_annotation_header(path: str | Path) -> None:
+    """The first line of an annotation file is the header (what :func:`read_annotation` checks first; cheap enough
+    to run on every file of a corpus before anything starts); InputError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"annotation file {path} does not exist")
-    with open(path) as f:
-        header = f.readline().strip().replace(" ", "").lower()
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline(200).strip().replace(" ", "").lower()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"annotation file {path} cannot be read as text ({e})") from None
     if header != HEADER:
         raise InputError(
             f"{path}: first line is {header!r}, expected the header {HEADER!r}; "
             "an annotation file is 'valence,arousal' then one 'v,a' row per video frame"
         )
+
+
+def read_annotation(path: str | Path) -> np.ndarray:
+    """Read an Aff-Wild2 VA annotation file into ``(rows, 2)`` float32; raise InputError naming file and line."""
+    path = Path(path)
+    check_annotation_header(path)
     raw = (
         pd.read_csv(
             path,
@@ -170,6 +180,11 @@ def open_labels(path: str | Path):
         h5.close()
         raise InputError(f"{path} is {what}; pass --labels results/labels.h5 (written by `emofusion labels`)")
     return h5
+
+
+def check_labels_store(path: str | Path) -> None:
+    """The header check of :func:`open_labels` alone (the file opens as HDF5 and has the labels attributes)."""
+    open_labels(path).close()
 
 
 def load_labels(path: str | Path, clip: str) -> ClipLabels:

@@ -14,7 +14,10 @@ import shlex
 from pathlib import Path
 
 SNAKEMAKE = "snakemake --cores 2"
+UNLOCK = "snakemake --unlock"  # after a killed run: its lock stays and every later run refuses to start
 RUN_LAYOUT = re.compile(r"(?:^|/)results/fusion/[^/]+/fold\d+/seed\d+$")
+# a store (results/features/<modality>/<backbone>.h5) or one of its shards (.../<backbone>/<clip or video>.h5)
+STORE_LAYOUT = re.compile(r"(?:^|/)results/features/(?:visual|audio|text)/[^/]+(?:/[^/]+)?\.h5$")
 
 
 def workflow_path(path: str | os.PathLike) -> str:
@@ -71,5 +74,27 @@ def reevaluate(run: str | os.PathLike) -> str:
 
 
 def rebuild_store(path: str | os.PathLike) -> str:
-    """How to rebuild a feature store from its shards (an edited, stale or damaged store)."""
-    return rerun(path)
+    """How to rebuild a feature store or shard (an edited, stale or damaged one): a Snakemake command for a store of
+    the workflow's layout, else the emofusion command that writes one (placeholders for what only the user knows)."""
+    p = Path(path)
+    if STORE_LAYOUT.search(p.as_posix()) or STORE_LAYOUT.search(p.resolve().as_posix()):
+        return rerun(path)
+    return (
+        f"emofusion embed --modality MODALITY --backbone NAME --out {shlex.quote(str(p))} (the inputs and options it "
+        "was made with; or emofusion embed-merge for a merged store)"
+    )
+
+
+def require_run_folder(run: str | os.PathLike) -> None:
+    """Refuse a folder that is not a run folder (no run.json or model.pt, not the workflow's layout), such as
+    results/fusion itself: the advice for a missing run (train it into that folder) would be wrong there. InputError
+    naming the run folders under it, when there are any."""
+    from emofusion.errors import InputError
+
+    path = Path(run)
+    if (path / "run.json").is_file() or (path / "model.pt").is_file() or is_workflow_run(path):
+        return
+    below = sorted(str(p.parent) for p in path.glob("**/run.json"))[:3] if path.is_dir() else []
+    where = f"e.g. {', '.join(below)}" if below else "results/fusion/<experiment>/fold<k>/seed<s> of the workflow"
+    what = "is not a run folder (it has no run.json or model.pt)" if path.is_dir() else "does not exist"
+    raise InputError(f"{path} {what}; pass a trained run folder, {where}")

@@ -14,12 +14,13 @@ import json
 import os
 import re
 import subprocess
-from base64 import urlsafe_b64encode
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emofusion.repair import SNAKEMAKE, rerun
+from emofusion.repair import SNAKEMAKE, UNLOCK, rerun
 
 REPORT = Path("results/report")
 REPORT_FILES = ("results.csv", "results.md", "provenance.json")
@@ -96,13 +97,102 @@ def edited_after_written(root: Path, path: str) -> Finding | None:
     )
 
 
+def damage(path: Path) -> str | None:
+    """What the header check of a store finds wrong (the check the commands and the workflow's DAG run: the file
+    opens and has its layout's attributes or footer), or None. The kind comes from where the file lies."""
+    from emofusion.errors import EmofusionError
+    from emofusion.faces.store import check_face_store
+    from emofusion.features.store import read_attrs
+    from emofusion.labels import check_labels_store
+
+    parts = path.parts
+    check: Callable[[Path], object]
+    if path.suffix == ".parquet":
+        check = _check_parquet
+    elif "faces" in parts:
+        check = check_face_store
+    elif "features" in parts:
+        check = read_attrs
+    else:
+        check = check_labels_store
+    try:
+        check(path)
+    except (EmofusionError, OSError, ValueError, KeyError) as e:
+        return str(e)
+    return None
+
+
+def _check_parquet(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.read_schema(path)  # the footer: a truncated file has none
+
+
+def face_stores(root: Path) -> list[str]:
+    """results/faces/<clip>.h5 of every clip of the manifest (none when it cannot be read: reported on its own)."""
+    import pandas as pd
+
+    try:
+        clips = pd.read_parquet(root / "results/manifest.parquet", columns=["clip"])["clip"]
+    except Exception:  # a missing or damaged manifest is a finding of its own
+        return []
+    return [f"results/faces/{c}.h5" for c in sorted(clips)]
+
+
 def check_intermediates(root: Path, cfg: dict[str, Any]) -> list[Finding]:
+    """The manifest, labels and stores: missing, damaged (header check) or edited; the face stores: damaged."""
     found = []
     for path, needed_by in intermediate_files(cfg).items():
         if not (root / path).is_file():
             found.append(Finding(path, f"missing ({needed_by} needs it)", rerun(path)))
+        elif problem := damage(root / path):
+            found.append(Finding(path, f"damaged: {problem}", rerun(path)))
         elif f := edited_after_written(root, path):
             found.append(f)
+    for path in face_stores(root):
+        if (root / path).is_file() and (problem := damage(root / path)):
+            found.append(Finding(path, f"damaged: {problem}", rerun(path)))
+    return found
+
+
+def incomplete_outputs(root: Path) -> list[str]:
+    """Existing files Snakemake marked incomplete (.snakemake/incomplete: their job never finished, e.g. it was
+    killed). Snakemake refuses every run that meets one unless told --rerun-incomplete, --forcerun included."""
+    base = root / ".snakemake" / "incomplete"
+    found = []
+    for dirpath, _, names in os.walk(base):
+        for name in names:
+            parts = Path(dirpath, name).relative_to(base).parts  # long names are split into @-prefixed folders
+            try:
+                path = urlsafe_b64decode("".join(p.removeprefix("@") for p in parts)).decode()
+            except ValueError:
+                continue  # Snakemake's own bookkeeping files
+            if (root / path).exists():
+                found.append(path)
+    return sorted(found)
+
+
+def check_snakemake_state(root: Path) -> list[Finding]:
+    """What a killed Snakemake leaves: its lock on the folder, and outputs marked incomplete."""
+    found = []
+    locks = root / ".snakemake" / "locks"
+    if locks.is_dir() and any(locks.iterdir()):
+        found.append(
+            Finding(
+                str(locks.relative_to(root)),
+                "a Snakemake run holds this folder's lock, or one that was killed left it; when none runs here, "
+                "unlock it (Snakemake refuses to run until then)",
+                UNLOCK,
+            )
+        )
+    for path in incomplete_outputs(root):
+        found.append(
+            Finding(
+                path,
+                "Snakemake marked it incomplete: the job that wrote it did not finish (killed?)",
+                f"{SNAKEMAKE} --rerun-incomplete",
+            )
+        )
     return found
 
 
@@ -169,7 +259,9 @@ def check_report(root: Path, cfg: dict[str, Any]) -> list[Finding]:
         changed = [name for name, sha in files.items() if name not in gone and file_sha256(root / rel / name) != sha]
         in_grid = rel in expected
         if gone:
-            fix = rerun(f"{rel}/model.pt") if in_grid else redo
+            # only the evaluation's files gone: evaluate again (the report follows); else train again
+            evaluation = set(gone) <= {"predictions.parquet", "metrics.json"}
+            fix = (rerun(f"{rel}/metrics.json") if evaluation else rerun(f"{rel}/model.pt")) if in_grid else redo
             found.append(
                 Finding(
                     rel,
@@ -194,7 +286,7 @@ def check_report(root: Path, cfg: dict[str, Any]) -> list[Finding]:
             found.append(Finding(wanted, "evaluated, but the report does not include it", redo))
     for name in REPORT_FILES:
         if f := edited_after_written(root, str(REPORT / name)):
-            found.append(f)
+            found.append(Finding(f.path, f.problem, redo))  # one command remakes the whole report
     return found
 
 
@@ -239,7 +331,14 @@ def message_lines(output: str) -> list[str]:
 def status(cfg: dict[str, Any], root: str | Path = ".") -> list[Finding]:
     """Every Finding of the project in ``root`` for config ``cfg``, in pipeline order."""
     root = Path(root)
-    return [*check_intermediates(root, cfg), *check_runs(root, cfg), *check_report(root, cfg)]
+    state = check_snakemake_state(root)
+    found = [*check_intermediates(root, cfg), *check_runs(root, cfg), *check_report(root, cfg)]
+    if any(f.repair == f"{SNAKEMAKE} --rerun-incomplete" for f in state):
+        # every repair must get past Snakemake's refusal of the incomplete files (it stops even a --forcerun)
+        found = [
+            Finding(f.path, f.problem, f.repair.replace(SNAKEMAKE, f"{SNAKEMAKE} --rerun-incomplete", 1)) for f in found
+        ]
+    return [*state, *found]
 
 
 def describe(findings: list[Finding], jobs: dict[str, int] | None, dry_output: str | None) -> str:

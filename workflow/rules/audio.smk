@@ -49,7 +49,9 @@ rule transcribe:
         whisper=converted_whisper,
         model=asr_model_files,
     output:
-        "results/transcripts/{video}.parquet",
+        # update(): a failing transcription (a damaged audio file) puts the previous transcript back, since
+        # transcripts cost hours of Whisper on a large corpus; the command writes it atomically
+        update("results/transcripts/{video}.parquet"),
     log:
         "logs/transcribe/{video}.log",
     benchmark:

@@ -217,7 +217,7 @@ def asr_model_files(wildcards):
 
 # Embedding stage (workflow/rules/features.smk)
 # cheap: backbones import torch when built
-from emofusion.features.registry import MODALITIES, backbone_class, backbone_config, weight_paths
+from emofusion.features.registry import MODALITIES, backbone_class, backbone_config, backbone_names, weight_paths
 
 
 def feature_stores():
@@ -450,12 +450,155 @@ def predict_options(wildcards):
     return " ".join(opts)
 
 
+# Checks before anything starts. Snakemake removes a job's outputs before it runs the job, so a job that is bound to
+# fail (a misspelt name in the config, a damaged input) would cost a good transcript, model.pt or labels.h5 first.
+# Names are checked here, when the workflow is read (any run, dry runs included, stops naming the key); inputs by
+# the input functions below, while the DAG is built: a damaged file stops the DAG naming the command that rebuilds
+# it. (Where the job reading it has outputs already, Snakemake takes an error of its input function to mean "no
+# producer", keeps those outputs as they are and starts nothing that needs them: the message is then a warning.)
+# The checks are the commands' own (one function, called from both places), cached per name or path, and only
+# header-deep (an HDF5 superblock and root attributes, a Parquet footer, an annotation file's first line), so
+# building the DAG of all of Aff-Wild2 stays fast.
+import functools
+import os
+
+from snakemake.logging import logger as snakemake_logger
+
+from emofusion.asr.transcript import check_transcript  # cheap: pandas only
+from emofusion.errors import EmofusionError, InputError
+from emofusion.faces.store import check_face_store  # cheap: h5py when called
+from emofusion.features.store import read_attrs as check_feature_store
+from emofusion.labels import check_annotation_header, check_labels_store
+from emofusion.repair import rerun
+from emofusion.training.experiments import resolve_experiment
+
+HEADER_CHECKS = {
+    "faces": check_face_store,
+    "features": check_feature_store,
+    "labels": check_labels_store,
+    "transcript": check_transcript,
+}
+
+
+@functools.cache
+def checked_asr_model():
+    """asr.model and asr.engine resolved as `emofusion transcribe` resolves them (a ConfigError naming the key)."""
+    from emofusion.asr.models import resolve_model
+
+    return resolve_model(config["asr"]["model"], config["asr"]["engine"])
+
+
+@functools.cache
+def checked_experiment(name):
+    """fusion.experiments.<name> resolved as `emofusion train` resolves it: preset, training keys, model name."""
+    return resolve_experiment(config["fusion"], name)
+
+
+def _made_again(path, rules):
+    """Whether this invocation makes `path` again whatever its state (--forcerun PATH or one of its rules, -F, -f on
+    it): then its old content is never read, and the repair this block prints can run."""
+    settings = workflow.dag_settings
+    if settings.forceall:
+        return True
+    forced = {os.path.normpath(str(t)) for t in settings.forcerun}
+    if settings.forcetargets:
+        forced |= {os.path.normpath(str(t)) for t in settings.targets}
+    return os.path.normpath(path) in forced or any(r in forced for r in rules)
+
+
+# Read when the workflow is: misspelt names stop every run, whatever is up to date. The model registry imports torch
+# (about 2 s), only when experiments are configured.
+checked_asr_model()
+for _experiment in sorted(config["fusion"]["experiments"]):
+    checked_experiment(_experiment)
+
+
+@functools.cache
+def _damage(path, kind):
+    """What the header check of an existing `path` finds wrong, or None (a missing file is made by its rule)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        HEADER_CHECKS[kind](path)
+    except (EmofusionError, OSError, ValueError, KeyError) as e:
+        return str(e)
+    return None
+
+
+def intact(path, kind, rules):
+    """`path` (an input), after a header check when it exists and this run does not make it again: a damaged file
+    stops the DAG with the command that rebuilds it, before Snakemake removes the outputs of the jobs reading it."""
+    if not _made_again(path, rules):
+        problem = _damage(path, kind)
+        if problem:
+            message = (
+                f"{path} is damaged: {problem}. No job that reads it starts (it would fail after Snakemake removed "
+                f"its outputs); rebuild it first: {rerun(path)}"
+            )
+            _warn_once(message)
+            raise InputError(message)
+    return path
+
+
+@functools.cache
+def _warn_once(message):
+    snakemake_logger.warning(message)
+
+
+@functools.cache
+def face_rules():
+    """The rules that make face stores (forcing one of them makes its stores again)."""
+    return ["faces"] if config["clips_per_face_job"] == 1 else [f"faces_shard{i}" for i in range(len(face_shards()))]
+
+
+def checked_face_store(wildcards):
+    """The clip's face store (embed_visual reads it), checked."""
+    return intact(f"results/faces/{wildcards.clip}.h5", "faces", face_rules())
+
+
+def checked_transcript(wildcards):
+    """The video's transcript (embed_text reads it), checked."""
+    return intact(f"results/transcripts/{wildcards.video}.parquet", "transcript", ["transcribe"])
+
+
+@functools.cache
+def _checked_annotations():
+    for path in all_annotations():
+        try:
+            check_annotation_header(path)
+        except EmofusionError as e:
+            message = (
+                f"{e}. The labels job does not start (it would fail after Snakemake removed results/labels.h5); "
+                "fix the file, then run Snakemake again"
+            )
+            _warn_once(message)
+            raise InputError(message) from None
+    return all_annotations()
+
+
+def checked_annotations(wildcards):
+    """Every annotation file of the corpus (the labels job reads them all), each file's first line checked."""
+    return _checked_annotations()
+
+
+def checked_fusion_inputs(wildcards):
+    """fusion_inputs of a train or evaluate job, after checking the headers of the labels and of each store it
+    reads."""
+    inputs = fusion_inputs(wildcards)
+    intact(inputs["labels"], "labels", ["labels"])
+    for modality in experiment_stores(config["fusion"], wildcards.experiment):
+        intact(inputs[modality], "features", ["embed_merge"])
+    return inputs
+
+
 # Every rule's wildcard constraints, in one place. An id never holds a slash, so a path has only one parse.
 wildcard_constraints:
     clip="[^/]+",
     video="[^/]+",
     modality="|".join(MODALITIES),
-    backbone="[^/]+",
+    # registered backbones only: a store of another name (made outside the workflow, an experiment may read it) has
+    # no rule, so it is an input like a video rather than a job whose shards no backbone can make
+    backbone="|".join(sorted({re.escape(n) for m in MODALITIES for n in backbone_names(m)})),
     model=CONVERTIBLE_PATTERN,
     experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
     fold="[0-9]+",

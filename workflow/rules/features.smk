@@ -6,7 +6,7 @@
 
 rule embed_visual:
     input:
-        faces="results/faces/{clip}.h5",
+        faces=checked_face_store,
         video=embed_video,
         weights=embed_weight_files("visual"),
     output:
@@ -55,7 +55,7 @@ rule embed_audio:
 
 rule embed_text:
     input:
-        transcript="results/transcripts/{video}.parquet",
+        transcript=checked_transcript,
         wav="results/audio/{video}.wav",
         meta="results/audio/{video}.json",
         weights=embed_weight_files("text"),

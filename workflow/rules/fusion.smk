@@ -4,7 +4,7 @@
 
 rule train:
     input:
-        unpack(fusion_inputs),
+        unpack(checked_fusion_inputs),
     output:
         model="results/fusion/{experiment}/fold{fold}/seed{seed}/model.pt",
         epochs="results/fusion/{experiment}/fold{fold}/seed{seed}/log.jsonl",
@@ -30,7 +30,7 @@ rule train:
 
 rule evaluate:
     input:
-        unpack(fusion_inputs),
+        unpack(checked_fusion_inputs),
         model="results/fusion/{experiment}/fold{fold}/seed{seed}/model.pt",
         run="results/fusion/{experiment}/fold{fold}/seed{seed}/run.json",
     output:

@@ -22,9 +22,11 @@ rule manifest:
 rule labels:
     input:
         manifest="results/manifest.parquet",
-        annotations=all_annotations(),
+        annotations=checked_annotations,
     output:
-        "results/labels.h5",
+        # update(), as for the manifest: a failing labels job (an annotation row that is no number) puts the last good
+        # labels back instead of leaving none
+        update("results/labels.h5"),
     log:
         "logs/labels/labels.log",
     params:

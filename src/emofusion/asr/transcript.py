@@ -132,6 +132,20 @@ def read_transcript(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[
     return words, segments, meta
 
 
+def check_transcript(path: str | Path) -> None:
+    """The cheap part of :func:`read_transcript`: the Parquet footer reads and names this schema (no rows read);
+    InputError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"transcript {path} does not exist; run `emofusion transcribe` (or snakemake) first")
+    try:
+        meta = read_parquet_metadata(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"transcript {path} cannot be read ({e}); rerun `emofusion transcribe`") from None
+    if meta.get("schema") != SCHEMA:
+        raise InputError(f"{path} is not an emofusion transcript ({SCHEMA}); rerun `emofusion transcribe`")
+
+
 def word_at_frames(words: pd.DataFrame, times: np.ndarray) -> np.ndarray:
     """For each frame time (``times`` (N,) seconds on the frame timeline: the decoder's presentation times, see
     :func:`emofusion.features.timeline.frame_times`), the row index (position) in ``words`` of the word being spoken

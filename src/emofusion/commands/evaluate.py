@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
     from emofusion.evaluation.stage import evaluate_run, read_run_info
+    from emofusion.repair import require_run_folder
 
+    require_run_folder(args.run)  # results/fusion itself is no run to train into
     cfg = load_config(args.config, overrides=args.config_json)
     info = read_run_info(args.run)
     stores = parse_stores(args.store, info["config"], defaults=info["stores"])

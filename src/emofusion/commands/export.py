@@ -30,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emofusion.log import logger
     from emofusion.predict.stage import export_bundle
+    from emofusion.repair import require_run_folder
 
+    require_run_folder(args.run)
     doc = export_bundle(args.run, args.out)
     logger.info(
         "exported %s (%s) to %s; weights licences: %s",

@@ -41,9 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emofusion.config import load_config
     from emofusion.corpus import read_manifest
+    from emofusion.repair import require_run_folder
     from emofusion.report.stage import check_report_out, write_report
 
     check_report_out(args.out)  # before anything is read: a folder of the user's is refused at once
+    for run_dir in args.runs:
+        require_run_folder(run_dir)
     cfg = load_config(args.config, overrides=args.config_json)
     write_report(
         config=cfg, manifest=read_manifest(args.manifest), manifest_path=args.manifest, run_dirs=args.runs, out=args.out

@@ -11,8 +11,11 @@ ORDER = 90
 HELP = "list missing, incomplete or edited outputs and stale report entries, each with the command that repairs it"
 DESCRIPTION = """\
 Run in the project folder (where `snakemake` runs). Checks, for the config (default: ./config.yaml):
-  - the manifest, the labels and every feature store the config builds or an experiment reads: missing, or changed
-    after the Snakemake job that wrote it ended (edited in place: Snakemake then sees it as up to date);
+  - what a killed Snakemake leaves: the folder's lock, and outputs it marked incomplete (then every repair carries
+    --rerun-incomplete: Snakemake refuses to run without it);
+  - the manifest, the labels and every feature store the config builds or an experiment reads: missing, damaged
+    (each is opened: its header, as a job would find it), or changed after the Snakemake job that wrote it ended
+    (edited in place: Snakemake then sees it as up to date); the face store of every clip of the manifest: damaged;
   - every run folder of the grid (fusion.experiments x folds x seeds): missing or incomplete;
   - the report: runs it describes whose files are gone or changed since (provenance.json records each run file's
     sha256), runs it lacks, runs the config no longer asks for;

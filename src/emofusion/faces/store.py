@@ -202,12 +202,7 @@ def read_faces(path: str | Path, *, crops: bool = True) -> dict[str, Any]:
         raise InputError(f"face store {path} does not exist; run `emofusion faces` (or snakemake) first")
     try:
         with h5py.File(path, "r") as f:
-            missing = [d for d in DATASETS if d not in f]
-            if missing or f.attrs.get("schema_version") is None:
-                raise InputError(
-                    f"{path} is not a face store (missing {', '.join(missing) or 'schema_version'}); "
-                    "rebuild it with `emofusion faces`"
-                )
+            _check_layout(f, path)
             out: dict[str, Any] = {d: f[d][:] for d in DATASETS if crops or d != "crops"}
             attrs = dict(f.attrs)
     except OSError as e:
@@ -215,3 +210,27 @@ def read_faces(path: str | Path, *, crops: bool = True) -> dict[str, Any]:
     attrs["provenance"] = json.loads(attrs.get("provenance") or "{}")
     out["attrs"] = attrs
     return out
+
+
+def _check_layout(f, path: Path) -> None:
+    missing = [d for d in DATASETS if d not in f]
+    if missing or "schema_version" not in f.attrs:
+        raise InputError(
+            f"{path} is not a face store (missing {', '.join(missing) or 'schema_version'}); "
+            "rebuild it with `emofusion faces`"
+        )
+
+
+def check_face_store(path: str | Path) -> None:
+    """The cheap part of :func:`read_faces`: the file opens as HDF5 (a truncated file does not) and has the store's
+    datasets and schema version; nothing is read. InputError naming the file otherwise."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"face store {path} does not exist; run `emofusion faces` (or snakemake) first")
+    try:
+        with h5py.File(path, "r") as f:
+            _check_layout(f, path)
+    except OSError as e:
+        raise InputError(f"face store {path} cannot be read ({e}); delete it and rerun the face stage") from None

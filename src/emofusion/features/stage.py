@@ -36,7 +36,7 @@ from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, 
 from emofusion.features.timeline import frame_times, words_on_frames
 from emofusion.io import atomic_path
 from emofusion.log import logger, progress
-from emofusion.repair import rerun
+from emofusion.repair import rebuild_store
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ def merge_shards(
             if value != want:
                 raise StoreMismatch(
                     f"shards disagree on {key}: {paths[0]} has {want!r}, {p} has "
-                    f"{value!r}; rerun the embedding of the stale one (`{rerun(p)}`)"
+                    f"{value!r}; rerun the embedding of the stale one (`{rebuild_store(p)}`)"
                 )
         with h5py.File(p, "r") as f:
             for c in f:

@@ -138,8 +138,14 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
     except OSError as e:
-        raise InputError(f"feature store {path} cannot be read ({e}); delete it and rerun the embedding") from None
+        raise InputError(f"feature store {path} cannot be read ({e}); rebuild it (`{rebuild_store(path)}`)") from None
     missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+    if missing and "modality" not in attrs:  # another file altogether (labels, faces): rebuilding it would not help
+        kind = "the labels store" if "targets" in attrs else "a face store" if "source" in attrs else "another file"
+        raise InputError(
+            f"{path} is not a feature store ({kind}: none of a store's attributes); pass a store written by "
+            "`emofusion embed` or `emofusion embed-merge` (results/features/<modality>/<backbone>.h5 or its shards)"
+        )
     if missing:
         raise InputError(
             f"{path} is not a feature store (missing attributes {', '.join(missing)}); "

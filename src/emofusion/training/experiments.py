@@ -15,6 +15,7 @@ params.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(
             f"fusion.experiments.{name}.preset: no preset {preset_name!r} in fusion.presets; defined: {sorted(known)}"
         )
+    check_model_name(name, exp["model"])
     training = {**known[preset_name], **exp["training"]}
     schema = _preset_schema()
     for err in jsonschema.Draft202012Validator(schema).iter_errors(training):
@@ -89,6 +91,36 @@ def resolve_experiment(fusion: dict[str, Any], name: str) -> dict[str, Any]:
         "preset": preset_name,
         "training": training,
     }
+
+
+@functools.cache
+def model_names() -> tuple[list[str], list[str]]:
+    """(registered model names, variant names), read from the model package's source: the ``@register_model``
+    decorators and the ``VARIANTS`` keys. Importing the registry costs torch (seconds), too much for every Snakemake
+    invocation that checks the config; tests/test_dag_checks.py holds this equal to the registry's own lists."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("emofusion.models")  # imports only emofusion, not the package (torch)
+    assert spec is not None and spec.submodule_search_locations
+    models, variants = [], []
+    for path in sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register_model" and node.args:
+                models.append(ast.literal_eval(node.args[0]))
+            elif isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "VARIANTS" and node.value:
+                variants += [ast.literal_eval(k) for k in node.value.keys if k is not None]  # type: ignore[attr-defined]
+    return sorted(m for m in models if isinstance(m, str)), sorted(variants)
+
+
+def check_model_name(experiment: str, model: str) -> None:
+    """``model`` is a registered model or named variant; else a ConfigError naming the experiment's key (the
+    message of the registry's own resolve())."""
+    models, variants = model_names()
+    if model not in models and model not in variants:
+        raise ConfigError(
+            f"fusion.experiments.{experiment}.model: unknown model {model!r}; models: {models}, variants: {variants}"
+        )
 
 
 # fusion.<key>: how a run computes; passed to a run's rules beside its experiment so `emofusion train` sees them

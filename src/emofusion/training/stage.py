@@ -155,7 +155,8 @@ def _read_resume(path: Path) -> dict | None:
         if isinstance(state, dict):
             return state
         problem = f"holds a {type(state).__name__}, not a training state"
-    except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as e:
+    # IndexError, KeyError, ...: torch's weights-only unpickler on bytes that are no pickle (a file of text)
+    except (RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, TypeError, pickle.UnpicklingError) as e:
         problem = f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     aside = path.with_name(path.name + ".corrupt")
     os.replace(path, aside)
