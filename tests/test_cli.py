@@ -64,11 +64,11 @@ BAD_INPUT = {
     ),
     "evaluate": (
         ["--run", "{tmp}/run", "--manifest", "{tmp}/m.parquet", "--labels", "{tmp}/l.h5"],
-        "{tmp}/run/run.json does not exist",
+        "{tmp}/run does not exist; pass a trained run folder",
     ),
     "report": (
         ["--manifest", "{tmp}/missing.parquet", "--runs", "{tmp}/run", "--out", "{tmp}/out/report"],
-        "manifest {tmp}/missing.parquet does not exist",
+        "{tmp}/run does not exist; pass a trained run folder",  # the runs are checked before anything is read
     ),
     "check-submission": (
         ["--manifest", "{tmp}/missing.parquet", "{tmp}/submission.csv"],
@@ -78,7 +78,7 @@ BAD_INPUT = {
         ["{tmp}/video.mp4", "--run", "{tmp}/run", "--out", "{tmp}/out/predicted"],
         "--run {tmp}/run is not a folder",
     ),
-    "export": (["--run", "{tmp}/run", "--out", "{tmp}/out/model.tar"], "--run {tmp}/run is not a folder"),
+    "export": (["--run", "{tmp}/run", "--out", "{tmp}/out/model.tar"], "{tmp}/run does not exist; pass a trained run"),
     "status": (["--directory", "{tmp}/project", "--no-dry-run"], "--directory {tmp}/project is not a folder"),
 }
 

@@ -3,6 +3,8 @@ and the batched warp that cuts the aligned crops."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from emofusion.errors import ConfigError
@@ -15,6 +17,9 @@ ARCFACE_112 = np.array(
     dtype=np.float64,
 )
 _MAX_SUPERSAMPLE = 4
+# Frames with more pixels than this are warped from regions around the faces, not whole (a VGA frame and below,
+# the demo's among them, take the whole-frame path and its exact bytes).
+REGION_MIN_PIXELS = 640 * 480
 
 
 def face_template(size: int = 112, margin: float = 0.0) -> np.ndarray:
@@ -83,23 +88,68 @@ def warp_faces(frames, transforms, size: int, index=None):
     )  # (B, 3, 3)
     k = size / 2.0
     from_crop = torch.tensor([[k, 0, k - 0.5], [0, k, k - 0.5], [0, 0, 1]], dtype=torch.float64, device=m.device)
-    to_frame = torch.tensor(
+    to_frame: Any = torch.tensor(
         [[2 / W, 0, 1 / W - 1], [0, 2 / H, 1 / H - 1], [0, 0, 1]], dtype=torch.float64, device=m.device
     )
-    theta = (to_frame @ inverse @ from_crop)[:, :2].float()  # (B, 2, 3)
     n = size * ss
     out = torch.empty((B, size, size, C), dtype=torch.uint8, device=frames.device)
-    step = max(1, FLOAT_BUDGET // (C * max(H * W, n * n)))
+    if H * W > REGION_MIN_PIXELS:
+        # A large frame: sample each face from its own region, so only the pixels around the faces become float
+        # (a 1080p frame is 25 x the region of a typical face); smaller frames keep the exact old path.
+        to_frame = None
+        origin, (rh, rw) = _regions(inverse @ from_crop, H, W)
+        ox, oy = origin[:, 0].to(torch.float64), origin[:, 1].to(torch.float64)
+        to_region = torch.zeros((B, 3, 3), dtype=torch.float64, device=m.device)
+        to_region[:, 0, 0], to_region[:, 0, 2] = 2 / rw, (1 - 2 * ox) / rw - 1
+        to_region[:, 1, 1], to_region[:, 1, 2] = 2 / rh, (1 - 2 * oy) / rh - 1
+        to_region[:, 2, 2] = 1
+        theta = (to_region @ inverse @ from_crop)[:, :2].float()
+        rows = origin[:, 1, None] + torch.arange(rh, device=origin.device)  # (B, rh)
+        cols = origin[:, 0, None] + torch.arange(rw, device=origin.device)  # (B, rw)
+        pixels = rh * rw
+    else:
+        theta = (to_frame @ inverse @ from_crop)[:, :2].float()  # (B, 2, 3)
+        pixels = H * W
+    step = max(1, FLOAT_BUDGET // (C * max(pixels, n * n)))
     if frames.device.type == "cpu":
         step = min(step, CPU_CHUNK)  # cache-sized chunks, as in detection
     for i in range(0, B, step):
-        chunk = frames.index_select(0, index[i : i + step])
+        if to_frame is None:  # one gather of every face's (C, rh, rw) region
+            b = index[i : i + step]
+            chunk = frames[
+                b[:, None, None, None],
+                torch.arange(C, device=frames.device)[None, :, None, None],
+                rows[i : i + step, None, :, None],
+                cols[i : i + step, None, None, :],
+            ]
+        else:
+            chunk = frames.index_select(0, index[i : i + step])
         grid = affine_grid(theta[i : i + step], [chunk.shape[0], C, n, n], align_corners=False)  # (b, n, n, 2)
         crop = grid_sample(chunk.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if ss > 1:
             crop = avg_pool2d(crop, ss)
         out[i : i + step] = crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return out
+
+
+def _regions(crop_to_frame, H: int, W: int):
+    """Per crop, the top-left ``origin (B, 2)`` (x, y) of a region of the frame holding every pixel its samples
+    read, and the region size ``(rh, rw)`` shared by the batch (the largest face's, at most the frame): the crop
+    square's corners through ``crop_to_frame (B, 3, 3)`` (crop pixels -> frame pixels), a 2-pixel margin for the
+    bilinear neighbours, the origin moved inside the frame. Outside the frame the region ends with the frame, so
+    sampling there still reads zeros."""
+    import torch
+
+    k = crop_to_frame.new_tensor  # the crop's pixel-centre square (-1, 1) normalised -> pixel edges, as from_crop
+    corners = k([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]).T  # (3, 4)
+    xy = (crop_to_frame @ corners)[:, :2]  # (B, 2, 4) frame pixels
+    low = (xy.amin(dim=2).floor() - 2).clamp_min(0)
+    high = xy.amax(dim=2).ceil() + 3
+    high = torch.minimum(high, high.new_tensor([W, H]))
+    size = (high - low).clamp_min(1).amax(dim=0)  # (2,) the batch's region: w, h
+    rw, rh = min(int(size[0]), W), min(int(size[1]), H)
+    origin = torch.minimum(low, low.new_tensor([W - rw, H - rh])).long()
+    return origin, (rh, rw)
 
 
 def transform_points(transforms: np.ndarray, points: np.ndarray) -> np.ndarray:
