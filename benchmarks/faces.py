@@ -22,6 +22,10 @@ The tables:
 5. (``--tables 5``) Shards: the videos through ``emofusion faces`` as the workflow runs it, once as one process
    per clip (``clips_per_face_job: 1``) and once as one process for all of them (a shard): wall seconds of each,
    start-up per job = (per-clip total - shard) / (clips - 1), the import, CUDA and model loading a shard pays once.
+6. (``--tables 6``) Resolution: ``--resolution-seconds`` of ``--loop-video`` re-encoded at 640x360, 1280x720 and
+   1920x1080 (ffmpeg, the same content), each end to end in its own process, the best of ``--repeat``: the cost
+   should follow the detection size (``max_side``), not the source's; ratio = seconds / the 360p copy's; moved =
+   the median shift of the face box's centre from the 360p copy's, in 360p pixels (the JSON has the largest).
 
 A run that fails (a video, or facenet-pytorch missing for table 2) is skipped with a note and the others go on;
 the exit status is 1 when anything was skipped that way. ``--json PATH`` writes every table's figures.
@@ -106,6 +110,8 @@ def child(args) -> None:
         )
         seconds = time.perf_counter() - start
         size_mb = (Path(tmp) / "store.h5").stat().st_size / 2**20
+        if args.keep:
+            shutil.copy(Path(tmp) / "store.h5", args.keep)
     out = {
         "frames": summary.frames,
         "valid": summary.valid,
@@ -119,8 +125,9 @@ def child(args) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_child(video: Path, args) -> dict | None:
-    """One end-to-end run in its own process; None (with a note) when it failed."""
+def run_child(video: Path, args, *, keep: Path | None = None) -> dict | None:
+    """One end-to-end run in its own process (its face store copied to ``keep``); None (with a note) when it
+    failed."""
     cmd = [
         sys.executable,
         __file__,
@@ -138,6 +145,7 @@ def run_child(video: Path, args) -> dict | None:
         str(args.threads),
         "--detect-every",
         str(args.detect_every),
+        *(["--keep", str(keep)] if keep else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -323,6 +331,61 @@ def table_length(args) -> list[dict]:
     return rows
 
 
+RESOLUTIONS = ((640, 360), (1280, 720), (1920, 1080))
+
+
+def table_resolution(args) -> list[dict]:
+    if shutil.which("ffmpeg") is None:
+        skip(args, "table 6: no ffmpeg binary on PATH to re-encode the video (the other tables do not need one)")
+        return []
+    import h5py
+    import numpy as np
+
+    print(f"\n## 6. One content at three resolutions ({args.loop_video.name}, {args.resolution_seconds} s)")
+    header = (("size", 10), ("frames", 7), ("valid", 6), ("seconds", 8), ("fps", 7), ("ratio", 6), ("peak MB", 8))
+    print(" ".join(f"{name:>{width}s}" for name, width in header), f"{'moved':>7s}")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None
+        for w, h in RESOLUTIONS:
+            video = Path(tmp) / f"{w}x{h}.mp4"
+            subprocess.run(
+                [
+                    *("ffmpeg", "-v", "error", "-y", "-i", str(args.loop_video), "-t", str(args.resolution_seconds)),
+                    *("-vf", f"scale={w}:{h}", "-c:v", "libx264", "-crf", "18", "-an", str(video)),
+                ],
+                check=True,
+            )
+            runs = [run_child(video, args, keep=Path(tmp) / f"{w}.h5") for _ in range(max(1, args.repeat))]
+            done = [r for r in runs if r is not None]
+            if not done:
+                continue
+            best = min(done, key=lambda r: r["seconds"])
+            with h5py.File(Path(tmp) / f"{w}.h5", "r") as f:
+                valid = np.asarray(f["valid"][:], bool)
+                centres = (np.asarray(f["boxes"][:])[:, :2] + np.asarray(f["boxes"][:])[:, 2:]) / 2 * (640 / w)
+            if base is None:
+                base = {"seconds": best["seconds"], "valid": valid, "centres": centres}
+            both = valid & base["valid"]
+            moved = np.abs(centres[both] - base["centres"][both]).max(axis=1) if both.any() else np.zeros(1)
+            shift, worst = float(np.median(moved)), float(moved.max())
+            row = {
+                "size": f"{w}x{h}",
+                **best,
+                "ratio": best["seconds"] / base["seconds"],
+                "valid_differs": int((valid != base["valid"]).sum()),
+                "box_centre_median_px": shift,
+                "box_centre_max_px": worst,
+            }
+            rows.append(row)
+            print(
+                f"{row['size']:>10s} {best['frames']:7d} {best['valid']:6d} {best['seconds']:8.2f} {best['fps']:7.1f} "
+                f"{row['ratio']:6.2f} {best['peak_mb']:8.0f} {shift:7.2f}",
+                flush=True,
+            )
+    return rows
+
+
 def overlap_rates(video: Path, args) -> dict:
     """One video, in this process, models loaded beforehand: decoding alone, the aligner (detect + track + align)
     alone on the frames decoded beforehand, and the stage end to end, sequential and overlapped."""
@@ -465,14 +528,16 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[1, 2, 3],
-        choices=[1, 2, 3, 4, 5],
+        choices=[1, 2, 3, 4, 5, 6],
         help="which tables to run (default: 1 2 3; 4 = the overlapped pipeline against the aligner alone; 5 = "
-        "per-clip processes against one shard process)",
+        "per-clip processes against one shard process; 6 = one content at 360p, 720p and 1080p)",
     )
     p.add_argument("--repeat", type=int, default=3, help="table 4: rounds per video, the best one reported")
+    p.add_argument("--resolution-seconds", type=float, default=6.0, help="table 6: seconds of --loop-video")
     p.add_argument("--quick", action="store_true", help="one short video, 8 frames, loop 2x (a smoke test)")
     p.add_argument("--json", metavar="PATH", help="also write every table's figures as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--keep", help=argparse.SUPPRESS)  # the child's store, kept there
     args = p.parse_args()
     args.skipped = []
     if args.child:
@@ -511,6 +576,8 @@ def main() -> None:
         tables["overlap"] = table_overlap(videos, args)
     if 5 in args.tables:
         tables["shards"] = table_shards(videos, args)
+    if 6 in args.tables:
+        tables["resolution"] = table_resolution(args)
     if args.json:
         settings = {k: getattr(args, k) for k in ("batch_size", "min_face_size", "max_side", "detect_every")}
         write_figures(args.json, "faces", {**tables, "settings": settings, "skipped": args.skipped}, device=args.device)

@@ -238,6 +238,29 @@ def test_faces_benchmark_measures_the_start_up_a_shard_saves(tmp_path):
     assert row["per_clip_s"] > row["shard_s"] and row["startup_s"] > 0.5, row
 
 
+@pytest.mark.slow
+def test_faces_benchmark_runs_one_content_at_three_resolutions():
+    """Table 6 on a real video: the 360p, 720p and 1080p copies each find the man in every frame at the same
+    place (box centres within a few 360p pixels: the same face) and report their time against the 360p copy's."""
+    faces = load_benchmark("faces")
+    args = SimpleNamespace(
+        skipped=[],
+        batch_size=32,
+        device="cpu",
+        min_face_size=20,
+        max_side=640,
+        detect_every=1,
+        threads=1,
+        repeat=1,
+        resolution_seconds=0.5,
+        loop_video=TEST_DATA / "pyfeat_videos" / "single_face.mp4",
+    )
+    rows = faces.table_resolution(args)
+    assert args.skipped == [] and [r["size"] for r in rows] == ["640x360", "1280x720", "1920x1080"]
+    assert all(r["valid"] == r["frames"] > 0 and r["valid_differs"] == 0 for r in rows), rows
+    assert rows[0]["ratio"] == 1.0 and all(r["box_centre_median_px"] < 3 for r in rows), rows
+
+
 def test_scale_corpus_is_aff_wild2_shaped_and_its_overhead_projects(tmp_path):
     """benchmarks/scale.py's corpus is what corpus.discover reads as Aff-Wild2 (the 356/76/162 split scaled, two-person
     videos as _left/_right clips of one video), and a stage's fixed cost projects onto 594 clips beside the compute
