@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from conftest import run_ffmpeg
 from test_predict import SYNTHETIC, _bundle, _predict
 
@@ -115,7 +116,10 @@ def test_one_predict_call_loads_whisper_and_each_backbone_once(tmp_path, spoken,
     bundle = _bundle(tmp_path / "b", modalities=("audio", "text"))
     loads.clear()  # the bundle's recipe built each backbone once to describe it
     out = tmp_path / "out"
-    assert _predict(str(spoken), str(silent), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c")) == 0
+    assert (
+        _predict(str(spoken), str(silent), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c"))
+        == 0
+    )
     assert sorted(loads) == ["asr faster-whisper", "audio", "text"]
     # both videos were transcribed (the spoken one has words), by that one engine
     assert pd.read_csv(out / f"{spoken.stem}.{SYNTHETIC}.csv")["has_word"].any()

@@ -30,8 +30,9 @@ Stage outputs are cached in --cache (default <out>/.cache) by the video's conten
 settings: a second model on the same backbones only runs the model; a changed setting never reuses a result.
 Predicts running at the same time may share one --cache.
 A video without audio is predicted with its audio masked (one warning); one without any face with its visual
-input masked (warning); a text model that finds no word in the whole video warns too. An unreadable or truncated video, a run folder without model.pt, a bundle whose
-backbone is not installed or whose weights differ are errors naming the file and what to do."""
+input masked (warning); a text model that finds no word in the whole video warns too. An unreadable or
+truncated video, a run folder without model.pt, a bundle whose backbone is not installed or whose weights
+differ are errors naming the file and what to do."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

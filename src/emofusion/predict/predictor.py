@@ -76,7 +76,7 @@ class Predictor:
             )
         self._check_detector()
         self.backbones = {m: self._build(m) for m in self.modalities}
-        self._asr = None  # the Whisper engine, loaded for the first video with audio, then reused for every one
+        self._asr: Any = None  # the Whisper engine, loaded for the first video with audio, then reused for every one
         try:
             self.network = model_from_checkpoint(model.checkpoint).to(self.device)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
