@@ -124,3 +124,30 @@ def test_one_predict_call_loads_whisper_and_each_backbone_once(tmp_path, spoken,
     # both videos were transcribed (the spoken one has words), by that one engine
     assert pd.read_csv(out / f"{spoken.stem}.{SYNTHETIC}.csv")["has_word"].any()
     assert np.isclose(json.loads((out / f"{silent.stem}.{SYNTHETIC}.json").read_text())["fraction_with_word"], 0.0)
+
+
+def test_one_predict_call_loads_the_face_detector_once(tmp_path, make_video, monkeypatch):
+    """Two videos in one call: one MTCNN, one backbone per modality (the detector used to be loaded per video)."""
+    from emofusion.faces import stage as faces
+    from emofusion.features import registry
+
+    loads: list[str] = []
+    build, detector = registry.build_backbone, faces.make_detector
+
+    def counted_backbone(modality, *args, **kwargs):
+        loads.append(modality)
+        return build(modality, *args, **kwargs)
+
+    def counted_detector(*args, **kwargs):
+        loads.append("mtcnn")
+        return detector(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "build_backbone", counted_backbone)
+    monkeypatch.setattr(faces, "make_detector", counted_detector)
+    bundle = _bundle(tmp_path / "b", modalities=("visual", "audio"))
+    loads.clear()  # the bundle's recipe built each backbone once to describe it
+    videos = [str(make_video(frames=12)), str(make_video(frames=14))]
+    assert (
+        _predict(*videos, "--model", str(bundle), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c")) == 0
+    )
+    assert sorted(loads) == ["audio", "mtcnn", "visual"]

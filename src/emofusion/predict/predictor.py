@@ -76,7 +76,9 @@ class Predictor:
             )
         self._check_detector()
         self.backbones = {m: self._build(m) for m in self.modalities}
-        self._asr: Any = None  # the Whisper engine, loaded for the first video with audio, then reused for every one
+        # Whisper and the face detector: loaded for the first video that needs them, then reused for every one
+        self._asr: Any = None
+        self._detector: Any = None
         try:
             self.network = model_from_checkpoint(model.checkpoint).to(self.device)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -127,7 +129,7 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------- stages
     def _faces(self, vc: VideoCache, video: Path, clip: str) -> tuple[Path, str]:
-        from emofusion.faces.stage import FaceSettings, extract_faces, mtcnn_weights
+        from emofusion.faces.stage import FaceSettings, extract_faces, make_detector, mtcnn_weights
         from emofusion.provenance import provenance
 
         section = {**self.recipe["stages"]["faces"], "device": self.device_name}
@@ -144,6 +146,8 @@ class Predictor:
                 settings = FaceSettings.from_config(section)
             except ConfigError as e:
                 raise InputError(f"{self.model.source['path']}: its face settings are not valid here ({e})") from None
+            if self._detector is None:
+                self._detector = make_detector(settings, self.device)
             with vc.timed("faces"):
                 extract_faces(
                     video,
@@ -152,6 +156,7 @@ class Predictor:
                     settings=settings,
                     threads=max(1, self.threads),
                     provenance=provenance(config={"faces": section}, source="mtcnn", video=str(video)),
+                    detector=self._detector,
                 )
         return out, key
 
