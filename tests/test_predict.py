@@ -483,3 +483,21 @@ def test_a_model_trained_at_30_fps_predicts_60_and_15_fps_copies_at_the_same_tim
     assert (diff["old60"] > 0.01).all(), diff["old60"]  # what the test guards against
     # the frames between the 30 fps grid's times take the sample before them
     assert np.array_equal(tables["60"]["valence"].to_numpy()[1::2], tables["60"]["valence"].to_numpy()[0::2])
+
+
+@pytest.mark.parametrize(("size", "side"), [((1920, 1080), 216), ((320, 180), 90), ((640, 480), 96)])
+def test_the_gauge_scales_with_the_frame(size, side):
+    """The valence-arousal square is a fifth of a large frame's shorter side (it stayed 96 px on 1080p), and on
+    small frames what it always was (96 px, at most half the height)."""
+    from PIL import Image
+
+    from emofusion.predict.overlay import _draw
+
+    image = Image.new("RGB", size)
+    _draw(image, None, 0.0, 0.0, np.zeros((0, 2)))
+    white = np.all(np.asarray(image) == 255, axis=2)
+    white[:, size[0] // 2 :] = False  # the square sits in the lower left
+    rows, cols = np.flatnonzero(white.any(axis=1)), np.flatnonzero(white.any(axis=0))
+    top, left, right = rows[0], cols[0], cols[-1]  # the text below the square is narrower than it
+    assert right - left == side
+    assert white[top, left] and white[top, right] and white[top + side, left] and white[top + side, right]
