@@ -151,3 +151,17 @@ def test_one_predict_call_loads_the_face_detector_once(tmp_path, make_video, mon
         _predict(*videos, "--model", str(bundle), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c")) == 0
     )
     assert sorted(loads) == ["audio", "mtcnn", "visual"]
+
+
+def test_the_audio_log_says_no_audio_instead_of_an_offset_of_none(tmp_path, make_video, caplog):
+    from emofusion.audio.stage import extract_audio
+
+    with caplog.at_level(logging.INFO, logger="emofusion"):
+        extract_audio(
+            make_video(frames=12, audio=False), tmp_path / "none.wav", sample_rate=16000, missing_audio="silence"
+        )
+        extract_audio(make_video(frames=12), tmp_path / "some.wav", sample_rate=16000, missing_audio="error")
+    (none,) = [r.getMessage() for r in caplog.records if "none.wav: " in r.getMessage()]
+    (some,) = [r.getMessage() for r in caplog.records if "some.wav: " in r.getMessage()]
+    assert "no audio, valid samples [0, 0)" in none and "None" not in none
+    assert "audio offset 0 s" in some
