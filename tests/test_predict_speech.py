@@ -165,3 +165,32 @@ def test_the_audio_log_says_no_audio_instead_of_an_offset_of_none(tmp_path, make
     (some,) = [r.getMessage() for r in caplog.records if "some.wav: " in r.getMessage()]
     assert "no audio, valid samples [0, 0)" in none and "None" not in none
     assert "audio offset 0 s" in some
+
+
+@pytest.mark.parametrize(
+    ("audio", "speech", "shaded"),
+    [(True, False, {"no speech"}), (False, False, {"no audio"}), (True, True, set())],
+)
+def test_the_plot_shades_no_audio_and_no_speech_apart(audio, speech, shaded):
+    """The legend says what the frames lack: a silent track is "no speech", a video without sound "no audio"."""
+    from emofusion.predict.outputs import shaded as bands
+    from emofusion.predict.predictor import Prediction
+
+    n = 10
+    zeros = np.zeros((n, 2), np.float32)
+    p = Prediction(
+        video=Path("v.mp4"),
+        clip="video",
+        frames=n,
+        fps=10.0,
+        times=np.arange(n) / 10,
+        raw=zeros,
+        smoothed=zeros,
+        has_face=None,
+        has_audio=np.full(n, audio),
+        has_speech=np.full(n, speech),
+        has_word=None,
+        faces=None,
+        sha256="",
+    )
+    assert {label for missing, _, label in bands(p) if missing.any()} == shaded
