@@ -134,18 +134,21 @@ def test_outputs_one_row_per_frame_and_the_cache_reused(tmp_path, make_video):
         "valence_smoothed",
         "arousal_smoothed",
         "has_face",
+        "has_audio",
         "has_speech",
         "has_word",
     ]
     assert len(table) == 40 and (table["frame"] == np.arange(40)).all()
     assert np.allclose(table["time_s"], np.arange(40) / 30)
     assert table[["valence", "arousal"]].abs().max().max() <= 1.0
-    # the fixture's AAC track decodes to its first frames only: has_speech is the audio input's mask
-    assert table["has_speech"].iloc[0] and table["has_speech"].notna().all()
+    # the fixture's AAC track decodes to its first frames only: has_audio is the audio input's mask; a sine is no speech
+    assert table["has_audio"].iloc[0] and table["has_audio"].notna().all()
+    assert table["has_speech"].notna().all() and not table["has_speech"].any()
     assert table["has_face"].isna().all() and table["has_word"].isna().all()
     summary = json.loads((out / f"{video.stem}.{SYNTHETIC}.json").read_text())
     assert summary["frames"] == 40 and summary["fps"] == pytest.approx(30)
-    assert summary["fraction_with_speech"] == pytest.approx(table["has_speech"].mean())
+    assert summary["fraction_with_audio"] == pytest.approx(table["has_audio"].mean())
+    assert summary["fraction_with_speech"] == 0.0
     assert summary["fraction_with_face"] is None
     assert summary["valence"]["raw"]["mean"] == pytest.approx(table["valence"].mean(), abs=1e-6)
     assert summary["model"]["source"]["kind"] == "bundle"
@@ -185,9 +188,10 @@ def test_a_video_without_audio_is_masked_with_a_warning(tmp_path, make_video, ca
             == 0
         )
     table = pd.read_csv(out / f"{video.stem}.{SYNTHETIC}.csv")
-    assert len(table) == 30 and not table["has_speech"].any()
+    assert len(table) == 30 and not table["has_audio"].any() and not table["has_speech"].any()
     assert any("has no audio track" in r.getMessage() and str(video) in r.getMessage() for r in caplog.records)
-    assert json.loads((out / f"{video.stem}.{SYNTHETIC}.json").read_text())["fraction_with_speech"] == 0.0
+    summary = json.loads((out / f"{video.stem}.{SYNTHETIC}.json").read_text())
+    assert summary["fraction_with_audio"] == 0.0 and summary["fraction_with_speech"] == 0.0
 
 
 def test_no_face_anywhere_masks_the_visual_input_with_a_warning(tmp_path, make_video, caplog):
@@ -197,7 +201,7 @@ def test_no_face_anywhere_masks_the_visual_input_with_a_warning(tmp_path, make_v
     with caplog.at_level(logging.WARNING, logger="emofusion"):
         assert _predict(str(video), "--model", str(bundle), "--out", str(out), "--cache", str(tmp_path / "c")) == 0
     table = pd.read_csv(out / f"{video.stem}.{SYNTHETIC}.csv")
-    assert len(table) == 12 and not table["has_face"].any() and table["has_speech"].notna().all()
+    assert len(table) == 12 and not table["has_face"].any() and table["has_audio"].notna().all()
     assert any("no face was found in any frame" in r.getMessage() for r in caplog.records)
 
 
@@ -479,3 +483,21 @@ def test_a_model_trained_at_30_fps_predicts_60_and_15_fps_copies_at_the_same_tim
     assert (diff["old60"] > 0.01).all(), diff["old60"]  # what the test guards against
     # the frames between the 30 fps grid's times take the sample before them
     assert np.array_equal(tables["60"]["valence"].to_numpy()[1::2], tables["60"]["valence"].to_numpy()[0::2])
+
+
+@pytest.mark.parametrize(("size", "side"), [((1920, 1080), 216), ((320, 180), 90), ((640, 480), 96)])
+def test_the_gauge_scales_with_the_frame(size, side):
+    """The valence-arousal square is a fifth of a large frame's shorter side (it stayed 96 px on 1080p), and on
+    small frames what it always was (96 px, at most half the height)."""
+    from PIL import Image
+
+    from emofusion.predict.overlay import _draw
+
+    image = Image.new("RGB", size)
+    _draw(image, None, 0.0, 0.0, np.zeros((0, 2)))
+    white = np.all(np.asarray(image) == 255, axis=2)
+    white[:, size[0] // 2 :] = False  # the square sits in the lower left
+    rows, cols = np.flatnonzero(white.any(axis=1)), np.flatnonzero(white.any(axis=0))
+    top, left, right = rows[0], cols[0], cols[-1]  # the text below the square is narrower than it
+    assert right - left == side
+    assert white[top, left] and white[top, right] and white[top + side, left] and white[top + side, right]

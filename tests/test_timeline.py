@@ -257,7 +257,7 @@ def test_predict_time_s_is_the_decoders_time_and_the_tick_is_at_the_flash(videos
     with FeatureStore(shard) as store:
         rows, valid = store.read("video")
     assert 0 <= onset(rows[:, :1], valid.astype(bool)) - CASES[name].flash <= 1
-    np.testing.assert_array_equal(table["has_speech"].to_numpy(bool), valid.astype(bool))
+    np.testing.assert_array_equal(table["has_audio"].to_numpy(bool), valid.astype(bool))
 
 
 # ---------------------------------------------------------------------------------------------- overlay
@@ -280,6 +280,7 @@ def overlay_of(video: Path, out: Path, *, faces: Path | None = None) -> Path:
         raw=zeros,
         smoothed=zeros,
         has_face=None,
+        has_audio=None,
         has_speech=None,
         has_word=None,
         faces=faces,

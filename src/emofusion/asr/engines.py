@@ -62,6 +62,15 @@ class AsrOptions:
         return cls(**section)
 
 
+def speech_regions(audio: np.ndarray, *, sample_rate: int = 16000) -> list[tuple[float, float]]:
+    """(start, end) seconds of speech in float32 mono ``audio`` found by silero VAD (shipped with faster-whisper,
+    its defaults for Whisper); the VAD the engines decode by, and predict's ``has_speech``. Silero reads 16 kHz."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    stamps = get_speech_timestamps(audio, VadOptions(), sampling_rate=sample_rate)
+    return [(s["start"] / sample_rate, s["end"] / sample_rate) for s in stamps]
+
+
 def register(name: str):
     """Class decorator adding an engine to :data:`ENGINES` (duplicate names are an error)."""
 
@@ -90,11 +99,7 @@ class Engine:
         raise NotImplementedError
 
     def speech_regions(self, audio: np.ndarray) -> list[tuple[float, float]]:
-        """(start, end) seconds of speech found by silero VAD (faster-whisper's defaults for Whisper)."""
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-        stamps = get_speech_timestamps(audio, VadOptions(), sampling_rate=self.sample_rate)
-        return [(s["start"] / self.sample_rate, s["end"] / self.sample_rate) for s in stamps]
+        return speech_regions(audio, sample_rate=self.sample_rate)
 
     def _check_language(self, multilingual: bool, known: Collection[str]) -> None:
         lang = self.options.language

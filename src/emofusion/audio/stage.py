@@ -140,13 +140,14 @@ def extract_audio(
     if metadata:
         info["provenance"] = metadata
     write_json(sidecar_path(out), info)  # after the WAV is in place: a sidecar always describes a complete WAV
+    offset = info["offset_seconds"]
     logger.info(
-        "%s: %d samples at %d Hz (%.2f s), audio offset %s s, valid samples [%d, %d)",
+        "%s: %d samples at %d Hz (%.2f s), %s, valid samples [%d, %d)",
         out,
         n_out,
         sample_rate,
         n_out / sample_rate,
-        info["offset_seconds"],
+        "no audio" if offset is None else f"audio offset {offset:g} s",
         info["valid_start_sample"],
         info["valid_end_sample"],
     )

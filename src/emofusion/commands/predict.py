@@ -17,19 +17,22 @@ pipeline and evaluation run, so a corpus video gets the rows of its clip in pred
 Writes into --out, per video (atomically; <name> = the video's file stem, with _left/_right with --side, then
 .<model>: --name, default the model's <experiment>-fold<k>-seed<s>, so two models' predictions sit side by side):
   <name>.csv          frame, time_s, valence, arousal, valence_smoothed, arousal_smoothed, has_face,
-                      has_speech, has_word (empty where the model does not read that input)
-  <name>.json         frames, fps, mean and sd of valence and arousal, fractions of frames with a face, speech,
-                      a word; the model (run or bundle, checkpoint sha256), every backbone's weights sha256 and
+                      has_audio (decoded audio, silence included), has_speech (silero VAD hears speech),
+                      has_word (empty where the model does not read that input)
+  <name>.json         frames, fps, mean and sd of valence and arousal, fractions of frames with a face, audio,
+                      speech, a word; the model (run or bundle, checkpoint sha256), every backbone's weights sha256 and
                       licence, the settings used, versions, warnings, cache use
-  <name>.png          valence and arousal over time; frames without a face (grey) or speech (blue) shaded
+  <name>.png          valence and arousal over time; frames without a face (grey), audio (blue) or speech
+                      (light blue) shaded
   <name>.overlay.mp4  with --overlay: the video with the face box and a valence/arousal gauge drawn, audio kept
 A file that already exists is refused before anything is computed; --overwrite replaces it.
 Stage outputs are cached in --cache (default <out>/.cache) by the video's content sha256 and each stage's
 settings: a second model on the same backbones only runs the model; a changed setting never reuses a result.
 Predicts running at the same time may share one --cache.
 A video without audio is predicted with its audio masked (one warning); one without any face with its visual
-input masked (warning). An unreadable or truncated video, a run folder without model.pt, a bundle whose
-backbone is not installed or whose weights differ are errors naming the file and what to do."""
+input masked (warning); a text model that finds no word in the whole video warns too. An unreadable or
+truncated video, a run folder without model.pt, a bundle whose backbone is not installed or whose weights
+differ are errors naming the file and what to do."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -204,11 +204,18 @@ def embed_audio(
             f"audio backbone {backbone.name} gave {features.shape} for {n} frames of {wav}; "
             f"expected ({n}, {backbone.width})"
         )
+    valid = audio_coverage(times, sample_rate, meta)
+    features[~valid] = 0.0
+    return features, valid, fps
+
+
+def audio_coverage(times: np.ndarray, sample_rate: int, meta: dict[str, Any]) -> np.ndarray:
+    """(N,) bool: the frame at each of ``times`` seconds lies inside the decoded span of the audio whose sidecar is
+    ``meta`` (the audio input's validity; predict's ``has_audio``)."""
     at = np.round(times * sample_rate)
     valid = (at >= meta["valid_start_sample"]) & (at <= meta["valid_end_sample"])
     valid &= meta["valid_end_sample"] > meta["valid_start_sample"]
-    features[~valid] = 0.0
-    return features, valid, fps
+    return valid
 
 
 def embed_transcript(

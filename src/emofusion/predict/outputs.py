@@ -21,6 +21,7 @@ COLUMNS = (
     "valence_smoothed",
     "arousal_smoothed",
     "has_face",
+    "has_audio",
     "has_speech",
     "has_word",
 )
@@ -33,7 +34,10 @@ DEFINITIONS = {
     "valence_smoothed, arousal_smoothed": "centred moving average with the windows evaluation chose on the run's "
     "validation split (see smoothing)",
     "has_face": "the subject's face was detected and aligned at this frame (empty: the model reads no faces)",
-    "has_speech": "decoded audio covers this frame, i.e. the audio input is valid there (empty: no audio input)",
+    "has_audio": "decoded audio covers this frame, i.e. the audio input is valid there (a silent track counts; "
+    "empty: the model reads no audio)",
+    "has_speech": "silero VAD (the one Whisper's transcription uses) hears speech at this frame's time (empty: the "
+    "model reads no audio)",
     "has_word": "Whisper put a word on this frame, i.e. the text input is valid there (empty: no text input)",
 }
 
@@ -62,6 +66,7 @@ def frame_table(p: Prediction) -> pd.DataFrame:
             "valence_smoothed": p.smoothed[:, 0],
             "arousal_smoothed": p.smoothed[:, 1],
             "has_face": flag(p.has_face),
+            "has_audio": flag(p.has_audio),
             "has_speech": flag(p.has_speech),
             "has_word": flag(p.has_word),
         }
@@ -89,6 +94,7 @@ def summary(p: Prediction, model: Model, *, side: str | None) -> dict[str, Any]:
         "valence": {"raw": stats(p.raw[:, 0]), "smoothed": stats(p.smoothed[:, 0])},
         "arousal": {"raw": stats(p.raw[:, 1]), "smoothed": stats(p.smoothed[:, 1])},
         "fraction_with_face": fraction(p.has_face),
+        "fraction_with_audio": fraction(p.has_audio),
         "fraction_with_speech": fraction(p.has_speech),
         "fraction_with_word": fraction(p.has_word),
         "warnings": p.warnings,
@@ -115,9 +121,22 @@ def summary(p: Prediction, model: Model, *, side: str | None) -> dict[str, Any]:
     }
 
 
+def shaded(p: Prediction) -> list[tuple[np.ndarray, str, str]]:
+    """The plot's shaded bands: (frames, colour, legend label); absent where the model does not read the input."""
+    bands = []
+    if p.has_face is not None:
+        bands.append((~p.has_face, "0.6", "no face"))
+    if p.has_audio is not None:
+        bands.append((~p.has_audio, "tab:blue", "no audio"))
+    if p.has_speech is not None:
+        audio = p.has_audio if p.has_audio is not None else np.ones_like(p.has_speech)
+        bands.append((audio & ~p.has_speech, "tab:cyan", "no speech"))
+    return bands
+
+
 def plot(p: Prediction, path: Path, *, title: str) -> None:
-    """Valence and arousal (raw thin, smoothed thick) over time; frames without a face (grey) or without speech
-    (blue) shaded behind them."""
+    """Valence and arousal (raw thin, smoothed thick) over time; frames without a face (grey), without audio
+    (blue) or with audio but no speech (light blue) shaded behind them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,10 +148,10 @@ def plot(p: Prediction, path: Path, *, title: str) -> None:
     fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
     try:
         for ax, i, name in ((axes[0], 0, "valence"), (axes[1], 1, "arousal")):
-            for mask, colour, label in ((p.has_face, "0.6", "no face"), (p.has_speech, "tab:blue", "no speech")):
-                if mask is not None and (~mask).any():
+            for missing, colour, label in shaded(p):
+                if missing.any():
                     ax.fill_between(
-                        t, -1, 1, where=~mask, step="mid", color=colour, alpha=0.2, linewidth=0, label=label
+                        t, -1, 1, where=missing, step="mid", color=colour, alpha=0.2, linewidth=0, label=label
                     )
             ax.plot(t, p.raw[:, i], color="tab:red", linewidth=0.7, alpha=0.6, label="raw")
             ax.plot(t, p.smoothed[:, i], color="tab:red", linewidth=1.8, label="smoothed")

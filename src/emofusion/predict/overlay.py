@@ -16,33 +16,43 @@ import numpy as np
 from emofusion.errors import InputError
 from emofusion.predict.predictor import Prediction
 
-GAUGE = 96  # side of the valence-arousal square, pixels
+GAUGE = 96  # side of the valence-arousal square on frames up to 480 px on their shorter side, pixels
+GAUGE_SHARE = 0.2  # on larger frames: this share of the shorter side (216 px on 1080p), so it reads the same
+
+
+def gauge_size(width: int, height: int) -> int:
+    """Side of the gauge's square on a ``width`` x ``height`` frame: GAUGE, or a fifth of the shorter side on
+    frames larger than 480 px there; never more than half the height (a very flat frame)."""
+    return min(height // 2, max(GAUGE, round(GAUGE_SHARE * min(width, height))))
 
 
 def _draw(image, box: np.ndarray | None, v: float, a: float, trace: np.ndarray) -> None:
     """Draw on a PIL image: the face box, and in the lower-left corner a valence (x) / arousal (y) square with
-    the last second's path and the current point."""
-    from PIL import ImageDraw
+    the last second's path and the current point; margins, lines and text grow with the square."""
+    from PIL import ImageDraw, ImageFont
 
     d = ImageDraw.Draw(image)
+    s = gauge_size(image.width, image.height)
+    k = max(1.0, s / GAUGE)  # 1 up to 480 px: the drawing small frames always had
     if box is not None and np.isfinite(box).all():
-        d.rectangle([float(x) for x in box], outline=(0, 255, 0), width=2)
+        d.rectangle([float(x) for x in box], outline=(0, 255, 0), width=round(2 * k))
     h = image.height
-    s = min(GAUGE, h // 2)
-    x0, y0 = 6, h - s - 18
-    d.rectangle([x0, y0, x0 + s, y0 + s], fill=(0, 0, 0), outline=(255, 255, 255))
+    x0, y0 = round(6 * k), h - s - round(18 * k)
+    d.rectangle([x0, y0, x0 + s, y0 + s], fill=(0, 0, 0), outline=(255, 255, 255), width=round(k))
     cx, cy = x0 + s / 2, y0 + s / 2
-    d.line([x0, cy, x0 + s, cy], fill=(110, 110, 110))
-    d.line([cx, y0, cx, y0 + s], fill=(110, 110, 110))
+    d.line([x0, cy, x0 + s, cy], fill=(110, 110, 110), width=round(k))
+    d.line([cx, y0, cx, y0 + s], fill=(110, 110, 110), width=round(k))
 
     def at(val, aro):
         return cx + float(val) * s / 2, cy - float(aro) * s / 2
 
     if len(trace) > 1:
-        d.line([at(*p) for p in trace], fill=(255, 160, 0), width=1)
+        d.line([at(*p) for p in trace], fill=(255, 160, 0), width=round(k))
     px, py = at(v, a)
-    d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(255, 40, 40))
-    d.text((x0, y0 + s + 3), f"V {v:+.2f}  A {a:+.2f}", fill=(255, 255, 255))
+    r = 3 * k
+    d.ellipse([px - r, py - r, px + r, py + r], fill=(255, 40, 40))
+    font = ImageFont.load_default(size=round(10 * k)) if k > 1 else None
+    d.text((x0, y0 + s + round(3 * k)), f"V {v:+.2f}  A {a:+.2f}", fill=(255, 255, 255), font=font)
 
 
 def write_overlay(p: Prediction, out: str | Path) -> Path:

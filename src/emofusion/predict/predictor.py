@@ -43,7 +43,8 @@ class Prediction:
     raw: np.ndarray  # (N, 2) valence, arousal in [-1, 1]
     smoothed: np.ndarray  # (N, 2)
     has_face: np.ndarray | None
-    has_speech: np.ndarray | None
+    has_audio: np.ndarray | None  # decoded audio covers the frame (the audio input's validity)
+    has_speech: np.ndarray | None  # silero VAD hears speech at the frame's time (None: the model reads no audio)
     has_word: np.ndarray | None
     faces: Path | None  # the cached face store (boxes for the overlay)
     sha256: str
@@ -75,6 +76,9 @@ class Predictor:
             )
         self._check_detector()
         self.backbones = {m: self._build(m) for m in self.modalities}
+        # Whisper and the face detector: loaded for the first video that needs them, then reused for every one
+        self._asr: Any = None
+        self._detector: Any = None
         try:
             self.network = model_from_checkpoint(model.checkpoint).to(self.device)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -125,7 +129,7 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------- stages
     def _faces(self, vc: VideoCache, video: Path, clip: str) -> tuple[Path, str]:
-        from emofusion.faces.stage import FaceSettings, extract_faces, mtcnn_weights
+        from emofusion.faces.stage import FaceSettings, extract_faces, make_detector, mtcnn_weights
         from emofusion.provenance import provenance
 
         section = {**self.recipe["stages"]["faces"], "device": self.device_name}
@@ -142,6 +146,8 @@ class Predictor:
                 settings = FaceSettings.from_config(section)
             except ConfigError as e:
                 raise InputError(f"{self.model.source['path']}: its face settings are not valid here ({e})") from None
+            if self._detector is None:
+                self._detector = make_detector(settings, self.device)
             with vc.timed("faces"):
                 extract_faces(
                     video,
@@ -150,6 +156,7 @@ class Predictor:
                     settings=settings,
                     threads=max(1, self.threads),
                     provenance=provenance(config={"faces": section}, source="mtcnn", video=str(video)),
+                    detector=self._detector,
                 )
         return out, key
 
@@ -184,8 +191,13 @@ class Predictor:
         )
         out = vc.path("transcript", key, ".parquet")
         if not vc.have("transcript", out):
+            from emofusion.asr.engines import AsrOptions, load_engine
+            from emofusion.audio.read import read_audio_metadata
+
             with vc.timed("transcript"):
-                transcribe_file(wav, out, section, threads=self.threads or None)
+                if self._asr is None and read_audio_metadata(wav).get("has_audio", True):
+                    self._asr = load_engine(AsrOptions.from_config(section), threads=self.threads or None)
+                transcribe_file(wav, out, section, threads=self.threads or None, engine=self._asr)
         return out, key
 
     def _shard(
@@ -273,7 +285,7 @@ class Predictor:
         warnings: list[str] = []
         faces = wav = transcript = None
         shards: dict[str, Path] = {}
-        has_face = has_speech = has_word = None
+        has_face = has_audio = has_speech = has_word = None
         if self.need_faces:
             faces, faces_key = self._faces(vc, video, clip)
             with h5py.File(faces, "r") as f:
@@ -290,6 +302,8 @@ class Predictor:
             from emofusion.audio.read import read_audio_metadata
 
             wav, audio_key = self._audio(vc, video)
+            with vc.timed("speech"):
+                has_audio, has_speech = _audio_and_speech(wav, times)
             if not read_audio_metadata(wav).get("has_audio", True):
                 warnings.append(
                     f"{video} has no audio track (or none that decodes); its audio is masked on every "
@@ -303,13 +317,14 @@ class Predictor:
                 shards["text"] = self._shard(
                     vc, "text", transcript_key, clip, wav=wav, transcript=transcript, times=times
                 )
-        for m, path in shards.items():
-            with FeatureStore(path) as store:
-                valid = store.read(clip)[1].astype(bool)
-            if m == "audio":
-                has_speech = valid
-            elif m == "text":
-                has_word = valid
+        if "text" in shards:
+            with FeatureStore(shards["text"]) as store:
+                has_word = store.read(clip)[1].astype(bool)
+            if not has_word.any():
+                warnings.append(
+                    f"{video}: Whisper put no word on any frame (no speech it could transcribe); the text "
+                    "input is masked on every frame: the predictions come from the other inputs"
+                )
         for w in warnings:
             logger.warning("%s", w)
         with vc.timed("model"):
@@ -323,6 +338,7 @@ class Predictor:
             raw=raw,
             smoothed=smoothed,
             has_face=has_face,
+            has_audio=has_audio,
             has_speech=has_speech,
             has_word=has_word,
             faces=faces,
@@ -444,6 +460,27 @@ def _model_on_rows(
     )[0][clip]
     smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
     return raw, smoothed
+
+
+def _audio_and_speech(wav: Path, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) bool each: decoded audio covers the frame at ``times`` (the audio input's validity), and silero VAD (the
+    one the ASR engines decode by) hears speech at that time. A digitally silent track is audio without speech."""
+    from emofusion.asr.engines import speech_regions
+    from emofusion.audio.decode import decode_audio
+    from emofusion.audio.read import read_audio
+    from emofusion.features.stage import audio_coverage
+
+    samples, rate, meta = read_audio(wav)
+    has_audio = audio_coverage(times, rate, meta)
+    if not has_audio.any():
+        return has_audio, np.zeros_like(has_audio)
+    if rate != 16000:  # silero reads 16 kHz; the WAV's sample 0 is the first frame's time at any rate
+        samples, _ = decode_audio(wav, sample_rate=16000)
+    regions = np.asarray(speech_regions(samples, sample_rate=16000), dtype=np.float64).reshape(-1, 2)
+    # a frame speaks when its time falls in a region [start, end)
+    i = np.searchsorted(regions[:, 0], times, side="right") - 1
+    has_speech = (i >= 0) & (times < regions[np.maximum(i, 0), 1]) if len(regions) else np.zeros_like(has_audio)
+    return has_audio, has_speech & has_audio
 
 
 def _install_commands(packages: list[str], versions: dict[str, str]) -> str:
