@@ -1,5 +1,6 @@
 """Config schema: defaults filled, unknown keys rejected, wrong types named, every key described."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,15 @@ def test_a_snakemake_style_config_key_gets_the_option_that_sets_it(tmp_path, cap
     advised = shlex.split(caplog.records[-1].getMessage().split("set one key with ", 1)[1].split(" (merged", 1)[0])
     assert advised[0] == "--config-json"
     assert main(["manifest", *advised, "--out", str(out)]) == 0 and out.is_file()
+
+
+def test_the_config_key_hint_quotes_any_value_for_the_shell(tmp_path, caplog):
+    """A value YAML reads as a date, or one with a quote in it, gets a --config-json that parses as printed."""
+    import shlex
+
+    from emofusion.cli import main
+
+    for value in ("2024-06-01", "/data/o'brien"):
+        assert main(["manifest", "--config", f"corpus.root={value}", "--out", str(tmp_path / "m.parquet")]) == 1
+        advised = shlex.split(caplog.records[-1].getMessage().split("set one key with ", 1)[1].split(" (merged")[0])
+        assert advised[0] == "--config-json" and json.loads(advised[1]) == {"corpus": {"root": value}}, advised

@@ -501,3 +501,38 @@ def test_the_gauge_scales_with_the_frame(size, side):
     top, left, right = rows[0], cols[0], cols[-1]  # the text below the square is narrower than it
     assert right - left == side
     assert white[top, left] and white[top, right] and white[top + side, left] and white[top + side, right]
+
+
+def test_a_bundle_whose_name_would_leave_out_is_refused(tmp_path, make_video, caplog):
+    """The default output name comes from the bundle: one that is no plain file name (an edited experiment
+    '../../x') is refused before anything is written outside --out (pass --name)."""
+
+    def edit(doc):
+        doc["name"] = "../../escaped"
+        doc["recipe"]["experiment"] = "../../escaped"
+
+    video = make_video(frames=12)
+    out = tmp_path / "a" / "b" / "out"
+    assert _predict(str(video), "--model", str(_bundle(tmp_path / "bundle", edit=edit)), "--out", str(out)) == 1
+    assert "is not usable in a file name" in caplog.records[-1].getMessage()
+    assert not list(tmp_path.glob("**/*escaped*"))
+
+
+def test_speech_detection_without_faster_whisper_is_one_line_naming_the_install(monkeypatch):
+    """faster-whisper comes with the text extra; an audio-only install asked for has_speech gets the pip install."""
+    import builtins
+
+    from emofusion.asr.engines import speech_regions
+    from emofusion.errors import ConfigError
+
+    real = builtins.__import__
+
+    def without(name, *args, **kwargs):
+        if name.startswith("faster_whisper"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without)
+    monkeypatch.delitem(__import__("sys").modules, "faster_whisper.vad", raising=False)
+    with pytest.raises(ConfigError, match=r"faster-whisper package is not installed; pip install faster-whisper"):
+        speech_regions(np.zeros(16000, np.float32))

@@ -411,3 +411,21 @@ def test_a_damaged_face_store_and_a_killed_run_are_repaired_as_printed(workdir):
     marker.write_text('{"external_jobid": null}')
     logs = repaired(workdir, "snakemake --unlock", "snakemake --cores 2 --rerun-incomplete")
     assert ran(logs) == {"faces", "embed_visual", "embed_merge"}, logs
+
+
+def test_a_store_is_checked_by_where_it_lies_in_the_project_not_above_it(tmp_path):
+    """A project inside a folder named faces: its labels and feature stores are not checked as face stores (which
+    would call a good store damaged, with a repair that never clears it)."""
+    import h5py
+    import numpy as np
+
+    from emofusion.status import damage
+
+    root = tmp_path / "faces" / "project"
+    (root / "results").mkdir(parents=True)
+    labels = root / "results" / "labels.h5"
+    with h5py.File(labels, "w") as h5:
+        h5.attrs["targets"], h5.attrs["invalid_value"] = "valence,arousal", -5.0
+        h5.create_dataset("x", data=np.zeros(10))
+    assert damage(labels, root) is None
+    assert damage(labels) is not None  # what the absolute path made of it before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ def load_config(path: str | Path | None = None, *, overrides: str | dict | None 
                     setting = {name: setting}
                 raise ConfigError(
                     f"--config takes a config file, not {path}; set one key with --config-json "
-                    f"'{json.dumps(setting)}' (merged over --config FILE)"
+                    f"{shlex.quote(json.dumps(setting, default=str))} (merged over --config FILE)"
                 )
             raise ConfigError(f"config file {p} does not exist; pass --config with the path of your config.yaml")
         try:

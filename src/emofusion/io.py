@@ -224,6 +224,27 @@ def atomic_path(
         raise
 
 
+def check_writable_folder(folder: str | os.PathLike, option: str) -> None:
+    """Refuse ``folder`` before any work when it cannot be made or written (a read-only disk, a file on its path):
+    predict writes its results only after computing everything. Tried by writing a file, not by permission bits,
+    which say nothing for root or a read-only mount; creates nothing that stays."""
+    target = Path(folder)
+    existing = next(p for p in (target, *target.absolute().parents) if p.exists())
+    if existing == target and not target.is_dir():
+        raise InputError(f"{option} {folder} is a file, not a folder; it is left alone: choose another {option}")
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        fd, name = tempfile.mkstemp(prefix=".emofusion-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise InputError(
+            f"cannot write {option} {folder}: {e.strerror or e} ({e.filename or existing}); choose a folder you can "
+            "write to"
+        ) from None
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically, sorted keys, so reruns give byte-identical files."""
     with atomic_path(path) as tmp:

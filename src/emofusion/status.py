@@ -97,15 +97,16 @@ def edited_after_written(root: Path, path: str) -> Finding | None:
     )
 
 
-def damage(path: Path) -> str | None:
+def damage(path: Path, root: Path | None = None) -> str | None:
     """What the header check of a store finds wrong (the check the commands and the workflow's DAG run: the file
-    opens and has its layout's attributes or footer), or None. The kind comes from where the file lies."""
+    opens and has its layout's attributes or footer), or None. The kind comes from where the file lies under
+    ``root`` (the project: a project folder inside a folder named faces is no face store)."""
     from emofusion.errors import EmofusionError
     from emofusion.faces.store import check_face_store
     from emofusion.features.store import read_attrs
     from emofusion.labels import check_labels_store
 
-    parts = path.parts
+    parts = path.relative_to(root).parts if root is not None else path.parts
     check: Callable[[Path], object]
     if path.suffix == ".parquet":
         check = _check_parquet
@@ -145,12 +146,12 @@ def check_intermediates(root: Path, cfg: dict[str, Any]) -> list[Finding]:
     for path, needed_by in intermediate_files(cfg).items():
         if not (root / path).is_file():
             found.append(Finding(path, f"missing ({needed_by} needs it)", rerun(path)))
-        elif problem := damage(root / path):
+        elif problem := damage(root / path, root):
             found.append(Finding(path, f"damaged: {problem}", rerun(path)))
         elif f := edited_after_written(root, path):
             found.append(f)
     for path in face_stores(root):
-        if (root / path).is_file() and (problem := damage(root / path)):
+        if (root / path).is_file() and (problem := damage(root / path, root)):
             found.append(Finding(path, f"damaged: {problem}", rerun(path)))
     return found
 

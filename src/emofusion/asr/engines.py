@@ -65,9 +65,11 @@ class AsrOptions:
 def speech_regions(audio: np.ndarray, *, sample_rate: int = 16000) -> list[tuple[float, float]]:
     """(start, end) seconds of speech in float32 mono ``audio`` found by silero VAD (shipped with faster-whisper,
     its defaults for Whisper); the VAD the engines decode by, and predict's ``has_speech``. Silero reads 16 kHz."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    from emofusion.packages import import_module
 
-    stamps = get_speech_timestamps(audio, VadOptions(), sampling_rate=sample_rate)
+    # faster-whisper comes with the `text` extra: a model without text still needs it for has_speech
+    vad = import_module("faster_whisper.vad", "faster-whisper", key="has_speech (Silero VAD)")
+    stamps = vad.get_speech_timestamps(audio, vad.VadOptions(), sampling_rate=sample_rate)
     return [(s["start"] / sample_rate, s["end"] / sample_rate) for s in stamps]
 
 

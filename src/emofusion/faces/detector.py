@@ -38,6 +38,12 @@ class Detections:
     offsets: np.ndarray
 
 
+# What the detector's outputs mean, beyond its settings and weights: raised when the same settings start to give
+# other stores, so caches keyed on it (predict's) are not reused across the change. 2: faces.min_face_size counts
+# detection pixels, frames over 640x480 are warped from regions around their faces.
+DETECTION_VERSION = 2
+
+
 @functools.cache
 def mtcnn_weights() -> dict[str, str]:
     """SHA-256 of the P-, R- and O-net weight files that ship in the facenet-pytorch wheel (for provenance)."""

@@ -29,7 +29,7 @@ from emofusion.errors import ConfigError
 from emofusion.faces.align import face_template, similarity_transforms, warp_faces
 from emofusion.faces.config import FaceSettings, FaceSummary
 from emofusion.faces.crops import faces_from_crops
-from emofusion.faces.detector import MTCNNDetector, mtcnn_weights
+from emofusion.faces.detector import DETECTION_VERSION, MTCNNDetector, mtcnn_weights
 from emofusion.faces.memory import release_freed_memory
 from emofusion.faces.pipeline import run_overlapped
 from emofusion.faces.store import create_store, finish_store, log_summary
@@ -189,6 +189,7 @@ def extract_faces(
             "name": "mtcnn",
             "package": "facenet-pytorch",
             "weights_sha256": mtcnn_weights(),
+            "detection_version": DETECTION_VERSION,
             "device": str(device),
             "decode": stream.decode_device,
         },

@@ -24,7 +24,8 @@ from typing import Any
 from emofusion.errors import InputError
 from emofusion.repair import rebuild_store, reevaluate, retrain
 
-BUNDLE_SCHEMA = 1
+# 2: the recipe's windowing records the training rate (older readers would fail on the key, not refuse)
+BUNDLE_SCHEMA = 2
 RECIPE_SCHEMA = 1
 MEMBERS = ("bundle.json", "model.pt")
 # Each member's size limit, checked before it is read: bundle.json is tens of kB, model.pt a fusion model's weights.

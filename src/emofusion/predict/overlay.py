@@ -55,6 +55,11 @@ def _draw(image, box: np.ndarray | None, v: float, a: float, trace: np.ndarray) 
     d.text((x0, y0 + s + round(3 * k)), f"V {v:+.2f}  A {a:+.2f}", fill=(255, 255, 255), font=font)
 
 
+def _start(packet) -> int:
+    """A packet's presentation time, or its decode time where the container gives none (some AVI streams)."""
+    return packet.pts if packet.pts is not None else packet.dts
+
+
 def write_overlay(p: Prediction, out: str | Path) -> Path:
     """Write the overlay video of a prediction atomically; returns its path."""
     import av
@@ -92,7 +97,7 @@ def write_overlay(p: Prediction, out: str | Path) -> Path:
             def audio_until(t: float | None) -> None:
                 """Mux the source's audio packets that start by ``t`` seconds (all of them for None)."""
                 nonlocal pending
-                while pending is not None and (t is None or float(pending.pts * pending.time_base) <= t):
+                while pending is not None and (t is None or float(_start(pending) * pending.time_base) <= t):
                     pending.stream = aout
                     dst.mux(pending)
                     pending = next(packets, None)

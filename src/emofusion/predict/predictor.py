@@ -129,7 +129,7 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------- stages
     def _faces(self, vc: VideoCache, video: Path, clip: str) -> tuple[Path, str]:
-        from emofusion.faces.stage import FaceSettings, extract_faces, make_detector, mtcnn_weights
+        from emofusion.faces.stage import DETECTION_VERSION, FaceSettings, extract_faces, make_detector, mtcnn_weights
         from emofusion.provenance import provenance
 
         section = {**self.recipe["stages"]["faces"], "device": self.device_name}
@@ -139,6 +139,7 @@ class Predictor:
             device=self.device.type,
             clip=clip,
             detector=mtcnn_weights(),
+            detection=DETECTION_VERSION,
         )
         out = vc.path("faces", key, ".h5")
         if not vc.have("faces", out):

@@ -7,7 +7,6 @@ the model's stores were built with (:mod:`.bundle`), cached by content and setti
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,18 +25,9 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 def _check_out(out: Path, paths: Sequence[Path], *, overwrite: bool) -> None:
     """Refuse, before any video is read, an --out that is a file or cannot be written, and any output file that
     exists (an earlier prediction, or a file of the user's) unless ``overwrite``; a folder is never replaced."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder; choose an output folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(
-            f"cannot create --out {out}: {e.strerror or e}; choose an output folder you can write to"
-        ) from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(
-            f"--out {out} is not writable; choose an output folder you can write to, or fix its permissions"
-        )
+    from emofusion.io import check_writable_folder
+
+    check_writable_folder(out, "--out")  # tried by writing, as the command does first: permission bits say little
     for path in paths:
         if path.is_dir():
             raise InputError(
@@ -77,6 +67,11 @@ def predict_videos(
     if name is not None and not NAME.fullmatch(name):
         raise InputError(f"--name {name!r}: use letters, digits, '_', '.' and '-' (starting with a letter or digit)")
     model = load_model(run=run, bundle=bundle)
+    if name is None and not NAME.fullmatch(model.name):
+        raise InputError(
+            f"{model.source['path']}: its name {model.name!r} is not usable in a file name (letters, digits, "
+            "'_', '.', '-'); pass --name"
+        )
     name = name or model.name
     planned = [output_paths(out, Path(v), side, name, overlay=overlay) for v in videos]
     _check_out(out, [p for paths in planned for p in paths.values()], overwrite=overwrite)
