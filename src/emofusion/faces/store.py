@@ -21,8 +21,10 @@ git revision, config and its hash, for ``mtcnn`` also the detector's weight chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,18 +197,9 @@ def log_summary(summary: FaceSummary, video: str | Path) -> None:
 def read_faces(path: str | Path, *, crops: bool = True) -> dict[str, Any]:
     """A face store as a dict of numpy arrays plus ``attrs`` (provenance decoded); ``crops=False`` skips the
     crops (the large part). Raises InputError naming the file when it is missing or not a face store."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"face store {path} does not exist; run `emofusion faces` (or snakemake) first")
-    try:
-        with h5py.File(path, "r") as f:
-            _check_layout(f, path)
-            out: dict[str, Any] = {d: f[d][:] for d in DATASETS if crops or d != "crops"}
-            attrs = dict(f.attrs)
-    except OSError as e:
-        raise InputError(f"face store {path} cannot be read ({e}); delete it and rerun the face stage") from None
+    with _opened(path) as f:
+        out: dict[str, Any] = {d: f[d][:] for d in DATASETS if crops or d != "crops"}
+        attrs = dict(f.attrs)
     attrs["provenance"] = json.loads(attrs.get("provenance") or "{}")
     out["attrs"] = attrs
     return out
@@ -224,6 +217,14 @@ def _check_layout(f, path: Path) -> None:
 def check_face_store(path: str | Path) -> None:
     """The cheap part of :func:`read_faces`: the file opens as HDF5 (a truncated file does not) and has the store's
     datasets and schema version; nothing is read. InputError naming the file otherwise."""
+    with _opened(path):
+        pass
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path) -> Iterator[Any]:
+    """The face store at ``path`` open for reading, its layout checked; InputError naming the file when it is
+    missing, not a face store, or cannot be read (a truncated file, here or while the caller reads it)."""
     import h5py
 
     path = Path(path)
@@ -232,5 +233,6 @@ def check_face_store(path: str | Path) -> None:
     try:
         with h5py.File(path, "r") as f:
             _check_layout(f, path)
+            yield f
     except OSError as e:
         raise InputError(f"face store {path} cannot be read ({e}); delete it and rerun the face stage") from None
