@@ -70,10 +70,24 @@ def test_embed_refuses_an_option_given_a_different_number_of_times_than_out(tmp_
     assert "weights" not in caplog.text and not list(tmp_path.glob("[ab].h5"))
 
 
-def test_clips_per_embed_job_defaults_to_a_job_per_clip_and_is_at_least_one():
+@pytest.mark.parametrize("key", ["clips_per_embed_job", "clips_per_audio_job"])
+def test_shard_keys_default_to_a_job_per_clip_and_are_at_least_one(key):
     from emofusion.config import validate_config
     from emofusion.errors import ConfigError
 
-    assert validate_config({})["clips_per_embed_job"] == 1
-    with pytest.raises(ConfigError, match=r"clips_per_embed_job: 0 is less than the minimum"):
-        validate_config({"clips_per_embed_job": 0})
+    assert validate_config({})[key] == 1
+    with pytest.raises(ConfigError, match=rf"{key}: 0 is less than the minimum"):
+        validate_config({key: 0})
+
+
+def test_audio_and_transcribe_refuse_an_option_given_a_different_number_of_times_than_out(tmp_path, caplog):
+    """The shard forms of `emofusion audio` and `emofusion transcribe`: each --video / --audio goes with one --out;
+    a miscount is one line naming the option and nothing is written."""
+    outs = ["--out", str(tmp_path / "a.wav"), "--out", str(tmp_path / "b.wav")]
+    with caplog.at_level(logging.ERROR, logger="emofusion"):
+        assert main(["audio", "--video", str(tmp_path / "v.mp4"), *outs]) == 1
+        assert "--video given 1 times for 2 --out; give it once with each --out" in caplog.text
+        caplog.clear()
+        assert main(["transcribe", "--audio", str(tmp_path / "a.wav"), *outs]) == 1
+        assert "--audio given 1 times for 2 --out; give it once with each --out" in caplog.text
+    assert list(tmp_path.iterdir()) == []

@@ -365,6 +365,55 @@ def test_embed_shards_write_the_files_of_per_clip_jobs(tmp_path):
     assert len(list((tmp_path / "results" / "features").rglob("*.h5"))) == 9
 
 
+def test_audio_shards_plan_one_audio_and_one_transcribe_job_per_shard(workdir):
+    """clips_per_audio_job=5 cuts the demo's 11 videos, sorted by id, into audio_shard0..2 and transcribe_shard0..2:
+    one `emofusion audio` / `emofusion transcribe` per shard with every video's options, the profile's settings of
+    the per-video rule (runtime per video times the shard's videos)."""
+    args = on_demo(workdir, "-n", "--cores", "4", "--printshellcmds")
+    args[-2:-2] = ["--set-threads", "transcribe=3", "--set-resources", "audio:runtime=attempt*7", "transcribe:gpu=1"]
+    proc = snakemake(*args, "clips_per_audio_job=5", cwd=workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = planned_jobs(out.split("Job stats:")[1].split("Reasons:")[0])
+    for rule in ("audio", "transcribe"):
+        assert {r: n for r, n in jobs.items() if r.startswith(rule)} == {f"{rule}_shard{i}": 1 for i in (0, 1, 2)}
+    assert jobs["embed_audio"] == jobs["embed_text"] == 11
+    videos = ["demo06-30-640x180", "demo07-30-320x180", "demo08-30-320x180", "demo09-30-320x180", "demo10-30-320x180"]
+    audio = out[out.index("rule audio_shard1:") :].split("\n\n")[0]
+    wavs = ", ".join(f"results/audio/{v}.wav, results/audio/{v}.json" for v in videos)
+    assert f"output: {wavs}" in audio and "runtime=35" in audio and "mem_mb=1000" in audio, audio
+    transcribe = out[out.index("rule transcribe_shard1:") :].split("\n\n")[0]
+    assert "threads: 3" in transcribe and "gpu=1" in transcribe and "runtime" not in transcribe, transcribe
+    assert f"results/transcripts/{videos[0]}.parquet (update)" in transcribe, transcribe
+    command = next(line for line in out.splitlines() if "emofusion audio " in line and "shard1.log" in line)
+    assert command.count("--video ") == command.count("--audio ") == command.count("--out ") == 5, command
+    command = next(line for line in out.splitlines() if "emofusion transcribe " in line and "shard1.log" in line)
+    assert command.count("--audio ") == command.count("--out ") == 5 and "--threads 3" in command, command
+    assert f"--audio results/audio/{videos[0]}.wav --out results/transcripts/{videos[0]}.parquet" in command
+
+
+@pytest.mark.workflow
+def test_audio_shards_write_the_files_of_per_video_jobs(tmp_path):
+    """Two videos' audio and transcripts by per-video jobs, then (those removed) by one audio and one transcribe
+    shard: the same WAVs, sidecars and transcripts (provenance aside)."""
+    corpus = demo_subset(tmp_path / "corpus", ("demo01-30-320x180", "demo02-30-320x180"))
+    targets = [f"results/transcripts/demo0{i}-30-320x180.parquet" for i in (1, 2)]
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    for n in (1, 2):
+        config = ["--config", f"corpus={{root: {corpus}}}", f"clips_per_audio_job={n}"]
+        proc = snakemake(
+            *targets, "--cores", "2", "--snakefile", str(REPO / "Snakefile"), *config, cwd=tmp_path, timeout=600
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        jobs = planned_jobs(out.split("Job stats:")[1].split("\n\n")[0])
+        assert jobs == ({"audio": 2, "transcribe": 2} if n == 1 else {"audio_shard0": 1, "transcribe_shard0": 1}), jobs
+        if n == 1:
+            (tmp_path / "results").rename(tmp_path / "per-video")
+    assert load_script("compare_results").compare(tmp_path / "per-video", tmp_path / "results") == []
+    assert len(list((tmp_path / "results").rglob("*.*"))) == 6
+
+
 def test_dry_run_predict_with_a_run_not_yet_trained_and_a_side(workdir):
     """`snakemake predict` with predict.model naming a run of this workflow that does not exist yet trains and
     evaluates it first (its files are the predict jobs' inputs), passes it with --run, and with predict.side the

@@ -162,6 +162,40 @@ CONVERTIBLE = {converted_name(m): m for m in BUNDLED}
 CONVERTIBLE_PATTERN = "|".join(re.escape(stem) for stem in CONVERTIBLE)
 
 
+def audio_shards():
+    """The audio and transcribe jobs of clips_per_audio_job > 1: the videos, sorted by id, cut into shards."""
+    return shards(VIDEOS, config["clips_per_audio_job"])
+
+
+def audio_shard_inputs(videos):
+    """Every video and audio-track file of an audio shard (one path once: the track is mostly the video itself)."""
+    return list(dict.fromkeys(p for v in videos for p in (VIDEOS[v].video, audio_source(SimpleNamespace(video=v)))))
+
+
+def audio_shard_arguments(videos):
+    """`emofusion audio` options for a shard: --video/--audio/--out once per video, as the per-video rule."""
+    args = []
+    for v in videos:
+        args += ["--video", str(VIDEOS[v].video), "--audio", str(audio_source(SimpleNamespace(video=v)))]
+        args += ["--out", f"results/audio/{v}.wav"]
+    return shlex.join(args)
+
+
+def transcribe_shard_arguments(videos):
+    """`emofusion transcribe` options for a shard: --audio/--out once per video."""
+    args = []
+    for v in videos:
+        args += ["--audio", f"results/audio/{v}.wav", "--out", f"results/transcripts/{v}.parquet"]
+    return shlex.join(args)
+
+
+def transcribe_rules():
+    """The rules that make transcripts (forcing one of them makes its transcripts again)."""
+    if config["clips_per_audio_job"] == 1:
+        return ["transcribe"]
+    return [f"transcribe_shard{i}" for i in range(len(audio_shards()))]
+
+
 def audio_video(wildcards):
     """The video whose frame timeline the audio follows."""
     return VIDEOS[wildcards.video].video
@@ -599,7 +633,7 @@ def checked_face_store(wildcards):
 
 def checked_transcript(wildcards):
     """The video's transcript (embed_text reads it), checked."""
-    return intact(f"results/transcripts/{wildcards.video}.parquet", "transcript", ["transcribe"])
+    return intact(f"results/transcripts/{wildcards.video}.parquet", "transcript", transcribe_rules())
 
 
 @functools.cache
