@@ -91,3 +91,27 @@ def test_audio_and_transcribe_refuse_an_option_given_a_different_number_of_times
         assert main(["transcribe", "--audio", str(tmp_path / "a.wav"), *outs]) == 1
         assert "--audio given 1 times for 2 --out; give it once with each --out" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_transcribe_shard_of_silent_videos_loads_no_model(tmp_path, make_video, monkeypatch):
+    """`emofusion audio` then `emofusion transcribe`, each as one shard of two videos without audio
+    (audio.missing_audio: silence): a WAV and sidecar per video, an empty transcript each, and no model loaded,
+    as per-video commands would load none (the shard's model loads when a file with audio first needs it)."""
+    import emofusion.asr.stage
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a shard of silent videos loaded the model")
+
+    monkeypatch.setattr(emofusion.asr.stage, "load_engine", no_model)
+    videos = [make_video(frames=n, fps=25, audio=False) for n in (10, 12)]
+    wavs = [tmp_path / "audio" / f"v{i}.wav" for i in (0, 1)]
+    cfg = json.dumps({"audio": {"missing_audio": "silence"}})
+    args = [a for v, w in zip(videos, wavs, strict=True) for a in ("--video", str(v), "--out", str(w))]
+    assert main(["audio", "--config-json", cfg, *args]) == 0
+    assert [json.loads(w.with_suffix(".json").read_text())["has_audio"] for w in wavs] == [False, False]
+    outs = [tmp_path / "transcripts" / f"v{i}.parquet" for i in (0, 1)]
+    args = [a for w, o in zip(wavs, outs, strict=True) for a in ("--audio", str(w), "--out", str(o))]
+    assert main(["transcribe", *args]) == 0
+    import pandas as pd
+
+    assert [len(pd.read_parquet(o)) for o in outs] == [0, 0]

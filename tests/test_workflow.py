@@ -410,6 +410,8 @@ def test_audio_shards_write_the_files_of_per_video_jobs(tmp_path):
         assert jobs == ({"audio": 2, "transcribe": 2} if n == 1 else {"audio_shard0": 1, "transcribe_shard0": 1}), jobs
         if n == 1:
             (tmp_path / "results").rename(tmp_path / "per-video")
+    log = (tmp_path / "logs" / "transcribe" / "shard0.log").read_text()
+    assert log.count("loading faster-whisper model") == 1, log  # one model for the shard's two videos
     assert load_script("compare_results").compare(tmp_path / "per-video", tmp_path / "results") == []
     assert len(list((tmp_path / "results").rglob("*.*"))) == 6
 
