@@ -274,6 +274,148 @@ def test_a_face_shard_writes_the_stores_of_per_clip_jobs(tmp_path):
     assert len(list((tmp_path / "per3" / "results" / "faces").glob("*.h5"))) == 3
 
 
+def test_embed_shards_plan_one_job_per_shard_with_the_profile_embed_settings(workdir):
+    """clips_per_embed_job=5 cuts the demo's 12 clips (visual) and 11 videos (audio, text), sorted by id, into
+    embed_<modality>_shard0..2 for each backbone: one `emofusion embed` per shard with every clip's or video's
+    options, the threads and resources set for its per-clip rule (runtime per id times the shard's ids), and the
+    same shard files for embed_merge."""
+    args = on_demo(workdir, "-n", "--cores", "4", "--printshellcmds")
+    args[-2:-2] = [
+        "--set-threads",
+        "embed_visual=3",
+        "--set-resources",
+        "embed_audio:runtime=attempt*7",
+        "embed_text:gpu=1",
+    ]
+    proc = snakemake(*args, "clips_per_embed_job=5", cwd=workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = planned_jobs(out.split("Job stats:")[1].split("Reasons:")[0])
+    for modality in ("visual", "audio", "text"):
+        assert {r: n for r, n in jobs.items() if r.startswith(f"embed_{modality}")} == {
+            f"embed_{modality}_shard{i}": 1 for i in (0, 1, 2)
+        }
+    assert jobs["embed_merge"] == 3 and jobs["faces"] == 12 and jobs["transcribe"] == 11
+    shard = {
+        r: out[out.index(f"rule {r}:") :].split("\n\n")[0]
+        for r in ("embed_visual_shard1", "embed_audio_shard1", "embed_text_shard2")
+    }
+    clips = ["demo06-30-640x180_left", "demo06-30-640x180_right", "demo07-30-320x180", "demo08-30-320x180"]
+    clips.append("demo09-30-320x180")
+    visual = shard["embed_visual_shard1"]
+    assert f"output: {', '.join(f'results/features/visual/fer/{c}.h5' for c in clips)}" in visual, visual
+    assert "threads: 3" in visual and "runtime" not in visual and "mem_mb=3000" in visual, visual
+    audio = shard["embed_audio_shard1"]
+    videos = ["demo06-30-640x180", "demo07-30-320x180", "demo08-30-320x180", "demo09-30-320x180", "demo10-30-320x180"]
+    assert f"output: {', '.join(f'results/features/audio/egemaps/{v}.h5' for v in videos)}" in audio, audio
+    assert "runtime=35" in audio and "threads" not in audio.split("Shell command")[0].split("wildcards")[1], audio
+    text = shard["embed_text_shard2"]
+    assert "output: results/features/text/minilm/demo11-30-320x180.h5" in text and "gpu=1" in text, text
+    # one process per shard: each clip's (video's) options as the per-clip rule gives them
+    command = next(
+        line for line in out.splitlines() if "emofusion embed " in line and "shard1.log" in line and "visual" in line
+    )
+    assert command.count("--faces ") == command.count("--video ") == command.count("--out ") == 5, command
+    assert "--threads 3" in command and f"--out results/features/visual/fer/{clips[0]}.h5" in command, command
+    command = next(line for line in out.splitlines() if "emofusion embed " in line and "egemaps/shard1.log" in line)
+    assert command.count("--audio ") == command.count("--clips ") == command.count("--out ") == 5, command
+    assert (
+        "--clips demo06-30-640x180_left demo06-30-640x180_right "
+        "--out results/features/audio/egemaps/demo06-30-640x180.h5" in command
+    )
+    command = next(line for line in out.splitlines() if "emofusion embed " in line and "minilm/shard0.log" in line)
+    assert command.count("--transcript ") == command.count("--audio ") == command.count("--out ") == 5, command
+
+
+@pytest.mark.workflow
+def test_embed_shards_write_the_files_of_per_clip_jobs(tmp_path):
+    """Two clips embedded with every modality's backbone by per-clip jobs, then (their inputs kept, the shards
+    removed) by one shard job per modality: the same shard files and stores, and no upstream job reruns."""
+    clips = ("demo07-30-320x180", "demo09-30-320x180")
+    corpus = demo_subset(tmp_path / "corpus", clips)
+    targets = [
+        f"results/features/{m}/{b}/{c}.h5"
+        for m, b in (("visual", "fer"), ("audio", "egemaps"), ("text", "minilm"))
+        for c in clips
+    ]
+    targets += [
+        "results/features/visual/fer.h5",
+        "results/features/audio/egemaps.h5",
+        "results/features/text/minilm.h5",
+    ]
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    for n in (1, 2):
+        config = ["--config", f"corpus={{root: {corpus}}}", f"clips_per_embed_job={n}"]
+        proc = snakemake(
+            *targets, "--cores", "2", "--snakefile", str(REPO / "Snakefile"), *config, cwd=tmp_path, timeout=600
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        jobs = planned_jobs(out.split("Job stats:")[1].split("\n\n")[0])
+        if n == 1:
+            (tmp_path / "results" / "features").rename(tmp_path / "per-clip")
+        else:
+            assert jobs == {
+                "embed_visual_shard0": 1,
+                "embed_audio_shard0": 1,
+                "embed_text_shard0": 1,
+                "embed_merge": 3,
+            }, jobs
+    assert load_script("compare_results").compare(tmp_path / "per-clip", tmp_path / "results" / "features") == []
+    assert len(list((tmp_path / "results" / "features").rglob("*.h5"))) == 9
+
+
+def test_audio_shards_plan_one_audio_and_one_transcribe_job_per_shard(workdir):
+    """clips_per_audio_job=5 cuts the demo's 11 videos, sorted by id, into audio_shard0..2 and transcribe_shard0..2:
+    one `emofusion audio` / `emofusion transcribe` per shard with every video's options, the profile's settings of
+    the per-video rule (runtime per video times the shard's videos)."""
+    args = on_demo(workdir, "-n", "--cores", "4", "--printshellcmds")
+    args[-2:-2] = ["--set-threads", "transcribe=3", "--set-resources", "audio:runtime=attempt*7", "transcribe:gpu=1"]
+    proc = snakemake(*args, "clips_per_audio_job=5", cwd=workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = planned_jobs(out.split("Job stats:")[1].split("Reasons:")[0])
+    for rule in ("audio", "transcribe"):
+        assert {r: n for r, n in jobs.items() if r.startswith(rule)} == {f"{rule}_shard{i}": 1 for i in (0, 1, 2)}
+    assert jobs["embed_audio"] == jobs["embed_text"] == 11
+    videos = ["demo06-30-640x180", "demo07-30-320x180", "demo08-30-320x180", "demo09-30-320x180", "demo10-30-320x180"]
+    audio = out[out.index("rule audio_shard1:") :].split("\n\n")[0]
+    wavs = ", ".join(f"results/audio/{v}.wav, results/audio/{v}.json" for v in videos)
+    assert f"output: {wavs}" in audio and "runtime=35" in audio and "mem_mb=1000" in audio, audio
+    transcribe = out[out.index("rule transcribe_shard1:") :].split("\n\n")[0]
+    assert "threads: 3" in transcribe and "gpu=1" in transcribe and "runtime" not in transcribe, transcribe
+    assert f"results/transcripts/{videos[0]}.parquet (update)" in transcribe, transcribe
+    command = next(line for line in out.splitlines() if "emofusion audio " in line and "shard1.log" in line)
+    assert command.count("--video ") == command.count("--audio ") == command.count("--out ") == 5, command
+    command = next(line for line in out.splitlines() if "emofusion transcribe " in line and "shard1.log" in line)
+    assert command.count("--audio ") == command.count("--out ") == 5 and "--threads 3" in command, command
+    assert f"--audio results/audio/{videos[0]}.wav --out results/transcripts/{videos[0]}.parquet" in command
+
+
+@pytest.mark.workflow
+def test_audio_shards_write_the_files_of_per_video_jobs(tmp_path):
+    """Two videos' audio and transcripts by per-video jobs, then (those removed) by one audio and one transcribe
+    shard: the same WAVs, sidecars and transcripts (provenance aside)."""
+    corpus = demo_subset(tmp_path / "corpus", ("demo01-30-320x180", "demo02-30-320x180"))
+    targets = [f"results/transcripts/demo0{i}-30-320x180.parquet" for i in (1, 2)]
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    for n in (1, 2):
+        config = ["--config", f"corpus={{root: {corpus}}}", f"clips_per_audio_job={n}"]
+        proc = snakemake(
+            *targets, "--cores", "2", "--snakefile", str(REPO / "Snakefile"), *config, cwd=tmp_path, timeout=600
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        jobs = planned_jobs(out.split("Job stats:")[1].split("\n\n")[0])
+        assert jobs == ({"audio": 2, "transcribe": 2} if n == 1 else {"audio_shard0": 1, "transcribe_shard0": 1}), jobs
+        if n == 1:
+            (tmp_path / "results").rename(tmp_path / "per-video")
+    log = (tmp_path / "logs" / "transcribe" / "shard0.log").read_text()
+    assert log.count("loading faster-whisper model") == 1, log  # one model for the shard's two videos
+    assert load_script("compare_results").compare(tmp_path / "per-video", tmp_path / "results") == []
+    assert len(list((tmp_path / "results").rglob("*.*"))) == 6
+
+
 def test_dry_run_predict_with_a_run_not_yet_trained_and_a_side(workdir):
     """`snakemake predict` with predict.model naming a run of this workflow that does not exist yet trains and
     evaluates it first (its files are the predict jobs' inputs), passes it with --run, and with predict.side the

@@ -3,6 +3,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from types import SimpleNamespace  # the wildcards of one clip or video, for a shard's per-clip helpers
 
 from emofusion.config import validate_workflow_config
 from emofusion.corpus import discover
@@ -83,11 +84,15 @@ def face_crops_option(wildcards, input):
     return f"--crops {shlex.quote(input.crops)}" if "crops" in input.keys() else ""
 
 
+def shards(ids, n):
+    """The jobs of a stage cut into shards (a clips_per_*_job N > 1): the ids, sorted, cut into lists of N."""
+    ids = sorted(ids)
+    return [ids[i : i + n] for i in range(0, len(ids), n)]
+
+
 def face_shards():
-    """The face jobs of clips_per_face_job > 1: the clips, sorted by id, cut into lists of that many."""
-    n = config["clips_per_face_job"]
-    clips = sorted(CLIPS)
-    return [clips[i : i + n] for i in range(0, len(clips), n)]
+    """The face jobs of clips_per_face_job > 1."""
+    return shards(CLIPS, config["clips_per_face_job"])
 
 
 def face_shard_inputs(clips):
@@ -123,23 +128,24 @@ def _profile_value(value, scale=1):
     return scaled(getattr(value, "value", value))
 
 
-def face_shard_threads():
-    """The threads of the profile's `faces` (set-threads), else the per-clip rule's 2: a shard is a face job."""
-    threads = workflow.resource_settings.overwrite_threads.get("faces")
-    return 2 if threads is None else _profile_value(threads)
+def shard_threads(rule, default):
+    """The threads of the profile's `rule` (set-threads), else that per-clip rule's `default`: a shard is one of its
+    jobs."""
+    threads = workflow.resource_settings.overwrite_threads.get(rule)
+    return default if threads is None else _profile_value(threads)
 
 
-def face_shard_resources(clips):
-    """The per-clip rule's memory and the profile's `faces` resources (set-resources: gpu, partition, face jobs per
-    GPU, ...) for a shard rule, whose name Snakemake's per-rule settings do not know; `runtime` (minutes per clip,
-    from set-resources or else default-resources) is multiplied by the shard's clips."""
+def shard_resources(rule, ids, mem_mb):
+    """The per-clip `rule`'s memory and the profile's resources for it (set-resources: gpu, partition, jobs per
+    GPU, ...) for a shard rule, whose name Snakemake's per-rule settings do not know; `runtime` (minutes per clip or
+    video, from set-resources or else default-resources) is multiplied by the shard's `ids`."""
     settings = workflow.resource_settings
-    given = dict(settings.overwrite_resources.get("faces", {}))
+    given = dict(settings.overwrite_resources.get(rule, {}))
     if "runtime" not in given and "runtime" in dict(settings.default_resources or {}):
         given["runtime"] = dict(settings.default_resources)["runtime"]
-    resources = {"mem_mb": 4000}
+    resources = {"mem_mb": mem_mb}
     for key, value in given.items():
-        resources[key] = _profile_value(value, len(clips) if key == "runtime" else 1)
+        resources[key] = _profile_value(value, len(ids) if key == "runtime" else 1)
     return resources
 
 
@@ -154,6 +160,40 @@ from emofusion.asr.models import BUNDLED
 # Stem of each bundled model's converted checkpoint -> its asr.model name (whisper-tiny.en -> tiny.en-bundled).
 CONVERTIBLE = {converted_name(m): m for m in BUNDLED}
 CONVERTIBLE_PATTERN = "|".join(re.escape(stem) for stem in CONVERTIBLE)
+
+
+def audio_shards():
+    """The audio and transcribe jobs of clips_per_audio_job > 1: the videos, sorted by id, cut into shards."""
+    return shards(VIDEOS, config["clips_per_audio_job"])
+
+
+def audio_shard_inputs(videos):
+    """Every video and audio-track file of an audio shard (one path once: the track is mostly the video itself)."""
+    return list(dict.fromkeys(p for v in videos for p in (VIDEOS[v].video, audio_source(SimpleNamespace(video=v)))))
+
+
+def audio_shard_arguments(videos):
+    """`emofusion audio` options for a shard: --video/--audio/--out once per video, as the per-video rule."""
+    args = []
+    for v in videos:
+        args += ["--video", str(VIDEOS[v].video), "--audio", str(audio_source(SimpleNamespace(video=v)))]
+        args += ["--out", f"results/audio/{v}.wav"]
+    return shlex.join(args)
+
+
+def transcribe_shard_arguments(videos):
+    """`emofusion transcribe` options for a shard: --audio/--out once per video."""
+    args = []
+    for v in videos:
+        args += ["--audio", f"results/audio/{v}.wav", "--out", f"results/transcripts/{v}.parquet"]
+    return shlex.join(args)
+
+
+def transcribe_rules():
+    """The rules that make transcripts (forcing one of them makes its transcripts again)."""
+    if config["clips_per_audio_job"] == 1:
+        return ["transcribe"]
+    return [f"transcribe_shard{i}" for i in range(len(audio_shards()))]
 
 
 def audio_video(wildcards):
@@ -282,6 +322,41 @@ def embed_video(wildcards):
 def video_clips(wildcards):
     """The clips of one video (two for a two-person video): each gets the video's audio or text rows."""
     return " ".join(sorted(c for c, spec in CLIPS.items() if spec.video_id == wildcards.video))
+
+
+def embed_shards_of(modality):
+    """The embed jobs of clips_per_embed_job > 1 for a modality: its clips (visual) or videos (audio, text)."""
+    return shards(CLIPS if modality == "visual" else VIDEOS, config["clips_per_embed_job"])
+
+
+def embed_shard_inputs(modality, ids):
+    """Every input of an embed shard but the weights: each clip's face store (checked) and video, or each video's
+    WAV, sidecar and (text) transcript (checked)."""
+    def inputs(wildcards):
+        if modality == "visual":
+            return [p for c in ids for p in (checked_face_store(SimpleNamespace(clip=c)), CLIPS[c].video)]
+        out = [p for v in ids for p in (f"results/audio/{v}.wav", f"results/audio/{v}.json")]
+        if modality == "text":
+            out += [checked_transcript(SimpleNamespace(video=v)) for v in ids]
+        return out
+    return inputs
+
+
+def embed_shard_arguments(modality, ids):
+    """`emofusion embed` options for a shard: per clip --faces/--video/--out, per video [--transcript] --audio
+    --clips --out, each as the per-clip rule passes it."""
+    def arguments(wildcards):
+        args = []
+        for i in ids:
+            if modality == "visual":
+                args += ["--faces", f"results/faces/{i}.h5", "--video", str(CLIPS[i].video)]
+            else:
+                if modality == "text":
+                    args += ["--transcript", f"results/transcripts/{i}.parquet"]
+                args += ["--audio", f"results/audio/{i}.wav", "--clips", *video_clips(SimpleNamespace(video=i)).split()]
+            args += ["--out", f"results/features/{modality}/{wildcards.backbone}/{i}.h5"]
+        return shlex.join(args)
+    return arguments
 
 
 def embed_shards(wildcards):
@@ -558,7 +633,7 @@ def checked_face_store(wildcards):
 
 def checked_transcript(wildcards):
     """The video's transcript (embed_text reads it), checked."""
-    return intact(f"results/transcripts/{wildcards.video}.parquet", "transcript", ["transcribe"])
+    return intact(f"results/transcripts/{wildcards.video}.parquet", "transcript", transcribe_rules())
 
 
 @functools.cache

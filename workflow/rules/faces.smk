@@ -45,9 +45,9 @@ else:
             params:
                 cfg=config_json("faces"),
                 clips=face_shard_arguments(shard_clips),
-            threads: face_shard_threads()
+            threads: shard_threads("faces", 2)
             resources:
-                **face_shard_resources(shard_clips),
+                **shard_resources("faces", shard_clips, 4000),
             conda:
                 "../../envs/emofusion.yaml"
             shell:

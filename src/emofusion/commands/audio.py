@@ -21,31 +21,45 @@ WAV spans exactly the video's duration; [valid_start_sample, valid_end_sample) h
 an audio stream is an error unless audio.missing_audio is silence (zeros, has_audio: false). Each file is
 written under a temporary name and renamed into place only after the whole track is decoded, the WAV first, then
 the JSON: a failure leaves no partial file and a previous output at --out as it was (only a failure between the
-two renames would pair the new WAV with the old JSON)."""
+two renames would pair the new WAV with the old JSON).
+
+Several videos in one process (the workflow's audio shard jobs, clips_per_audio_job): repeat --video, --out and
+(for all or none) --audio, in the same order; each output is the one the command for that video alone writes."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--video", required=True, help="the video whose frame timeline the audio follows")
-    p.add_argument("--audio", help="file holding the audio track, when it is not the video itself")
+    p.add_argument("--video", action="append", required=True, help="the video whose frame timeline the audio follows")
+    p.add_argument("--audio", action="append", help="file holding the audio track, when it is not the video itself")
     p.add_argument(
-        "--out", required=True, help="output WAV (e.g. results/audio/VIDEO.wav); VIDEO.json is written beside it"
+        "--out",
+        action="append",
+        required=True,
+        help="output WAV (e.g. results/audio/VIDEO.wav); VIDEO.json is written beside it. Repeat with --video",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from emofusion.audio.stage import extract_audio
     from emofusion.config import load_config
+    from emofusion.errors import InputError
     from emofusion.provenance import provenance
 
     cfg = load_config(args.config, overrides=args.config_json)
     section = cfg["audio"]
-    extract_audio(
-        args.video,
-        args.out,
-        audio=args.audio,
-        sample_rate=section["sample_rate"],
-        missing_audio=section["missing_audio"],
-        metadata=provenance(config={"audio": section}),
-    )
+    audios = args.audio or [None] * len(args.out)
+    for option, given in (("--video", args.video), ("--audio", audios)):
+        if len(given) != len(args.out):
+            raise InputError(
+                f"{option} given {len(given)} times for {len(args.out)} --out; give it once with each --out"
+            )
+    for video, audio, out in zip(args.video, audios, args.out, strict=True):
+        extract_audio(
+            video,
+            out,
+            audio=audio,
+            sample_rate=section["sample_rate"],
+            missing_audio=section["missing_audio"],
+            metadata=provenance(config={"audio": section}),
+        )
     return 0

@@ -1,4 +1,5 @@
-"""emofusion embed: one backbone's features for one clip (visual) or one video (audio, text), into a shard."""
+"""emofusion embed: one backbone's features for one clip (visual) or one video (audio, text), into a shard; or,
+with --out repeated, for several, one shard each, loading the backbone once (the workflow's embed shard jobs)."""
 
 from __future__ import annotations
 
@@ -28,26 +29,49 @@ modality, backbone, width, native_rate, timeline, weights_sha256, weights_source
 
 NaN or inf from a backbone fails the job naming the clip and backbone; nothing is written. Nothing is
 downloaded: a backbone whose weights are not installed or not at their configured path fails naming the
-config key to set. `emofusion embed-merge` then gathers the shards into the store training reads."""
+config key to set. `emofusion embed-merge` then gathers the shards into the store training reads.
+
+Several shards in one process (the backbone and the imports paid once): repeat --out, and with each --out its
+own --faces [--video] (visual) or --audio [--transcript] [--clips] (audio, text), in the same order; each shard
+is written as the same command with only that --out would write it."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--modality", required=True, choices=("visual", "audio", "text"))
     p.add_argument("--backbone", required=True, help="registered backbone name (e.g. fer, egemaps, minilm)")
-    p.add_argument("--faces", nargs="+", metavar="H5", help="visual: face store(s), one clip each")
+    p.add_argument(
+        "--faces", nargs="+", action="append", metavar="H5", help="visual: face store(s), one clip each (per --out)"
+    )
     p.add_argument(
         "--video",
         nargs="+",
+        action="append",
         metavar="VIDEO",
         help="visual: each face store's video, for its frame rate (default: the path the store records)",
     )
-    p.add_argument("--audio", metavar="WAV", help="audio, text: the audio-stage WAV (its sidecar gives the timeline)")
-    p.add_argument("--transcript", metavar="PARQUET", help="text: the video's transcript")
     p.add_argument(
-        "--clips", nargs="+", metavar="CLIP", help="audio, text: the clips of this video (default: the WAV's stem)"
+        "--audio",
+        action="append",
+        metavar="WAV",
+        help="audio, text: the audio-stage WAV (its sidecar gives the timeline); one per --out",
     )
-    p.add_argument("--out", required=True, help="output shard (e.g. results/features/visual/fer/<clip>.h5)")
+    p.add_argument(
+        "--transcript", action="append", metavar="PARQUET", help="text: the video's transcript; one per --out"
+    )
+    p.add_argument(
+        "--clips",
+        nargs="+",
+        action="append",
+        metavar="CLIP",
+        help="audio, text: the clips of this video (default: the WAV's stem); one list per --out",
+    )
+    p.add_argument(
+        "--out",
+        action="append",
+        required=True,
+        help="output shard (e.g. results/features/visual/fer/<clip>.h5); repeat for several shards in one process",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default 0: torch's default)")
 
 
@@ -63,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
 
     from emofusion.config import load_config
     from emofusion.device import resolve_device
-    from emofusion.errors import InputError
     from emofusion.features import stage
     from emofusion.features.stage import (
         AudioBackbone,
@@ -77,57 +100,91 @@ def run(args: argparse.Namespace) -> int:
     from emofusion.provenance import provenance
 
     cfg = load_config(args.config, overrides=args.config_json)
+    units = _units(args)  # before the backbone loads: a wrong command line fails at once
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     section = cfg["features"]
     options = backbone_options(section, args.modality, args.backbone)
     device = resolve_device(section["device"], key="features.device", tf32=section["tf32"])
     backbone = build_backbone(args.modality, args.backbone, options, device=device)
-    rows: list[stage.ClipRows] = []
-    if args.modality == "visual":
-        if not args.faces:
-            raise InputError("embed --modality visual needs --faces results/faces/<clip>.h5")
-        videos = args.video or [None] * len(args.faces)
-        if len(videos) != len(args.faces):
-            raise InputError(f"--video: {len(videos)} videos for {len(args.faces)} face stores; give one each")
-        for faces, video in zip(args.faces, videos, strict=True):
-            clip, fps = _clip_and_fps(Path(faces), video)
-            feats, valid = stage.embed_faces(
-                cast(VisualBackbone, backbone), faces, batch_size=section["batch_size"], amp=section["amp"], clip=clip
-            )
-            rows.append(stage.ClipRows(clip, feats, valid, fps))
-        inputs = {"faces": args.faces, "videos": args.video}
-    else:
-        if not args.audio:
-            raise InputError(f"embed --modality {args.modality} needs --audio results/audio/<video>.wav")
-        if args.modality == "audio":
-            feats, valid, fps = stage.embed_audio(cast(AudioBackbone, backbone), args.audio)
+    for unit in units:
+        rows: list[stage.ClipRows] = []
+        if args.modality == "visual":
+            for faces, video in zip(unit["faces"], unit["videos"] or [None] * len(unit["faces"]), strict=True):
+                clip, fps = _clip_and_fps(Path(faces), video)
+                feats, valid = stage.embed_faces(
+                    cast(VisualBackbone, backbone),
+                    faces,
+                    batch_size=section["batch_size"],
+                    amp=section["amp"],
+                    clip=clip,
+                )
+                rows.append(stage.ClipRows(clip, feats, valid, fps))
+            inputs = {"faces": unit["faces"], "videos": unit["videos"]}
         else:
-            if not args.transcript:
-                raise InputError("embed --modality text needs --transcript results/transcripts/<video>.parquet")
-            feats, valid, fps = stage.embed_transcript(cast(TextBackbone, backbone), args.transcript, args.audio)
-        clips = args.clips or [Path(args.audio).stem]
-        rows = [stage.ClipRows(c, feats, valid, fps) for c in clips]  # the clips of a video share its rows
-        inputs = {"audio": args.audio, "transcript": args.transcript, "clips": clips}
-    prov = provenance(
-        config=backbone_config(cfg["features"], args.modality, args.backbone),
-        modality=args.modality,
-        backbone=args.backbone,
-        device=str(device),
-        **inputs,
-    )
-    stage.write_shard(args.out, rows, backbone, prov)
-    for r in rows:
-        logger.info(
-            "%s %s/%s: %d frames, %d valid, width %d",
-            r.clip,
-            args.modality,
-            args.backbone,
-            len(r.valid),
-            int(r.valid.sum()),
-            backbone.width,
+            if args.modality == "audio":
+                feats, valid, fps = stage.embed_audio(cast(AudioBackbone, backbone), unit["audio"])
+            else:
+                feats, valid, fps = stage.embed_transcript(
+                    cast(TextBackbone, backbone), unit["transcript"], unit["audio"]
+                )
+            clips = unit["clips"] or [Path(unit["audio"]).stem]
+            rows = [stage.ClipRows(c, feats, valid, fps) for c in clips]  # the clips of a video share its rows
+            inputs = {"audio": unit["audio"], "transcript": unit["transcript"], "clips": clips}
+        prov = provenance(
+            config=backbone_config(cfg["features"], args.modality, args.backbone),
+            modality=args.modality,
+            backbone=args.backbone,
+            device=str(device),
+            **inputs,
         )
+        stage.write_shard(unit["out"], rows, backbone, prov)
+        for r in rows:
+            logger.info(
+                "%s %s/%s: %d frames, %d valid, width %d",
+                r.clip,
+                args.modality,
+                args.backbone,
+                len(r.valid),
+                int(r.valid.sum()),
+                backbone.width,
+            )
     return 0
+
+
+def _units(args: argparse.Namespace) -> list[dict]:
+    """Each shard to write: its --out and the inputs given with it, checked before any backbone runs. With one
+    --out every option belongs to it (repeated --faces/--video/--clips add up, as before shards)."""
+    from emofusion.errors import InputError
+
+    n = len(args.out)
+
+    def per_out(option: str, values: list | None, required: str | None = None) -> list:
+        if values is None:
+            if required:
+                raise InputError(f"embed --modality {args.modality} needs {option} {required}")
+            return [None] * n
+        if n == 1 and isinstance(values[0], list):
+            return [[v for group in values for v in group]]
+        if len(values) != n:
+            raise InputError(f"{option} given {len(values)} times for {n} --out; give it once with each --out")
+        return values
+
+    if args.modality == "visual":
+        faces = per_out("--faces", args.faces, "results/faces/<clip>.h5")
+        videos = per_out("--video", args.video)
+        for f, v in zip(faces, videos, strict=True):
+            if v is not None and len(v) != len(f):
+                raise InputError(f"--video: {len(v)} videos for {len(f)} face stores; give one each")
+        return [{"out": o, "faces": f, "videos": v} for o, f, v in zip(args.out, faces, videos, strict=True)]
+    audio = per_out("--audio", args.audio, "results/audio/<video>.wav")
+    required = "results/transcripts/<video>.parquet" if args.modality == "text" else None
+    transcripts = per_out("--transcript", args.transcript, required)
+    clips = per_out("--clips", args.clips)
+    return [
+        {"out": o, "audio": a, "transcript": t, "clips": c}
+        for o, a, t, c in zip(args.out, audio, transcripts, clips, strict=True)
+    ]
 
 
 def _clip_and_fps(faces, video) -> tuple[str, float]:
