@@ -16,7 +16,7 @@ def test_defaults_filled():
     cfg = validate_config({})
     assert cfg["corpus"]["root"] == "resources/demo"
     assert cfg["folds"] == {"k": 3, "seed": 0}
-    assert cfg["clips_per_face_job"] == 1  # a job per clip
+    assert cfg["clips_per_face_job"] == "auto"  # a job per clip on a corpus as small as the demo
 
 
 def _leaves(tree, path=()):

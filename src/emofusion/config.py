@@ -134,6 +134,18 @@ def validate_config(config: dict[str, Any] | None, *, source: str = "config") ->
     return cfg
 
 
+# clips_per_*_job: auto: a job per clip or video up to this many, else the ids cut into at most this many shards
+# per stage, so a corpus of Aff-Wild2's size plans a few hundred jobs in all and a small one (the demo) a job each.
+AUTO_SHARDS = 48
+
+
+def shard_size(value: int | str, count: int) -> int:
+    """The clips (or videos) per job of a clips_per_*_job ``value`` for a stage of ``count`` of them."""
+    if value == "auto":
+        return max(1, -(-count // AUTO_SHARDS))
+    return int(value)
+
+
 def validate_workflow_config(config: dict[str, Any]) -> None:
     """Validate Snakemake's ``config`` in place, filling defaults as ``snakemake.utils.validate`` would; raise
     ConfigError with one short line per problem (Snakemake's own validate prints the whole schema)."""

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace  # the wildcards of one clip or video, for a shard's per-clip helpers
 
-from emofusion.config import validate_workflow_config
+from emofusion.config import shard_size, validate_workflow_config
 from emofusion.corpus import discover
 from emofusion.errors import EmofusionError
 from emofusion.runlog import print_summary as print_run_summary  # the Snakefile's onsuccess / onerror
@@ -20,6 +20,9 @@ try:
 except EmofusionError as e:
     sys.exit(str(e))  # the message alone: Snakemake's traceback of the include ends in frames that hide it
 VIDEOS = {c.video_id: c for c in reversed(list(CLIPS.values()))}  # video id -> one of its clips
+# clips_per_*_job: auto resolved for this corpus once, so every rule file reads an integer
+for _key, _ids in (("clips_per_face_job", CLIPS), ("clips_per_embed_job", CLIPS), ("clips_per_audio_job", VIDEOS)):
+    config[_key] = shard_size(config[_key], len(_ids))
 
 
 # Keys added after results existed, left out of a rule's params while at their default: a new version with a new
