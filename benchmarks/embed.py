@@ -87,6 +87,15 @@ def make_face_store(path: Path, frames: int) -> None:
         f.attrs.update({"schema_version": 1, "clip": "bench", "video": ""})
 
 
+def even_times(work: Path):
+    """The frame times of the benchmark's WAV, from its sidecar (it has no video to scan: a constant rate, as a
+    CFR video's)."""
+    import numpy as np
+
+    meta = json.loads((work / "bench.json").read_text())
+    return np.arange(meta["frames"], dtype=np.float64) / meta["fps"]
+
+
 def make_audio(directory: Path, frames: int, fps: float = 30.0) -> Path:
     """An audio-stage WAV + sidecar of ``frames / fps`` seconds (a tone with noise), written the stage's way."""
     import numpy as np
@@ -220,12 +229,14 @@ def child(args) -> None:
     elif modality == "audio":
         base = current_rss_mb()
         t0 = time.perf_counter()
-        _, valid, _ = stage.embed_audio(backbone, work / "bench.wav")
+        _, valid, _ = stage.embed_audio(backbone, work / "bench.wav", times=even_times(work))
     else:
         backbone.embed_words(["warm", "up"])
         base = current_rss_mb()
         t0 = time.perf_counter()
-        _, valid, _ = stage.embed_transcript(backbone, work / "bench.parquet", work / "bench.wav")
+        _, valid, _ = stage.embed_transcript(
+            backbone, work / "bench.parquet", work / "bench.wav", times=even_times(work)
+        )
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

@@ -81,13 +81,13 @@ def read_labels(folder: Path) -> tuple[list[str], np.ndarray]:
 def embed_recordings(backbone, paths: list[Path], fps: float = FPS) -> list[np.ndarray]:
     """Each recording -> float32 ``(frames, width)`` on a ``fps`` timeline (row i: the window ending at frame i)."""
     from emofusion.audio.read import load_audio
-    from emofusion.features.timeline import frame_times
 
     out = []
     for path in paths:
         samples, rate, _ = load_audio(path)
         frames = max(1, int(len(samples) / rate * fps))  # frames whose time lies inside the recording
-        feats = np.asarray(backbone.embed(samples, rate, frame_times(frames, fps)), dtype=np.float32)
+        times = np.arange(frames, dtype=np.float64) / fps  # a recording without video: an even timeline
+        feats = np.asarray(backbone.embed(samples, rate, times), dtype=np.float32)
         if feats.shape != (frames, backbone.width) or not np.isfinite(feats).all():
             raise InputError(
                 f"backbone {backbone.name} gave {feats.shape} (or non-finite values) for {frames} frames of {path}"
