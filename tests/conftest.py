@@ -144,3 +144,17 @@ def demo_subset(root: Path, clips: tuple[str, ...] = ("demo07-30-320x180", "demo
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.symlink_to(src)
     return root
+
+
+def run_status(workdir: Path, *snakemake_args: str) -> tuple[int, str]:
+    """`emofusion status` in ``workdir`` as a user runs it, its dry run told where the Snakefile is (and any other
+    Snakemake arguments); (exit code, stdout and stderr)."""
+    proc = subprocess.run(
+        ["emofusion", "status", "--", "--snakefile", str(REPO / "Snakefile"), *snakemake_args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=venv_env(),
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout + proc.stderr

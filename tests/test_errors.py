@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import run_status
 from emofusion.cli import main
 from emofusion.errors import ConfigError, InputError
 from emofusion.training.data import FusionData
@@ -196,22 +197,6 @@ def _corpus_with_a_bad_clip_id(root: Path) -> Path:
     return root
 
 
-def _status(workdir: Path, *snakemake_args: str) -> tuple[int, str]:
-    import subprocess
-
-    from conftest import REPO, venv_env
-
-    proc = subprocess.run(
-        ["emofusion", "status", "--", "--snakefile", str(REPO / "Snakefile"), *snakemake_args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env=venv_env(),
-        timeout=300,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
-
-
 def test_a_bad_clip_id_is_its_message_not_stack_frames(workdir):
     """Snakemake's report of an error in common.smk ends in stack frames: `snakemake -n` and `emofusion status`
     (which showed the last lines of it) print the message naming the file instead."""
@@ -223,7 +208,7 @@ def test_a_bad_clip_id_is_its_message_not_stack_frames(workdir):
     console = proc.stdout + proc.stderr
     assert proc.returncode == 1 and 'File "' not in console, console
     assert "bad clip.txt: clip id 'bad clip' is not allowed; use letters, digits" in console
-    code, out = _status(workdir, *config)
+    code, out = run_status(workdir, *config)
     assert code == 1 and 'File "' not in out, out
     tail = out.split("The Snakemake dry run failed (its message follows); fix that first:\n", 1)[1]
     assert "clip id 'bad clip' is not allowed" in tail, out
@@ -237,11 +222,11 @@ def test_status_turns_a_dotted_snakemake_config_key_into_a_hint_that_works(workd
 
     from conftest import DEMO
 
-    code, out = _status(workdir, "--config", f"corpus.root={DEMO}")
+    code, out = run_status(workdir, "--config", f"corpus.root={DEMO}")
     assert code == 1 and "Traceback" not in out and 'File "' not in out, out
     hint = re.search(r"set a nested one as (--config '.*?')", out)
     assert hint, out
-    code, out = _status(workdir, *shlex.split(hint.group(1).replace("VALUE", str(DEMO))))
+    code, out = run_status(workdir, *shlex.split(hint.group(1).replace("VALUE", str(DEMO))))
     assert "dry run failed" not in out and "The Snakemake dry run plans" in out, out
 
 

@@ -292,19 +292,9 @@ def small_project(workdir: Path, *, experiments: dict, visual_stores: list[str])
 
 def check(workdir: Path) -> tuple[int, str]:
     """`emofusion status` in the workdir, its dry run told where the Snakefile is."""
-    import subprocess
+    from conftest import run_status
 
-    from conftest import venv_env
-
-    proc = subprocess.run(
-        ["emofusion", "status", "--", "--snakefile", str(REPO / "Snakefile")],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env=venv_env(),
-        timeout=300,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
+    return run_status(workdir)
 
 
 def repairs(text: str) -> list[str]:
