@@ -4,6 +4,10 @@ Every ``import`` / ``from ... import`` of an emofusion module counts, at any dep
 function-level import is still a dependency, only a later one). The layers, bottom first, are :data:`LAYERS`;
 modules of one layer may import each other (but not in a cycle). A module that matches no layer fails the test:
 put it in the layer it belongs to.
+
+A new top-level module (``emofusion/<name>.py`` or a package ``emofusion/<name>/``) is in no layer until it is listed
+in :data:`LAYERS`: the root package ``emofusion`` covers only its own ``__init__``, so nothing lands in the base layer
+unnoticed. Modules under a listed package (``emofusion.features.backbones.fer``) are in that package's layer.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-# Bottom first. A name covers the module itself and, for a package, every module under it.
+# Bottom first. A name covers the module itself and, for a package, every module under it; the root package covers
+# only itself (see the module docstring).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "base",
@@ -32,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "emofusion.device",
             "emofusion.metrics",
             "emofusion.repair",
+            "emofusion.runlog",
         ),
     ),
     ("data and timelines", ("emofusion.video", "emofusion.corpus", "emofusion.labels", "emofusion.audio")),
@@ -97,12 +103,14 @@ def import_edges(modules: dict[str, Path], package: str) -> list[Edge]:
     return sorted(set(edges), key=lambda e: (str(e.path), e.line, e.target))
 
 
-def layer_of(module: str, layers: list[tuple[str, tuple[str, ...]]]) -> int | None:
-    """Index of the layer whose most specific name covers ``module``; None when none does."""
+def layer_of(module: str, layers: list[tuple[str, tuple[str, ...]]], root: str) -> int | None:
+    """Index of the layer whose most specific name covers ``module``; None when none does. ``root`` (the package
+    checked) covers only itself: were it to cover what lies under it, every unlisted module would be in its layer."""
     best, best_len = None, -1
     for i, (_, names) in enumerate(layers):
         for n in names:
-            if (module == n or module.startswith(n + ".")) and len(n) > best_len:
+            below = module.startswith(n + ".") and n != root
+            if (module == n or below) and len(n) > best_len:
                 best, best_len = i, len(n)
     return best
 
@@ -162,10 +170,10 @@ def problems(src: Path, package: str, layers: list[tuple[str, tuple[str, ...]]])
     out = [
         f"{path}: module {m} is in no layer; add it to LAYERS"
         for m, path in modules.items()
-        if layer_of(m, layers) is None
+        if layer_of(m, layers, package) is None
     ]
     for e in edges:
-        lo, hi = layer_of(e.source, layers), layer_of(e.target, layers)
+        lo, hi = layer_of(e.source, layers, package), layer_of(e.target, layers, package)
         if lo is not None and hi is not None and hi > lo:
             out.append(f"{e}: upward import (layer {layers[lo][0]!r} below {layers[hi][0]!r})")
     for component in cycles(modules, edges):
@@ -265,9 +273,35 @@ def test_checker_finds_an_upward_import_and_names_its_line(tmp_path):
 
 def test_checker_names_a_module_outside_every_layer(tmp_path):
     src = _tree(tmp_path, {"pkg/__init__.py": "", "pkg/stray.py": "", "pkg/high.py": ""})
-    assert problems(src, "pkg", [("low", ("pkg",)), ("high", ("pkg.high",))]) == []  # pkg covers pkg.stray
+    assert problems(src, "pkg", [("low", ("pkg", "pkg.stray")), ("high", ("pkg.high",))]) == []
     found = problems(src, "pkg", [("low", ("pkg.high",))])
     assert any("module pkg.stray is in no layer" in p for p in found) and len(found) == 2
+
+
+def test_the_root_package_does_not_cover_a_new_top_level_module(tmp_path):
+    """Listing the root puts its __init__ in a layer, not what lies under it: a new module or package at the top
+    is named until it is listed, while a new module inside a listed package is in that package's layer."""
+    src = _tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/low/__init__.py": "",
+            "pkg/low/backbones/__init__.py": "",
+            "pkg/low/backbones/fer.py": "",  # new, inside a listed package
+            "pkg/high.py": "",
+            "pkg/layout.py": "",  # new, top level
+            "pkg/fusion_data/__init__.py": "",  # new, a top-level package
+            "pkg/fusion_data/batches.py": "",
+        },
+    )
+    found = problems(src, "pkg", FAKE_LAYERS)
+    assert found == [
+        f"{src / 'pkg/fusion_data/__init__.py'}: module pkg.fusion_data is in no layer; add it to LAYERS",
+        f"{src / 'pkg/fusion_data/batches.py'}: module pkg.fusion_data.batches is in no layer; add it to LAYERS",
+        f"{src / 'pkg/layout.py'}: module pkg.layout is in no layer; add it to LAYERS",
+    ]
+    listed = [("low", (*FAKE_LAYERS[0][1], "pkg.layout", "pkg.fusion_data")), FAKE_LAYERS[1]]
+    assert problems(src, "pkg", listed) == []
 
 
 @pytest.mark.parametrize(
