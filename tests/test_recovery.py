@@ -1,5 +1,5 @@
 """Recovery after a kill: `snakemake` and its face job killed with SIGKILL mid-write (a power cut), then the steps
-the README's troubleshooting gives; one complete store, no temporary left, nothing else touched."""
+docs/troubleshooting.md gives; one complete store, no temporary left, nothing else touched."""
 
 from __future__ import annotations
 

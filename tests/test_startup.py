@@ -46,7 +46,7 @@ assert validate_clip_id("v1_left", source="x") == "v1_left" and side_of("v1_left
 
 
 def test_reading_audio_and_transcribing_need_no_torch():
-    """The audio stage decodes with PyAV (its torch comes only from the video timeline, see benchmarks/README.md),
+    """The audio stage decodes with PyAV (its torch comes only from the video timeline, see docs/benchmarks.md),
     reading a WAV back is numpy and soundfile, and transcription runs faster-whisper (CTranslate2): none of them
     imports torch."""
     code = "import emofusion.audio.read, emofusion.audio.decode, emofusion.asr.stage, emofusion.commands.transcribe"
