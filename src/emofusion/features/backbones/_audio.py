@@ -32,7 +32,7 @@ import numpy as np
 from emofusion.asr.convert import ctranslate2_to_whisper, model_from_checkpoint_dict, read_whisper_checkpoint
 from emofusion.asr.models import DEFAULT_MODEL, resolve_model
 from emofusion.errors import ConfigError
-from emofusion.features.registry import AudioBackbone, register, sha256_files
+from emofusion.features.backbones._registry import AudioBackbone, register, sha256_files
 from emofusion.features.timeline import STATS, hold_latest, window_pool
 from emofusion.packages import install_command, installed_file
 
