@@ -244,7 +244,7 @@ def hf_speech_dirs(tmp_path_factory):
 def vggish_file(tmp_path_factory):
     import torch
 
-    from emofusion.features.backbones._audio import vggish_network
+    from emofusion.features.backbones.nets.vggish import vggish_network
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("vggish") / "vggish.pth"
@@ -335,7 +335,7 @@ def test_vggish_refuses_a_foreign_state_dict(tmp_path):
 
 
 def test_vggish_mel_matrix_is_the_reference_shape():
-    from emofusion.features.backbones._audio import vggish_mel_matrix
+    from emofusion.features.backbones.nets.vggish import vggish_mel_matrix
 
     m = vggish_mel_matrix()
     assert m.shape == (257, 64) and not m[0].any()  # DC dropped

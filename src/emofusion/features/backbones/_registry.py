@@ -24,8 +24,8 @@ MODALITIES = ("visual", "audio", "text")
 # The modules of this package that register each modality's backbones, one per backbone family: a new family's
 # module goes here, or its backbones are never found.
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "visual": ("_visual",),
-    "audio": ("_audio",),
+    "visual": ("fer", "pyemotion", "hsemotion", "facenet", "torchvision_classifier", "hf_image", "r2plus1d"),
+    "audio": ("opensmile_llds", "logmel", "whisper_encoder", "resemblyzer", "crepe", "hf_speech", "vggish"),
     "text": ("hf_text",),
 }
 
