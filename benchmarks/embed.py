@@ -205,7 +205,7 @@ def child(args) -> None:
 
     from emofusion.device import resolve_device
     from emofusion.features import stage
-    from emofusion.features.registry import build_backbone
+    from emofusion.features.backbones import build_backbone
 
     torch.set_num_threads(args.threads)
     modality, name = args.child.split(":")

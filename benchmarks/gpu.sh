@@ -43,7 +43,7 @@ step() {  # step NAME SECONDS COMMAND...
   [[ $rc -eq 0 ]] || { echo "=== $name failed (rc $rc)" | tee -a "$out/$name.txt"; failed+=("$name (rc $rc)"); }
 }
 # the files with gpu tests only: collecting the others needs packages a bare node may lack (snakemake, ...)
-step tests 300 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_faces.py tests/test_features.py \
+step tests 300 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_faces.py tests/test_backbones_visual.py \
   tests/test_models.py tests/test_training.py tests/test_device_data.py
 step models 120 "$py" benchmarks/models.py --device cuda --amp --json "$out/models.json"
 step embed 240 "$py" benchmarks/embed.py --device cuda --frames 4000 --json "$out/embed.json"

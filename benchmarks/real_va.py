@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from emofusion.config import validate_config
-    from emofusion.features.registry import build_backbone
+    from emofusion.features.backbones import build_backbone
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -63,6 +63,17 @@ def workdir(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the test machines' cores are shared), restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def on_demo(workdir: Path, *args: str) -> list[str]:
     """Snakemake arguments that run the repository's workflow in ``workdir`` (holding its config.yaml) on the demo
     corpus. --config goes last: it takes several values, so targets after it would be read as config entries."""

@@ -14,7 +14,7 @@ import torch
 from emofusion.config import validate_config
 from emofusion.device import resolve_device, set_tf32
 from emofusion.errors import ConfigError
-from emofusion.features.registry import backbone_config
+from emofusion.features.backbones import backbone_config
 from emofusion.models import CCCLoss
 from emofusion.training.data import FusionData, wants_device_data
 from emofusion.training.experiments import experiment_section

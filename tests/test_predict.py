@@ -27,7 +27,7 @@ def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) 
     import torch
 
     from emofusion.faces.stage import FaceSettings, mtcnn_weights
-    from emofusion.features.registry import build_backbone
+    from emofusion.features.backbones import build_backbone
     from emofusion.models.checkpoint import save_checkpoint
     from emofusion.predict.bundle import BUNDLE_SCHEMA, RECIPE_SCHEMA, licences
     from emofusion.training.stage import build_fusion_model

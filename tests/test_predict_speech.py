@@ -96,16 +96,16 @@ def test_a_text_model_that_hears_no_word_warns(tmp_path, silent, caplog):
 def test_one_predict_call_loads_whisper_and_each_backbone_once(tmp_path, spoken, silent, monkeypatch):
     """Two videos in one call: one Whisper, one backbone per modality (Whisper used to be loaded per video)."""
     from emofusion.asr import engines
-    from emofusion.features import registry
+    from emofusion.features import backbones
 
     loads: list[str] = []
-    build = registry.build_backbone
+    build = backbones.build_backbone
 
     def counted_backbone(modality, *args, **kwargs):
         loads.append(modality)
         return build(modality, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "build_backbone", counted_backbone)
+    monkeypatch.setattr(backbones, "build_backbone", counted_backbone)
     for name, cls in list(engines.ENGINES.items()):
 
         def counted_engine(*args, _cls=cls, _name=name, **kwargs):
@@ -129,10 +129,10 @@ def test_one_predict_call_loads_whisper_and_each_backbone_once(tmp_path, spoken,
 def test_one_predict_call_loads_the_face_detector_once(tmp_path, make_video, monkeypatch):
     """Two videos in one call: one MTCNN, one backbone per modality (the detector used to be loaded per video)."""
     from emofusion.faces import stage as faces
-    from emofusion.features import registry
+    from emofusion.features import backbones
 
     loads: list[str] = []
-    build, detector = registry.build_backbone, faces.make_detector
+    build, detector = backbones.build_backbone, faces.make_detector
 
     def counted_backbone(modality, *args, **kwargs):
         loads.append(modality)
@@ -142,7 +142,7 @@ def test_one_predict_call_loads_the_face_detector_once(tmp_path, make_video, mon
         loads.append("mtcnn")
         return detector(*args, **kwargs)
 
-    monkeypatch.setattr(registry, "build_backbone", counted_backbone)
+    monkeypatch.setattr(backbones, "build_backbone", counted_backbone)
     monkeypatch.setattr(faces, "make_detector", counted_detector)
     bundle = _bundle(tmp_path / "b", modalities=("visual", "audio"))
     loads.clear()  # the bundle's recipe built each backbone once to describe it

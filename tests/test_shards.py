@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emofusion.cli import main
-from test_features import face_store, random_crops  # registers the _test_mean backbone
+from feature_inputs import face_store, random_crops  # registers the _test_mean backbone
 
 CFG = json.dumps({"features": {"device": "cpu", "batch_size": 5}})
 

@@ -177,7 +177,7 @@ def test_the_tick_is_heard_at_the_flash(videos, name, tmp_path):
     frame or the next (the flash frame's own window ends as the beep starts); on a uniform timeline the variable
     rate videos heard it 4 frames early."""
     from emofusion.audio.stage import extract_audio
-    from emofusion.features.registry import build_backbone
+    from emofusion.features.backbones import build_backbone
 
     case = CASES[name]
     wav = tmp_path / "a.wav"
@@ -211,7 +211,7 @@ def test_audio_rows_need_their_video(tmp_path, videos):
     """The frame times come from the video the sidecar names: gone, the job says so instead of guessing."""
     from emofusion.audio.stage import extract_audio
     from emofusion.errors import InputError
-    from emofusion.features.registry import build_backbone
+    from emofusion.features.backbones import build_backbone
 
     video = tmp_path / "moved.mkv"
     shutil.copy(videos["vfr-mkv"], video)

@@ -50,7 +50,7 @@ class Finding:
 def intermediate_files(cfg: dict[str, Any]) -> dict[str, str]:
     """The manifest, the labels and every feature store the config builds or an experiment reads, each with who
     needs it."""
-    from emofusion.features.registry import MODALITIES
+    from emofusion.features.backbones import MODALITIES
     from emofusion.training.experiments import experiment_stores
 
     needed = {"results/manifest.parquet": "every stage", "results/labels.h5": "training and evaluation"}

@@ -260,7 +260,7 @@ def asr_model_files(wildcards):
 
 # Embedding stage (workflow/rules/features.smk)
 # cheap: backbones import torch when built
-from emofusion.features.registry import MODALITIES, backbone_class, backbone_config, backbone_names, weight_paths
+from emofusion.features.backbones import MODALITIES, backbone_class, backbone_config, backbone_names, weight_paths
 
 
 def feature_stores():

@@ -28,10 +28,10 @@ import numpy as np
 
 from emofusion.audio.read import read_audio, read_audio_metadata
 from emofusion.errors import EmofusionError, InputError
-from emofusion.features.registry import AudioBackbone, Backbone, TextBackbone, VisualBackbone
-from emofusion.features.registry import backbone_config as backbone_config  # re-exported for the commands
-from emofusion.features.registry import backbone_options as backbone_options
-from emofusion.features.registry import build_backbone as build_backbone
+from emofusion.features.backbones import AudioBackbone, Backbone, TextBackbone, VisualBackbone
+from emofusion.features.backbones import backbone_config as backbone_config  # re-exported for the commands
+from emofusion.features.backbones import backbone_options as backbone_options
+from emofusion.features.backbones import build_backbone as build_backbone
 from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, read_attrs, store_attrs, write_store
 from emofusion.features.timeline import frame_times, words_on_frames
 from emofusion.io import atomic_path

@@ -140,7 +140,7 @@ def _read_run_checkpoint(run: Path) -> dict[str, Any]:
 
 def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
     """The recipe of a trained and evaluated run folder (see the module docstring)."""
-    from emofusion.features.registry import backbone_class
+    from emofusion.features.backbones import backbone_class
     from emofusion.features.store import read_attrs
     from emofusion.provenance import versions
     from emofusion.training.windows import Windowing
@@ -377,7 +377,7 @@ def _kind(value: Any) -> str:
 def check_recipe(recipe: Any, where: str) -> dict[str, Any]:
     """``recipe`` when predict can use it; else an InputError naming the key (``where``: the bundle, for the
     message)."""
-    from emofusion.features.registry import MODALITIES
+    from emofusion.features.backbones import MODALITIES
 
     def bad(key: str, what: str) -> InputError:
         return InputError(f"{where}: bundle.json's {key} {what}; the bundle was altered or damaged, export it again")

@@ -103,7 +103,7 @@ class Predictor:
             )
 
     def _build(self, modality: str):
-        from emofusion.features.registry import build_backbone
+        from emofusion.features.backbones import build_backbone
 
         b = self.recipe["backbones"][modality]
         name = b["name"]

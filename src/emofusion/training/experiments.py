@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emofusion.errors import ConfigError
-from emofusion.features.registry import backbone_class
+from emofusion.features.backbones import backbone_class
 
 STORE_ROOT = Path("results/features")
 RUN_ROOT = Path("results/fusion")

@@ -1,8 +1,8 @@
 """Backbone registry per modality: one :class:`Backbone` subclass per network, registered with :func:`register`.
 
-The backbone modules (``features/visual.py``, ``features/audio.py``, ``features/text.py``) are imported on the
-first lookup, not here, and import torch / opensmile / transformers only inside the backbone that needs them, so
-``import emofusion.features.registry`` stays cheap.
+The family modules of a modality (:data:`FAMILIES`) are imported on its first lookup, not here, and import
+torch / opensmile / transformers only inside the backbone that needs them, so ``import
+emofusion.features.backbones`` stays cheap.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ if TYPE_CHECKING:
     import torch
 
 MODALITIES = ("visual", "audio", "text")
-_MODULES = {m: f"emofusion.features.{m}" for m in MODALITIES}
+# The modules of this package that register each modality's backbones, one per backbone family: a new family's
+# module goes here, or its backbones are never found.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "visual": ("fer", "pyemotion", "hsemotion", "facenet", "torchvision_classifier", "hf_image", "r2plus1d"),
+    "audio": ("opensmile_llds", "logmel", "whisper_encoder", "resemblyzer", "crepe", "hf_speech", "vggish"),
+    "text": ("hf_text",),
+}
 
 BACKBONES: dict[tuple[str, str], type[Backbone]] = {}
 _loaded: set[str] = set()
@@ -144,11 +150,8 @@ def _load(modality: str) -> None:
         raise ConfigError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
     if modality in _loaded:
         return
-    try:
-        importlib.import_module(_MODULES[modality])
-    except ModuleNotFoundError as e:
-        if e.name != _MODULES[modality]:  # a missing dependency inside the module is a real error
-            raise
+    for family in FAMILIES[modality]:
+        importlib.import_module(f"{__package__}.{family}")
     _loaded.add(modality)
 
 

@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from emofusion.errors import ConfigError
-from emofusion.features.registry import TextBackbone, register, sha256_files
+from emofusion.features.backbones._registry import TextBackbone, register, sha256_files
 from emofusion.packages import installed_file
 
 
