@@ -21,7 +21,7 @@ def load_state_dict(path: Path, *, key: str) -> dict:
             f"{key}: {path} is not a plain state dict (torch.load with weights_only=True refused it: "
             f"{type(e).__name__}, e.g. a pickled whole model); save "
             "one with `torch.save(model.state_dict(), path)` where the model's code is installed "
-            "(see README, Embedding stage)"
+            "(see docs/stages.md, Feature stores and visual backbones)"
         ) from None
     for inner in ("state_dict", "model", "network"):
         if isinstance(obj, dict) and isinstance(obj.get(inner), dict):
