@@ -1,4 +1,4 @@
-"""Inputs the embedding tests share: small test backbones (registered on import), a minimal face store, random
+"""Inputs the embedding tests share: small test backbones (registered on import), a face store, random
 crops, real speech and word tables."""
 
 from __future__ import annotations
@@ -127,15 +127,14 @@ class WordLength(TextBackbone):
 
 
 def face_store(path: Path, crops: np.ndarray, valid: np.ndarray, *, clip: str = "c1", video: str = "") -> Path:
-    """A minimal face store (the datasets and attributes the embedding stage reads)."""
+    """A face store in the face stage's layout (:func:`emofusion.faces.store.create_store`), holding ``crops`` and
+    ``valid`` and the attributes the embedding stage reads; the other datasets keep their fill values."""
+    from emofusion.faces.store import create_store
+
     with h5py.File(path, "w") as f:
-        f.create_dataset(
-            "crops",
-            data=crops,
-            chunks=(min(4, len(crops)), *crops.shape[1:]) if len(crops) else None,
-            compression="gzip",
-        )
-        f.create_dataset("valid", data=valid)
+        ds = create_store(f, len(crops), crops.shape[1], batch=4)
+        ds["crops"][:] = crops
+        ds["valid"][:] = valid
         f.attrs.update({"schema_version": 1, "clip": clip, "video": video})
     return path
 

@@ -347,14 +347,18 @@ def test_a_rotated_video_gets_an_upright_overlay_with_the_box_on_the_face(rotate
     import h5py
     from torchcodec.decoders import VideoDecoder
 
+    from emofusion.faces.store import create_store
+
     video = rotated[degrees]
     upright = VideoDecoder(str(video)).get_frame_at(0).data.numpy()  # (3, H, W) as displayed
     x1, y1, x2, y2 = white_box(upright)
     faces = tmp_path / "faces.h5"
     n = VideoDecoder(str(video)).metadata.num_frames
-    with h5py.File(faces, "w") as f:  # what write_overlay reads of a face store
-        f["boxes"] = np.tile(np.float32([x1 - 4, y1 - 4, x2 + 5, y2 + 5]), (n, 1))
-        f["valid"] = np.ones(n, bool)
+    with h5py.File(faces, "w") as f:  # a face store whose boxes and valid (what write_overlay reads) are set
+        ds = create_store(f, n, 16, batch=n)
+        ds["boxes"][:] = np.tile(np.float32([x1 - 4, y1 - 4, x2 + 5, y2 + 5]), (n, 1))
+        ds["valid"][:] = np.ones(n, bool)
+        f.attrs["schema_version"] = 1
     out = overlay_of(video, tmp_path / "o.mp4", faces=faces)
     d = VideoDecoder(str(out))
     assert d.metadata.rotation in (None, 0.0)

@@ -4,10 +4,14 @@ Row i of an annotation file is frame i of the video. ``-5`` marks a frame that i
 row count differs from the decoded frame count by at most ``corpus.max_annotation_mismatch`` rows are
 reconciled by one explicit rule (extra trailing rows dropped, missing trailing rows not annotated) and the
 difference is logged and recorded in the store; a larger difference is an error naming the file.
+
+The labels store (``results/labels.h5``) is opened here only: :func:`write_labels` writes it, :func:`read_labels`,
+:func:`load_labels` and :func:`check_labels_store` read it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +189,18 @@ def open_labels(path: str | Path):
 def check_labels_store(path: str | Path) -> None:
     """The header check of :func:`open_labels` alone (the file opens as HDF5 and has the labels attributes)."""
     open_labels(path).close()
+
+
+def read_labels(path: str | Path, clips: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``clip -> (values (N, 2) float32, valid (N, 2) bool)`` for each of ``clips``, from the store written by
+    :func:`write_labels`; InputError naming the file when it is not a labels store or has no such clip."""
+    out = {}
+    with open_labels(path) as h5:
+        for c in clips:
+            if c not in h5:
+                raise InputError(f"labels store {path} has no clip {c!r}; rebuild it (`emofusion labels`)")
+            out[c] = (h5[c]["values"][()], h5[c]["valid"][()])
+    return out
 
 
 def load_labels(path: str | Path, clip: str) -> ClipLabels:

@@ -14,10 +14,10 @@ from typing import Any
 from emofusion.asr.convert import ctranslate2_to_whisper
 from emofusion.asr.engines import AsrOptions, load_engine
 from emofusion.asr.models import is_bundled, resolve_model
-from emofusion.asr.transcript import SCHEMA, transcript_frame
+from emofusion.asr.transcript import SCHEMA, transcript_frame, write_transcript
 from emofusion.audio.read import load_audio, sidecar_path
 from emofusion.errors import ConfigError, InputError
-from emofusion.io import atomic_path, write_parquet
+from emofusion.io import atomic_path
 from emofusion.log import logger
 from emofusion.provenance import file_sha256, provenance
 
@@ -114,7 +114,7 @@ def transcribe_file(
             meta["counts"]["clamped"],
             model_info.get("engine"),
         )
-    write_parquet(out, df, metadata=meta)
+    write_transcript(out, df, meta)
     logger.info(
         "%s: %d words in %d segments from %.1f s of audio (%.1fx real time)",
         out,

@@ -22,6 +22,9 @@ Speech without words (or a video without audio) gives zero rows with the same co
 path, sha256, where it came from), the ``audio`` it read (path, duration, ``has_audio``), the decoding
 ``options``, the ``counts`` (segments, words, and ``clamped``: engine times the clipping above had to move, 0 when
 the engine's times were consistent) and the usual provenance (versions, git revision, config and its hash).
+
+This module is the only one that opens a transcript: :func:`write_transcript`, :func:`read_transcript`,
+:func:`transcript_metadata` and :func:`check_transcript`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from emofusion.errors import InputError
-from emofusion.io import read_parquet_metadata
+from emofusion.io import read_parquet_metadata, write_parquet
 
 SCHEMA = "emofusion.transcript/1"
 COLUMNS = {
@@ -132,9 +135,14 @@ def read_transcript(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[
     return words, segments, meta
 
 
-def check_transcript(path: str | Path) -> None:
-    """The cheap part of :func:`read_transcript`: the Parquet footer reads and names this schema (no rows read);
-    InputError naming the file otherwise."""
+def write_transcript(out: str | Path, df: pd.DataFrame, metadata: dict[str, Any]) -> None:
+    """Write the transcript table ``df`` (from :func:`transcript_frame`) with its ``metadata`` atomically."""
+    write_parquet(out, df, metadata=metadata)
+
+
+def transcript_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``emofusion`` metadata of a transcript (the Parquet footer only: no rows read), after checking it names
+    this schema; InputError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"transcript {path} does not exist; run `emofusion transcribe` (or snakemake) first")
@@ -144,6 +152,13 @@ def check_transcript(path: str | Path) -> None:
         raise InputError(f"transcript {path} cannot be read ({e}); rerun `emofusion transcribe`") from None
     if meta.get("schema") != SCHEMA:
         raise InputError(f"{path} is not an emofusion transcript ({SCHEMA}); rerun `emofusion transcribe`")
+    return meta
+
+
+def check_transcript(path: str | Path) -> None:
+    """The cheap part of :func:`read_transcript`: the Parquet footer reads and names this schema (no rows read);
+    InputError naming the file otherwise."""
+    transcript_metadata(path)
 
 
 def word_at_frames(words: pd.DataFrame, times: np.ndarray) -> np.ndarray:

@@ -191,22 +191,15 @@ def _clip_and_fps(faces, video) -> tuple[str, float]:
     """The face store's clip id and its video's frame rate (the frame counts must agree)."""
     from pathlib import Path
 
-    import h5py
-
     from emofusion.errors import InputError
+    from emofusion.faces.stage import FaceStore
     from emofusion.video import timeline
 
-    if not faces.is_file():
-        raise InputError(f"face store {faces} does not exist; run `emofusion faces` (or snakemake) first")
-    try:
-        with h5py.File(faces, "r") as f:
-            clip = str(f.attrs.get("clip", faces.stem))
-            frames = int(f["valid"].shape[0]) if "valid" in f else -1
-            recorded = f.attrs.get("video")
-    except OSError as e:  # not HDF5, truncated
-        raise InputError(
-            f"face store {faces} is not a readable HDF5 file ({e}); make it again with `emofusion faces` (or snakemake)"
-        ) from None
+    with FaceStore(faces) as store:
+        attrs = store.attrs
+        frames = store.frames
+    clip = str(attrs.get("clip", faces.stem))
+    recorded = attrs.get("video")
     video = Path(video if video is not None else str(recorded or ""))
     if not video.is_file():
         raise InputError(f"{faces}: its video {video} does not exist; pass --video with the clip's video")

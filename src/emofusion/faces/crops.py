@@ -16,8 +16,7 @@ import numpy as np
 
 from emofusion.errors import InputError
 from emofusion.faces.config import FaceSettings, FaceSummary
-from emofusion.faces.store import create_store, finish_store, log_summary
-from emofusion.io import atomic_path
+from emofusion.faces.store import create_face_store, log_summary
 from emofusion.log import logger, progress
 from emofusion.video import frame_timestamps
 
@@ -78,7 +77,6 @@ def faces_from_crops(
     """Build the store of ``clip`` from pre-aligned images ``crops_dir/%05d.jpg`` (number = frame + 1) without
     detection. The frame count and timestamps come from ``video``; missing images are invalid frames; images
     numbered beyond the video's frames are ignored with a warning."""
-    import h5py
 
     settings = settings or FaceSettings()
     started = time.perf_counter()
@@ -98,39 +96,34 @@ def faces_from_crops(
     S = settings.size
     step = max(1, settings.batch_size)
     resized = False
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = create_store(f, n, S, step)
-            ds["timestamps"][:] = timestamps
-            ds["probability"][:] = np.nan
-            for start in progress(range(0, n, step), desc=f"crops {clip}", unit="batch"):
-                stop = min(n, start + step)
-                crops = np.zeros((stop - start, S, S, 3), np.uint8)
-                valid = np.zeros(stop - start, bool)
-                for i in range(start, stop):  # one file per frame: reading is per file by nature
-                    path = files.get(i + 1)
-                    if path is not None:
-                        crops[i - start] = _load_crop(path, S)
-                        valid[i - start] = True
-                if not resized and valid.any():
-                    with_size = _image_size(files[start + 1 + int(np.argmax(valid))])
-                    if with_size != (S, S):
-                        logger.info("%s: crops are %dx%d, resized to %dx%d (faces.size)", crops_dir, *with_size, S, S)
-                    resized = True
-                ds["crops"][start:stop] = crops
-                ds["valid"][start:stop] = valid
-            summary = finish_store(
-                f,
-                ds,
-                clip=clip,
-                video=str(video),
-                source="cropped_aligned",
-                settings=settings,
-                width=info.width,
-                height=info.height,
-                provenance=provenance,
-                started=started,
-            )
+    with create_face_store(out, n, size=S, batch=step) as store:
+        store.fill("timestamps", timestamps)
+        store.fill("probability", np.nan)
+        for start in progress(range(0, n, step), desc=f"crops {clip}", unit="batch"):
+            stop = min(n, start + step)
+            crops = np.zeros((stop - start, S, S, 3), np.uint8)
+            valid = np.zeros(stop - start, bool)
+            for i in range(start, stop):  # one file per frame: reading is per file by nature
+                path = files.get(i + 1)
+                if path is not None:
+                    crops[i - start] = _load_crop(path, S)
+                    valid[i - start] = True
+            if not resized and valid.any():
+                with_size = _image_size(files[start + 1 + int(np.argmax(valid))])
+                if with_size != (S, S):
+                    logger.info("%s: crops are %dx%d, resized to %dx%d (faces.size)", crops_dir, *with_size, S, S)
+                resized = True
+            store.write(start, crops=crops, valid=valid)
+        summary = store.finish(
+            clip=clip,
+            video=str(video),
+            source="cropped_aligned",
+            settings=settings,
+            width=info.width,
+            height=info.height,
+            provenance=provenance,
+            started=started,
+        )
     log_summary(summary, video)
     return summary
 

@@ -32,13 +32,20 @@ from emofusion.faces.crops import faces_from_crops
 from emofusion.faces.detector import DETECTION_VERSION, MTCNNDetector, mtcnn_weights
 from emofusion.faces.memory import release_freed_memory
 from emofusion.faces.pipeline import run_overlapped
-from emofusion.faces.store import create_store, finish_store, log_summary
+from emofusion.faces.store import FaceStore, create_face_store, log_summary
 from emofusion.faces.tracker import SubjectTracker
-from emofusion.io import atomic_path
 from emofusion.log import logger, progress
 from emofusion.video import FrameBatch, VideoStream
 
-__all__ = ["FaceAligner", "FaceJob", "FaceSettings", "extract_face_shard", "extract_faces", "faces_from_crops"]
+__all__ = [
+    "FaceAligner",
+    "FaceJob",
+    "FaceSettings",
+    "FaceStore",
+    "extract_face_shard",
+    "extract_faces",
+    "faces_from_crops",
+]
 
 
 class FaceAligner:
@@ -148,8 +155,6 @@ def extract_faces(
     ``detector``: a loaded MTCNN to reuse (see :func:`extract_face_shard`). ``pipeline``: ``overlapped`` decodes,
     detects and writes at once (:mod:`emofusion.faces.pipeline`); ``sequential`` does one after the other (the
     reference the tests compare it with: both write the same store)."""
-    import h5py
-
     from emofusion.corpus import side_of
 
     if pipeline not in ("overlapped", "sequential"):
@@ -194,41 +199,34 @@ def extract_faces(
             "decode": stream.decode_device,
         },
     }
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as f:
-            ds = create_store(f, stream.frames, settings.size, settings.batch_size)
+    with create_face_store(out, stream.frames, size=settings.size, batch=settings.batch_size) as store:
 
-            def detect(batch: FrameBatch) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
-                return batch.start, batch.timestamps, aligner(batch.frames)
+        def detect(batch: FrameBatch) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+            return batch.start, batch.timestamps, aligner(batch.frames)
 
-            def write(done: tuple[int, np.ndarray, dict[str, np.ndarray]]) -> None:
-                start, timestamps, res = done
-                sl = slice(start, start + len(timestamps))
-                for name, value in res.items():
-                    ds[name][sl] = value
-                ds["timestamps"][sl] = timestamps
+        def write(done: tuple[int, np.ndarray, dict[str, np.ndarray]]) -> None:
+            start, timestamps, res = done
+            store.write(start, **res, timestamps=timestamps)
 
-            batches = progress(stream, total=stream.batches, desc=f"faces {clip}", unit="batch")
-            if overlapped:
-                run_overlapped(batches, detect, write, name=f"faces-{clip}")
-            else:
-                for batch in batches:
-                    done = detect(batch)
-                    del batch  # the next batch is decoded before the loop rebinds it: hold one, not two
-                    write(done)
-                    del done
-            summary = finish_store(
-                f,
-                ds,
-                clip=clip,
-                video=str(video),
-                source="mtcnn",
-                settings=settings,
-                width=info.width,
-                height=info.height,
-                provenance=provenance,
-                started=started,
-            )
+        batches = progress(stream, total=stream.batches, desc=f"faces {clip}", unit="batch")
+        if overlapped:
+            run_overlapped(batches, detect, write, name=f"faces-{clip}")
+        else:
+            for batch in batches:
+                done = detect(batch)
+                del batch  # the next batch is decoded before the loop rebinds it: hold one, not two
+                write(done)
+                del done
+        summary = store.finish(
+            clip=clip,
+            video=str(video),
+            source="mtcnn",
+            settings=settings,
+            width=info.width,
+            height=info.height,
+            provenance=provenance,
+            started=started,
+        )
     log_summary(summary, video)
     return summary
 

@@ -1,4 +1,6 @@
-"""The HDF5 face store: its layout (described here only), writing it, filling short gaps, reading it.
+"""The HDF5 face store: its layout (described here only), writing it, filling short gaps, reading it. The one
+module that opens a face store: the face stage writes through :func:`create_face_store`, everything else reads
+through :class:`FaceStore` (or :func:`read_faces`, :func:`check_face_store`), so there is one "not a face store".
 
 Store layout (``results/faces/<clip>.h5``), one row per decoded frame (the timeline contract)::
 
@@ -33,6 +35,7 @@ import numpy as np
 from emofusion.errors import InputError
 from emofusion.faces.align import face_template
 from emofusion.faces.config import FaceSettings, FaceSummary
+from emofusion.io import atomic_path
 from emofusion.log import logger
 
 SCHEMA_VERSION = 1
@@ -63,6 +66,39 @@ def create_store(f, n: int, size: int, batch: int) -> dict[str, Any]:
         "timestamps": f.create_dataset("timestamps", shape=(n,), dtype=np.float64, fillvalue=nan),
     }
     return ds
+
+
+class FaceStoreWriter:
+    """A face store being written (see :func:`create_face_store`): rows go in batch by batch, so memory is bounded
+    by the batch; :meth:`finish` fills short gaps and writes the root attributes."""
+
+    def __init__(self, f, n: int, size: int, batch: int):
+        self._f = f
+        self._ds = create_store(f, n, size, batch)
+
+    def write(self, start: int, **columns: np.ndarray) -> None:
+        """Rows ``start:start + len(value)`` of each named dataset, written in the order given."""
+        for name, value in columns.items():
+            self._ds[name][start : start + len(value)] = value
+
+    def fill(self, name: str, value: Any) -> None:
+        """Every row of dataset ``name`` set to ``value`` (an array of all rows, or one value for all)."""
+        self._ds[name][:] = value
+
+    def finish(self, **kwargs: Any) -> FaceSummary:
+        """Fill short gaps and write the root attributes (keywords of :func:`finish_store`); the summary."""
+        return finish_store(self._f, self._ds, **kwargs)
+
+
+@contextlib.contextmanager
+def create_face_store(out: str | Path, n: int, *, size: int, batch: int) -> Iterator[FaceStoreWriter]:
+    """A new face store of ``n`` frames of ``size`` px crops at ``out``, written atomically: the file appears at
+    ``out`` when the block ends without an error (after :meth:`FaceStoreWriter.finish`), never half written."""
+    import h5py
+
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as f:
+            yield FaceStoreWriter(f, n, size, batch)
 
 
 def gap_sources(valid: np.ndarray, max_gap: int) -> np.ndarray:
@@ -194,45 +230,102 @@ def log_summary(summary: FaceSummary, video: str | Path) -> None:
         logger.warning("no face in any frame of %s: the store of clip %s is all invalid", video, summary.clip)
 
 
+class FaceStore:
+    """A face store open for reading, its layout checked on opening (InputError naming the file when it is missing,
+    not a face store, or cannot be read, then or while it is read). The per-frame datasets are small and read
+    whole (:meth:`read`); crops are read in row ranges (:meth:`crops`), so memory is bounded by the range."""
+
+    def __init__(self, path: str | Path):
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"face store {self.path} does not exist; run `emofusion faces` (or snakemake) first")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise self._unreadable(e) from None
+        try:
+            _check_layout(self._f, self.path)
+            self._crops = self._f["crops"]
+            self.frames = int(self._f["valid"].shape[0])
+            if self._crops.shape[0] != self.frames:
+                raise InputError(
+                    f"{self.path}: {self._crops.shape[0]} crops but {self.frames} validity flags; rebuild the face "
+                    "store with `emofusion faces`"
+                )
+        except OSError as e:
+            self._f.close()
+            raise self._unreadable(e) from None
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _unreadable(self, e: OSError) -> InputError:
+        return InputError(
+            f"face store {self.path} is not a readable HDF5 file ({e}); make it again with `emofusion faces` "
+            "(or snakemake)"
+        )
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The root attributes, ``provenance`` decoded."""
+        try:
+            attrs = dict(self._f.attrs)
+        except OSError as e:
+            raise self._unreadable(e) from None
+        attrs["provenance"] = json.loads(attrs.get("provenance") or "{}")
+        return attrs
+
+    def read(self, name: str) -> np.ndarray:
+        """One per-frame dataset of :data:`DATASETS`, whole."""
+        try:
+            return self._f[name][:]
+        except OSError as e:
+            raise self._unreadable(e) from None
+
+    def crops(self, start: int, stop: int) -> np.ndarray:
+        """Crops of frames ``start:stop`` (contiguous rows: whole chunks, each decompressed once)."""
+        try:
+            return self._crops[start:stop]
+        except OSError as e:
+            raise self._unreadable(e) from None
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> FaceStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def read_faces(path: str | Path, *, crops: bool = True) -> dict[str, Any]:
     """A face store as a dict of numpy arrays plus ``attrs`` (provenance decoded); ``crops=False`` skips the
     crops (the large part). Raises InputError naming the file when it is missing or not a face store."""
-    with _opened(path) as f:
-        out: dict[str, Any] = {d: f[d][:] for d in DATASETS if crops or d != "crops"}
-        attrs = dict(f.attrs)
-    attrs["provenance"] = json.loads(attrs.get("provenance") or "{}")
-    out["attrs"] = attrs
+    with FaceStore(path) as store:
+        out: dict[str, Any] = {d: store.read(d) for d in DATASETS if crops or d != "crops"}
+        out["attrs"] = store.attrs
     return out
 
 
 def _check_layout(f, path: Path) -> None:
+    """The one "not a face store" check: every dataset of the layout, the schema version, crops (N, S, S, 3)."""
     missing = [d for d in DATASETS if d not in f]
     if missing or "schema_version" not in f.attrs:
         raise InputError(
             f"{path} is not a face store (missing {', '.join(missing) or 'schema_version'}); "
             "rebuild it with `emofusion faces`"
         )
+    shape = f["crops"].shape
+    if len(shape) != 4 or shape[-1] != 3:
+        raise InputError(
+            f"{path} is not a face store (crops of shape {shape}, not (N, S, S, 3)); rebuild it with `emofusion faces`"
+        )
 
 
 def check_face_store(path: str | Path) -> None:
     """The cheap part of :func:`read_faces`: the file opens as HDF5 (a truncated file does not) and has the store's
     datasets and schema version; nothing is read. InputError naming the file otherwise."""
-    with _opened(path):
-        pass
-
-
-@contextlib.contextmanager
-def _opened(path: str | Path) -> Iterator[Any]:
-    """The face store at ``path`` open for reading, its layout checked; InputError naming the file when it is
-    missing, not a face store, or cannot be read (a truncated file, here or while the caller reads it)."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"face store {path} does not exist; run `emofusion faces` (or snakemake) first")
-    try:
-        with h5py.File(path, "r") as f:
-            _check_layout(f, path)
-            yield f
-    except OSError as e:
-        raise InputError(f"face store {path} cannot be read ({e}); delete it and rerun the face stage") from None
+    FaceStore(path).close()

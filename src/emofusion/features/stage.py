@@ -34,7 +34,6 @@ from emofusion.features.backbones import backbone_options as backbone_options
 from emofusion.features.backbones import build_backbone as build_backbone
 from emofusion.features.store import IDENTITY_ATTRS, StoreMismatch, check_rows, read_attrs, store_attrs, write_store
 from emofusion.features.timeline import frame_times, words_on_frames
-from emofusion.io import atomic_path
 from emofusion.log import logger, progress
 from emofusion.repair import rebuild_store
 
@@ -66,23 +65,6 @@ def autocast(device, enabled: bool, dtype=None):
 # ------------------------------------------------------------------------------------------------------ visual
 
 
-def _open_faces(path: Path):
-    import h5py
-
-    if not path.is_file():
-        raise InputError(f"face store {path} does not exist; run `emofusion faces` (or snakemake) first")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise InputError(f"face store {path} cannot be read ({e}); delete it and rerun the face stage") from None
-    if "crops" not in f or "valid" not in f or f["crops"].ndim != 4 or f["crops"].shape[-1] != 3:
-        f.close()
-        raise InputError(
-            f"{path} is not a face store (needs crops (N, S, S, 3) and valid (N,)); rebuild it with `emofusion faces`"
-        )
-    return f
-
-
 def _ranges(n: int, batch: int, window: int) -> list[tuple[int, int, int]]:
     """Row ranges (read_from, lo, hi): frames lo:hi embedded from crops read_from:hi (window-1 rows of context)."""
     return [(max(0, lo - window + 1), lo, min(n, lo + batch)) for lo in range(0, n, batch)]
@@ -103,17 +85,16 @@ def embed_faces(
     given (tests compare bfloat16 on the CPU against float32)."""
     import torch
 
+    from emofusion.faces.store import FaceStore
+
     path = Path(faces)
     clip = clip or path.stem
     device = backbone.device
     window = int(getattr(backbone, "window", 1))
     use_amp = amp and backbone.amp and (device.type == "cuda" or amp_dtype is not None)
-    with _open_faces(path) as f:
-        crops_ds = f["crops"]
-        valid = np.asarray(f["valid"][:], dtype=bool)
+    with FaceStore(path) as faces_store:
+        valid = np.asarray(faces_store.read("valid"), dtype=bool)
         n = len(valid)
-        if crops_ds.shape[0] != n:
-            raise InputError(f"{path}: {crops_ds.shape[0]} crops but {n} validity flags; rebuild the face store")
         out = np.zeros((n, backbone.width), dtype=np.float32)
         if not valid.any():
             logger.warning(
@@ -125,7 +106,7 @@ def embed_faces(
 
         def read(r: tuple[int, int, int]):
             start, _, hi = r
-            block = torch.from_numpy(crops_ds[start:hi])  # contiguous rows: whole chunks, decompressed once
+            block = torch.from_numpy(faces_store.crops(start, hi))  # contiguous rows: whole chunks, decompressed once
             return block.pin_memory() if pin else block
 
         # One range read ahead: h5py's gzip decoding of batch k+1 overlaps the device's work on batch k.
@@ -278,7 +259,7 @@ def merge_shards(
     raises StoreMismatch naming both files. A clip in two shards is an error; with ``clips`` every listed clip
     must be present (others are left out). Root attributes come from the shards, provenance from the merge plus
     each shard's config hash."""
-    import h5py
+    from emofusion.features.store import store_clips, write_merged
 
     if not shards:
         raise InputError("embed-merge: no shards given")
@@ -300,11 +281,10 @@ def merge_shards(
                     f"shards disagree on {key}: {paths[0]} has {want!r}, {p} has "
                     f"{value!r}; rerun the embedding of the stale one (`{rebuild_store(p)}`)"
                 )
-        with h5py.File(p, "r") as f:
-            for c in f:
-                if c in owner:
-                    raise InputError(f"clip {c} is in two shards: {owner[c]} and {p}")
-                owner[c] = p
+        for c in store_clips(p):
+            if c in owner:
+                raise InputError(f"clip {c} is in two shards: {owner[c]} and {p}")
+            owner[c] = p
         shard_info.append(
             {
                 "path": str(p),
@@ -322,19 +302,7 @@ def merge_shards(
     attrs = {k: v for k, v in first.items() if k != "provenance"}
     attrs["provenance"] = json.dumps({**provenance, "shards": shard_info}, sort_keys=True, default=str)
     started = time.perf_counter()
-    handles: dict[Path, Any] = {}
-    try:
-        with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
-            for k, v in attrs.items():
-                dst.attrs[k] = v
-            for c in wanted:  # sorted: the same bytes whatever order the shards came in
-                src = handles.get(owner[c])
-                if src is None:
-                    src = handles[owner[c]] = h5py.File(owner[c], "r")
-                src.copy(src[c], dst, name=c)  # H5Ocopy: chunks copied as stored, no decode/encode
-    finally:
-        for h in handles.values():
-            h.close()
+    write_merged(out, attrs, ((c, owner[c]) for c in wanted))  # sorted: the same bytes whatever the shards' order
     logger.info(
         "merged %d clips from %d shards into %s in %.2f s", len(wanted), len(paths), out, time.perf_counter() - started
     )
@@ -343,9 +311,7 @@ def merge_shards(
 
 def iter_shard_rows(path: str | os.PathLike) -> Iterator[ClipRows]:
     """The clips of a shard or store as ClipRows (tests, inspection)."""
-    import h5py
+    from emofusion.features.store import iter_rows
 
-    with h5py.File(path, "r") as f:
-        for c in sorted(f):
-            g = f[c]
-            yield ClipRows(c, g["features"][:], g["valid"][:], float(g.attrs["fps"]))
+    for item in iter_rows(path):
+        yield ClipRows(*item)

@@ -9,7 +9,9 @@ Layout (``SCHEMA_VERSION`` 1)::
                        weights_source, licence, provenance (JSON: versions, git, config, config_hash)
 
 Per-clip shards (what an embed job writes) and the merged store (what training reads) share this layout, so the
-merge is a copy and a reader can open either.
+merge is a copy and a reader can open either. This module is the only one that opens a feature store: shards are
+written by :func:`write_store`, merged stores by :func:`write_merged`, and every reader goes through
+:class:`FeatureStore`, :func:`read_attrs` (the header check), :func:`store_clips` or :func:`iter_rows`.
 """
 
 from __future__ import annotations
@@ -153,6 +155,48 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
         )
     attrs["provenance"] = json.loads(attrs["provenance"] or "{}")
     return attrs
+
+
+def store_clips(path: str | os.PathLike) -> list[str]:
+    """The clip groups of a store or shard, in the file's order (names only: nothing else is read)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return list(f)
+
+
+def write_merged(
+    out: str | os.PathLike, attrs: Mapping[str, Any], sources: Iterable[tuple[str, str | os.PathLike]]
+) -> None:
+    """Write a store atomically from the clip groups of other stores: root ``attrs`` as given (values written
+    as they are), then each ``(clip, store holding it)`` copied in the order given. The copy is H5Ocopy: chunks
+    copied as stored, no decode/encode, so a merged clip holds the shard's bytes."""
+    import h5py
+
+    handles: dict[str, Any] = {}
+    try:
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
+            for k, v in attrs.items():
+                dst.attrs[k] = v
+            for clip, path in sources:
+                src = handles.get(str(path))
+                if src is None:
+                    src = handles[str(path)] = h5py.File(path, "r")
+                src.copy(src[clip], dst, name=clip)
+    finally:
+        for h in handles.values():
+            h.close()
+
+
+def iter_rows(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, np.ndarray, float]]:
+    """``(clip, features, valid, fps)`` of every clip of a store or shard, in sorted clip order (the items
+    :func:`write_store` takes)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        for c in sorted(f):
+            g = f[c]
+            yield c, g["features"][:], g["valid"][:], float(g.attrs["fps"])
 
 
 def _plain(value: Any) -> Any:

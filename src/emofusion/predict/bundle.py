@@ -82,13 +82,13 @@ def _shard_provenance(store: Path) -> list[tuple[Path, dict[str, Any]]]:
 def _face_settings(store: Path) -> dict[str, Any]:
     """The faces: section and detector weights the face stores of a visual store's clips were made with (from a
     detected clip's store when there is one: clips that ship crops record the same section, but no detector)."""
-    import h5py
+    from emofusion.faces.store import FaceStore
 
     found = None
     for shard, prov in _shard_provenance(store):
         for faces in prov.get("faces") or []:
-            with h5py.File(_locate(faces, shard, "face store"), "r") as f:
-                fprov = json.loads(f.attrs.get("provenance", "{}"))
+            with FaceStore(_locate(faces, shard, "face store")) as f:
+                fprov = f.attrs["provenance"]
             found = {"faces": fprov["config"]["faces"], "detector": fprov.get("detector", {})}
             if found["detector"]:
                 return found
@@ -110,11 +110,11 @@ def _audio_settings(store: Path) -> dict[str, Any]:
 
 
 def _asr_settings(store: Path) -> dict[str, Any]:
-    from emofusion.io import read_parquet_metadata
+    from emofusion.asr.transcript import transcript_metadata
 
     for shard, prov in _shard_provenance(store):
         if prov.get("transcript"):
-            meta = read_parquet_metadata(_locate(prov["transcript"], shard, "transcript"))
+            meta = transcript_metadata(_locate(prov["transcript"], shard, "transcript"))
             return {"asr": dict(meta["config"]["asr"]), "model": meta.get("model", {})}
     raise InputError(f"feature store {store}: its provenance names no transcript; rebuild it")
 

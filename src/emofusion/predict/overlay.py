@@ -63,16 +63,16 @@ def _start(packet) -> int:
 def write_overlay(p: Prediction, out: str | Path) -> Path:
     """Write the overlay video of a prediction atomically; returns its path."""
     import av
-    import h5py
     from PIL import Image
 
+    from emofusion.faces.store import FaceStore
     from emofusion.io import atomic_path
     from emofusion.video import VideoStream
 
     boxes = valid = None
     if p.faces is not None:
-        with h5py.File(p.faces, "r") as f:
-            boxes, valid = f["boxes"][:], f["valid"][:].astype(bool)
+        with FaceStore(p.faces) as store:
+            boxes, valid = store.read("boxes"), store.read("valid").astype(bool)
     values = p.smoothed
     span = max(1, round(p.fps))  # the trace: about the last second
     out = Path(out)
