@@ -269,3 +269,38 @@ def test_transcript_writer_and_metadata_reader(tmp_path):
     write_parquet(tmp_path / "other.parquet", df, metadata={"schema": "something else"})
     with pytest.raises(InputError, match=r"other\.parquet is not an emofusion transcript"):
         transcript_metadata(tmp_path / "other.parquet")
+
+
+# ------------------------------------------------------------------------------------------------------ predict
+
+
+def test_predict_reads_the_settings_a_store_was_made_with_through_the_owners(tmp_path):
+    """A bundle's recipe takes the face settings from a face store and the ASR settings from a transcript that a
+    feature shard's provenance names (read through faces.store and asr.transcript)."""
+    import json
+
+    from emofusion.asr.transcript import SCHEMA, transcript_frame, write_transcript
+    from emofusion.features.store import store_attrs, write_store
+    from emofusion.predict.bundle import _asr_settings, _face_settings
+
+    faces = face_store(tmp_path / "c1.h5", np.zeros((3, 16, 16, 3), np.uint8), np.ones(3, bool))
+    made_with = {"config": {"faces": {"size": 16}}, "detector": {"weights_sha256": "d" * 64}}
+    with h5py.File(faces, "a") as f:
+        f.attrs["provenance"] = json.dumps(made_with)
+    transcript = tmp_path / "v.parquet"
+    meta = {"schema": SCHEMA, "config": {"asr": {"model": "tiny.en"}}, "model": {"name": "whisper"}}
+    write_transcript(transcript, transcript_frame([], duration=1.0), meta)
+    attrs = store_attrs(
+        modality="visual",
+        backbone="b",
+        width=2,
+        native_rate=0.0,
+        timeline="frames",
+        weights_sha256="none",
+        weights_source="none",
+        licence="none",
+        provenance={"faces": [str(faces)], "transcript": str(transcript)},
+    )
+    write_store(tmp_path / "s.h5", [("c1", np.zeros((3, 2), np.float32), np.ones(3, bool), 30.0)], attrs)
+    assert _face_settings(tmp_path / "s.h5") == {"faces": {"size": 16}, "detector": {"weights_sha256": "d" * 64}}
+    assert _asr_settings(tmp_path / "s.h5") == {"asr": {"model": "tiny.en"}, "model": {"name": "whisper"}}
