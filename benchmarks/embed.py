@@ -63,28 +63,25 @@ def current_rss_mb() -> float:
 
 def make_face_store(path: Path, frames: int) -> None:
     """A face store of real aligned crops: the demo clip's images repeated to ``frames``, chunked and gzipped as
-    the face stage writes them (chunks of 32 frames, level 1), about 1 in 8 frames without a face."""
-    import h5py
+    the face stage writes them (the face store's writer, chunks of 32 frames), about 1 in 8 frames without a face."""
+    from types import SimpleNamespace
+
     import numpy as np
     from PIL import Image
+
+    from emofusion.faces.store import create_face_store
 
     images = sorted(DEMO_CLIP.glob("*.jpg"))
     crops = np.stack([np.asarray(Image.open(p).convert("RGB").resize((112, 112))) for p in images])
     idx = np.arange(frames) % len(crops)
     valid = (np.arange(frames) % 8) != 7
-    with h5py.File(path, "w") as f:
-        ds = f.create_dataset(
-            "crops",
-            shape=(frames, 112, 112, 3),
-            dtype=np.uint8,
-            chunks=(min(32, frames), 112, 112, 3),
-            compression="gzip",
-            compression_opts=1,
-        )
+    with create_face_store(path, frames, size=112, batch=32) as store:
         for lo in range(0, frames, 256):
-            ds[lo : lo + 256] = crops[idx[lo : lo + 256]]
-        f["valid"] = valid
-        f.attrs.update({"schema_version": 1, "clip": "bench", "video": ""})
+            store.write(lo, crops=crops[idx[lo : lo + 256]], valid=valid[lo : lo + 256])
+        settings = SimpleNamespace(size=112, margin=0.0, fill_gaps=0)  # what finish reads of the face settings
+        store.finish(
+            clip="bench", video="", source="mtcnn", settings=settings, width=112, height=112, provenance={}, started=0
+        )
 
 
 def even_times(work: Path):
@@ -263,14 +260,14 @@ def child(args) -> None:
 def forward_only(backbone, faces: Path, args, device) -> float:
     """Frames per second of ``backbone.embed`` alone on one batch of uint8 crops already on the device (for a
     windowed backbone, each frame's window), repeated over about as many frames as the stage embedded."""
-    import h5py
     import numpy as np
     import torch
 
+    from emofusion.faces.store import FaceStore
     from emofusion.features import stage
 
-    with h5py.File(faces, "r") as f:
-        crops = torch.from_numpy(f["crops"][: args.batch_size]).to(device)
+    with FaceStore(faces) as store:
+        crops = torch.from_numpy(store.crops(0, args.batch_size)).to(device)
     window = int(getattr(backbone, "window", 1))
     if window > 1:
         idx = np.maximum(np.arange(len(crops))[:, None] - np.arange(window - 1, -1, -1)[None, :], 0)

