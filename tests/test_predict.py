@@ -28,10 +28,10 @@ def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) 
 
     from emofusion.faces.stage import FaceSettings, mtcnn_weights
     from emofusion.features.registry import build_backbone
+    from emofusion.fusion_data.windows import Windowing
     from emofusion.models.checkpoint import save_checkpoint
     from emofusion.predict.bundle import BUNDLE_SCHEMA, RECIPE_SCHEMA, licences
     from emofusion.training.stage import build_fusion_model
-    from emofusion.training.windows import Windowing
     from fusion_corpus import experiment
 
     exp = experiment(

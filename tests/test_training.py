@@ -20,11 +20,11 @@ import torch
 from emofusion.config import validate_config
 from emofusion.errors import ConfigError, InputError
 from emofusion.features.store import StoreMismatch, store_attrs, write_store
-from emofusion.training.data import FusionData
+from emofusion.fusion_data.windows import Windowing, reassemble, windows_for
 from emofusion.training.experiments import experiment_section, grid, resolve_experiment
 from emofusion.training.stage import build_fusion_model, train_run
-from emofusion.training.windows import Windowing, reassemble, windows_for
 from fusion_corpus import BACKBONES, WIDTHS, experiment, make_corpus
+from fusion_corpus import fold_data as assemble
 
 CPU = torch.device("cpu")
 SMALL = {"window": 32, "steps": 8, "pool": 2, "train_hop": 8}
@@ -38,8 +38,8 @@ def corpus(tmp_path_factory):
 
 def fold_data(corpus, *, modalities=("visual", "audio"), fold=0, **kw):
     w = Windowing.from_training({**SMALL, "hop": kw.pop("hop", None)}, key="t")
-    return FusionData(
-        manifest=pd.read_parquet(corpus["manifest"]),
+    return assemble(
+        pd.read_parquet(corpus["manifest"]),
         labels=corpus["labels"],
         stores={m: corpus["stores"][m] for m in modalities},
         backbones={m: BACKBONES[m] for m in modalities},
@@ -233,8 +233,8 @@ def _store(path: Path, corpus, *, backbone="synthv", drop=None, nan_at=None):
 
 def test_bad_stores_are_refused_before_training(corpus, tmp_path):
     def load(path):
-        return FusionData(
-            manifest=pd.read_parquet(corpus["manifest"]),
+        return assemble(
+            pd.read_parquet(corpus["manifest"]),
             labels=corpus["labels"],
             stores={"visual": path, "audio": corpus["stores"]["audio"]},
             backbones={"visual": "synthv", "audio": "syntha"},
@@ -261,8 +261,8 @@ def test_a_fold_without_valid_labels_is_refused(corpus, tmp_path):
 
     write_labels(manifest, tmp_path / "labels.h5", max_mismatch=0, provenance={})
     with pytest.raises(ConfigError, match=r"fusion.folds: fold 0 has no valid label in its validation clips"):
-        FusionData(
-            manifest=manifest,
+        assemble(
+            manifest,
             labels=tmp_path / "labels.h5",
             stores={"audio": corpus["stores"]["audio"]},
             backbones={"audio": "syntha"},

@@ -142,8 +142,8 @@ def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -
     """The recipe of a trained and evaluated run folder (see the module docstring)."""
     from emofusion.features.registry import backbone_class
     from emofusion.features.store import read_attrs
+    from emofusion.fusion_data.windows import Windowing
     from emofusion.provenance import versions
-    from emofusion.training.windows import Windowing
 
     run = Path(run)
     ckpt = checkpoint if checkpoint is not None else _read_run_checkpoint(run)
