@@ -1,5 +1,5 @@
 """Predictions of a fusion model over the windows of a :class:`~emofusion.fusion_data.data.FusionData`, shared by
-training (validation every epoch) and evaluation (every frame of every clip).
+training (validation every epoch), evaluation (every frame of every clip) and predict (every frame of a video).
 
 - :func:`predict_steps` runs a model over windows in batches; :func:`predict_frames` reassembles them into one
   prediction per frame of every clip (overlaps averaged, see :func:`emofusion.fusion_data.windows.reassemble`),
