@@ -141,14 +141,19 @@ def train_run(
         batches = [perm[i : i + bs].tolist() for i in range(0, len(perm), bs)]
         loader = data.batches(windows, batches, workers=workers, pin=device.type == "cuda")
         bar = progress(loader, total=len(batches), desc=f"{name} epoch {epoch}", unit="batch")
-        o = optimisation
         losses = train_epoch(
-            step_model, bar, opt=o.opt, scaler=o.scaler, loss_fn=o.loss_fn, device=device, amp=tr["amp"],
+            step_model,
+            bar,
+            opt=optimisation.opt,
+            scaler=optimisation.scaler,
+            loss_fn=optimisation.loss_fn,
+            device=device,
+            amp=tr["amp"],
             grad_clip=tr["grad_clip"],
-        )  # fmt: skip
-        scores, val_loss = validate(model, device=device, loss_fn=o.loss_fn)
-        lr = o.lr
-        o.end_epoch(epoch, scores["mean"])
+        )
+        scores, val_loss = validate(model, device=device, loss_fn=optimisation.loss_fn)
+        lr = optimisation.lr  # the rate this epoch trained at, before the schedule steps
+        optimisation.end_epoch(epoch, scores["mean"])
         best = state.record(epoch, scores["mean"], model)
         entry = {
             "epoch": epoch,
