@@ -202,15 +202,15 @@ def test_features_in_memory_without_labels_give_the_stores_batches_with_every_la
     from emofusion.features.store import FeatureStore
     from emofusion.fusion_data.clips import FoldClips
     from emofusion.fusion_data.data import FusionData
-    from emofusion.fusion_data.sources import MemoryFeatures
+    from emofusion.fusion_data.sources import MemoryFeatures, check_coverage
 
     stored = fold_data(corpus, in_memory=True)
     table = FoldClips(pd.read_parquet(corpus["manifest"]), fold=0, windowing=stored.windowing)
-    sources = {}
+    rows = {}
     for m in ("audio", "visual"):  # in another order than the models': the fold data orders them
         with FeatureStore(corpus["stores"][m]) as store:
-            rows = {c: store.read(c) for c in store}
-        sources[m] = MemoryFeatures(m, rows, width=WIDTHS[m])
+            rows[m] = {c: store.read(c) for c in store}
+    sources = {m: MemoryFeatures(m, rows[m], width=WIDTHS[m]) for m in rows}
     memory = FusionData(table, sources, normaliser=stored.normaliser)
     assert memory.modalities == ["visual", "audio"] and memory.in_memory
     windows = stored.windows(stored.clips, 24)
@@ -219,6 +219,9 @@ def test_features_in_memory_without_labels_give_the_stores_batches_with_every_la
         assert torch.equal(a["feats"][m], b["feats"][m]) and torch.equal(a["masks"][m], b["masks"][m])
     assert a["target_mask"].any() and not b["target_mask"].any()
     assert (b["target"] == -5).all()
+    short = MemoryFeatures("audio", {c: (x[:-1], v[:-1]) for c, (x, v) in rows["audio"].items()}, width=WIDTHS["audio"])
+    with pytest.raises(InputError, match=r"the audio features in memory: clip 'clip00' has 149 rows but the manifest"):
+        check_coverage(short, table)
 
 
 def test_normalisation_is_fitted_on_the_folds_training_clips_only(corpus):

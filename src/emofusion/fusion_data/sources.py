@@ -59,6 +59,12 @@ def describe(source: FeatureSource) -> str:
     return str(path) if path is not None else str(source)
 
 
+def _where(source: FeatureSource) -> str:
+    """A source as an error names it: ``feature store <path>``, or what the memory holds."""
+    path = getattr(source, "path", None)
+    return f"feature store {path}" if path is not None else str(source)
+
+
 def open_stores(
     stores: Mapping[str, str | Path],
     backbones: Mapping[str, str],
@@ -84,19 +90,20 @@ def open_stores(
 def check_coverage(source: FeatureSource, clips: FoldClips) -> None:
     """Every clip of the fold is in ``source`` with the manifest's frame count."""
     path = getattr(source, "path", None)
-    fix = f"rebuild it so it covers the manifest (`{rebuild_store(path)}`)" if path is not None else "a bug: report it"
+    in_memory = "rows made here that do not match the clip's frames: report it as a bug"  # predict's own embedding
     missing = [c for c in clips.clips if c not in source]
     if missing:
+        fix = f"rebuild it so it covers the manifest (`{rebuild_store(path)}`)" if path is not None else in_memory
         raise InputError(
-            f"feature store {describe(source)} lacks {len(missing)} clip(s) of the manifest "
-            f"(first: {missing[0]!r}); {fix}"
+            f"{_where(source)} lacks {len(missing)} clip(s) of the manifest (first: {missing[0]!r}); {fix}"
         )
     wrong = [c for c in clips.clips if source.frames[c] != clips.clip_frames_native[c]]
     if wrong:
         c = wrong[0]
+        fix = "the store was built from another manifest, rebuild it" if path is not None else in_memory
         raise InputError(
-            f"feature store {describe(source)}: clip {c!r} has {source.frames[c]} rows but the manifest "
-            f"says {clips.clip_frames_native[c]} frames; the store was built from another manifest, rebuild it"
+            f"{_where(source)}: clip {c!r} has {source.frames[c]} rows but the manifest "
+            f"says {clips.clip_frames_native[c]} frames; {fix}"
         )
 
 
@@ -108,6 +115,6 @@ def check_finite(x: np.ndarray, source: FeatureSource, clip: str) -> None:
         path = getattr(source, "path", None)
         fix = f"rebuild the store (`{rebuild_store(path)}`)" if path is not None else "check the backbone's output"
         raise InputError(
-            f"feature store {describe(source)}: clip {clip!r} has NaN or inf features at {int(bad.any(1).sum())} "
+            f"{_where(source)}: clip {clip!r} has NaN or inf features at {int(bad.any(1).sum())} "
             f"frame(s) (first: frame {row}); {fix}"
         )
