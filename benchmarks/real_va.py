@@ -14,11 +14,11 @@ Every frame is labelled with its utterance's value. Three methods, all measured 
 * ridge: scikit-learn Ridge on the utterance-pooled features (mean over frames), standardised, alpha per target
   chosen by an inner 5-fold CV on the training utterances;
 * ``unimodal_audio`` (the project's unimodal baseline on audio: BLSTM + MLP heads) trained on whole utterances
-  as frame-level sequences, features z-scored by :class:`emofusion.training.data.Normaliser` fitted on the
+  as frame-level sequences, features z-scored by :class:`emofusion.fusion_data.normaliser.Normaliser` fitted on the
   training utterances' frames, the flat CCC loss (:class:`emofusion.models.CCCLoss`; ``per_sequence`` cannot
   learn here: a constant target has no within-sequence variance, so its CCC and gradient are 0) and the demo
   preset's optimiser settings, one optimisation pass per epoch through
-  :func:`emofusion.training.stage.train_epoch`; a fixed number of epochs (no validation split to stop on with 47
+  :func:`emofusion.training.loop.train_epoch`; a fixed number of epochs (no validation split to stop on with 47
   items). Its utterance prediction is the mean over the utterance's frames. Mean ± sd over --seeds seeds.
 
 CCC (:func:`emofusion.metrics.ccc`, population, float64) is computed once over all out-of-fold predictions
@@ -167,9 +167,10 @@ def neural(
     """Out-of-fold utterance predictions ``(N, 2)`` and frame predictions (per utterance ``(frames, 2)``)."""
     import torch
 
+    from emofusion.fusion_data.normaliser import Moments, Normaliser
     from emofusion.models import CCCLoss, build_model
-    from emofusion.training.data import Normaliser, _Moments
-    from emofusion.training.stage import seed_everything, train_epoch
+    from emofusion.training.loop import train_epoch
+    from emofusion.training.model import seed_everything
 
     device = torch.device("cpu")
     utt = np.zeros_like(y)
@@ -177,7 +178,7 @@ def neural(
     bs = int(training["batch_size"])
     for k, (train, test) in enumerate(folds):
         seed_everything(seed * 1000 + k)
-        moments = _Moments(seqs[0].shape[1])
+        moments = Moments(seqs[0].shape[1])
         moments.add(np.concatenate([seqs[i] for i in train]))  # training utterances' frames only
         mean, std = moments.result()
         normaliser = Normaliser(mean={"audio": mean}, std={"audio": std})

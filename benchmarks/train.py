@@ -16,7 +16,7 @@ audio + text, window 300, hop 200, L 300, batch 12). For each model, data mode a
 batches of the epoch's shuffled order (the table projects them onto the whole epoch):
   loader   the DataLoader alone: reading (lazy), gathering, pooling, to tensors
   model    the same number of optimisation steps on one batch already on the device (the model's own time)
-  epoch    the real thing: emofusion.training.stage.train_epoch over the DataLoader
+  epoch    the real thing: emofusion.training.loop.train_epoch over the DataLoader
 With --compile each row is also measured with torch.compile (fusion.compile); warmup_s is its two warm-up steps,
 the compilation included.
 GPU: utilisation = mean of nvidia-smi samples every 100 ms during the epoch part; peak = max_memory_allocated.
@@ -38,11 +38,16 @@ import torch
 
 from emofusion.corpus import MANIFEST_COLUMNS
 from emofusion.features.store import store_attrs, write_store
+from emofusion.fusion_data.batches import WindowBatches
+from emofusion.fusion_data.clips import FoldClips
+from emofusion.fusion_data.data import FusionData, Placement
+from emofusion.fusion_data.frame_labels import FrameLabels
+from emofusion.fusion_data.sources import open_stores
+from emofusion.fusion_data.windows import Windowing
 from emofusion.metrics import INVALID, TARGETS
 from emofusion.models import CCCLoss
-from emofusion.training.data import FusionData, WindowBatches
-from emofusion.training.stage import build_fusion_model, compiler_for_torch_compile, train_epoch
-from emofusion.training.windows import Windowing
+from emofusion.training.loop import train_epoch
+from emofusion.training.model import build_fusion_model, compiler_for_torch_compile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import write_figures
@@ -299,16 +304,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             w = Windowing.from_training(RECIPES[name]["training"], key=name)
             for mode in args.data:
                 t0 = time.perf_counter()
+                table = FoldClips(manifest, fold=0, windowing=w)
+                modalities = RECIPES[name]["stores"]
                 data = FusionData(
-                    manifest=manifest,
-                    labels=labels,
-                    stores={m: stores[m] for m in RECIPES[name]["stores"]},
-                    backbones={m: "bench" for m in RECIPES[name]["stores"]},
-                    fold=0,
-                    windowing=w,
-                    in_memory=mode != "lazy",
-                    device=device,
-                    device_data=mode == "device",
+                    table,
+                    open_stores({m: stores[m] for m in modalities}, {m: "bench" for m in modalities}, table),
+                    labels=FrameLabels.read(labels, table),
+                    placement=Placement(in_memory=mode != "lazy", device=device, device_data=mode == "device"),
                 )
                 setup = time.perf_counter() - t0
                 for amp, compiled in [(a, c) for a in amps for c in ([False, True] if compile_rows else [False])]:

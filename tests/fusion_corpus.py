@@ -134,3 +134,33 @@ def experiment(
     }
     cfg = validate_config({"fusion": {"experiments": {name: exp}}})
     return resolve_experiment(cfg["fusion"], name)
+
+
+def fold_data(
+    manifest,
+    *,
+    labels,
+    stores,
+    backbones,
+    fold: int,
+    windowing,
+    weights_sha256=None,
+    normaliser=None,
+    rate=None,
+    check_labels: bool = True,
+    **placement,
+):
+    """One fold's :class:`~emofusion.fusion_data.data.FusionData` from stores and a labels store, its pieces put
+    together and checked as training (``check_labels``) or evaluation does; ``placement``: the fields of
+    :class:`~emofusion.fusion_data.data.Placement`."""
+    from emofusion.fusion_data.clips import FoldClips
+    from emofusion.fusion_data.data import FusionData, Placement
+    from emofusion.fusion_data.frame_labels import FrameLabels, check_fold
+    from emofusion.fusion_data.sources import open_stores
+
+    table = FoldClips(manifest, fold=fold, windowing=windowing, rate=rate)
+    sources = open_stores(stores, backbones, table, weights_sha256=weights_sha256)
+    frame_labels = FrameLabels.read(labels, table)
+    if check_labels:
+        check_fold(table, frame_labels, fold)
+    return FusionData(table, sources, labels=frame_labels, normaliser=normaliser, placement=Placement(**placement))

@@ -15,13 +15,15 @@ from emofusion.config import validate_config
 from emofusion.device import resolve_device, set_tf32
 from emofusion.errors import ConfigError
 from emofusion.features.backbones import backbone_config
+from emofusion.fusion_data.batches import wants_device_data
+from emofusion.fusion_data.predict import autocast_dtype
+from emofusion.fusion_data.windows import Windowing
 from emofusion.models import CCCLoss
-from emofusion.training.data import FusionData, wants_device_data
 from emofusion.training.experiments import experiment_section
-from emofusion.training.predict import autocast_dtype
-from emofusion.training.stage import build_fusion_model, train_epoch, train_run
-from emofusion.training.windows import Windowing
+from emofusion.training.loop import train_epoch
+from emofusion.training.stage import build_fusion_model, train_run
 from fusion_corpus import BACKBONES, experiment, make_corpus
+from fusion_corpus import fold_data as assemble
 
 CPU = torch.device("cpu")
 SMALL = {"window": 32, "steps": 8, "pool": 2, "train_hop": 8}
@@ -35,8 +37,8 @@ def corpus(tmp_path_factory):
 
 def fold_data(corpus, training, *, modalities=("visual", "audio", "text"), **kw):
     w = Windowing.from_training(training, key="t")
-    return FusionData(
-        manifest=pd.read_parquet(corpus["manifest"]),
+    return assemble(
+        pd.read_parquet(corpus["manifest"]),
         labels=corpus["labels"],
         stores={m: corpus["stores"][m] for m in modalities},
         backbones={m: BACKBONES[m] for m in modalities},

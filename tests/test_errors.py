@@ -17,11 +17,10 @@ import torch
 from conftest import run_status
 from emofusion.cli import main
 from emofusion.errors import ConfigError, InputError
-from emofusion.training.data import FusionData
+from emofusion.fusion_data.windows import Windowing
 from emofusion.training.experiments import grid
 from emofusion.training.stage import train_run
-from emofusion.training.windows import Windowing
-from fusion_corpus import experiment, make_corpus
+from fusion_corpus import experiment, fold_data, make_corpus
 from fusion_runs import make_manifest, make_runs
 
 SMALL = {"window": 32, "steps": 8, "pool": 2, "train_hop": 8}
@@ -63,8 +62,8 @@ def test_report_into_a_folder_it_cannot_write(tmp_path, caplog, monkeypatch):
 
 def test_a_feature_store_passed_as_labels(corpus):
     with pytest.raises(InputError, match=r"synthv\.h5 is a visual feature store, not a labels store; pass --labels"):
-        FusionData(
-            manifest=pd.read_parquet(corpus["manifest"]),
+        fold_data(
+            pd.read_parquet(corpus["manifest"]),
             labels=corpus["stores"]["visual"],
             stores={"audio": corpus["stores"]["audio"]},
             backbones={"audio": "syntha"},
@@ -76,8 +75,8 @@ def test_a_feature_store_passed_as_labels(corpus):
 def test_a_text_file_passed_as_labels(corpus, tmp_path):
     (tmp_path / "labels.h5").write_text("not hdf5")
     with pytest.raises(InputError, match=r"labels\.h5 is not an HDF5 file"):
-        FusionData(
-            manifest=pd.read_parquet(corpus["manifest"]),
+        fold_data(
+            pd.read_parquet(corpus["manifest"]),
             labels=tmp_path / "labels.h5",
             stores={"audio": corpus["stores"]["audio"]},
             backbones={"audio": "syntha"},
@@ -156,8 +155,8 @@ def test_a_store_edited_in_place_gets_a_command_that_reruns_it(corpus, tmp_path,
         f["clip08"]["features"][17, 0] = np.nan
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputError) as err:
-        FusionData(
-            manifest=pd.read_parquet(corpus["manifest"]),
+        fold_data(
+            pd.read_parquet(corpus["manifest"]),
             labels=corpus["labels"],
             stores={"visual": store},
             backbones={"visual": "synthv"},
@@ -232,9 +231,9 @@ def test_status_turns_a_dotted_snakemake_config_key_into_a_hint_that_works(workd
 
 def test_a_resume_state_of_text_is_set_aside_not_a_traceback(tmp_path):
     """torch's weights-only unpickler raises IndexError on bytes that are no pickle at all."""
-    from emofusion.training.stage import _read_resume
+    from emofusion.training.resume import read_resume
 
     path = tmp_path / "resume.pt"
     path.write_bytes(b"an interrupted training's state, unreadable")
-    assert _read_resume(path) is None
+    assert read_resume(path) is None
     assert (tmp_path / "resume.pt.corrupt").is_file() and not path.exists()

@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("asr", ("emofusion.asr",)),
     ("faces", ("emofusion.faces",)),
     ("features", ("emofusion.features",)),
+    ("fusion data", ("emofusion.fusion_data",)),
     ("training", ("emofusion.training",)),
     ("evaluation", ("emofusion.evaluation",)),
     ("report", ("emofusion.report",)),

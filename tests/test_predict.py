@@ -28,10 +28,10 @@ def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) 
 
     from emofusion.faces.stage import FaceSettings, mtcnn_weights
     from emofusion.features.backbones import build_backbone
+    from emofusion.fusion_data.windows import Windowing
     from emofusion.models.checkpoint import save_checkpoint
     from emofusion.predict.bundle import BUNDLE_SCHEMA, RECIPE_SCHEMA, licences
     from emofusion.training.stage import build_fusion_model
-    from emofusion.training.windows import Windowing
     from fusion_corpus import experiment
 
     exp = experiment(
@@ -161,6 +161,35 @@ def test_outputs_one_row_per_frame_and_the_cache_reused(tmp_path, make_video):
     again = json.loads((tmp_path / "again" / f"{video.stem}.{SYNTHETIC}.json").read_text())
     assert again["cache"]["reused"] == ["audio", "embed audio"] and again["cache"]["computed"] == []
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "again" / f"{video.stem}.{SYNTHETIC}.csv"))
+
+
+def test_fresh_features_stay_in_memory_and_no_labels_store_is_written(tmp_path, make_video, monkeypatch):
+    """Predict runs the model on the rows it just embedded (no read back from the shard it cached) and writes no
+    stand-in labels store: the cache holds the stages' outputs only. A second prediction reads the cached shard."""
+    from emofusion.features.store import FeatureStore
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    video = make_video(frames=40, size="64x48")
+    predictor = Predictor(load_bundle(_bundle(tmp_path / "b")), device="cpu")
+    real_read = FeatureStore.read
+    reads = []
+
+    def read(self, clip, start=0, stop=None):
+        reads.append(self.path.name)
+        return real_read(self, clip, start, stop)
+
+    monkeypatch.setattr(FeatureStore, "read", read)
+    first = predictor.predict(video, cache=tmp_path / "cache")
+    assert first.cache["computed"] == ["audio", "embed audio"] and reads == []
+    folder = Path(first.cache["folder"])
+    assert not list(folder.glob("labels-*")), sorted(p.name for p in folder.iterdir())
+    second = predictor.predict(video, cache=tmp_path / "cache")
+    assert second.cache["reused"] == ["audio", "embed audio"] and reads == [
+        next(folder.glob("audio-egemaps-*.h5")).name
+    ]
+    np.testing.assert_array_equal(first.raw, second.raw)
+    np.testing.assert_array_equal(first.smoothed, second.smoothed)
 
 
 def test_a_changed_setting_never_reuses_a_cached_stage(tmp_path, make_video):

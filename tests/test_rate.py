@@ -14,7 +14,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from emofusion.training.windows import Windowing, at_rate, grid_of_frames, rate_grid, training_rate
+from emofusion.fusion_data.windows import Windowing, at_rate, grid_of_frames, rate_grid, training_rate
 
 WIDTH = 6
 DURATION = 12.0  # seconds
@@ -71,39 +71,21 @@ def _recipe(exp, rate):
     }
 
 
-def _predict(tmp_path, times: np.ndarray, rate: float | None, name: str):
+def _predict(times: np.ndarray, rate: float | None):
     import torch
 
-    from emofusion.features.store import store_attrs, write_store
-    from emofusion.predict.predictor import run_model
+    from emofusion.predict.network import run_model
 
     net, exp, extra = _model()
-    x, valid = _content(times)
-    shard = tmp_path / f"{name}.h5"
-    attrs = store_attrs(
-        modality="audio",
-        backbone="syntha",
-        width=WIDTH,
-        native_rate=100.0,
-        timeline="frames",
-        weights_sha256="0" * 64,
-        weights_source="test",
-        licence="test",
-        provenance={},
-    )
-    write_store(shard, [("video", x, valid, len(times) / DURATION)], attrs)
-    folder = tmp_path / f"cache-{name}"
-    folder.mkdir()
     return run_model(
         net,
         _recipe(exp, rate),
         extra,
-        {"audio": shard},
+        {"audio": _content(times)},
         "video",
         len(times),
         times,
         device=torch.device("cpu"),
-        folder=folder,
     )
 
 
@@ -111,8 +93,8 @@ def _times(fps: float) -> np.ndarray:
     return np.arange(round(DURATION * fps)) / fps
 
 
-def test_one_content_at_15_30_and_60_fps_gives_the_same_predictions_at_the_same_times(tmp_path):
-    out = {fps: _predict(tmp_path, _times(fps), 30.0, f"at{fps}") for fps in (15, 30, 60)}
+def test_one_content_at_15_30_and_60_fps_gives_the_same_predictions_at_the_same_times():
+    out = {fps: _predict(_times(fps), 30.0) for fps in (15, 30, 60)}
     step = {15: 1, 30: 2, 60: 4}  # frames at the times of the 15 fps copy: 0, 1/15, 2/15, ... s
     n = len(_times(15))
     for fps in (15, 60):
@@ -126,16 +108,16 @@ def test_one_content_at_15_30_and_60_fps_gives_the_same_predictions_at_the_same_
     # today's code (a model without a recorded rate) counts frames: the 60 fps copy gets half the context, the
     # 15 fps one twice as much
     for fps in (15, 60):
-        old = _predict(tmp_path, _times(fps), None, f"old{fps}")
+        old = _predict(_times(fps), None)
         assert np.abs(old[0][:: step[fps]][:n] - out[30][0][::2][:n]).max() > 3 * TOLERANCE[15]
 
 
-def test_a_variable_rate_clip_meets_the_model_on_the_training_grid(tmp_path):
+def test_a_variable_rate_clip_meets_the_model_on_the_training_grid():
     # 6 s at 24 fps, then 6 s at 12 fps (the issue's VFR clip), decoder times rounded to milliseconds
     times = np.round(np.concatenate([np.arange(144) / 24, 6 + np.arange(72) / 12]), 3)
     assert not at_rate(times, 30.0)
-    vfr = _predict(tmp_path, times, 30.0, "vfr")
-    ref = _predict(tmp_path, _times(30), 30.0, "ref")
+    vfr = _predict(times, 30.0)
+    ref = _predict(_times(30), 30.0)
     assert vfr[0].shape == (216, 2)
     # the frames that fall on the 30 fps grid (every 1/6 s: 4 frames at 24 fps, 2 at 12 fps) match the 30 fps copy
     on_grid = np.flatnonzero(np.abs(times * 30 - np.round(times * 30)) < 0.05)  # times rounded to ms
@@ -144,11 +126,11 @@ def test_a_variable_rate_clip_meets_the_model_on_the_training_grid(tmp_path):
         assert np.abs(vfr[k][on_grid] - ref[k][np.round(times[on_grid] * 30).astype(int)]).max() < TOLERANCE[15]
 
 
-def test_a_clip_at_the_training_rate_takes_todays_path_bit_for_bit(tmp_path):
+def test_a_clip_at_the_training_rate_takes_todays_path_bit_for_bit():
     times = _times(30)
     assert at_rate(times, 30.0)
-    new = _predict(tmp_path, times, 30.0, "new")
-    old = _predict(tmp_path, times, None, "old")  # a recipe without a rate: frames as they are
+    new = _predict(times, 30.0)
+    old = _predict(times, None)  # a recipe without a rate: frames as they are
     assert all(np.array_equal(a, b) for a, b in zip(new, old, strict=True))
     # a model without a recorded rate takes every clip as it is, whatever its rate
     assert at_rate(_times(60), None)
@@ -178,9 +160,8 @@ def test_training_holds_a_clip_at_another_rate_on_the_training_grid_and_records_
     import torch
 
     from emofusion.evaluation.stage import evaluate_run
-    from emofusion.training.data import FusionData
     from emofusion.training.stage import train_run
-    from fusion_corpus import experiment, make_corpus
+    from fusion_corpus import experiment, fold_data, make_corpus
 
     corpus = make_corpus(tmp_path / "corpus")
     manifest = pd.read_parquet(corpus["manifest"])
@@ -191,7 +172,7 @@ def test_training_holds_a_clip_at_another_rate_on_the_training_grid_and_records_
     stores = {m: corpus["stores"][m] for m in exp["stores"]}
     kw = {"labels": corpus["labels"], "stores": stores, "backbones": exp["stores"], "fold": 0}
     windowing = Windowing.from_training(exp["training"], key="test")
-    data = FusionData(manifest=manifest, windowing=windowing, rate="train", **kw)
+    data = fold_data(manifest, windowing=windowing, rate="train", **kw)
     assert data.windowing.rate == 30.0  # the median of the training clips' rates
     assert data.frames[clip] == 2 * n  # each 15 fps frame held for two rows of the 30 fps grid
     y, valid = data.frame_labels(clip)
@@ -200,7 +181,7 @@ def test_training_holds_a_clip_at_another_rate_on_the_training_grid_and_records_
     np.testing.assert_array_equal(grid_labels, np.repeat(y, 2, axis=0))
     np.testing.assert_array_equal(data.label_valid[data.offsets[i] : data.offsets[i + 1]], np.repeat(valid, 2, axis=0))
     assert data.to_frames(clip, grid_labels).shape == (n, 2)
-    plain = FusionData(manifest=manifest, windowing=windowing, **kw)  # no rate asked: frames as they are
+    plain = fold_data(manifest, windowing=windowing, **kw)  # no rate asked: frames as they are
     assert plain.frames[clip] == n and plain.windowing.rate is None
 
     run = tmp_path / "run"

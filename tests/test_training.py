@@ -20,11 +20,11 @@ import torch
 from emofusion.config import validate_config
 from emofusion.errors import ConfigError, InputError
 from emofusion.features.store import StoreMismatch, store_attrs, write_store
-from emofusion.training.data import FusionData
+from emofusion.fusion_data.windows import Windowing, reassemble, windows_for
 from emofusion.training.experiments import experiment_section, grid, resolve_experiment
 from emofusion.training.stage import build_fusion_model, train_run
-from emofusion.training.windows import Windowing, reassemble, windows_for
 from fusion_corpus import BACKBONES, WIDTHS, experiment, make_corpus
+from fusion_corpus import fold_data as assemble
 
 CPU = torch.device("cpu")
 SMALL = {"window": 32, "steps": 8, "pool": 2, "train_hop": 8}
@@ -38,8 +38,8 @@ def corpus(tmp_path_factory):
 
 def fold_data(corpus, *, modalities=("visual", "audio"), fold=0, **kw):
     w = Windowing.from_training({**SMALL, "hop": kw.pop("hop", None)}, key="t")
-    return FusionData(
-        manifest=pd.read_parquet(corpus["manifest"]),
+    return assemble(
+        pd.read_parquet(corpus["manifest"]),
         labels=corpus["labels"],
         stores={m: corpus["stores"][m] for m in modalities},
         backbones={m: BACKBONES[m] for m in modalities},
@@ -196,6 +196,34 @@ def test_lazy_batches_equal_in_memory_batches(corpus):
     assert torch.equal(a["target_mask"], b["target_mask"])
 
 
+def test_features_in_memory_without_labels_give_the_stores_batches_with_every_label_invalid(corpus):
+    """The fold data predict builds: features already in memory, no labels store. Its batches are the stores'
+    bit for bit (same normaliser), and every step's label is unannotated."""
+    from emofusion.features.store import FeatureStore
+    from emofusion.fusion_data.clips import FoldClips
+    from emofusion.fusion_data.data import FusionData
+    from emofusion.fusion_data.sources import MemoryFeatures, check_coverage
+
+    stored = fold_data(corpus, in_memory=True)
+    table = FoldClips(pd.read_parquet(corpus["manifest"]), fold=0, windowing=stored.windowing)
+    rows = {}
+    for m in ("audio", "visual"):  # in another order than the models': the fold data orders them
+        with FeatureStore(corpus["stores"][m]) as store:
+            rows[m] = {c: store.read(c) for c in store}
+    sources = {m: MemoryFeatures(m, rows[m], width=WIDTHS[m]) for m in rows}
+    memory = FusionData(table, sources, normaliser=stored.normaliser)
+    assert memory.modalities == ["visual", "audio"] and memory.in_memory
+    windows = stored.windows(stored.clips, 24)
+    a, b = stored.batch(windows), memory.batch(windows)
+    for m in ("visual", "audio"):
+        assert torch.equal(a["feats"][m], b["feats"][m]) and torch.equal(a["masks"][m], b["masks"][m])
+    assert a["target_mask"].any() and not b["target_mask"].any()
+    assert (b["target"] == -5).all()
+    short = MemoryFeatures("audio", {c: (x[:-1], v[:-1]) for c, (x, v) in rows["audio"].items()}, width=WIDTHS["audio"])
+    with pytest.raises(InputError, match=r"the audio features in memory: clip 'clip00' has 149 rows but the manifest"):
+        check_coverage(short, table)
+
+
 def test_normalisation_is_fitted_on_the_folds_training_clips_only(corpus):
     for fold in (0, 1):
         data = fold_data(corpus, fold=fold)
@@ -233,8 +261,8 @@ def _store(path: Path, corpus, *, backbone="synthv", drop=None, nan_at=None):
 
 def test_bad_stores_are_refused_before_training(corpus, tmp_path):
     def load(path):
-        return FusionData(
-            manifest=pd.read_parquet(corpus["manifest"]),
+        return assemble(
+            pd.read_parquet(corpus["manifest"]),
             labels=corpus["labels"],
             stores={"visual": path, "audio": corpus["stores"]["audio"]},
             backbones={"visual": "synthv", "audio": "syntha"},
@@ -261,8 +289,8 @@ def test_a_fold_without_valid_labels_is_refused(corpus, tmp_path):
 
     write_labels(manifest, tmp_path / "labels.h5", max_mismatch=0, provenance={})
     with pytest.raises(ConfigError, match=r"fusion.folds: fold 0 has no valid label in its validation clips"):
-        FusionData(
-            manifest=manifest,
+        assemble(
+            manifest,
             labels=tmp_path / "labels.h5",
             stores={"audio": corpus["stores"]["audio"]},
             backbones={"audio": "syntha"},
@@ -368,6 +396,48 @@ def test_an_interrupted_run_resumes_to_the_same_result(corpus, tmp_path):
     b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert _log_without_time(tmp_path / "whole" / "log.jsonl") == _log_without_time(tmp_path / "cut" / "log.jsonl")
+
+
+def test_a_resume_state_saves_and_loads_itself_with_the_optimisation(tmp_path):
+    """ResumeState: what resume.pt holds (the keys of before), restored into a fresh model and optimiser with the
+    RNG state; another run's fingerprint, or no file, gives a fresh state that starts at epoch 0."""
+    from emofusion.training.loop import Optimisation
+    from emofusion.training.resume import ResumeState
+
+    exp = experiment("early_fusion", epochs=3, scheduler="plateau", **SMALL)
+    path = tmp_path / "resume.pt"
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_fusion_model(exp, {"visual": 4, "audio": 4}, 8)
+        return model, Optimisation.build(model, exp["training"], CPU)
+
+    model, optimisation = fresh()
+    state = ResumeState(path=path, fingerprint="run a")
+    assert state.start == 0 and state.best_state is None
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    optimisation.opt.param_groups[0]["lr"] = 0.123
+    assert state.record(0, 0.4, model) and not state.record(1, 0.3, model)
+    state.log = [{"epoch": 0}, {"epoch": 1}]
+    state.save(model=model, optimisation=optimisation, device=CPU)
+    rng = torch.get_rng_state()
+    assert list(torch.load(path, weights_only=True)) == [
+        "fingerprint", "epoch", "model", "optimizer", "scheduler", "scaler", "rng_cpu",
+        "best", "best_epoch", "since_best", "best_state", "log",
+    ]  # fmt: skip
+
+    torch.rand(3)  # the RNG moves on; loading puts it back
+    other, other_opt = fresh()
+    loaded = ResumeState.load(path, "run a", model=other, optimisation=other_opt, device=CPU)
+    assert (loaded.start, loaded.best, loaded.best_epoch, loaded.since_best) == (2, 0.4, 0, 1)
+    assert loaded.log == state.log and torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True))
+    assert other_opt.lr == 0.123
+    assert all(torch.equal(state.best_state[k], loaded.best_state[k]) for k in state.best_state)
+    again, again_opt = fresh()
+    assert ResumeState.load(path, "run b", model=again, optimisation=again_opt, device=CPU).start == 0
+    assert ResumeState.load(tmp_path / "none.pt", "run a", model=again, optimisation=again_opt, device=CPU).start == 0
 
 
 def test_a_resume_state_of_another_configuration_is_not_used(corpus, tmp_path):

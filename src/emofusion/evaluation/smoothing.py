@@ -7,7 +7,7 @@ Smoothing is chosen per target and never on the split it is reported for: train 
 on the whole validation split; the validation figure is cross-fitted (windows chosen on one half of the
 validation videos are applied to the other half, and the other way round).
 
-Windows count rows of the training rate's grid (:mod:`emofusion.training.windows`): evaluation and predict smooth
+Windows count rows of the training rate's grid (:mod:`emofusion.fusion_data.windows`): evaluation and predict smooth
 a clip at another rate on that grid before its frames take their rows back, so a window is seconds at the
 training rate and a clip at the rate keeps the exact frame count.
 """

@@ -15,13 +15,18 @@ import numpy as np
 
 from emofusion.errors import ConfigError, InputError
 from emofusion.evaluation.smoothing import choose_window, halves, smooth
+from emofusion.fusion_data.clips import FoldClips
+from emofusion.fusion_data.data import FusionData, Placement
+from emofusion.fusion_data.frame_labels import FrameLabels
+from emofusion.fusion_data.normaliser import Normaliser
+from emofusion.fusion_data.predict import fold_clip_labels, predict_frames
+from emofusion.fusion_data.sources import open_stores
+from emofusion.fusion_data.windows import Windowing
 from emofusion.io import write_json, write_parquet
 from emofusion.log import logger
 from emofusion.metrics import TARGETS, split_ccc
 from emofusion.provenance import file_sha256, provenance
 from emofusion.repair import retrain
-from emofusion.training.predict import fold_clip_labels, predict_frames
-from emofusion.training.windows import Windowing
 
 
 def read_run_info(run: str | Path) -> dict[str, Any]:
@@ -54,7 +59,6 @@ def evaluate_run(
     import pandas as pd
 
     from emofusion.models.checkpoint import model_from_checkpoint, read_checkpoint
-    from emofusion.training.data import FusionData, Normaliser
 
     run, out = Path(run), Path(out)
     if not (run / "model.pt").is_file():
@@ -73,20 +77,16 @@ def evaluate_run(
         ) from None
     exp = info["config"]
     windowing = Windowing.from_training(exp["training"], key=f"fusion.experiments.{info['experiment']}.training")
+    # a run that recorded its training rate: clips at another rate meet the model on that rate's grid, as in
+    # training (runs from before: every clip as it is, as they were trained)
+    table = FoldClips(manifest, fold=info["fold"], windowing=windowing, rate=info.get("rate"))
+    sources = open_stores(stores, exp["stores"], table, weights_sha256=extra["weights_sha256"])
     data = FusionData(
-        manifest=manifest,
-        labels=labels,
-        stores=stores,
-        backbones=exp["stores"],
-        fold=info["fold"],
-        windowing=windowing,
-        weights_sha256=extra["weights_sha256"],
+        table,
+        sources,
+        labels=FrameLabels.read(labels, table),
         normaliser=Normaliser.from_plain(extra["normaliser"]),
-        in_memory=in_memory,
-        check_labels=False,
-        # a run that recorded its training rate: clips at another rate meet the model on that rate's grid, as in
-        # training (runs from before: every clip as it is, as they were trained)
-        rate=info.get("rate"),
+        placement=Placement(in_memory=in_memory),
     )
     model.to(device)
     bs = batch_size or int(exp["training"]["batch_size"])

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from emofusion.errors import InputError
+from emofusion.predict.bundle_check import MEMBER_CAPS as MEMBER_CAPS  # re-exported: tests lower the caps
+from emofusion.predict.bundle_check import MEMBERS, bundle_members, check_recipe, kind_of
 from emofusion.repair import rebuild_store, reevaluate, retrain
 
 # 2: the recipe's windowing records the training rate (older readers would fail on the key, not refuse)
 BUNDLE_SCHEMA = 2
 RECIPE_SCHEMA = 1
-MEMBERS = ("bundle.json", "model.pt")
-# Each member's size limit, checked before it is read: bundle.json is tens of kB, model.pt a fusion model's weights.
-MEMBER_CAPS = {"bundle.json": 1 << 20, "model.pt": 1 << 30}
 # The detector and ASR weights are part of a model's input pipeline too; their licences travel with a bundle.
 DETECTOR_LICENCE = "MIT (facenet-pytorch MTCNN and its shipped weights)"
 ASR_LICENCE = "MIT (OpenAI Whisper weights)"
@@ -142,8 +141,8 @@ def recipe_from_run(run: str | Path, checkpoint: dict[str, Any] | None = None) -
     """The recipe of a trained and evaluated run folder (see the module docstring)."""
     from emofusion.features.backbones import backbone_class
     from emofusion.features.store import read_attrs
+    from emofusion.fusion_data.windows import Windowing
     from emofusion.provenance import versions
-    from emofusion.training.windows import Windowing
 
     run = Path(run)
     ckpt = checkpoint if checkpoint is not None else _read_run_checkpoint(run)
@@ -304,115 +303,6 @@ def export_bundle(run: str | Path, out: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _too_big(path: Path, name: str, size: int) -> InputError:
-    return InputError(
-        f"bundle {path}: {name} is {size} bytes, more than the {MEMBER_CAPS[name]} an emofusion bundle's {name} may "
-        "hold; it was not written by `emofusion export`: export the run again"
-    )
-
-
-def _bundle_members(path: Path) -> dict[str, bytes]:
-    """bundle.json and model.pt of a bundle folder or tar, each refused by its size before it is read."""
-    if path.is_dir():
-        missing = [m for m in MEMBERS if not (path / m).is_file()]
-        if missing:
-            raise InputError(f"bundle {path} lacks {', '.join(missing)}; export it again (`emofusion export`)")
-        for m in MEMBERS:
-            if (size := (path / m).stat().st_size) > MEMBER_CAPS[m]:
-                raise _too_big(path, m, size)
-        return {m: (path / m).read_bytes() for m in MEMBERS}
-    try:
-        with tarfile.open(path, "r:") as tar:  # members read by name into memory: nothing is extracted to disk
-            found = {}
-            for m in MEMBERS:
-                try:
-                    member = tar.getmember(m)
-                except KeyError:
-                    raise InputError(f"bundle {path} lacks {m}; export it again (`emofusion export`)") from None
-                fh = tar.extractfile(member) if member.isfile() else None
-                if fh is None:
-                    raise InputError(f"bundle {path}: {m} is not a regular file; export it again")
-                # The header's size, before reading: a sparse member of a small tar can expand to gigabytes.
-                if member.size > MEMBER_CAPS[m]:
-                    raise _too_big(path, m, member.size)
-                found[m] = fh.read(MEMBER_CAPS[m] + 1)
-                if len(found[m]) > MEMBER_CAPS[m]:
-                    raise _too_big(path, m, len(found[m]))
-            return found
-    except (tarfile.TarError, OSError) as e:
-        raise InputError(
-            f"bundle {path} cannot be read ({e}); pass a folder or .tar written by `emofusion export`"
-        ) from None
-
-
-# What a recipe must hold for predict to use it: key -> type (a bundle.json edited by hand or damaged is refused
-# with the key named, not with a KeyError deep in predict).
-RECIPE_KEYS: dict[str, type] = {
-    "experiment": str,
-    "model": str,
-    "fold": int,
-    "seed": int,
-    "modalities": list,
-    "experiment_config": dict,
-    "windowing": dict,
-    "smoothing": dict,
-    "stages": dict,
-    "backbones": dict,
-}
-BACKBONE_KEYS: dict[str, type] = {
-    "name": str,
-    "options": dict,
-    "weights_sha256": str,
-    "weights_source": object,  # shown, not used
-    "licence": object,
-}
-STAGES_OF = {"visual": ("faces",), "audio": ("audio",), "text": ("audio", "asr")}  # the stages a modality reads
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
-    return names.get(type(value), "null" if value is None else type(value).__name__)
-
-
-def check_recipe(recipe: Any, where: str) -> dict[str, Any]:
-    """``recipe`` when predict can use it; else an InputError naming the key (``where``: the bundle, for the
-    message)."""
-    from emofusion.features.backbones import MODALITIES
-
-    def bad(key: str, what: str) -> InputError:
-        return InputError(f"{where}: bundle.json's {key} {what}; the bundle was altered or damaged, export it again")
-
-    def typed(mapping: dict, keys: dict, prefix: str) -> None:
-        for key, kind in keys.items():
-            if key not in mapping:
-                raise bad(f"{prefix}.{key}", "is missing")
-            value = mapping[key]
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise bad(f"{prefix}.{key}", f"is {_kind(value)}, not {_kind(kind())}")
-
-    if not isinstance(recipe, dict):
-        raise bad("recipe", "is missing" if recipe is None else f"is {_kind(recipe)}, not an object")
-    typed(recipe, RECIPE_KEYS, "recipe")
-    modalities = recipe["modalities"]
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown or not modalities or len(set(modalities)) != len(modalities):
-        raise bad(
-            "recipe.modalities",
-            f"is {modalities!r}; a model reads one or more distinct modalities of {', '.join(MODALITIES)}",
-        )
-    for m in modalities:
-        entry = recipe["backbones"].get(m)
-        if not isinstance(entry, dict):
-            raise bad(f"recipe.backbones.{m}", "is missing" if entry is None else f"is {_kind(entry)}, not an object")
-        typed(entry, BACKBONE_KEYS, f"recipe.backbones.{m}")
-        for stage in STAGES_OF[m]:
-            if not isinstance(recipe["stages"].get(stage), dict):
-                raise bad(f"recipe.stages.{stage}", f"is missing (the {m} input needs it)")
-    if not isinstance(recipe["experiment_config"].get("training"), dict):
-        raise bad("recipe.experiment_config.training", "is missing")
-    return recipe
-
-
 def load_bundle(path: str | Path) -> Model:
     """A bundle's model, refusing a newer schema; the checkpoint is read with ``weights_only=True``."""
     import hashlib
@@ -425,7 +315,7 @@ def load_bundle(path: str | Path) -> Model:
     path = Path(path)
     if not path.exists():
         raise InputError(f"bundle {path} does not exist; write one with `emofusion export --run RUN --out {path}`")
-    members = _bundle_members(path)
+    members = bundle_members(path)
     try:
         doc = json.loads(members["bundle.json"])
     except ValueError as e:
@@ -433,7 +323,7 @@ def load_bundle(path: str | Path) -> Model:
     except RecursionError:
         raise InputError(f"bundle {path}: bundle.json is nested too deeply to be a bundle's; export it again") from None
     if not isinstance(doc, dict):
-        raise InputError(f"bundle {path}: bundle.json is {_kind(doc)}, not an object; export it again")
+        raise InputError(f"bundle {path}: bundle.json is {kind_of(doc)}, not an object; export it again")
     schema = doc.get("bundle_schema")
     if not isinstance(schema, int):
         raise InputError(f"bundle {path}: bundle.json has no bundle_schema; export it again")

@@ -2,10 +2,10 @@
 
 Nothing here re-implements a stage: faces (:func:`emofusion.faces.stage.extract_faces`), audio
 (:func:`emofusion.audio.stage.extract_audio`), transcripts (:func:`emofusion.asr.stage.transcribe_file`), embedding
-(:mod:`emofusion.features.stage`), the fold data, normaliser and windowing
-(:class:`emofusion.training.data.FusionData`), reassembly and smoothing (:mod:`emofusion.evaluation`) are the
-very functions the workflow and evaluation run, with the settings of the model's recipe (:mod:`.bundle`). So a
-video of the corpus gets exactly the rows evaluation wrote for its clip (tested).
+(:mod:`emofusion.features.stage`), the fold data, normaliser, windowing and reassembly (:mod:`emofusion.fusion_data`,
+run by :mod:`.network` on the features in memory) and smoothing (:mod:`emofusion.evaluation`) are the very
+functions the workflow and evaluation run, with the settings of the model's recipe (:mod:`.bundle`). So a video of
+the corpus gets exactly the rows evaluation wrote for its clip (tested).
 
 The video is one clip named ``video`` (``video_left`` / ``video_right`` with ``side``: the corpus convention, the
 face on that half of the frame; default the largest face, then the same face frame after frame). A video without
@@ -24,9 +24,9 @@ import numpy as np
 
 from emofusion.errors import ConfigError, EmofusionError, InputError
 from emofusion.log import logger
-from emofusion.metrics import INVALID, TARGETS
 from emofusion.predict.bundle import Model
 from emofusion.predict.cache import VideoCache, stage_key
+from emofusion.predict.network import Rows, run_model
 
 SIDES = ("left", "right")
 
@@ -213,8 +213,11 @@ class Predictor:
         transcript: Path | None = None,
         fps: float = 0.0,
         times: np.ndarray | None = None,
-    ) -> Path:
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The clip's ``(features, valid)`` rows of ``modality``: embedded and written to the cache as a shard
+        (kept in memory, as the shard holds them), or read from the shard a previous prediction cached."""
         from emofusion.features import stage
+        from emofusion.features.store import FeatureStore
         from emofusion.provenance import provenance
 
         b = self.recipe["backbones"][modality]
@@ -234,7 +237,10 @@ class Predictor:
         )
         out = vc.path(f"{modality}-{b['name']}", key, ".h5")
         if vc.have(f"embed {modality}", out):
-            return out
+            # the checks the fold data made of a shard: the backbone, and the weights the checkpoint was trained on
+            weights = self.model.checkpoint["extra"]["weights_sha256"].get(modality)
+            with FeatureStore(out, modality=modality, backbone=b["name"], weights_sha256=weights) as store:
+                return store.read(clip)
         backbone = self.backbones[modality]
         with vc.timed(f"embed {modality}"):
             feats, valid, fps = self._embed(backbone, modality, b, clip, faces, wav, transcript, fps, times)
@@ -248,7 +254,7 @@ class Predictor:
             transcript=str(transcript or ""),
         )
         stage.write_shard(out, [stage.ClipRows(clip, feats, valid, fps)], backbone, prov)
-        return out
+        return np.asarray(feats, dtype=np.float32), np.asarray(valid, dtype=bool)  # the shard's dtypes
 
     @staticmethod
     def _embed(backbone, modality: str, b: dict[str, Any], clip: str, faces, wav, transcript, fps: float, times):
@@ -267,9 +273,7 @@ class Predictor:
     # ---------------------------------------------------------------------------------------------- predict
     def predict(self, video: str | Path, *, cache: str | Path, side: str | None = None) -> Prediction:
         """Every frame of ``video``; stage outputs cached under ``cache``."""
-        import h5py
-
-        from emofusion.features.store import FeatureStore
+        from emofusion.faces.store import FaceStore
         from emofusion.features.timeline import frame_times
         from emofusion.video import probe, timeline
 
@@ -285,12 +289,12 @@ class Predictor:
         vc = VideoCache.open(cache, video)
         warnings: list[str] = []
         faces = wav = transcript = None
-        shards: dict[str, Path] = {}
+        rows: Rows = {}
         has_face = has_audio = has_speech = has_word = None
         if self.need_faces:
             faces, faces_key = self._faces(vc, video, clip)
-            with h5py.File(faces, "r") as f:
-                has_face = f["valid"][:].astype(bool)
+            with FaceStore(faces) as store:
+                has_face = store.read("valid").astype(bool)
             if not has_face.any():
                 warnings.append(
                     f"{video}: no face was found in any frame; the visual input is masked (the model "
@@ -298,7 +302,7 @@ class Predictor:
                     "than the detector's min_face_size helps"
                 )
             if "visual" in self.modalities:
-                shards["visual"] = self._shard(vc, "visual", faces_key, clip, faces=faces, fps=tl.fps)
+                rows["visual"] = self._shard(vc, "visual", faces_key, clip, faces=faces, fps=tl.fps)
         if "audio" in self.modalities or "text" in self.modalities:
             from emofusion.audio.read import read_audio_metadata
 
@@ -312,15 +316,14 @@ class Predictor:
                     "inputs"
                 )
             if "audio" in self.modalities:
-                shards["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav, times=times)
+                rows["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav, times=times)
             if "text" in self.modalities:
                 transcript, transcript_key = self._transcript(vc, wav, audio_key)
-                shards["text"] = self._shard(
+                rows["text"] = self._shard(
                     vc, "text", transcript_key, clip, wav=wav, transcript=transcript, times=times
                 )
-        if "text" in shards:
-            with FeatureStore(shards["text"]) as store:
-                has_word = store.read(clip)[1].astype(bool)
+        if "text" in rows:
+            has_word = rows["text"][1].astype(bool)
             if not has_word.any():
                 warnings.append(
                     f"{video}: Whisper put no word on any frame (no speech it could transcribe); the text "
@@ -329,7 +332,7 @@ class Predictor:
         for w in warnings:
             logger.warning("%s", w)
         with vc.timed("model"):
-            raw, smoothed = self._run_model(vc, clip, tl.frames, shards, times)
+            raw, smoothed = self._run_model(clip, tl.frames, rows, times)
         return Prediction(
             video=video,
             clip=clip,
@@ -353,114 +356,10 @@ class Predictor:
             warnings=warnings,
         )
 
-    def _run_model(
-        self, vc: VideoCache, clip: str, frames: int, shards: dict[str, Path], times: np.ndarray | None = None
-    ):
+    def _run_model(self, clip: str, frames: int, rows: Rows, times: np.ndarray | None = None):
         return run_model(
-            self.network,
-            self.recipe,
-            self.model.checkpoint["extra"],
-            shards,
-            clip,
-            frames,
-            times,
-            device=self.device,
-            folder=vc.root,
+            self.network, self.recipe, self.model.checkpoint["extra"], rows, clip, frames, times, device=self.device
         )
-
-
-def run_model(
-    network,
-    recipe: dict[str, Any],
-    extra: dict[str, Any],
-    shards: dict[str, Path],
-    clip: str,
-    frames: int,
-    times: np.ndarray | None,
-    *,
-    device,
-    folder: Path,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, 2)`` raw and smoothed predictions of the ``frames`` frames of ``clip`` (feature rows in ``shards``,
-    one per frame at ``times`` seconds). A clip at the rate the model was trained at (the recipe's
-    ``windowing.rate``; a recipe without one: any clip) is predicted frame for frame; another one meets the model
-    on a uniform grid at that rate and each frame takes back the grid sample at or before its time
-    (:mod:`emofusion.training.windows`), so the windows and the smoothing span the seconds they spanned in
-    training. ``folder`` holds the all-unannotated labels store the fold data reads."""
-    import tempfile
-
-    from emofusion.training.windows import Windowing, at_rate, grid_of_frames, rate_grid
-
-    windowing = Windowing(**recipe["windowing"])
-    if times is None or windowing.rate is None or at_rate(times, windowing.rate):
-        return _model_on_rows(network, recipe, extra, shards, clip, frames, windowing, device=device, folder=folder)
-    grid, source = rate_grid(times, windowing.rate)
-    logger.info(
-        "%s: %d frames (%.3f fps on average) meet the model at its training rate, %d rows at %g fps",
-        clip,
-        frames,
-        (frames - 1) / max(float(times[-1] - times[0]), 1e-9),
-        len(grid),
-        windowing.rate,
-    )
-    with tempfile.TemporaryDirectory(prefix="emofusion-grid-") as tmp:
-        on_grid = {
-            m: _rows_on_grid(path, clip, source, windowing.rate, Path(tmp) / path.name) for m, path in shards.items()
-        }
-        raw, smoothed = _model_on_rows(
-            network, recipe, extra, on_grid, clip, len(grid), windowing, device=device, folder=folder
-        )
-    back = grid_of_frames(times, grid, windowing.rate)
-    return raw[back], smoothed[back]
-
-
-def _rows_on_grid(path: Path, clip: str, source: np.ndarray, rate: float, out: Path) -> Path:
-    """A copy of shard ``path`` whose rows of ``clip`` are the rows ``source`` (features and validity alike)."""
-    from emofusion.features.store import FeatureStore, read_attrs, write_store
-
-    with FeatureStore(path) as store:
-        x, v = store.read(clip)
-    write_store(out, [(clip, x[source], v[source], rate)], read_attrs(path))
-    return out
-
-
-def _model_on_rows(
-    network,
-    recipe: dict[str, Any],
-    extra: dict[str, Any],
-    shards: dict[str, Path],
-    clip: str,
-    frames: int,
-    windowing,
-    *,
-    device,
-    folder: Path,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The model over one clip's rows as they are, then the recipe's smoothing windows (rows counted)."""
-    import pandas as pd
-
-    from emofusion.evaluation.smoothing import smooth
-    from emofusion.training.data import FusionData, Normaliser
-    from emofusion.training.predict import predict_frames
-
-    training = recipe["experiment_config"]["training"]
-    manifest = pd.DataFrame({"clip": [clip], "frames": [frames], "split": ["test"], "fold": [-1]})
-    data = FusionData(
-        manifest=manifest,
-        labels=_no_labels(folder, clip, frames),
-        stores=shards,
-        backbones={m: recipe["backbones"][m]["name"] for m in shards},
-        fold=0,
-        windowing=windowing,
-        weights_sha256=extra["weights_sha256"],
-        normaliser=Normaliser.from_plain(extra["normaliser"]),
-        check_labels=False,
-    )
-    raw = predict_frames(
-        network, data, [clip], device=device, batch_size=int(training["batch_size"]), amp=training["amp"]
-    )[0][clip]
-    smoothed = np.clip(smooth({clip: raw}, recipe["smoothing"])[clip], -1.0, 1.0)
-    return raw, smoothed
 
 
 def _audio_and_speech(wav: Path, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -490,22 +389,3 @@ def _install_commands(packages: list[str], versions: dict[str, str]) -> str:
     from emofusion.packages import install_command
 
     return " && ".join(install_command(p, versions.get(p)) for p in packages) or "pip install its package"
-
-
-def _no_labels(folder: Path, clip: str, frames: int) -> Path:
-    """A labels store with every frame unannotated (FusionData reads one; a new video has no labels)."""
-    import h5py
-
-    from emofusion.io import atomic_path
-
-    path = folder / f"labels-{clip}-{frames}.h5"
-    if not path.is_file():
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-            # the root attributes of a labels store (emofusion.labels.write_labels), so FusionData accepts it
-            h5.attrs["schema_version"] = 1
-            h5.attrs["targets"] = list(TARGETS)
-            h5.attrs["invalid_value"] = INVALID
-            g = h5.create_group(clip)
-            g.create_dataset("values", data=np.full((frames, 2), INVALID, np.float32))
-            g.create_dataset("valid", data=np.zeros((frames, 2), bool))
-    return path

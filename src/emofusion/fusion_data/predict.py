@@ -1,8 +1,8 @@
-"""Predictions of a fusion model over the windows of a :class:`~emofusion.training.data.FusionData`, shared by
-training (validation every epoch) and evaluation (every frame of every clip).
+"""Predictions of a fusion model over the windows of a :class:`~emofusion.fusion_data.data.FusionData`, shared by
+training (validation every epoch), evaluation (every frame of every clip) and predict (every frame of a video).
 
 - :func:`predict_steps` runs a model over windows in batches; :func:`predict_frames` reassembles them into one
-  prediction per frame of every clip (overlaps averaged, see :func:`emofusion.training.windows.reassemble`),
+  prediction per frame of every clip (overlaps averaged, see :func:`emofusion.fusion_data.windows.reassemble`),
   clipped to [-1, 1].
 - :func:`autocast_dtype`: the autocast dtype of a preset's ``amp``, for training and prediction alike.
 - :func:`fold_clip_labels`: the labels of one clip of a fold, aligned with its frames.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from emofusion.fusion_data.windows import reassemble
 from emofusion.metrics import TARGETS
-from emofusion.training.windows import reassemble
 
 
 def autocast_dtype(amp: bool | str, device):
@@ -80,6 +80,4 @@ def predict_frames(
 def fold_clip_labels(data, clip: str) -> tuple[np.ndarray, np.ndarray]:
     """``(N, 2)`` labels and validity of one clip of a :class:`FusionData` (already read and aligned; cf.
     :func:`emofusion.labels.clip_labels`, which reads an annotation file)."""
-    i = data.clips.index(clip)
-    sl = slice(data.offsets[i], data.offsets[i + 1])
-    return data.labels[sl], data.label_valid[sl]
+    return data.target.of_clip(clip)
