@@ -80,7 +80,7 @@ def faces_from_crops(
     numbered beyond the video's frames are ignored with a warning."""
     import h5py
 
-    settings = settings or FaceSettings()
+    settings = settings or FaceSettings.from_config()
     started = time.perf_counter()
     files = list_crops(crops_dir)
     timestamps, info = frame_timestamps(video)

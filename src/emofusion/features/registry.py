@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from emofusion.errors import ConfigError
+from emofusion.layout import MODALITIES
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-MODALITIES = ("visual", "audio", "text")
 _MODULES = {m: f"emofusion.features.{m}" for m in MODALITIES}
 
 BACKBONES: dict[tuple[str, str], type[Backbone]] = {}
