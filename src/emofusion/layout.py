@@ -21,9 +21,11 @@ FACE_STORE = "results/faces/{clip}.h5"
 AUDIO_WAV = "results/audio/{video}.wav"
 AUDIO_META = "results/audio/{video}.json"  # the WAV's sidecar: its frame timeline
 TRANSCRIPT = "results/transcripts/{video}.parquet"
+WHISPER_CHECKPOINT = "results/asr/{model}.pt"  # a bundled CTranslate2 model converted for openai-whisper
 STORE_ROOT = Path("results/features")
 RUN_ROOT = Path("results/fusion")
 REPORT = Path("results/report")
+PREDICT_ROOT = Path("results/predict")  # <name>/<video stem>[_side].<name>.<csv|json|png|overlay.mp4>
 
 # A run folder's files (the training/evaluation contract); the report reads none of model.pt but needs it there.
 RUN_FILES = ("model.pt", "log.jsonl", "run.json", "predictions.parquet", "metrics.json")

@@ -1,4 +1,33 @@
 # Corpus listing and labels: cheap, run locally.
+from emofusion.labels import check_annotation_header
+
+
+def all_videos():
+    return sorted({c.video for c in CLIPS.values()})
+
+
+def all_annotations():
+    return sorted({c.annotation for c in CLIPS.values() if c.annotation})
+
+
+@functools.cache
+def _checked_annotations():
+    for path in all_annotations():
+        try:
+            check_annotation_header(path)
+        except EmofusionError as e:
+            message = (
+                f"{e}. The labels job does not start (it would fail after Snakemake removed {layout.LABELS}); "
+                "fix the file, then run Snakemake again"
+            )
+            _warn_once(message)
+            raise InputError(message) from None
+    return all_annotations()
+
+
+def checked_annotations(wildcards):
+    """Every annotation file of the corpus (the labels job reads them all), each file's first line checked."""
+    return _checked_annotations()
 
 
 rule manifest:
@@ -7,7 +36,7 @@ rule manifest:
     output:
         # update(): Snakemake keeps the previous manifest while the job runs and puts it back if the job fails
         # (a bad video then leaves the last good manifest in place instead of deleting it).
-        update("results/manifest.parquet"),
+        update(layout.MANIFEST),
     log:
         "logs/manifest/manifest.log",
     params:
@@ -21,12 +50,12 @@ rule manifest:
 
 rule labels:
     input:
-        manifest="results/manifest.parquet",
+        manifest=layout.MANIFEST,
         annotations=checked_annotations,
     output:
         # update(), as for the manifest: a failing labels job (an annotation row that is no number) puts the last good
         # labels back instead of leaving none
-        update("results/labels.h5"),
+        update(layout.LABELS),
     log:
         "logs/labels/labels.log",
     params:
