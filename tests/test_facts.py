@@ -99,3 +99,12 @@ def test_the_layout_names_the_runs_and_stores_that_repair_and_status_recognise(t
         assert rebuild_store(store) == f"snakemake --cores 2 --forcerun {store}"
     assert not layout.is_store("results/features/video/b.h5")
     assert layout.FACE_STORE.format(clip="c") == "results/faces/c.h5"
+
+
+def test_the_schema_documents_the_one_list_of_video_suffixes():
+    """predict.videos' description lists the suffixes a folder's videos are found by: the list the code uses."""
+    from emofusion.container import VIDEO_SUFFIXES
+
+    text = load_schema("config")["properties"]["predict"]["properties"]["videos"]["description"]
+    listed = {s.strip(" ,") for s in text.replace("(", " ").split() if s.startswith("*.")}
+    assert listed == {f"*{suffix}" for suffix in VIDEO_SUFFIXES}
