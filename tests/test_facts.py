@@ -108,3 +108,16 @@ def test_the_schema_documents_the_one_list_of_video_suffixes():
     text = load_schema("config")["properties"]["predict"]["properties"]["videos"]["description"]
     listed = {s.strip(" ,") for s in text.replace("(", " ").split() if s.startswith("*.")}
     assert listed == {f"*{suffix}" for suffix in VIDEO_SUFFIXES}
+
+
+def test_the_repository_config_restates_no_face_or_asr_default():
+    """config.yaml's faces: and asr: set only what differs from the schema's defaults (none today), so changing a
+    default in the schema changes the demo too, instead of the old value living on in config.yaml."""
+    import yaml
+
+    from conftest import REPO
+
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    for section in ("faces", "asr"):
+        restated = {k: v for k, v in (raw.get(section) or {}).items() if section_defaults(section).get(k) == v}
+        assert not restated, f"config.yaml {section}: restates the schema's defaults {restated}"
