@@ -25,6 +25,8 @@ WHISPER_CHECKPOINT = "results/asr/{model}.pt"  # a bundled CTranslate2 model con
 STORE_ROOT = Path("results/features")
 RUN_ROOT = Path("results/fusion")
 REPORT = Path("results/report")
+REPORT_FILES = ("results.csv", "results.md", "provenance.json")  # what `emofusion report` writes into REPORT
+REPORT_FOLDERS = ("plots", "submission")
 PREDICT_ROOT = Path("results/predict")  # <name>/<video stem>[_side].<name>.<csv|json|png|overlay.mp4>
 
 # A run folder's files (the training/evaluation contract); the report reads none of model.pt but needs it there.

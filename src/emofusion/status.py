@@ -20,10 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emofusion.layout import FACE_STORE, LABELS, MANIFEST, MODALITIES, REPORT, RUN_FILES, run_dir, store_path
+from emofusion.layout import (
+    FACE_STORE,
+    LABELS,
+    MANIFEST,
+    MODALITIES,
+    REPORT,
+    REPORT_FILES,
+    RUN_FILES,
+    run_dir,
+    store_path,
+)
 from emofusion.repair import SNAKEMAKE, UNLOCK, rerun
 
-REPORT_FILES = ("results.csv", "results.md", "provenance.json")
 # A file whose time is later than the end of the job that wrote it by more than this was changed afterwards.
 SLACK_SECONDS = 2.0
 TARGET_RULES = ("all", "features", "fusion")  # rules that only name targets: no work of their own

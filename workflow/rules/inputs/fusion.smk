@@ -68,10 +68,6 @@ def sample_submission(wildcards):
     return config["report"]["sample_submission"] or []
 
 
-# What the report rule writes under results/report (files, then folders)
-REPORT_OUTPUTS = ("results.csv", "results.md", "provenance.json", "plots", "submission")
-
-
 def fusion_targets():
     """The report and everything it relies on (every run's files, the experiments' stores), when any experiment is
     configured. Named as targets so a deleted run file or store is made again: Snakemake does not rerun a job
@@ -80,7 +76,7 @@ def fusion_targets():
         return []
     stores = {p for e in config["fusion"]["experiments"] for p in experiment_stores(config["fusion"], e).values()}
     return [*sorted(stores), *(f for name in layout.RUN_FILES for f in fusion_run_files(name)),
-            *(str(layout.REPORT / name) for name in REPORT_OUTPUTS)]
+            *(str(layout.REPORT / name) for name in (*layout.REPORT_FILES, *layout.REPORT_FOLDERS))]
 
 
 wildcard_constraints:
