@@ -34,8 +34,8 @@ onerror:
 rule all:
     """Everything the configured corpus supports, ending with the report."""
     input:
-        "results/manifest.parquet",
-        "results/labels.h5",
+        layout.MANIFEST,
+        layout.LABELS,
         feature_targets(),
         fusion_targets(),
     default_target: True

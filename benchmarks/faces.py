@@ -77,12 +77,14 @@ def current_rss_mb() -> float:
 def settings_from(args):
     from emofusion.faces.config import FaceSettings
 
-    return FaceSettings(
-        batch_size=args.batch_size,
-        device=args.device,
-        min_face_size=args.min_face_size,
-        max_side=args.max_side or None,
-        detect_every=args.detect_every,
+    return FaceSettings.from_config(
+        dict(
+            batch_size=args.batch_size,
+            device=args.device,
+            min_face_size=args.min_face_size,
+            max_side=args.max_side or None,
+            detect_every=args.detect_every,
+        )
     )
 
 

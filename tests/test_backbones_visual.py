@@ -27,7 +27,9 @@ def astronaut_crop() -> np.ndarray:
     from emofusion.faces.stage import FaceAligner, FaceSettings
 
     image = data.astronaut()
-    aligner = FaceAligner(FaceSettings(), width=image.shape[1], height=image.shape[0], side=None, device="cpu")
+    aligner = FaceAligner(
+        FaceSettings.from_config(), width=image.shape[1], height=image.shape[0], side=None, device="cpu"
+    )
     out = aligner(torch.as_tensor(image).permute(2, 0, 1)[None].contiguous())
     assert out["valid"].all()
     return out["crops"]  # (1, 112, 112, 3)

@@ -20,7 +20,8 @@ def test_defaults_filled():
 
 
 def _leaves(tree, path=()):
-    if isinstance(tree, dict) and tree:
+    """Every value the file sets, by its key path; an empty section (`faces: {}`) sets none: its keys take defaults."""
+    if isinstance(tree, dict) and (tree or len(path) == 1):
         for key, value in tree.items():
             yield from _leaves(value, (*path, key))
     else:

@@ -377,3 +377,18 @@ def test_manifest_command_records_skipped_and_unannotated(affwild, tmp_path):
     overrides["corpus"]["on_bad_video"] = "error"
     assert main(["manifest", "--config-json", json.dumps(overrides), "--out", str(out)]) == 1
     assert out.read_bytes() == before
+
+
+def test_an_m4v_video_is_a_video_of_the_corpus_as_of_predict(affwild):
+    """One list of video suffixes (emofusion.container.VIDEO_SUFFIXES) for the corpus and predict.videos: an .m4v (an
+    MP4) in videos/ is listed, where it was once neither a clip nor an unannotated video, dropped without a word."""
+    from emofusion.container import VIDEO_SUFFIXES
+    from emofusion.corpus import unannotated_videos
+
+    assert ".m4v" in VIDEO_SUFFIXES
+    shutil.move(affwild / "videos/batch1/vidB.mp4", affwild / "videos/batch1/vidB.M4V")
+    shutil.copy(affwild / "videos/batch2/vidE.mp4", affwild / "videos/batch2/vidF.m4v")  # no annotation
+    corpus = corpus_cfg(affwild)["corpus"]
+    by = {s.clip: s for s in discover(corpus)}
+    assert by["vidB"].video == str(affwild / "videos/batch1/vidB.M4V") and by["vidB"].split == "validation"
+    assert unannotated_videos(corpus) == [str(affwild / "videos/batch2/vidF.m4v")]

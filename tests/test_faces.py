@@ -19,7 +19,7 @@ from emofusion.faces.align import ARCFACE_112, face_template, similarity_transfo
 from emofusion.faces.config import FaceSettings
 from emofusion.faces.crops import faces_from_crops
 from emofusion.faces.detector import MTCNNDetector
-from emofusion.faces.stage import extract_faces
+from emofusion.faces.stage import extract_faces, make_detector
 from emofusion.faces.store import DATASETS, gap_sources, read_faces
 from emofusion.faces.tracker import SubjectTracker
 
@@ -65,9 +65,21 @@ def media(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def mtcnn(device="cpu", **faces) -> MTCNNDetector:
+    """The face stage's MTCNN with the schema's ``faces:`` defaults, ``faces`` set over them."""
+    return make_detector(FaceSettings.from_config(faces), device)
+
+
+def tracker(**kwargs) -> SubjectTracker:
+    """A tracker with the schema's min_probability and reacquire_after unless given."""
+    defaults = FaceSettings.from_config()
+    kwargs = {"min_probability": defaults.min_probability, "reacquire_after": defaults.reacquire_after, **kwargs}
+    return SubjectTracker(**kwargs)
+
+
 @pytest.fixture(scope="module")
 def detector() -> MTCNNDetector:
-    return MTCNNDetector(max_side=None)
+    return mtcnn(max_side=None)
 
 
 def astronaut():
@@ -163,7 +175,7 @@ def box(cx: float, cy: float, size: float) -> list[float]:
 
 
 def test_tracker_keeps_its_subject_when_a_larger_face_appears():
-    t = SubjectTracker(side=None, width=640, reacquire_after=3)
+    t = tracker(side=None, width=640, reacquire_after=3)
     p1, p2 = np.array([0.99]), np.array([0.99, 0.99])
     assert t.choose(np.array([box(200, 180, 80)]), p1) == 0  # only face: the subject
     # A larger face appears; the subject moves a little: keep the subject.
@@ -180,15 +192,15 @@ def test_tracker_keeps_its_subject_when_a_larger_face_appears():
 def test_tracker_side_and_probability():
     faces = np.array([box(150, 180, 60), box(480, 180, 120), box(560, 100, 20)])
     probs = np.array([0.99, 0.99, 0.95])
-    assert SubjectTracker(side="left", width=640).choose(faces, probs) == 0
-    assert SubjectTracker(side="right", width=640).choose(faces, probs) == 1
-    assert SubjectTracker(side=None, width=640).choose(faces, probs) == 1
-    assert SubjectTracker(side=None, width=640, min_probability=0.999).choose(faces, probs) == -1
-    assert SubjectTracker(side="left", width=640).choose(faces[1:], probs[1:]) == -1  # nobody on the left
+    assert tracker(side="left", width=640).choose(faces, probs) == 0
+    assert tracker(side="right", width=640).choose(faces, probs) == 1
+    assert tracker(side=None, width=640).choose(faces, probs) == 1
+    assert tracker(side=None, width=640, min_probability=0.999).choose(faces, probs) == -1
+    assert tracker(side="left", width=640).choose(faces[1:], probs[1:]) == -1  # nobody on the left
 
 
 def test_tracker_follows_a_moving_face_with_low_overlap():
-    t = SubjectTracker(side=None, width=640)
+    t = tracker(side=None, width=640)
     t.choose(np.array([box(100, 100, 50)]), np.array([0.99]))
     # Moved by 0.4 face widths (IoU < 0.3), next to a bigger face far away: still the subject.
     assert t.choose(np.array([box(400, 300, 150), box(120, 100, 50)]), np.array([0.99, 0.99])) == 1
@@ -201,7 +213,7 @@ def test_settings_defaults_match_the_schema():
     from emofusion.config import validate_config
 
     cfg = validate_config({})
-    assert FaceSettings.from_config(cfg["faces"]) == FaceSettings()
+    assert FaceSettings.from_config(cfg["faces"]) == FaceSettings.from_config()
     with pytest.raises(ConfigError, match="faces"):
         validate_config({"faces": {"sise": 112}})
     with pytest.raises(ConfigError, match="device"):
@@ -234,7 +246,7 @@ def test_a_high_resolution_copy_is_searched_as_the_low_resolution_one(monkeypatc
         return real(images, levels)
 
     monkeypatch.setattr(det, "_Pyramid", recording)
-    detector = MTCNNDetector(max_side=512, min_face_size=20)
+    detector = mtcnn(max_side=512, min_face_size=20)
     low = as_batch(astronaut())  # 512x512
     high = torch.nn.functional.interpolate(low.float(), scale_factor=3, mode="bilinear").round().to(torch.uint8)
     d_low, d_high = detector(low), detector(high)
@@ -329,7 +341,7 @@ def test_key_frame_mode_follows_the_face_between_key_frames(media):
     out = {}
     for k in (1, 3):
         aligner = FaceAligner(
-            FaceSettings(device="cpu", detect_every=k), width=640, height=360, side=None, device="cpu"
+            FaceSettings.from_config(dict(device="cpu", detect_every=k)), width=640, height=360, side=None, device="cpu"
         )
         parts = [aligner(frames[i : i + 5]) for i in range(0, len(frames), 5)]  # key frames across calls too
         out[k] = {name: np.concatenate([p[name] for p in parts]) for name in ("valid", "landmarks")}
@@ -341,7 +353,9 @@ def test_key_frame_mode_follows_the_face_between_key_frames(media):
 def test_no_face_video_gives_an_all_invalid_store_and_a_warning(media, tmp_path, caplog):
     out = tmp_path / "noface.h5"
     with caplog.at_level(logging.WARNING, logger="emofusion"):
-        summary = extract_faces(media["noface"], out, clip="noface", settings=FaceSettings(device="cpu"))
+        summary = extract_faces(
+            media["noface"], out, clip="noface", settings=FaceSettings.from_config(dict(device="cpu"))
+        )
     store = read_faces(out)
     assert summary.frames == 12 and summary.valid == 0
     assert len(store["valid"]) == 12 and not store["valid"].any()
@@ -350,7 +364,7 @@ def test_no_face_video_gives_an_all_invalid_store_and_a_warning(media, tmp_path,
 
 
 def test_two_person_video_left_and_right_clips_get_their_own_face(media, tmp_path):
-    settings = FaceSettings(device="cpu")
+    settings = FaceSettings.from_config(dict(device="cpu"))
     stores = {}
     for clip in ("pair_left", "pair_right", "pair"):
         extract_faces(media["pair"], tmp_path / f"{clip}.h5", clip=clip, settings=settings)
@@ -473,7 +487,7 @@ def test_concatenated_video_with_timestamps_going_back_is_kept_in_decode_order_a
     assert len(decoded) == 60 and backwards > 0  # the file really has timestamps that go back
     out = tmp_path / "joined.h5"
     with caplog.at_level(logging.WARNING, logger="emofusion"):
-        extract_faces(joined, out, clip="joined", settings=FaceSettings(device="cpu", batch_size=16))
+        extract_faces(joined, out, clip="joined", settings=FaceSettings.from_config(dict(device="cpu", batch_size=16)))
     store = read_faces(out, crops=False)
     np.testing.assert_array_equal(store["timestamps"], decoded)  # decode order, not re-sorted
     assert store["attrs"]["timestamps_backwards"] == backwards and store["attrs"]["frames"] == 60
@@ -584,7 +598,7 @@ def test_decoding_failure_mid_stream_leaves_no_store(media, tmp_path, monkeypatc
     out = tmp_path / "out" / "clip.h5"
     out.parent.mkdir()
     with pytest.raises(InputError, match="decoding failed at frames 4"):
-        extract_faces(media["face"], out, clip="clip", settings=FaceSettings(batch_size=4))
+        extract_faces(media["face"], out, clip="clip", settings=FaceSettings.from_config(dict(batch_size=4)))
     assert list(out.parent.iterdir()) == []
 
 
@@ -665,7 +679,7 @@ def test_cuda_detection_matches_cpu(detector):
         pytest.skip("no CUDA device")
     image = as_batch(astronaut())
     cpu = detector(image)
-    gpu = MTCNNDetector(max_side=None, device="cuda")(image.cuda())
+    gpu = mtcnn("cuda", max_side=None)(image.cuda())
     np.testing.assert_allclose(gpu.boxes, cpu.boxes, atol=1.0)
     np.testing.assert_allclose(gpu.points, cpu.points, atol=1.0)
     m = similarity_transforms(torch.as_tensor(cpu.points[:1]), face_template())
@@ -692,8 +706,8 @@ def assert_same_store(a: Path, b: Path) -> None:
 @pytest.mark.parametrize(
     "clip, settings",
     [
-        ("face", FaceSettings(device="cpu", batch_size=5)),
-        ("pair_left", FaceSettings(device="cpu", batch_size=3, detect_every=3, fill_gaps=2)),
+        ("face", FaceSettings.from_config(dict(device="cpu", batch_size=5))),
+        ("pair_left", FaceSettings.from_config(dict(device="cpu", batch_size=3, detect_every=3, fill_gaps=2))),
     ],
 )
 def test_overlapped_pipeline_writes_the_sequential_store(media, tmp_path, clip, settings):
@@ -710,7 +724,7 @@ def test_overlapped_pipeline_writes_the_sequential_store(media, tmp_path, clip, 
     "name", ["single_face.mp4", "WolfgangLanger_Pexels.mp4", "face_noface.mov", "noface_face.mov", "no_face.mp4"]
 )
 def test_overlapped_pipeline_writes_the_sequential_store_on_the_whole_test_videos(tmp_path, name):
-    settings = FaceSettings(device="cpu", batch_size=16)
+    settings = FaceSettings.from_config(dict(device="cpu", batch_size=16))
     for pipeline in ("sequential", "overlapped"):
         extract_faces(PYFEAT / name, tmp_path / f"{pipeline}.h5", clip="clip", settings=settings, pipeline=pipeline)
     assert_same_store(tmp_path / "sequential.h5", tmp_path / "overlapped.h5")
@@ -777,7 +791,9 @@ def test_detection_failure_in_the_overlapped_stage_leaves_no_store(media, tmp_pa
     out = tmp_path / "out" / "clip.h5"
     out.parent.mkdir()
     with pytest.raises(RuntimeError, match="injected detector failure"):
-        extract_faces(media["face"], out, clip="clip", settings=FaceSettings(device="cpu", batch_size=4))
+        extract_faces(
+            media["face"], out, clip="clip", settings=FaceSettings.from_config(dict(device="cpu", batch_size=4))
+        )
     assert list(out.parent.iterdir()) == []
 
 
@@ -812,7 +828,7 @@ def test_gpu_decoder_failure_falls_back_to_the_cpu_with_one_warning(media, tmp_p
             raise RuntimeError("Unsupported device: NVDEC is not available")
         return real(path, device=device, **kw)
 
-    settings = FaceSettings(device="cpu", batch_size=5)
+    settings = FaceSettings.from_config(dict(device="cpu", batch_size=5))
     extract_faces(media["face"], tmp_path / "cpu.h5", clip="face", settings=settings)
     monkeypatch.setattr(video, "open_decoder", factory)
     monkeypatch.setattr(stage, "decode_device", lambda decode, device: "cuda")  # as with decode: cuda on a GPU
@@ -894,7 +910,7 @@ def test_a_rotated_phone_video_gives_the_upright_videos_store(tmp_path):
             video = tmp_path / f"rotated{angle}.mp4"
             ffmpeg("-i", str(sideways), "-metadata:s:v:0", f"rotate={angle}", "-c", "copy", str(video))
         out = tmp_path / f"{angle}.h5"
-        extract_faces(video, out, clip=f"r{angle}", settings=FaceSettings(device="cpu"), threads=1)
+        extract_faces(video, out, clip=f"r{angle}", settings=FaceSettings.from_config(dict(device="cpu")), threads=1)
         stores[angle] = read_faces(out)
     ref = stores[0]
     assert ref["valid"].all()

@@ -78,7 +78,7 @@ def _bundle(root: Path, modalities=("audio",), *, tar: bool = False, edit=None) 
 
         stages["asr"] = validate_config({})["asr"]
     if "visual" in modalities:
-        stages["faces"] = {**FaceSettings().__dict__, "thresholds": [0.6, 0.7, 0.7]}
+        stages["faces"] = {**FaceSettings.from_config().__dict__, "thresholds": [0.6, 0.7, 0.7]}
         stages["detector"] = {"weights_sha256": mtcnn_weights()}
     recipe = {
         "schema": RECIPE_SCHEMA,

@@ -134,6 +134,33 @@ def validate_config(config: dict[str, Any] | None, *, source: str = "config") ->
     return cfg
 
 
+@functools.cache
+def _default_config() -> dict[str, Any]:
+    return validate_config({}, source="the schema's defaults")
+
+
+def section_defaults(name: str) -> dict[str, Any]:
+    """Every key of section ``name`` with the schema's default (a copy): what a settings object (FaceSettings,
+    AsrOptions) is built on, so a command run by hand, a store's record of an older version and a test get the
+    defaults Snakemake's validated config has."""
+    return copy.deepcopy(_default_config()[name])
+
+
+def schema_default(section: str, key: str) -> Any:
+    """The schema's default of ``section.key`` (a copy)."""
+    return section_defaults(section)[key]
+
+
+# Keys added after results existed, left out of a rule's params while at their default: a new version with a new
+# option then reruns nothing until the option is used (the command fills the same default).
+QUIET_KEYS = {"corpus": ("on_bad_video",), "faces": ("decode",)}
+
+
+def quiet_defaults() -> dict[str, dict[str, Any]]:
+    """``{section: {key: schema default}}`` of :data:`QUIET_KEYS`."""
+    return {s: {k: schema_default(s, k) for k in keys} for s, keys in QUIET_KEYS.items()}
+
+
 # clips_per_*_job: auto: a job per clip or video up to this many, else the ids cut into at most this many shards
 # per stage, so a corpus of Aff-Wild2's size plans a few hundred jobs in all and a small one (the demo) a job each.
 AUTO_SHARDS = 48

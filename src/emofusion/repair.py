@@ -9,15 +9,13 @@ after it that the default target needs; a missing file is simply asked for by na
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from pathlib import Path
 
+from emofusion.layout import is_run_dir, is_store
+
 SNAKEMAKE = "snakemake --cores 2"
 UNLOCK = "snakemake --unlock"  # after a killed run: its lock stays and every later run refuses to start
-RUN_LAYOUT = re.compile(r"(?:^|/)results/fusion/[^/]+/fold\d+/seed\d+$")
-# a store (results/features/<modality>/<backbone>.h5) or one of its shards (.../<backbone>/<clip or video>.h5)
-STORE_LAYOUT = re.compile(r"(?:^|/)results/features/(?:visual|audio|text)/[^/]+(?:/[^/]+)?\.h5$")
 
 
 def workflow_path(path: str | os.PathLike) -> str:
@@ -45,8 +43,7 @@ def make(path: str | os.PathLike) -> str:
 def is_workflow_run(run: str | os.PathLike) -> bool:
     """Whether ``run`` is a run folder of the workflow's layout (results/fusion/<experiment>/fold<k>/seed<s>), as
     given or resolved: Snakemake can make its files by name."""
-    path = Path(run)
-    return bool(RUN_LAYOUT.search(path.as_posix()) or RUN_LAYOUT.search(path.resolve().as_posix()))
+    return is_run_dir(run)
 
 
 def retrain(run: str | os.PathLike) -> str:
@@ -77,7 +74,7 @@ def rebuild_store(path: str | os.PathLike) -> str:
     """How to rebuild a feature store or shard (an edited, stale or damaged one): a Snakemake command for a store of
     the workflow's layout, else the emofusion command that writes one (placeholders for what only the user knows)."""
     p = Path(path)
-    if STORE_LAYOUT.search(p.as_posix()) or STORE_LAYOUT.search(p.resolve().as_posix()):
+    if is_store(p):
         return rerun(path)
     return (
         f"emofusion embed --modality MODALITY --backbone NAME --out {shlex.quote(str(p))} (the inputs and options it "

@@ -20,10 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emofusion.layout import (
+    FACE_STORE,
+    LABELS,
+    MANIFEST,
+    MODALITIES,
+    REPORT,
+    REPORT_FILES,
+    RUN_FILES,
+    run_dir,
+    store_path,
+)
 from emofusion.repair import SNAKEMAKE, UNLOCK, rerun
 
-REPORT = Path("results/report")
-REPORT_FILES = ("results.csv", "results.md", "provenance.json")
 # A file whose time is later than the end of the job that wrote it by more than this was changed afterwards.
 SLACK_SECONDS = 2.0
 TARGET_RULES = ("all", "features", "fusion")  # rules that only name targets: no work of their own
@@ -50,13 +59,12 @@ class Finding:
 def intermediate_files(cfg: dict[str, Any]) -> dict[str, str]:
     """The manifest, the labels and every feature store the config builds or an experiment reads, each with who
     needs it."""
-    from emofusion.features.backbones import MODALITIES
     from emofusion.training.experiments import experiment_stores
 
-    needed = {"results/manifest.parquet": "every stage", "results/labels.h5": "training and evaluation"}
+    needed = {MANIFEST: "every stage", LABELS: "training and evaluation"}
     for m in MODALITIES:
         for name in cfg["features"][m]["stores"]:
-            needed[f"results/features/{m}/{name}.h5"] = f"features.{m}.stores"
+            needed[str(store_path(m, name))] = f"features.{m}.stores"
     for name in sorted(cfg["fusion"].get("experiments", {})):
         for path in experiment_stores(cfg["fusion"], name).values():
             needed[path] = f"experiment {name}"  # the runs (and the report) over the configured list
@@ -64,7 +72,7 @@ def intermediate_files(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def run_dirs(cfg: dict[str, Any]) -> list[str]:
-    from emofusion.training.experiments import grid, run_dir
+    from emofusion.training.experiments import grid
 
     return [str(run_dir(e, f, s)) for e, f, s in grid(cfg["fusion"])]
 
@@ -134,10 +142,10 @@ def face_stores(root: Path) -> list[str]:
     import pandas as pd
 
     try:
-        clips = pd.read_parquet(root / "results/manifest.parquet", columns=["clip"])["clip"]
+        clips = pd.read_parquet(root / MANIFEST, columns=["clip"])["clip"]
     except Exception:  # a missing or damaged manifest is a finding of its own
         return []
-    return [f"results/faces/{c}.h5" for c in sorted(clips)]
+    return [FACE_STORE.format(clip=c) for c in sorted(clips)]
 
 
 def check_intermediates(root: Path, cfg: dict[str, Any]) -> list[Finding]:
@@ -198,8 +206,6 @@ def check_snakemake_state(root: Path) -> list[Finding]:
 
 
 def check_runs(root: Path, cfg: dict[str, Any]) -> list[Finding]:
-    from emofusion.report.runs import RUN_FILES
-
     found = []
     for run in run_dirs(cfg):
         folder = root / run

@@ -3,6 +3,10 @@
 # an input, so changing folds never reruns these; `audio:` / `asr:` changes rerun only their own stage.
 # With clips_per_audio_job > 1 the videos are cut into shards instead, one audio and one transcribe job (one
 # process: Whisper loaded once) per shard; the outputs are the same (tests/test_workflow.py compares them).
+
+
+include: "inputs/audio.smk"
+
 if config["clips_per_audio_job"] == 1:
 
     rule audio:
@@ -10,17 +14,17 @@ if config["clips_per_audio_job"] == 1:
             video=audio_video,
             audio=audio_source,
         output:
-            wav="results/audio/{video}.wav",
-            meta="results/audio/{video}.json",
+            wav=layout.AUDIO_WAV,
+            meta=layout.AUDIO_META,
         log:
             "logs/audio/{video}.log",
         benchmark:
             "logs/benchmarks/audio/{video}.tsv"
         params:
             cfg=config_json("audio"),
-        threads: 1
+        threads: AUDIO_THREADS
         resources:
-            mem_mb=1000,
+            mem_mb=AUDIO_MEM_MB,
         conda:
             "../../envs/emofusion.yaml"
         shell:
@@ -36,7 +40,7 @@ else:
             input:
                 audio_shard_inputs(videos),
             output:
-                [p for v in videos for p in (f"results/audio/{v}.wav", f"results/audio/{v}.json")],
+                [p for v in videos for p in audio_outputs(v)],
             log:
                 f"logs/audio/shard{shard}.log",
             benchmark:
@@ -44,9 +48,9 @@ else:
             params:
                 cfg=config_json("audio"),
                 videos=audio_shard_arguments(videos),
-            threads: shard_threads("audio", 1)
+            threads: shard_threads("audio", AUDIO_THREADS)
             resources:
-                **shard_resources("audio", videos, 1000),
+                **shard_resources("audio", videos, AUDIO_MEM_MB),
             conda:
                 "../../envs/emofusion.yaml"
             shell:
@@ -55,7 +59,7 @@ else:
 
 rule convert_whisper:
     output:
-        "results/asr/{model}.pt",
+        layout.WHISPER_CHECKPOINT,
     log:
         "logs/convert_whisper/{model}.log",
     params:
@@ -75,14 +79,14 @@ if config["clips_per_audio_job"] == 1:
 
     rule transcribe:
         input:
-            audio="results/audio/{video}.wav",
-            meta="results/audio/{video}.json",
+            audio=layout.AUDIO_WAV,
+            meta=layout.AUDIO_META,
             whisper=converted_whisper,
             model=asr_model_files,
         output:
             # update(): a failing transcription (a damaged audio file) puts the previous transcript back, since
             # transcripts cost hours of Whisper on a large corpus; the command writes it atomically
-            update("results/transcripts/{video}.parquet"),
+            update(layout.TRANSCRIPT),
         log:
             "logs/transcribe/{video}.log",
         benchmark:
@@ -91,9 +95,9 @@ if config["clips_per_audio_job"] == 1:
             cfg=config_json("asr"),
             checkpoint=whisper_checkpoint_option,
             weights=asr_weights,
-        threads: 2
+        threads: TRANSCRIBE_THREADS
         resources:
-            mem_mb=4000,
+            mem_mb=TRANSCRIBE_MEM_MB,
         conda:
             "../../envs/emofusion.yaml"
         shell:
@@ -107,12 +111,12 @@ else:
             name:
                 f"transcribe_shard{shard}"
             input:
-                [p for v in videos for p in (f"results/audio/{v}.wav", f"results/audio/{v}.json")],
+                [p for v in videos for p in audio_outputs(v)],
                 whisper=converted_whisper,
                 model=asr_model_files,
             output:
                 # update() as in the per-video rule: a failing shard puts the previous transcripts back
-                [update(f"results/transcripts/{v}.parquet") for v in videos],
+                [update(layout.TRANSCRIPT.format(video=v)) for v in videos],
             log:
                 f"logs/transcribe/shard{shard}.log",
             benchmark:
@@ -122,9 +126,9 @@ else:
                 checkpoint=whisper_checkpoint_option,
                 weights=asr_weights,
                 videos=transcribe_shard_arguments(videos),
-            threads: shard_threads("transcribe", 2)
+            threads: shard_threads("transcribe", TRANSCRIBE_THREADS)
             resources:
-                **shard_resources("transcribe", videos, 4000),
+                **shard_resources("transcribe", videos, TRANSCRIBE_MEM_MB),
             conda:
                 "../../envs/emofusion.yaml"
             shell:

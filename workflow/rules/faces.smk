@@ -5,13 +5,15 @@
 # once) per shard; the stores are the same (tests/test_workflow.py compares them).
 
 
+include: "inputs/faces.smk"
+
 if config["clips_per_face_job"] == 1:
 
     rule faces:
         input:
             unpack(face_inputs),
         output:
-            "results/faces/{clip}.h5",
+            layout.FACE_STORE,
         log:
             "logs/faces/{clip}.log",
         benchmark:
@@ -19,9 +21,9 @@ if config["clips_per_face_job"] == 1:
         params:
             cfg=config_json("faces"),
             crops=face_crops_option,
-        threads: 2
+        threads: FACE_THREADS
         resources:
-            mem_mb=4000,
+            mem_mb=FACE_MEM_MB,
         conda:
             "../../envs/emofusion.yaml"
         shell:
@@ -37,7 +39,7 @@ else:
             input:
                 face_shard_inputs(shard_clips),
             output:
-                [f"results/faces/{clip}.h5" for clip in shard_clips],
+                [layout.FACE_STORE.format(clip=clip) for clip in shard_clips],
             log:
                 f"logs/faces/shard{shard}.log",
             benchmark:
@@ -45,9 +47,9 @@ else:
             params:
                 cfg=config_json("faces"),
                 clips=face_shard_arguments(shard_clips),
-            threads: shard_threads("faces", 2)
+            threads: shard_threads("faces", FACE_THREADS)
             resources:
-                **shard_resources("faces", shard_clips, 4000),
+                **shard_resources("faces", shard_clips, FACE_MEM_MB),
             conda:
                 "../../envs/emofusion.yaml"
             shell:

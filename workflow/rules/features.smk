@@ -6,6 +6,9 @@
 # shards instead, one job (one process, the backbone loaded once) per shard; the shards are the same files
 # (tests/test_workflow.py compares them).
 
+
+include: "inputs/features.smk"
+
 if config["clips_per_embed_job"] == 1:
 
     rule embed_visual:
@@ -14,7 +17,7 @@ if config["clips_per_embed_job"] == 1:
             video=embed_video,
             weights=embed_weight_files("visual"),
         output:
-            "results/features/visual/{backbone}/{clip}.h5",
+            layout.store_shard("visual", "{backbone}", "{clip}"),
         log:
             "logs/embed_visual/{backbone}/{clip}.log",
         benchmark:
@@ -22,9 +25,9 @@ if config["clips_per_embed_job"] == 1:
         params:
             cfg=embed_config_json("visual"),
             weights=embed_weights("visual"),
-        threads: 2
+        threads: EMBED_THREADS["visual"]
         resources:
-            mem_mb=3000,
+            mem_mb=EMBED_MEM_MB,
         conda:
             "../../envs/emofusion.yaml"
         shell:
@@ -34,11 +37,11 @@ if config["clips_per_embed_job"] == 1:
 
     rule embed_audio:
         input:
-            wav="results/audio/{video}.wav",
-            meta="results/audio/{video}.json",
+            wav=layout.AUDIO_WAV,
+            meta=layout.AUDIO_META,
             weights=embed_weight_files("audio"),
         output:
-            "results/features/audio/{backbone}/{video}.h5",
+            layout.store_shard("audio", "{backbone}", "{video}"),
         log:
             "logs/embed_audio/{backbone}/{video}.log",
         benchmark:
@@ -47,9 +50,9 @@ if config["clips_per_embed_job"] == 1:
             cfg=embed_config_json("audio"),
             weights=embed_weights("audio"),
             clips=video_clips,
-        threads: 1
+        threads: EMBED_THREADS["audio"]
         resources:
-            mem_mb=3000,
+            mem_mb=EMBED_MEM_MB,
         conda:
             "../../envs/emofusion.yaml"
         shell:
@@ -60,11 +63,11 @@ if config["clips_per_embed_job"] == 1:
     rule embed_text:
         input:
             transcript=checked_transcript,
-            wav="results/audio/{video}.wav",
-            meta="results/audio/{video}.json",
+            wav=layout.AUDIO_WAV,
+            meta=layout.AUDIO_META,
             weights=embed_weight_files("text"),
         output:
-            "results/features/text/{backbone}/{video}.h5",
+            layout.store_shard("text", "{backbone}", "{video}"),
         log:
             "logs/embed_text/{backbone}/{video}.log",
         benchmark:
@@ -73,9 +76,9 @@ if config["clips_per_embed_job"] == 1:
             cfg=embed_config_json("text"),
             weights=embed_weights("text"),
             clips=video_clips,
-        threads: 1
+        threads: EMBED_THREADS["text"]
         resources:
-            mem_mb=3000,
+            mem_mb=EMBED_MEM_MB,
         conda:
             "../../envs/emofusion.yaml"
         shell:
@@ -86,7 +89,7 @@ if config["clips_per_embed_job"] == 1:
 else:
     # one job per shard of clips (visual) or videos (audio, text) of each modality, for every backbone: one
     # process, the backbone loaded once, writing each clip's or video's shard as the per-clip rules do
-    for modality, threads in (("visual", 2), ("audio", 1), ("text", 1)):
+    for modality in layout.MODALITIES:
         for shard, ids in enumerate(embed_shards_of(modality)):
 
             rule:
@@ -96,7 +99,7 @@ else:
                     embed_shard_inputs(modality, ids),
                     weights=embed_weight_files(modality),
                 output:
-                    [f"results/features/{modality}/{{backbone}}/{i}.h5" for i in ids],
+                    [layout.store_shard(modality, "{backbone}", i) for i in ids],
                 log:
                     f"logs/embed_{modality}/{{backbone}}/shard{shard}.log",
                 benchmark:
@@ -106,9 +109,9 @@ else:
                     weights=embed_weights(modality),
                     ids=embed_shard_arguments(modality, ids),
                     modality=modality,
-                threads: shard_threads(f"embed_{modality}", threads)
+                threads: shard_threads(f"embed_{modality}", EMBED_THREADS[modality])
                 resources:
-                    **shard_resources(f"embed_{modality}", ids, 3000),
+                    **shard_resources(f"embed_{modality}", ids, EMBED_MEM_MB),
                 conda:
                     "../../envs/emofusion.yaml"
                 shell:
@@ -120,7 +123,7 @@ rule embed_merge:
     input:
         embed_shards,
     output:
-        "results/features/{modality}/{backbone}.h5",
+        str(layout.store_path("{modality}", "{backbone}")),
     log:
         "logs/embed_merge/{modality}/{backbone}.log",
     params:

@@ -2,13 +2,16 @@
 # Each run's params carry only its own experiment and preset (train_config_json), so editing one
 # experiment reruns that experiment's train/evaluate and the report; the stores are inputs, never rebuilt here.
 
+
+include: "inputs/fusion.smk"
+
 rule train:
     input:
         unpack(checked_fusion_inputs),
     output:
-        model="results/fusion/{experiment}/fold{fold}/seed{seed}/model.pt",
-        epochs="results/fusion/{experiment}/fold{fold}/seed{seed}/log.jsonl",
-        run="results/fusion/{experiment}/fold{fold}/seed{seed}/run.json",
+        model=f"{RUN}/model.pt",
+        epochs=f"{RUN}/log.jsonl",
+        run=f"{RUN}/run.json",
     log:
         "logs/train/{experiment}/fold{fold}/seed{seed}.log",
     benchmark:
@@ -31,11 +34,11 @@ rule train:
 rule evaluate:
     input:
         unpack(checked_fusion_inputs),
-        model="results/fusion/{experiment}/fold{fold}/seed{seed}/model.pt",
-        run="results/fusion/{experiment}/fold{fold}/seed{seed}/run.json",
+        model=f"{RUN}/model.pt",
+        run=f"{RUN}/run.json",
     output:
-        predictions="results/fusion/{experiment}/fold{fold}/seed{seed}/predictions.parquet",
-        metrics="results/fusion/{experiment}/fold{fold}/seed{seed}/metrics.json",
+        predictions=f"{RUN}/predictions.parquet",
+        metrics=f"{RUN}/metrics.json",
     log:
         "logs/evaluate/{experiment}/fold{fold}/seed{seed}.log",
     params:
@@ -55,19 +58,19 @@ rule evaluate:
 
 rule report:
     input:
-        manifest="results/manifest.parquet",
+        manifest=layout.MANIFEST,
         metrics=fusion_run_files("metrics.json"),
         predictions=fusion_run_files("predictions.parquet"),
         runs=fusion_run_files("run.json"),
         epochs=fusion_run_files("log.jsonl"),
         sample=sample_submission,
     output:
-        table=report("results/report/results.csv", caption="../report/results.rst", category="Results"),
-        markdown="results/report/results.md",
-        provenance="results/report/provenance.json",
-        plots=report(directory("results/report/plots"), patterns=["{name}.png"], caption="../report/plots.rst",
+        table=report(str(layout.REPORT / "results.csv"), caption="../report/results.rst", category="Results"),
+        markdown=str(layout.REPORT / "results.md"),
+        provenance=str(layout.REPORT / "provenance.json"),
+        plots=report(directory(str(layout.REPORT / "plots")), patterns=["{name}.png"], caption="../report/plots.rst",
                      category="Plots"),
-        submission=directory("results/report/submission"),
+        submission=directory(str(layout.REPORT / "submission")),
     log:
         "logs/report/report.log",
     params:

@@ -1,13 +1,15 @@
 # Corpus listing and labels: cheap, run locally.
 
 
+include: "inputs/manifest.smk"
+
 rule manifest:
     input:
         videos=all_videos(),
     output:
         # update(): Snakemake keeps the previous manifest while the job runs and puts it back if the job fails
         # (a bad video then leaves the last good manifest in place instead of deleting it).
-        update("results/manifest.parquet"),
+        update(layout.MANIFEST),
     log:
         "logs/manifest/manifest.log",
     params:
@@ -21,12 +23,12 @@ rule manifest:
 
 rule labels:
     input:
-        manifest="results/manifest.parquet",
+        manifest=layout.MANIFEST,
         annotations=checked_annotations,
     output:
         # update(), as for the manifest: a failing labels job (an annotation row that is no number) puts the last good
         # labels back instead of leaving none
-        update("results/labels.h5"),
+        update(layout.LABELS),
     log:
         "logs/labels/labels.log",
     params:

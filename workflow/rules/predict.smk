@@ -5,6 +5,9 @@
 # The files are this rule's declared outputs (Snakemake's to replace), hence --overwrite; --name puts the
 # folder's name into the file names, as `emofusion predict` names them by model.
 
+
+include: "inputs/predict.smk"
+
 rule predict_video:
     input:
         video=predict_video_file,

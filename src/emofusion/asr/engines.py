@@ -33,6 +33,7 @@ from emofusion.asr.convert import (
     read_whisper_checkpoint,
 )
 from emofusion.asr.models import ModelSource, converted_name, resolve_model
+from emofusion.config import section_defaults
 from emofusion.device import resolve_device
 from emofusion.errors import ConfigError, InputError
 from emofusion.log import logger, progress
@@ -43,23 +44,24 @@ ENGINES: dict[str, Callable[..., Engine]] = {}
 
 @dataclass(frozen=True)
 class AsrOptions:
-    """The ``asr:`` config section (see src/emofusion/schemas/config.schema.yaml for each key)."""
+    """The ``asr:`` config section. No defaults here: the schema (src/emofusion/schemas/config.schema.yaml) holds
+    each key's meaning and default, and :meth:`from_config` fills them."""
 
-    engine: str = "faster-whisper"
-    model: str = "tiny.en-bundled"
-    language: str | None = "en"
-    beam_size: int = 5
-    batch_size: int = 8
-    device: str = "auto"
-    compute_type: str = "auto"
-    vad: bool = True
-    condition_on_previous_text: bool = False
+    engine: str
+    model: str
+    language: str | None
+    beam_size: int
+    batch_size: int
+    device: str
+    compute_type: str
+    vad: bool
+    condition_on_previous_text: bool
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> AsrOptions:
-        """Options from ``config["asr"]`` as ``load_config`` returns it (validated by the schema, defaults filled;
-        nothing is checked again here)."""
-        return cls(**section)
+    def from_config(cls, section: dict[str, Any] | None = None) -> AsrOptions:
+        """Options from ``config["asr"]`` as ``load_config`` validated it, or any part of it: the keys not given
+        take the schema's defaults."""
+        return cls(**{**section_defaults("asr"), **(section or {})})
 
 
 def speech_regions(audio: np.ndarray, *, sample_rate: int = 16000) -> list[tuple[float, float]]:

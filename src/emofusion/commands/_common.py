@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from emofusion.errors import ConfigError
-from emofusion.training.experiments import store_path
+from emofusion.layout import store_path
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ import argparse
 from typing import cast
 
 from emofusion.commands._common import add_config_arguments
+from emofusion.layout import MODALITIES
 
 NAME = "embed"
 ORDER = 60
@@ -38,7 +39,7 @@ is written as the same command with only that --out would write it."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--modality", required=True, choices=("visual", "audio", "text"))
+    p.add_argument("--modality", required=True, choices=MODALITIES)
     p.add_argument("--backbone", required=True, help="registered backbone name (e.g. fer, egemaps, minilm)")
     p.add_argument(
         "--faces", nargs="+", action="append", metavar="H5", help="visual: face store(s), one clip each (per --out)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from emofusion.commands._common import add_config_arguments
+from emofusion.layout import MODALITIES
 
 NAME = "embed-merge"
 ORDER = 61
@@ -20,7 +21,7 @@ merge and each shard's config hash."""
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--modality", required=True, choices=("visual", "audio", "text"))
+    p.add_argument("--modality", required=True, choices=MODALITIES)
     p.add_argument("--backbone", required=True)
     p.add_argument("--shards", nargs="+", required=True, metavar="H5")
     p.add_argument("--clips", nargs="+", metavar="CLIP", help="clips the store must hold (default: all shards')")

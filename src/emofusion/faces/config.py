@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from emofusion.config import section_defaults
+
 # Float elements (64 MB) converted from uint8 frames at once when resizing or warping full frames.
 FLOAT_BUDGET = 1 << 24
 CPU_CHUNK = 8  # frames per MTCNN pass on a CPU
@@ -12,29 +14,29 @@ CPU_CHUNK = 8  # frames per MTCNN pass on a CPU
 
 @dataclass(frozen=True)
 class FaceSettings:
-    """The ``faces:`` config section (see src/emofusion/schemas/config.schema.yaml for meanings and defaults)."""
+    """The ``faces:`` config section. No defaults here: the schema (src/emofusion/schemas/config.schema.yaml) holds
+    each key's meaning and default, and :meth:`from_config` fills them."""
 
-    size: int = 112
-    margin: float = 0.0
-    min_face_size: int = 20
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    pyramid_factor: float = 0.709
-    min_probability: float = 0.9
-    max_side: int | None = 640
-    detect_every: int = 1
-    reacquire_after: int = 15
-    batch_size: int = 32
-    device: str = "auto"
-    decode: str = "auto"
-    fill_gaps: int = 0
+    size: int
+    margin: float
+    min_face_size: int
+    thresholds: tuple[float, float, float]
+    pyramid_factor: float
+    min_probability: float
+    max_side: int | None
+    detect_every: int
+    reacquire_after: int
+    batch_size: int
+    device: str
+    decode: str
+    fill_gaps: int
 
     @classmethod
-    def from_config(cls, section: dict[str, Any]) -> FaceSettings:
-        """Settings from ``config["faces"]`` as ``load_config`` returns it: the schema has rejected unknown keys
-        and bad values and filled the defaults, so nothing is checked again here."""
-        section = dict(section)
-        if "thresholds" in section:
-            section["thresholds"] = tuple(float(t) for t in section["thresholds"])
+    def from_config(cls, section: dict[str, Any] | None = None) -> FaceSettings:
+        """Settings from ``config["faces"]`` as ``load_config`` validated it, or any part of it (a store's record
+        from an older version, a test's few keys): the keys not given take the schema's defaults."""
+        section = {**section_defaults("faces"), **(section or {})}
+        section["thresholds"] = tuple(float(t) for t in section["thresholds"])
         return cls(**section)
 
 

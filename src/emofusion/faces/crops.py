@@ -78,7 +78,7 @@ def faces_from_crops(
     detection. The frame count and timestamps come from ``video``; missing images are invalid frames; images
     numbered beyond the video's frames are ignored with a warning."""
 
-    settings = settings or FaceSettings()
+    settings = settings or FaceSettings.from_config()
     started = time.perf_counter()
     files = list_crops(crops_dir)
     timestamps, info = frame_timestamps(video)

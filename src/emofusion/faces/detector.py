@@ -71,11 +71,11 @@ class MTCNNDetector:
     def __init__(
         self,
         *,
-        min_face_size: int = 20,
-        thresholds=(0.6, 0.7, 0.7),
-        factor: float = 0.709,
-        max_side: int | None = None,
-        detect_every: int = 1,
+        min_face_size: int,
+        thresholds,
+        factor: float,
+        max_side: int | None,
+        detect_every: int,
         device="cpu",
     ):
         import torch

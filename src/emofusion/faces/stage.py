@@ -159,7 +159,7 @@ def extract_faces(
 
     if pipeline not in ("overlapped", "sequential"):
         raise ValueError(f"pipeline {pipeline!r} is not overlapped or sequential")
-    settings = settings or FaceSettings()
+    settings = settings or FaceSettings.from_config()
     started = time.perf_counter()
     device = resolve_device(settings.device)
     decode_on = decode_device(settings.decode, device)
@@ -254,7 +254,7 @@ def extract_face_shard(
     on, and an InputError naming every failed clip is raised at the end."""
     from emofusion.errors import InputError
 
-    settings = settings or FaceSettings()
+    settings = settings or FaceSettings.from_config()
     detector = None
     summaries, failed = [], []
     for i, job in enumerate(jobs):

@@ -33,7 +33,7 @@ class SubjectTracker:
     """Chooses the subject's face frame after frame (rules in the module docstring). State carries across
     batches, so one tracker follows a whole clip."""
 
-    def __init__(self, *, side: str | None, width: int, min_probability: float = 0.9, reacquire_after: int = 15):
+    def __init__(self, *, side: str | None, width: int, min_probability: float, reacquire_after: int):
         if side not in (None, "left", "right"):
             raise ValueError(f"side must be None, 'left' or 'right', not {side!r}")
         self.side = side

@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from emofusion.errors import ConfigError
-
-MODALITIES = ("visual", "audio", "text")
+from emofusion.layout import MODALITIES
 
 
 def modality_items(value: Any, *, field: str, convert: Callable[[Any], Any] = int) -> tuple[tuple[str, Any], ...]:

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from emofusion.errors import InputError
+from emofusion.layout import RUN_FILES
 from emofusion.metrics import TARGETS
 from emofusion.repair import reevaluate, retrain
 
@@ -33,8 +34,6 @@ PREDICTION_COLUMNS = (
     "valid_arousal",
 )
 VARIANTS = ("raw", "smoothed")  # metrics.json's two scores per split
-# A run folder's files (the training/evaluation contract); the report reads none of model.pt but needs it there.
-RUN_FILES = ("model.pt", "log.jsonl", "run.json", "predictions.parquet", "metrics.json")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import pandas as pd
 
 from emofusion.errors import EmofusionError
 from emofusion.io import atomic_path, check_replaceable, write_json
+from emofusion.layout import REPORT_FILES, REPORT_FOLDERS
 from emofusion.log import logger
 from emofusion.provenance import file_sha256, provenance
 from emofusion.report.plots import choose_clips, plot_ccc_per_model, plot_predictions, plot_training_curves
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 
-REPORT_ENTRIES = frozenset({"results.csv", "results.md", "provenance.json", "plots", "submission"})
+REPORT_ENTRIES = frozenset({*REPORT_FILES, *REPORT_FOLDERS})
 _PLOT = re.compile(r"ccc_per_model\.png|training_curves\.png|predictions_.+\.png")
 
 

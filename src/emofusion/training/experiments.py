@@ -21,18 +21,7 @@ from typing import Any
 
 from emofusion.errors import ConfigError
 from emofusion.features.backbones import backbone_class
-
-STORE_ROOT = Path("results/features")
-RUN_ROOT = Path("results/fusion")
-
-
-def store_path(modality: str, backbone: str, root: str | Path = STORE_ROOT) -> Path:
-    """Where the embedding stage writes a store: ``results/features/<modality>/<backbone>.h5``."""
-    return Path(root) / modality / f"{backbone}.h5"
-
-
-def run_dir(experiment: str, fold: int, seed: int, root: str | Path = RUN_ROOT) -> Path:
-    return Path(root) / experiment / f"fold{fold}" / f"seed{seed}"
+from emofusion.layout import STORE_ROOT, store_path
 
 
 def _preset_schema() -> dict[str, Any]:
@@ -124,7 +113,15 @@ def check_model_name(experiment: str, model: str) -> None:
 
 
 # fusion.<key>: how a run computes; passed to a run's rules beside its experiment so `emofusion train` sees them
-RUNTIME_DEFAULTS = {"tf32": False, "device_data": "auto", "device_memory_fraction": 0.5, "compile": False}
+RUNTIME_KEYS = ("tf32", "device_data", "device_memory_fraction", "compile")
+
+
+def runtime_defaults() -> dict[str, Any]:
+    """The schema's default of each of :data:`RUNTIME_KEYS`."""
+    from emofusion.config import section_defaults
+
+    fusion = section_defaults("fusion")
+    return {key: fusion[key] for key in RUNTIME_KEYS}
 
 
 def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = False) -> dict[str, Any]:
@@ -139,7 +136,7 @@ def experiment_section(fusion: dict[str, Any], name: str, *, smoothing: bool = F
     }
     if smoothing:
         section["smoothing"] = fusion["smoothing"]
-    for key, default in RUNTIME_DEFAULTS.items():  # only when set otherwise: the default leaves the param as it was
+    for key, default in runtime_defaults().items():  # only when set otherwise: the default leaves the param as it was
         if fusion.get(key, default) != default:
             section[key] = fusion[key]
     return {"fusion": section}

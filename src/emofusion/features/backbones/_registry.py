@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from emofusion.errors import ConfigError
+from emofusion.layout import MODALITIES
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-MODALITIES = ("visual", "audio", "text")
 # The modules of this package that register each modality's backbones, one per backbone family: a new family's
 # module goes here, or its backbones are never found.
 FAMILIES: dict[str, tuple[str, ...]] = {
