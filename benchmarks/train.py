@@ -39,10 +39,7 @@ import torch
 from emofusion.corpus import MANIFEST_COLUMNS
 from emofusion.features.store import store_attrs, write_store
 from emofusion.fusion_data.batches import WindowBatches
-from emofusion.fusion_data.clips import FoldClips
-from emofusion.fusion_data.data import FusionData, Placement
-from emofusion.fusion_data.frame_labels import FrameLabels
-from emofusion.fusion_data.sources import open_stores
+from emofusion.fusion_data.data import FusionData, Placement, load_fold
 from emofusion.fusion_data.windows import Windowing
 from emofusion.metrics import INVALID, TARGETS
 from emofusion.models import CCCLoss
@@ -304,12 +301,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             w = Windowing.from_training(RECIPES[name]["training"], key=name)
             for mode in args.data:
                 t0 = time.perf_counter()
-                table = FoldClips(manifest, fold=0, windowing=w)
                 modalities = RECIPES[name]["stores"]
-                data = FusionData(
-                    table,
-                    open_stores({m: stores[m] for m in modalities}, {m: "bench" for m in modalities}, table),
-                    labels=FrameLabels.read(labels, table),
+                data = load_fold(
+                    manifest,
+                    fold=0,
+                    windowing=w,
+                    rate=None,
+                    stores={m: stores[m] for m in modalities},
+                    backbones={m: "bench" for m in modalities},
+                    labels=labels,
                     placement=Placement(in_memory=mode != "lazy", device=device, device_data=mode == "device"),
                 )
                 setup = time.perf_counter() - t0

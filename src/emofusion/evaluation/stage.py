@@ -15,12 +15,9 @@ import numpy as np
 
 from emofusion.errors import ConfigError, InputError
 from emofusion.evaluation.smoothing import choose_window, halves, smooth
-from emofusion.fusion_data.clips import FoldClips
-from emofusion.fusion_data.data import FusionData, Placement
-from emofusion.fusion_data.frame_labels import FrameLabels
+from emofusion.fusion_data.data import Placement, load_fold
 from emofusion.fusion_data.normaliser import Normaliser
 from emofusion.fusion_data.predict import fold_clip_labels, predict_frames
-from emofusion.fusion_data.sources import open_stores
 from emofusion.fusion_data.windows import Windowing
 from emofusion.io import write_json, write_parquet
 from emofusion.log import logger
@@ -79,12 +76,15 @@ def evaluate_run(
     windowing = Windowing.from_training(exp["training"], key=f"fusion.experiments.{info['experiment']}.training")
     # a run that recorded its training rate: clips at another rate meet the model on that rate's grid, as in
     # training (runs from before: every clip as it is, as they were trained)
-    table = FoldClips(manifest, fold=info["fold"], windowing=windowing, rate=info.get("rate"))
-    sources = open_stores(stores, exp["stores"], table, weights_sha256=extra["weights_sha256"])
-    data = FusionData(
-        table,
-        sources,
-        labels=FrameLabels.read(labels, table),
+    data = load_fold(
+        manifest,
+        fold=info["fold"],
+        windowing=windowing,
+        rate=info.get("rate"),
+        stores=stores,
+        backbones=exp["stores"],
+        labels=labels,
+        weights_sha256=extra["weights_sha256"],
         normaliser=Normaliser.from_plain(extra["normaliser"]),
         placement=Placement(in_memory=in_memory),
     )

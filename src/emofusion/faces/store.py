@@ -274,7 +274,13 @@ class FaceStore:
             attrs = dict(self._f.attrs)
         except OSError as e:
             raise self._unreadable(e) from None
-        attrs["provenance"] = json.loads(attrs.get("provenance") or "{}")
+        try:
+            attrs["provenance"] = json.loads(attrs.get("provenance") or "{}")
+        except ValueError as e:
+            raise InputError(
+                f"face store {self.path}: its provenance attribute is not JSON ({e}); make it again with "
+                "`emofusion faces` (or snakemake)"
+            ) from None
         return attrs
 
     def read(self, name: str) -> np.ndarray:

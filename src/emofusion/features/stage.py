@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,11 +307,3 @@ def merge_shards(
         "merged %d clips from %d shards into %s in %.2f s", len(wanted), len(paths), out, time.perf_counter() - started
     )
     return {"clips": len(wanted), "shards": len(paths)}
-
-
-def iter_shard_rows(path: str | os.PathLike) -> Iterator[ClipRows]:
-    """The clips of a shard or store as ClipRows (tests, inspection)."""
-    from emofusion.features.store import iter_rows
-
-    for item in iter_rows(path):
-        yield ClipRows(*item)

@@ -20,9 +20,9 @@ import numpy as np
 from emofusion.errors import ConfigError
 from emofusion.fusion_data.batches import DeviceBatcher, DeviceBatches, HostBatcher, WindowBatches, wants_device_data
 from emofusion.fusion_data.clips import FoldClips
-from emofusion.fusion_data.frame_labels import FrameLabels
+from emofusion.fusion_data.frame_labels import FrameLabels, check_fold
 from emofusion.fusion_data.normaliser import Moments, Normaliser
-from emofusion.fusion_data.sources import FeatureSource, check_finite, describe
+from emofusion.fusion_data.sources import FeatureSource, check_coverage, check_finite, describe, open_stores
 from emofusion.log import logger
 
 IN_MEMORY_LIMIT = 8 << 30  # bytes of features below which `auto` loads the stores into memory
@@ -33,7 +33,8 @@ class Placement:
     """Where the features live while batches are built. ``in_memory``: True, False (lazy reads), or None (auto:
     in memory when the features take under 8 GiB). ``device``, ``device_data`` (True, False or "auto") and
     ``device_fraction``: see :func:`~emofusion.fusion_data.batches.wants_device_data`; on the device the
-    features are loaded one modality at a time, so the host holds at most one of them."""
+    features are loaded one modality at a time, so the host holds at most one of them. ``Placement()`` is the host
+    (evaluation, predict); training passes the fusion.* runtime settings, whose defaults are the schema's."""
 
     in_memory: bool | None = None
     device: Any = None
@@ -204,3 +205,31 @@ class FusionData:
         return torch.utils.data.DataLoader(
             WindowBatches(self, windows), sampler=index, batch_size=None, num_workers=workers, pin_memory=pin
         )
+
+
+def load_fold(
+    manifest,
+    *,
+    fold: int,
+    windowing,
+    rate: float | str | None,
+    stores: Mapping[str, Any],
+    backbones: Mapping[str, str],
+    labels,
+    weights_sha256: Mapping[str, str] | None = None,
+    normaliser: Normaliser | None = None,
+    placement: Placement = Placement(),
+    check_labels: bool = False,
+) -> FusionData:
+    """One fold's :class:`FusionData` from feature stores and a labels store, as training, evaluation, the
+    benchmarks and the tests build it: the stores first (backbone, schema, weights), then the fold and its rate
+    grid (:class:`~emofusion.fusion_data.clips.FoldClips`), the stores' coverage of it, the labels, and with
+    ``check_labels`` (training) a fold with training and validation labels; the first error is a bad store."""
+    sources = open_stores(stores, backbones, weights_sha256=weights_sha256)
+    table = FoldClips(manifest, fold=fold, windowing=windowing, rate=rate)
+    for source in sources.values():
+        check_coverage(source, table)
+    frame_labels = FrameLabels.read(labels, table)
+    if check_labels:
+        check_fold(table, frame_labels, fold)
+    return FusionData(table, sources, labels=frame_labels, normaliser=normaliser, placement=placement)

@@ -31,12 +31,19 @@ class FeatureSource(Protocol):
 
 class MemoryFeatures:
     """One modality's rows of each clip, held in memory: ``{clip: (features (N, D), valid (N,))}``, stored as the
-    store writer would write them (float32 and bool), so they read exactly as a store written from them does."""
+    store writer would write them (float32 and bool), so they read exactly as a store written from them does.
+    ``path``: the file they were read from (predict's cached shard), so errors name it and advise as a store's do;
+    None for rows made in this process."""
 
-    path: Path | None = None  # no file behind them
-
-    def __init__(self, modality: str, rows: Mapping[str, tuple[np.ndarray, np.ndarray]], *, width: int):
-        self.modality, self.width = modality, int(width)
+    def __init__(
+        self,
+        modality: str,
+        rows: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        *,
+        width: int,
+        path: Path | None = None,
+    ):
+        self.modality, self.width, self.path = modality, int(width), path
         self._rows = {
             c: (np.asarray(x, dtype=np.float32), np.asarray(v, dtype=bool)) for c, (x, v) in sorted(rows.items())
         }
@@ -68,23 +75,19 @@ def _where(source: FeatureSource) -> str:
 def open_stores(
     stores: Mapping[str, str | Path],
     backbones: Mapping[str, str],
-    clips: FoldClips,
     *,
     weights_sha256: Mapping[str, str] | None = None,
 ) -> dict[str, FeatureStore]:
     """``{modality: FeatureStore}`` of ``stores`` (modalities in the models' order), each checked to be of the
     expected backbone and schema (and weights, where given: evaluation passes what training saw;
-    :class:`~emofusion.features.store.StoreMismatch`) and to cover ``clips`` (:func:`check_coverage`)."""
+    :class:`~emofusion.features.store.StoreMismatch`); their coverage of a fold is :func:`check_coverage`."""
     from emofusion.models.config import MODALITIES
 
-    out = {
+    return {
         m: FeatureStore(stores[m], modality=m, backbone=backbones[m], weights_sha256=(weights_sha256 or {}).get(m))
         for m in MODALITIES
         if m in stores
     }
-    for store in out.values():
-        check_coverage(store, clips)
-    return out
 
 
 def check_coverage(source: FeatureSource, clips: FoldClips) -> None:

@@ -213,6 +213,7 @@ class Predictor:
         transcript: Path | None = None,
         fps: float = 0.0,
         times: np.ndarray | None = None,
+        origins: dict[str, Path],
     ) -> tuple[np.ndarray, np.ndarray]:
         """The clip's ``(features, valid)`` rows of ``modality``: embedded and written to the cache as a shard
         (kept in memory, as the shard holds them), or read from the shard a previous prediction cached."""
@@ -240,6 +241,7 @@ class Predictor:
             # the checks the fold data made of a shard: the backbone, and the weights the checkpoint was trained on
             weights = self.model.checkpoint["extra"]["weights_sha256"].get(modality)
             with FeatureStore(out, modality=modality, backbone=b["name"], weights_sha256=weights) as store:
+                origins[modality] = out  # rows read from a file: a bad row names the file, as a store's would
                 return store.read(clip)
         backbone = self.backbones[modality]
         with vc.timed(f"embed {modality}"):
@@ -290,6 +292,7 @@ class Predictor:
         warnings: list[str] = []
         faces = wav = transcript = None
         rows: Rows = {}
+        origins: dict[str, Path] = {}  # modality -> the cached shard its rows were read from
         has_face = has_audio = has_speech = has_word = None
         if self.need_faces:
             faces, faces_key = self._faces(vc, video, clip)
@@ -302,7 +305,7 @@ class Predictor:
                     "than the detector's min_face_size helps"
                 )
             if "visual" in self.modalities:
-                rows["visual"] = self._shard(vc, "visual", faces_key, clip, faces=faces, fps=tl.fps)
+                rows["visual"] = self._shard(vc, "visual", faces_key, clip, faces=faces, fps=tl.fps, origins=origins)
         if "audio" in self.modalities or "text" in self.modalities:
             from emofusion.audio.read import read_audio_metadata
 
@@ -316,11 +319,11 @@ class Predictor:
                     "inputs"
                 )
             if "audio" in self.modalities:
-                rows["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav, times=times)
+                rows["audio"] = self._shard(vc, "audio", audio_key, clip, wav=wav, times=times, origins=origins)
             if "text" in self.modalities:
                 transcript, transcript_key = self._transcript(vc, wav, audio_key)
                 rows["text"] = self._shard(
-                    vc, "text", transcript_key, clip, wav=wav, transcript=transcript, times=times
+                    vc, "text", transcript_key, clip, wav=wav, transcript=transcript, times=times, origins=origins
                 )
         if "text" in rows:
             has_word = rows["text"][1].astype(bool)
@@ -332,7 +335,7 @@ class Predictor:
         for w in warnings:
             logger.warning("%s", w)
         with vc.timed("model"):
-            raw, smoothed = self._run_model(clip, tl.frames, rows, times)
+            raw, smoothed = self._run_model(clip, tl.frames, rows, times, origins)
         return Prediction(
             video=video,
             clip=clip,
@@ -356,10 +359,9 @@ class Predictor:
             warnings=warnings,
         )
 
-    def _run_model(self, clip: str, frames: int, rows: Rows, times: np.ndarray | None = None):
-        return run_model(
-            self.network, self.recipe, self.model.checkpoint["extra"], rows, clip, frames, times, device=self.device
-        )
+    def _run_model(self, clip: str, frames: int, rows: Rows, times=None, origins: dict[str, Path] | None = None):
+        extra, device = self.model.checkpoint["extra"], self.device
+        return run_model(self.network, self.recipe, extra, rows, clip, frames, times, device=device, origins=origins)
 
 
 def _audio_and_speech(wav: Path, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

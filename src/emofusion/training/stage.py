@@ -23,16 +23,14 @@ import numpy as np
 
 from emofusion.errors import ConfigError
 from emofusion.features.store import FeatureStore
-from emofusion.fusion_data.clips import FoldClips
-from emofusion.fusion_data.data import FusionData, Placement
-from emofusion.fusion_data.frame_labels import FrameLabels, check_fold
-from emofusion.fusion_data.sources import open_stores
+from emofusion.fusion_data.data import FusionData, Placement, load_fold
 from emofusion.fusion_data.windows import Windowing
 from emofusion.io import atomic_path, write_json
 from emofusion.log import logger, progress
 from emofusion.metrics import TARGETS
 from emofusion.provenance import provenance
 from emofusion.training.experiments import resolve_experiment as resolve_experiment  # re-exported for the command
+from emofusion.training.experiments import runtime_defaults
 from emofusion.training.loop import Optimisation, Validation, train_epoch
 from emofusion.training.model import build_fusion_model as build_fusion_model  # re-exported: tests, predict tests
 from emofusion.training.model import compiler_for_torch_compile, seed_everything
@@ -47,11 +45,17 @@ def fold_data(
     the model on that rate's grid."""
     name = experiment["name"]
     windowing = Windowing.from_training(experiment["training"], key=f"fusion.experiments.{name}.training")
-    table = FoldClips(manifest, fold=fold, windowing=windowing, rate="train")
-    sources = open_stores(stores, experiment["stores"], table)
-    frame_labels = FrameLabels.read(labels, table)
-    check_fold(table, frame_labels, fold)
-    return FusionData(table, sources, labels=frame_labels, placement=placement)
+    return load_fold(
+        manifest,
+        fold=fold,
+        windowing=windowing,
+        rate="train",
+        stores=stores,
+        backbones=experiment["stores"],
+        labels=labels,
+        placement=placement,
+        check_labels=True,
+    )
 
 
 def _check_compiler(device) -> None:
@@ -84,15 +88,20 @@ def train_run(
     in_memory: bool | None = None,
     workers: int = 0,
     stop_after: int | None = None,
-    device_data: bool | str = "auto",
-    device_fraction: float = 0.5,
-    compile_model: bool = False,
+    device_data: bool | str | None = None,
+    device_fraction: float | None = None,
+    compile_model: bool | None = None,
 ) -> dict[str, Any]:
     """Train one run into ``out`` (model.pt, log.jsonl, run.json; resume.pt while it runs). Returns run.json's
     content. ``stop_after``: return after that many epochs of this call, leaving resume.pt (for tests).
     ``device_data``/``device_fraction``: fusion.device_data and fusion.device_memory_fraction; ``compile_model``:
-    fusion.compile."""
+    fusion.compile; each None takes the schema's default (the one place a default lives)."""
     import torch
+
+    defaults = runtime_defaults()
+    device_data = defaults["device_data"] if device_data is None else device_data
+    device_fraction = defaults["device_memory_fraction"] if device_fraction is None else device_fraction
+    compile_model = defaults["compile"] if compile_model is None else compile_model
 
     out = Path(out)
     name, tr = experiment["name"], experiment["training"]
