@@ -227,13 +227,13 @@ def test_a_high_resolution_copy_is_searched_as_the_low_resolution_one(monkeypatc
     import emofusion.faces.detector as det
 
     sizes: list[list[tuple[int, int]]] = []
-    real = det._Pyramid
+    real = det.Pyramid
 
     def recording(images, levels):
         sizes.append(levels)
         return real(images, levels)
 
-    monkeypatch.setattr(det, "_Pyramid", recording)
+    monkeypatch.setattr(det, "Pyramid", recording)
     detector = MTCNNDetector(max_side=512, min_face_size=20)
     low = as_batch(astronaut())  # 512x512
     high = torch.nn.functional.interpolate(low.float(), scale_factor=3, mode="bilinear").round().to(torch.uint8)
