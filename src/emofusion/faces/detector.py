@@ -108,13 +108,23 @@ class MTCNNDetector:
             scale = self.max_side / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale)), scale
 
-    def __call__(self, frames) -> Detections:
+    def detection_images(self, frames):
+        """``frames (B, 3, H, W)`` uint8 at the detection size (antialiased), or None when they are that size
+        already. What :meth:`__call__` does first; done beforehand (in the decoding thread, say) it can be passed
+        in, and the images serve the crops of large faces too (:func:`emofusion.faces.align.cut_faces`)."""
+        H, W = frames.shape[2:]
+        h, w, _ = self.detection_size(H, W)
+        return None if (h, w) == (H, W) else resize_frames(frames, h, w)
+
+    def __call__(self, frames, images=None) -> Detections:
         """Detect faces in ``frames (B, 3, H, W)`` uint8 on the detector's device (the next B frames of the
-        stream when ``detect_every > 1``)."""
+        stream when ``detect_every > 1``); ``images``: the frames' :meth:`detection_images` if already made."""
         import torch
 
         B, _, H, W = frames.shape
         h, w, scale = self.detection_size(H, W)
+        if images is not None and tuple(images.shape) != (B, 3, h, w):
+            raise ValueError(f"detection images {tuple(images.shape)} for frames {tuple(frames.shape)}")
         # The smallest face is counted in pixels of the image MTCNN sees, so a 1080p and a 360p copy of one video
         # are searched alike and the cost follows the detection size, not the source's (issue 23).
         min_size = max(12.0, float(self.min_face_size))
@@ -136,12 +146,15 @@ class MTCNNDetector:
         parts = []
         with torch.inference_mode():
             for i in range(0, B, step):
-                images = resize_frames(frames[i : i + step], h, w)  # (b, 3, h, w) uint8
+                if images is None:
+                    chunk = resize_frames(frames[i : i + step], h, w)  # (b, 3, h, w) uint8
+                else:
+                    chunk = images[i : i + step]
                 key = None
                 if self.detect_every > 1:
-                    key = (self._seen + np.arange(len(images))) % self.detect_every == 0
-                frame, boxes, points = self._detect(images, min_size, key)
-                self._seen += len(images)
+                    key = (self._seen + np.arange(len(chunk))) % self.detect_every == 0
+                frame, boxes, points = self._detect(chunk, min_size, key)
+                self._seen += len(chunk)
                 parts.append((frame + i, boxes, points))
         frame = np.concatenate([p[0] for p in parts])
         boxes = np.concatenate([p[1] for p in parts])

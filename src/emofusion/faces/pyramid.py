@@ -120,7 +120,8 @@ def resize_frames(frames, h: int, w: int):
     B, C, H, W = frames.shape
     if (H, W) == (h, w):
         return frames
-    out = torch.empty((B, C, h, w), dtype=torch.uint8, device=frames.device)
+    # channels-last, as the decoder's frames are: the pyramid and the crop warp read it as they read those
+    out = torch.empty((B, C, h, w), dtype=torch.uint8, device=frames.device, memory_format=torch.channels_last)
     step = max(1, FLOAT_BUDGET // (C * H * W))
     for i in range(0, B, step):
         out[i : i + step] = _resize_u8(frames[i : i + step], h, w)
