@@ -38,8 +38,9 @@ class Detections:
 
 # What the detector's outputs mean, beyond its settings and weights: raised when the same settings start to give
 # other stores, so caches keyed on it (predict's) are not reused across the change. 2: faces.min_face_size counts
-# detection pixels, frames over 640x480 are warped from regions around their faces.
-DETECTION_VERSION = 2
+# detection pixels, frames over 640x480 are warped from regions around their faces. 3: faces that the detection
+# image holds at the crop's resolution are warped from it (frames over faces.max_side; their crops change a little).
+DETECTION_VERSION = 3
 
 
 @functools.cache
