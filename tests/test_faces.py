@@ -767,11 +767,11 @@ def test_detection_failure_in_the_overlapped_stage_leaves_no_store(media, tmp_pa
     real = FaceAligner.__call__
     calls = []
 
-    def failing(self, frames):
+    def failing(self, frames, images=None):
         calls.append(len(frames))
         if len(calls) == 2:
             raise RuntimeError("injected detector failure")
-        return real(self, frames)
+        return real(self, frames, images)
 
     monkeypatch.setattr(FaceAligner, "__call__", failing)
     out = tmp_path / "out" / "clip.h5"
