@@ -259,6 +259,7 @@ def test_faces_benchmark_runs_one_content_at_three_resolutions():
     assert args.skipped == [] and [r["size"] for r in rows] == ["640x360", "1280x720", "1920x1080"]
     assert all(r["valid"] == r["frames"] > 0 and r["valid_differs"] == 0 for r in rows), rows
     assert rows[0]["ratio"] == 1.0 and all(r["box_centre_median_px"] < 3 for r in rows), rows
+    assert rows[0]["cpu_ratio"] == 1.0 and all(r["cpu_seconds"] > 0 and r["crop_mean_abs_diff"] < 6 for r in rows)
 
 
 def test_scale_corpus_is_aff_wild2_shaped_and_its_overhead_projects(tmp_path):

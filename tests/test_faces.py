@@ -239,13 +239,13 @@ def test_a_high_resolution_copy_is_searched_as_the_low_resolution_one(monkeypatc
     import emofusion.faces.detector as det
 
     sizes: list[list[tuple[int, int]]] = []
-    real = det._Pyramid
+    real = det.Pyramid
 
     def recording(images, levels):
         sizes.append(levels)
         return real(images, levels)
 
-    monkeypatch.setattr(det, "_Pyramid", recording)
+    monkeypatch.setattr(det, "Pyramid", recording)
     detector = mtcnn(max_side=512, min_face_size=20)
     low = as_batch(astronaut())  # 512x512
     high = torch.nn.functional.interpolate(low.float(), scale_factor=3, mode="bilinear").round().to(torch.uint8)
@@ -781,11 +781,11 @@ def test_detection_failure_in_the_overlapped_stage_leaves_no_store(media, tmp_pa
     real = FaceAligner.__call__
     calls = []
 
-    def failing(self, frames):
+    def failing(self, frames, images=None):
         calls.append(len(frames))
         if len(calls) == 2:
             raise RuntimeError("injected detector failure")
-        return real(self, frames)
+        return real(self, frames, images)
 
     monkeypatch.setattr(FaceAligner, "__call__", failing)
     out = tmp_path / "out" / "clip.h5"
@@ -891,6 +891,70 @@ def test_a_large_frame_is_warped_from_face_regions_as_from_the_whole_frame(monke
     monkeypatch.setattr(align, "REGION_MIN_PIXELS", 10**9)
     whole = warp_faces(frames, m, 112, index=index).numpy().astype(int)
     assert np.abs(regions - whole).max() <= 1 and (regions != whole).mean() < 0.01
+
+
+def test_large_faces_of_a_large_frame_are_cut_from_the_detection_image():
+    """Over max_side, a face that the detection image holds at the crop's resolution is warped from that image (what
+    a frame of the detection size costs), a smaller one from the full frame's pixels; in the batch's order, and
+    both close to the full-frame warp (issue 23)."""
+    from emofusion.faces.align import cut_faces
+    from emofusion.faces.pyramid import resize_frames
+
+    frames = torch.zeros((3, 3, 1080, 1920), dtype=torch.uint8)
+    frames[:, :, 28:1052, 448:1472] = torch.nn.functional.interpolate(as_batch(astronaut()), scale_factor=2)
+    images = resize_frames(frames, 360, 640)  # the detection images: 3x smaller
+    # eyes 315 px apart (crop 1 px = 9 frame px = 3 detection px: from the detection image) and 53 px apart (crop
+    # 1 px = 1.5 frame px = 0.5 detection px: the detection image is too coarse), around the astronaut's face
+    big, small = face_template(112) * 9, face_template(112) * 1.5
+    points = np.stack([big - big.mean(0) + (950, 520), small - small.mean(0) + (900, 350), big - big.mean(0) + 960])
+    m = similarity_transforms(torch.as_tensor(points), face_template(112))
+    index = torch.tensor([2, 0, 1])
+    got = cut_faces(frames, m, 112, index, images=images).numpy().astype(int)
+    from_images = warp_faces(images, m[[0, 2]], 112, index[[0, 2]], scale=(3.0, 3.0)).numpy().astype(int)
+    assert (got[[0, 2]] == from_images).all()
+    assert (got[1] == warp_faces(frames, m[1:2], 112, index[1:2]).numpy()[0]).all()
+    full = warp_faces(frames, m, 112, index).numpy().astype(int)
+    assert np.abs(got - full).mean() < 1.5 and np.abs(got - full).max() < 64  # a re-sampling apart, not elsewhere
+    assert got[[0, 2]].std() > 30  # a real picture, not a flat patch
+    # Frames at the detection size already (the demo's): the full-frame warp's bytes.
+    small_frames = frames[:, :, ::3, ::3].contiguous()
+    assert (cut_faces(small_frames, m, 112, index) == warp_faces(small_frames, m, 112, index)).all()
+
+
+@needs_ffmpeg
+def test_a_1080p_copy_gives_the_360p_copys_store_from_detection_size_pixels(tmp_path, monkeypatch):
+    """The cost follows the detection size, not the source's (issue 23): a 1080p copy of a 360p video is detected on
+    the same 640x360 images, and its faces (large enough) are cut from them, never from a full 1080p frame. The
+    stores agree within the stated tolerance: the same frames valid, box centres within 1.5 px at 360p scale
+    (median; 3 px at most), crops within 4 grey levels on average (the two copies are encoded apart)."""
+    import emofusion.faces.align as align
+
+    source = PYFEAT / "single_face.mp4"
+    low, high = tmp_path / "360p.mp4", tmp_path / "1080p.mp4"
+    ffmpeg("-i", str(source), "-frames:v", "12", *x264(low))
+    ffmpeg("-i", str(source), "-frames:v", "12", "-vf", "scale=1920:1080", *x264(high))
+    warped: list[tuple[int, int]] = []
+    real = align.warp_faces
+
+    def recording(frames, *args, **kwargs):
+        warped.append(tuple(frames.shape[2:]))
+        return real(frames, *args, **kwargs)
+
+    monkeypatch.setattr(align, "warp_faces", recording)
+    stores = {}
+    settings = FaceSettings.from_config({"device": "cpu", "batch_size": 5})
+    for name, video in (("low", low), ("high", high)):
+        extract_faces(video, tmp_path / f"{name}.h5", clip=name, settings=settings)
+        stores[name] = read_faces(tmp_path / f"{name}.h5")
+    assert set(warped) == {(360, 640)}  # before: the 1080p frames, region by region, 16 samples a crop pixel
+    a, b = stores["low"], stores["high"]
+    assert a["valid"].all() and (a["valid"] == b["valid"]).all()
+    centre = lambda boxes: (boxes[:, :2] + boxes[:, 2:]) / 2  # noqa: E731
+    moved = np.abs(centre(b["boxes"]) / 3 - centre(a["boxes"])).max(axis=1)
+    assert np.median(moved) < 1.5 and moved.max() < 3  # 360p pixels (measured 0.9 and 2.2); the face is 150 px wide
+    assert np.abs(b["crops"].astype(int) - a["crops"].astype(int)).mean() < 4  # grey levels (measured 2.3)
+    attrs = read_faces(tmp_path / "high.h5", crops=False)["attrs"]
+    assert attrs["provenance"]["detector"]["detection_version"] == 3
 
 
 @pytest.mark.slow  # real detection on four videos

@@ -55,12 +55,13 @@ def similarity_transforms(src, dst):
     return torch.stack([torch.stack([a, -b, tx], dim=1), torch.stack([b, a, ty], dim=1)], dim=1)
 
 
-def warp_faces(frames, transforms, size: int, index=None):
+def warp_faces(frames, transforms, size: int, index=None, *, scale: tuple[float, float] = (1.0, 1.0)):
     """Aligned ``size x size`` crops of ``frames (B, 3, H, W)`` uint8 under ``transforms (B, 2, 3)`` (frame pixels
     -> crop pixels); with ``index (K,)`` only of those frames (``transforms (K, 2, 3)``), without copying the rest.
     ``affine_grid`` + ``grid_sample`` a chunk of frames at a time; when the face is larger than the crop (the warp
     shrinks it), each crop pixel averages ceil(1 / scale) x ceil(1 / scale) samples (at most 4 x 4) so it does not
-    alias. Returns ``(K, S, S, 3)``
+    alias. ``scale (sx, sy)``: ``frames`` are the frames the transforms were made for, shrunk by these factors (the
+    detection images: pixel x there is pixel ``(x + 0.5) * sx - 0.5`` of the original). Returns ``(K, S, S, 3)``
     uint8 on the frames' device; zeros where the crop leaves the frame."""
     import torch
     from torch.nn.functional import affine_grid, avg_pool2d, grid_sample
@@ -74,7 +75,9 @@ def warp_faces(frames, transforms, size: int, index=None):
     m = transforms.to(device=frames.device, dtype=torch.float64)
     a, b, tx, ty = m[:, 0, 0], m[:, 1, 0], m[:, 0, 2], m[:, 1, 2]
     det = a * a + b * b  # squared scale (crop pixels per frame pixel)
-    ss = int(min(_MAX_SUPERSAMPLE, max(1, np.ceil(1.0 / max(float(det.sqrt().min()), 1e-6)))))
+    sx, sy = scale
+    shrink = float(det.sqrt().min()) * min(sx, sy)  # crop pixels per pixel of ``frames``
+    ss = int(min(_MAX_SUPERSAMPLE, max(1, np.ceil(1.0 / max(shrink, 1e-6)))))
     # theta maps normalised crop coordinates to normalised frame coordinates (align_corners=False):
     # crop normalised -> crop pixels -> (inverse similarity) frame pixels -> frame normalised.
     zero, one = torch.zeros_like(a), torch.ones_like(a)
@@ -86,6 +89,9 @@ def warp_faces(frames, transforms, size: int, index=None):
         ],
         1,
     )  # (B, 3, 3)
+    if (sx, sy) != (1.0, 1.0):  # original frame pixels -> pixels of the shrunk frames
+        to_source = [[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]]
+        inverse = torch.tensor(to_source, dtype=torch.float64, device=m.device) @ inverse
     k = size / 2.0
     from_crop = torch.tensor([[k, 0, k - 0.5], [0, k, k - 0.5], [0, 0, 1]], dtype=torch.float64, device=m.device)
     to_frame: Any = torch.tensor(
@@ -104,8 +110,6 @@ def warp_faces(frames, transforms, size: int, index=None):
         to_region[:, 1, 1], to_region[:, 1, 2] = 2 / rh, (1 - 2 * oy) / rh - 1
         to_region[:, 2, 2] = 1
         theta = (to_region @ inverse @ from_crop)[:, :2].float()
-        rows = origin[:, 1, None] + torch.arange(rh, device=origin.device)  # (B, rh)
-        cols = origin[:, 0, None] + torch.arange(rw, device=origin.device)  # (B, rw)
         pixels = rh * rw
     else:
         theta = (to_frame @ inverse @ from_crop)[:, :2].float()  # (B, 2, 3)
@@ -114,14 +118,14 @@ def warp_faces(frames, transforms, size: int, index=None):
     if frames.device.type == "cpu":
         step = min(step, CPU_CHUNK)  # cache-sized chunks, as in detection
     for i in range(0, B, step):
-        if to_frame is None:  # one gather of every face's (C, rh, rw) region
-            b = index[i : i + step]
-            chunk = frames[
-                b[:, None, None, None],
-                torch.arange(C, device=frames.device)[None, :, None, None],
-                rows[i : i + step, None, :, None],
-                cols[i : i + step, None, None, :],
-            ]
+        if to_frame is None:  # every face's (C, rh, rw) region, sliced (an index gather is several times slower)
+            corners = origin[i : i + step].tolist()
+            chunk = torch.stack(
+                [
+                    frames[b, :, y : y + rh, x : x + rw]
+                    for b, (x, y) in zip(index[i : i + step].tolist(), corners, strict=True)
+                ]
+            )
         else:
             chunk = frames.index_select(0, index[i : i + step])
         grid = affine_grid(theta[i : i + step], [chunk.shape[0], C, n, n], align_corners=False)  # (b, n, n, 2)
@@ -129,6 +133,34 @@ def warp_faces(frames, transforms, size: int, index=None):
         if ss > 1:
             crop = avg_pool2d(crop, ss)
         out[i : i + step] = crop.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out
+
+
+def cut_faces(frames, transforms, size: int, index=None, *, images=None):
+    """:func:`warp_faces` of ``frames (B, 3, H, W)``, each face from the smallest image that holds it at the crop's
+    resolution: from ``images (B, 3, h, w)``, the same frames at the detection size, where the face there is at
+    least as large as in the crop (the warp shrinks it, as on a frame of that size), else from the full frames. So
+    the large faces of a large video cost what they cost at the detection size, and full-resolution pixels are
+    read only for the faces that need them. Without ``images`` (frames at the detection size already) all come
+    from ``frames``: the same bytes as :func:`warp_faces`."""
+    import torch
+
+    if images is None or tuple(images.shape[2:]) == tuple(frames.shape[2:]):
+        return warp_faces(frames, transforms, size, index)
+    if index is None:
+        index = torch.arange(frames.shape[0], device=frames.device)
+    (H, W), (h, w) = frames.shape[2:], images.shape[2:]
+    scale = (W / w, H / h)
+    m = transforms.to(device=frames.device, dtype=torch.float64)
+    shrink = (m[:, 0, 0] ** 2 + m[:, 1, 0] ** 2).sqrt() * max(scale)  # crop pixels per detection image pixel
+    small = shrink <= 1
+    if bool(small.all()):
+        return warp_faces(images, m, size, index, scale=scale)
+    if not bool(small.any()):
+        return warp_faces(frames, m, size, index)
+    out = torch.empty((len(index), size, size, frames.shape[1]), dtype=torch.uint8, device=frames.device)
+    out[small] = warp_faces(images, m[small], size, index[small], scale=scale)
+    out[~small] = warp_faces(frames, m[~small], size, index[~small])
     return out
 
 

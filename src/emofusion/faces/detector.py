@@ -1,8 +1,8 @@
 """MTCNN (facenet-pytorch's P/R/O-nets and weights) run on whole batches of frames on the configured device.
 
-The candidate crops of its second and third stages come from one gather over an image pyramid instead of a Python
-loop per candidate; optionally the P-net runs only on every ``faces.detect_every``-th frame
-(:class:`MTCNNDetector`).
+The candidate crops of its second and third stages come from one gather over an image pyramid
+(:mod:`emofusion.faces.pyramid`) instead of a Python loop per candidate; optionally the P-net runs only on every
+``faces.detect_every``-th frame (:class:`MTCNNDetector`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from emofusion.errors import ConfigError
-from emofusion.faces.config import CPU_CHUNK, FLOAT_BUDGET
+from emofusion.faces.config import CPU_CHUNK
+from emofusion.faces.pyramid import Pyramid, nonempty, resize_frames, run_on_crops
 from emofusion.log import logger
 from emofusion.packages import import_module
 from emofusion.provenance import file_sha256
-
-_CROP_SAMPLES = 1 << 19  # candidate crop pixels gathered per R-/O-net pass (bounds memory on crowded frames)
-_CANDIDATE_BUCKET = 32  # candidate counts are rounded up to a multiple of this
 
 
 @dataclass(frozen=True)
@@ -40,8 +38,9 @@ class Detections:
 
 # What the detector's outputs mean, beyond its settings and weights: raised when the same settings start to give
 # other stores, so caches keyed on it (predict's) are not reused across the change. 2: faces.min_face_size counts
-# detection pixels, frames over 640x480 are warped from regions around their faces.
-DETECTION_VERSION = 2
+# detection pixels, frames over 640x480 are warped from regions around their faces. 3: faces that the detection
+# image holds at the crop's resolution are warped from it (frames over faces.max_side; their crops change a little).
+DETECTION_VERSION = 3
 
 
 @functools.cache
@@ -110,13 +109,23 @@ class MTCNNDetector:
             scale = self.max_side / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale)), scale
 
-    def __call__(self, frames) -> Detections:
+    def detection_images(self, frames):
+        """``frames (B, 3, H, W)`` uint8 at the detection size (antialiased), or None when they are that size
+        already. What :meth:`__call__` does first; done beforehand (in the decoding thread, say) it can be passed
+        in, and the images serve the crops of large faces too (:func:`emofusion.faces.align.cut_faces`)."""
+        H, W = frames.shape[2:]
+        h, w, _ = self.detection_size(H, W)
+        return None if (h, w) == (H, W) else resize_frames(frames, h, w)
+
+    def __call__(self, frames, images=None) -> Detections:
         """Detect faces in ``frames (B, 3, H, W)`` uint8 on the detector's device (the next B frames of the
-        stream when ``detect_every > 1``)."""
+        stream when ``detect_every > 1``); ``images``: the frames' :meth:`detection_images` if already made."""
         import torch
 
         B, _, H, W = frames.shape
         h, w, scale = self.detection_size(H, W)
+        if images is not None and tuple(images.shape) != (B, 3, h, w):
+            raise ValueError(f"detection images {tuple(images.shape)} for frames {tuple(frames.shape)}")
         # The smallest face is counted in pixels of the image MTCNN sees, so a 1080p and a 360p copy of one video
         # are searched alike and the cost follows the detection size, not the source's (issue 23).
         min_size = max(12.0, float(self.min_face_size))
@@ -138,12 +147,15 @@ class MTCNNDetector:
         parts = []
         with torch.inference_mode():
             for i in range(0, B, step):
-                images = resize_frames(frames[i : i + step], h, w)  # (b, 3, h, w) uint8
+                if images is None:
+                    chunk = resize_frames(frames[i : i + step], h, w)  # (b, 3, h, w) uint8
+                else:
+                    chunk = images[i : i + step]
                 key = None
                 if self.detect_every > 1:
-                    key = (self._seen + np.arange(len(images))) % self.detect_every == 0
-                frame, boxes, points = self._detect(images, min_size, key)
-                self._seen += len(images)
+                    key = (self._seen + np.arange(len(chunk))) % self.detect_every == 0
+                frame, boxes, points = self._detect(chunk, min_size, key)
+                self._seen += len(chunk)
                 parts.append((frame + i, boxes, points))
         frame = np.concatenate([p[0] for p in parts])
         boxes = np.concatenate([p[1] for p in parts])
@@ -180,7 +192,7 @@ class MTCNNDetector:
             scales.append(m)
             m *= self.factor
             minl *= self.factor
-        pyramid = _Pyramid(images, [(int(h * s + 1), int(w * s + 1)) for s in scales])
+        pyramid = Pyramid(images, [(int(h * s + 1), int(w * s + 1)) for s in scales])
         if key is None:
             return _to_numpy(*self._refine(pyramid, *self._propose(pyramid, scales, None)))
         key_idx = np.flatnonzero(key)
@@ -223,7 +235,7 @@ class MTCNNDetector:
             return _to_numpy(*tracked)
         return _to_numpy(*(torch.cat([a, b]) for a, b in zip(found, tracked, strict=True)))
 
-    def _propose(self, pyramid: _Pyramid, scales: list[float], idx: np.ndarray | None):
+    def _propose(self, pyramid: Pyramid, scales: list[float], idx: np.ndarray | None):
         """Stage 1: P-net over the pyramid levels of frames ``idx`` (all when None); square candidate boxes
         (K, 5) and their frame indices (K,)."""
         import torch
@@ -263,7 +275,7 @@ class MTCNNDetector:
         )
         return rerec(boxes), inds
 
-    def _refine(self, pyramid: _Pyramid, boxes, inds, groups=None):
+    def _refine(self, pyramid: Pyramid, boxes, inds, groups=None):
         """Stages 2 and 3 on candidate boxes (K, >=4) of frames ``inds``: R-net (score, regression, NMS), then
         O-net (score, regression, landmarks, NMS). Returns tensors frame (K,), boxes (K, 5), points (K, 5, 2).
 
@@ -280,13 +292,13 @@ class MTCNNDetector:
             torch.zeros((0, 5, 2), device=dev),
         )
         # Stage 2: R-net on 24x24 crops of every candidate.
-        ok = _nonempty(boxes)
+        ok = nonempty(boxes)
         boxes, inds = boxes[ok], inds[ok]
         if groups is not None:
             groups = groups[ok]
         if len(boxes) == 0:
             return none
-        reg, score = _run_on_crops(self.rnet, pyramid, boxes, inds, 24)
+        reg, score = run_on_crops(self.rnet, pyramid, boxes, inds, 24)
         score = score[:, 1]
         ipass = score > self.thresholds[1]
         boxes = torch.cat([boxes[ipass, :4], score[ipass, None]], dim=1)
@@ -299,11 +311,11 @@ class MTCNNDetector:
         boxes = rerec(bbreg(boxes, reg))
 
         # Stage 3: O-net on 48x48 crops: final boxes, scores and the five landmarks.
-        ok = _nonempty(boxes)
+        ok = nonempty(boxes)
         boxes, inds = boxes[ok], inds[ok]
         if len(boxes) == 0:
             return none
-        reg, lms, score = _run_on_crops(self.onet, pyramid, boxes, inds, 48)
+        reg, lms, score = run_on_crops(self.onet, pyramid, boxes, inds, 48)
         score = score[:, 1]
         ipass = score > self.thresholds[2]
         boxes = torch.cat([boxes[ipass, :4], score[ipass, None]], dim=1)
@@ -368,122 +380,3 @@ def _jittered(boxes, inds, age):
     half = sc[None] * size[:, None] / 2
     out = torch.stack([ncx - half, ncy - half, ncx + half, ncy + half, torch.zeros_like(ncx)], dim=2)
     return out.reshape(-1, 5), inds.repeat_interleave(len(dx))
-
-
-_BLACK = (0.0 - 127.5) * 0.0078125  # a black pixel after MTCNN's normalisation
-
-
-class _Pyramid:
-    """The detection images and their downscaled levels, normalised for MTCNN, channels-last.
-
-    ``levels[0]`` is the detection image itself; ``levels[1:]`` are the P-net pyramid. All levels share one
-    ``(pixels, 3)`` table so candidate crops of any size are sampled by one gather."""
-
-    def __init__(self, images, sizes: list[tuple[int, int]]):
-        import torch
-
-        B, _, h, w = images.shape
-        self.h, self.w = h, w
-        dev = images.device
-        shapes = [(h, w), *sizes]
-        hs = torch.tensor([hl for hl, _ in shapes], device=dev)
-        ws = torch.tensor([wl for _, wl in shapes], device=dev)
-        counts = B * hs * ws
-        self.hs, self.ws = hs, ws
-        self.ratio = ws.double() / w  # level pixels per detection pixel, decreasing
-        self.offset = torch.cumsum(counts, 0) - counts
-        self.table = torch.empty((int(counts.sum()), 3), dtype=torch.float32, device=dev)  # (pixels, 3)
-        self.levels = []  # (B, 3, hl, wl) channels-last views into the table
-        for (hl, wl), off, n in zip(shapes, self.offset.tolist(), counts.tolist(), strict=True):
-            level = self.table[off : off + n].view(B, hl, wl, 3).permute(0, 3, 1, 2)
-            src = images if (hl, wl) == (h, w) and off == 0 else _resize_u8(images, hl, wl)
-            level.copy_(src).sub_(127.5).mul_(0.0078125)
-            self.levels.append(level)
-
-    def crop(self, boxes, inds, size: int):
-        """``size x size`` samples of the pixels ``trunc(x1) - 1 .. trunc(x2) - 1`` (facenet-pytorch's crop) of
-        each candidate ``boxes (K, >=4)`` in frame ``inds (K,)``, from the coarsest level that is still at least
-        as fine as the crop needs; black outside the frame. Returns ``(K, 3, size, size)`` float normalised."""
-        import torch
-
-        t = boxes[:, :4].trunc().double()
-        x1, y1, x2, y2 = t[:, 0] - 1, t[:, 1] - 1, t[:, 2], t[:, 3]  # pixel edges, detection image
-        need = size / torch.maximum(x2 - x1, y2 - y1).clamp_min(1.0)
-        lvl = ((self.ratio[None, :] >= need[:, None]).sum(dim=1) - 1).clamp_min(0)  # (K,)
-        rx = self.ws[lvl].double() / self.w
-        ry = self.hs[lvl].double() / self.h
-        j = (torch.arange(size, device=boxes.device, dtype=torch.float64) + 0.5) / size
-        xs = (x1[:, None] + j[None] * (x2 - x1)[:, None]) * rx[:, None] - 0.5  # (K, size) level pixel coords
-        ys = (y1[:, None] + j[None] * (y2 - y1)[:, None]) * ry[:, None] - 0.5
-        x0, y0 = xs.floor(), ys.floor()
-        fx, fy = (xs - x0).float(), (ys - y0).float()
-        x0, y0 = x0.long(), y0.long()
-        hl, wl = self.hs[lvl][:, None, None], self.ws[lvl][:, None, None]
-        base = self.offset[lvl][:, None, None] + inds.long()[:, None, None] * hl * wl
-
-        def at(yy, xx):  # yy (K, size, 1), xx (K, 1, size) -> (K, size, size, 3)
-            inside = (xx >= 0) & (xx < wl) & (yy >= 0) & (yy < hl)
-            idx = base + yy.clamp(min=0).minimum(hl - 1) * wl + xx.clamp(min=0).minimum(wl - 1)
-            return torch.where(inside[..., None], self.table[idx], _BLACK)
-
-        ya, xa = y0[:, :, None], x0[:, None, :]
-        wx, wy = fx[:, None, :, None], fy[:, :, None, None]
-        top = at(ya, xa) * (1 - wx) + at(ya, xa + 1) * wx
-        bottom = at(ya + 1, xa) * (1 - wx) + at(ya + 1, xa + 1) * wx
-        return (top * (1 - wy) + bottom * wy).permute(0, 3, 1, 2)  # (K, 3, size, size), channels-last
-
-
-def _nonempty(boxes):
-    """Mask of the candidates with at least one pixel inside (degenerate ones cannot be sampled by the crop stages)."""
-    return (boxes[:, 2].trunc() > boxes[:, 0].trunc() - 1) & (boxes[:, 3].trunc() > boxes[:, 1].trunc() - 1)
-
-
-def _run_on_crops(net, pyramid: _Pyramid, boxes, inds, size: int):
-    """``net`` on the ``size x size`` crops of all candidates, in chunks of a fixed number of candidates (bounded
-    memory on crowded frames; counts rounded up to a multiple of ``_CANDIDATE_BUCKET`` so oneDNN / cuDNN see few
-    distinct shapes)."""
-    import torch
-
-    chunk = max(_CANDIDATE_BUCKET, _CROP_SAMPLES // (size * size) // _CANDIDATE_BUCKET * _CANDIDATE_BUCKET)
-    outs = []
-    for i in range(0, len(boxes), chunk):
-        crops = pyramid.crop(boxes[i : i + chunk], inds[i : i + chunk], size)
-        k = crops.shape[0]
-        padded = -(-k // _CANDIDATE_BUCKET) * _CANDIDATE_BUCKET
-        if padded > k:
-            crops = torch.cat([crops, crops.new_zeros((padded - k, *crops.shape[1:]))])
-        outs.append(tuple(o[:k] for o in net(crops.contiguous(memory_format=torch.channels_last))))
-    return tuple(torch.cat(v, dim=0) for v in zip(*outs, strict=True))
-
-
-def _resize_u8(images, h: int, w: int):
-    """Antialiased bilinear resize of uint8 ``(B, 3, H, W)`` to ``(B, 3, h, w)`` uint8. On CPU torch's uint8
-    channels-last kernel (several times faster than float); on CUDA in float, rounded, so both agree."""
-    import torch
-    from torch.nn.functional import interpolate
-
-    if images.device.type == "cpu":
-        return interpolate(
-            images.contiguous(memory_format=torch.channels_last),
-            size=(h, w),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )
-    out = interpolate(images.float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def resize_frames(frames, h: int, w: int):
-    """``frames (B, 3, H, W)`` uint8 -> ``(B, 3, h, w)`` uint8 (antialiased), a chunk of frames at a time so
-    no full-resolution float copy of the whole batch is made."""
-    import torch
-
-    B, C, H, W = frames.shape
-    if (H, W) == (h, w):
-        return frames
-    out = torch.empty((B, C, h, w), dtype=torch.uint8, device=frames.device)
-    step = max(1, FLOAT_BUDGET // (C * H * W))
-    for i in range(0, B, step):
-        out[i : i + step] = _resize_u8(frames[i : i + step], h, w)
-    return out

@@ -26,7 +26,7 @@ import numpy as np
 
 from emofusion.device import resolve_device
 from emofusion.errors import ConfigError
-from emofusion.faces.align import face_template, similarity_transforms, warp_faces
+from emofusion.faces.align import cut_faces, face_template, similarity_transforms
 from emofusion.faces.config import FaceSettings, FaceSummary
 from emofusion.faces.crops import faces_from_crops
 from emofusion.faces.detector import DETECTION_VERSION, MTCNNDetector, mtcnn_weights
@@ -78,14 +78,24 @@ class FaceAligner:
         )
         self.template = face_template(settings.size, settings.margin)
 
-    def __call__(self, frames) -> dict[str, np.ndarray]:
-        """``frames (B, 3, H, W)`` uint8 (any device) -> numpy crops, boxes, landmarks, probability, valid."""
+    def detection_images(self, frames):
+        """The detector's images of CPU ``frames`` on a CPU detector, for the decoding thread to make beside the
+        decoding; None otherwise (the detector's device makes them in :meth:`__call__`)."""
+        if frames.device.type != "cpu" or self.device.type != "cpu":
+            return None
+        return self.detector.detection_images(frames)
+
+    def __call__(self, frames, images=None) -> dict[str, np.ndarray]:
+        """``frames (B, 3, H, W)`` uint8 (any device), ``images`` their :meth:`detection_images` where made -> numpy
+        crops, boxes, landmarks, probability, valid."""
         import torch
 
         frames = frames.to(self.device, non_blocking=True)
+        if images is None:
+            images = self.detector.detection_images(frames)
         B = frames.shape[0]
         S = self.settings.size
-        dets = self.detector(frames)
+        dets = self.detector(frames, images)
         chosen = np.full(B, -1, dtype=np.int64)
         for b in range(B):  # sequential by nature (each choice depends on the previous one); a few boxes each
             lo, hi = dets.offsets[b], dets.offsets[b + 1]
@@ -107,7 +117,7 @@ class FaceAligner:
             sel = torch.as_tensor(np.flatnonzero(valid), device=self.device)
             with torch.inference_mode():
                 m = similarity_transforms(torch.as_tensor(landmarks[valid], device=self.device), self.template)
-                crops[valid] = warp_faces(frames, m, S, index=sel).cpu().numpy()
+                crops[valid] = cut_faces(frames, m, S, index=sel, images=images).cpu().numpy()
         release_freed_memory()
         return {"crops": crops, "boxes": boxes, "landmarks": landmarks, "probability": probability, "valid": valid}
 
@@ -201,14 +211,19 @@ def extract_faces(
     }
     with create_face_store(out, stream.frames, size=settings.size, batch=settings.batch_size) as store:
 
-        def detect(batch: FrameBatch) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
-            return batch.start, batch.timestamps, aligner(batch.frames)
+        def detect(item: tuple[FrameBatch, Any]) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+            batch, images = item
+            return batch.start, batch.timestamps, aligner(batch.frames, images)
 
         def write(done: tuple[int, np.ndarray, dict[str, np.ndarray]]) -> None:
             start, timestamps, res = done
             store.write(start, **res, timestamps=timestamps)
 
-        batches = progress(stream, total=stream.batches, desc=f"faces {clip}", unit="batch")
+        # the detection images are made where the frames are decoded, overlapping the detector
+        batches = (
+            (b, aligner.detection_images(b.frames))
+            for b in progress(stream, total=stream.batches, desc=f"faces {clip}", unit="batch")
+        )
         if overlapped:
             run_overlapped(batches, detect, write, name=f"faces-{clip}")
         else:
