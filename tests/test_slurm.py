@@ -125,6 +125,32 @@ def test_a_face_shard_is_one_slurm_job_with_the_profile_faces_resources(slurm_cl
 
 
 @pytest.mark.slurm
+def test_audio_and_transcription_shards_are_one_slurm_job_each_with_the_profile_resources(slurm_cluster, workdir):
+    """clips_per_audio_job=2: both videos' audio in one `emofusion audio` process and both transcripts in one
+    `emofusion transcribe` process (Whisper loaded once), each submitted as one Slurm job with its rule's profile
+    resources scaled by its videos: audio 2 x 5 min and no GPU, transcribe 2 x 15 min and the GPU."""
+    videos = ["demo07-30-320x180", "demo09-30-320x180"]
+    targets = [f"results/{d}/{v}.{x}" for v in videos for d, x in (("audio", "wav"), ("transcripts", "parquet"))]
+    corpus = demo_subset(workdir / "corpus")  # just these two videos: one shard per stage
+    args = on_demo(workdir, *targets, "--profile", str(SLURM_PROFILE), "--workflow-profile", str(TEST_PROFILE))
+    args[-1] = f"corpus={{root: {corpus}}}"
+    out = snakemake_within(300, *args, "clips_per_audio_job=2", cwd=workdir)
+    submitted = {
+        next(p for p in Path(log).parts if p.startswith("rule_")): job_id
+        for job_id, log in re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", out)
+    }
+    assert sorted(submitted) == ["rule_audio_shard0", "rule_transcribe_shard0"], out
+    audio, transcribe = slurm_job(submitted["rule_audio_shard0"]), slurm_job(submitted["rule_transcribe_shard0"])
+    assert "JobState=COMPLETED" in audio and "TimeLimit=00:10:00" in audio and "gpu" not in audio, audio
+    assert "JobState=COMPLETED" in transcribe and "TimeLimit=00:30:00" in transcribe and "gpu:1" in transcribe
+    for target in targets:
+        assert (workdir / target).stat().st_size > 0, target
+    for stage in ("audio", "transcribe"):
+        log = (workdir / f"logs/{stage}/shard0.log").read_text()
+        assert all(v in log for v in videos), log
+
+
+@pytest.mark.slurm
 def test_a_fusion_training_runs_as_a_slurm_gpu_job(slurm_cluster, workdir):
     """One `train` job through the real profile: its own Slurm job (not a shard), asking for the GPU. The inputs are
     a small synthetic corpus written where the stages would have put theirs, and only `train` may run."""
