@@ -13,6 +13,7 @@ tensor and value outside its provenance. Exit status 0 when the only differences
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -45,10 +46,20 @@ def volatile(key: str) -> bool:
     return str(key).lower() in VOLATILE
 
 
+def file_hashes(obj) -> bool:
+    """A ``{file name: sha256}`` map (the report's record of each run's files): hashes of files that carry their
+    own provenance (model.pt, log.jsonl), so provenance too. A map of other keys (modality -> weights) is data."""
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all("." in str(k) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for k, v in obj.items())
+    )
+
+
 def strip(obj):
-    """JSON without its volatile keys."""
+    """JSON without its volatile keys (and without file-hash maps, see :func:`file_hashes`)."""
     if isinstance(obj, dict):
-        return {k: strip(v) for k, v in obj.items() if not volatile(k)}
+        return {k: strip(v) for k, v in obj.items() if not volatile(k) and not file_hashes(v)}
     if isinstance(obj, list):
         return [strip(v) for v in obj]
     return obj

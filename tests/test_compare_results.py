@@ -55,3 +55,16 @@ def test_data_named_like_provenance_is_still_compared(tmp_path):
             h5.attrs["timeline"] = value
             h5.attrs["weights_sha256"] = "0" * 64
     assert compare_results.compare(a, b) == ["store.h5: attribute /@timeline"]
+
+
+def test_a_map_of_file_hashes_is_provenance_and_a_map_of_weights_is_data(tmp_path):
+    """The report's provenance.json records each run's files by sha256 (model.pt changes with its provenance): not
+    a difference. A modality -> weights sha256 map is a backbone's identity: a difference."""
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    for root, digit in ((a, "1"), (b, "2")):
+        doc = {"runs": [{"files": {"model.pt": digit * 64, "log.jsonl": digit * 64}, "weights": {"visual": "0" * 64}}]}
+        (root / "provenance.json").write_text(json.dumps(doc))
+    assert compare_results.compare(a, b) == []
+    doc["runs"][0]["weights"]["visual"] = "3" * 64
+    (b / "provenance.json").write_text(json.dumps(doc))
+    assert compare_results.compare(a, b) == ["provenance.json: JSON content"]
