@@ -14,10 +14,11 @@
    time on one tiny clip, wall seconds (fastest of ``--repeat``); beside them ``python -c pass`` and
    ``import torch``. A one-second clip computes for next to nothing, so the wall time is what any clip pays to
    start: interpreter, imports, config, model loading.
-4. Projection onto Aff-Wild2 (594 clips): jobs per stage (the dry run's count, scaled by 594 / ``--clips``) times
-   the fixed cost, in hours of job time; on ``--gpus`` devices (Slurm jobs) divided by N, beside the compute
-   hours of the same stage that ``benchmarks/affwild2.py`` projects from the ``--compute`` figure files (no file:
-   overhead only). GPU jobs also initialise CUDA (seconds more per job); this runs where it is run.
+4. Projection onto Aff-Wild2 (594 clips): jobs per stage (the dry run's count: a job per clip scaled by 594 /
+   ``--clips``, shards as planned) times the fixed cost, in hours of job time; on ``--gpus`` devices (Slurm
+   jobs) divided by N, beside the compute hours of the same stage that ``benchmarks/affwild2.py`` projects from
+   the ``--compute`` figure files (no file: overhead only). GPU jobs also initialise CUDA (seconds more per job);
+   this runs where it is run.
 
 ``--json PATH`` writes the figures (``benchmarks/figures.py``). Nothing here fails on a slow machine: the goals
 (fixed cost at most 5 % of compute, dry run and status under 10 s for 594 clips on 2 cores) are printed beside
@@ -160,6 +161,20 @@ def planned_jobs(text: str) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+SHARD_RULE = re.compile(r"^(?P<stage>.+)_shard\d+$")  # faces_shard3, embed_visual_shard12: one rule per shard
+
+
+def stage_jobs(jobs: dict[str, int]) -> dict[str, tuple[int, bool]]:
+    """Rule -> jobs folded into stage -> (jobs, sharded): a stage run as shards has one rule per shard."""
+    out: dict[str, tuple[int, bool]] = {}
+    for rule, n in jobs.items():
+        m = SHARD_RULE.match(rule)
+        stage = m["stage"] if m else rule
+        total, sharded = out.get(stage, (0, False))
+        out[stage] = (total + n, sharded or m is not None)
+    return out
 
 
 def plan(work: Path, repeat: int) -> dict:
@@ -311,9 +326,12 @@ def projection(
     for its submission and scheduling), compute hours on one device beside them and the fixed cost's share of a
     job's time (fixed / (fixed + compute), on one device)."""
     scale = affwild2.VIDEOS / clips
+    per_stage = stage_jobs(jobs)
     rows = []
     for stage in STAGES:
-        n = round(jobs.get(stage, 0) * scale)
+        planned, sharded = per_stage.get(stage, (0, False))
+        # a job per clip scales with the clips; shards are as many as the dry run planned (at most a few dozen)
+        n = planned if sharded else round(planned * scale)
         fixed_h = n * costs[stage] / 3600
         c = compute.get(stage)
         rows.append(
@@ -338,8 +356,8 @@ def print_tables(fig: dict, gpus: int) -> None:
         f"{sizes['test']} test) in {sizes['videos']} videos; corpus built in {fig['build_s']:.1f} s\n"
     )
     print("| rule | jobs planned |\n|---|--:|")
-    for rule, n in plan_["jobs"].items():
-        print(f"| {rule} | {n} |")
+    for stage, (n, sharded) in stage_jobs(plan_["jobs"]).items():
+        print(f"| {stage}_shard0..{n - 1} (a rule each) | {n} |" if sharded else f"| {stage} | {n} |")
     print(f"| total | {sum(plan_['jobs'].values())} |\n")
     goal = f"goal < {GOAL_PLAN_S:.0f} s at 594 clips on 2 cores"
     planning = f"dry run (`snakemake -n`): {plan_['dry_run_s']:.1f} s; `emofusion status`: {plan_['status_s']:.1f} s"
