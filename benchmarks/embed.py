@@ -64,11 +64,10 @@ def current_rss_mb() -> float:
 def make_face_store(path: Path, frames: int) -> None:
     """A face store of real aligned crops: the demo clip's images repeated to ``frames``, chunked and gzipped as
     the face stage writes them (the face store's writer, chunks of 32 frames), about 1 in 8 frames without a face."""
-    from types import SimpleNamespace
-
     import numpy as np
     from PIL import Image
 
+    from emofusion.faces.config import FaceSettings
     from emofusion.faces.store import create_face_store
 
     images = sorted(DEMO_CLIP.glob("*.jpg"))
@@ -78,7 +77,7 @@ def make_face_store(path: Path, frames: int) -> None:
     with create_face_store(path, frames, size=112, batch=32) as store:
         for lo in range(0, frames, 256):
             store.write(lo, crops=crops[idx[lo : lo + 256]], valid=valid[lo : lo + 256])
-        settings = SimpleNamespace(size=112, margin=0.0, fill_gaps=0)  # what finish reads of the face settings
+        settings = FaceSettings.from_config({"size": 112})
         store.finish(
             clip="bench", video="", source="mtcnn", settings=settings, width=112, height=112, provenance={}, started=0
         )

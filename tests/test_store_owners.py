@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 
 from emofusion.errors import InputError
+from emofusion.faces.config import FaceSettings
 from feature_inputs import face_store  # registers the _test_mean backbone
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -164,7 +164,7 @@ def test_face_store_reads_crops_in_row_ranges_and_the_writer_leaves_nothing_on_f
         for start in range(0, 10, 4):
             store.write(start, crops=crops[start : start + 4], valid=np.ones(len(crops[start : start + 4]), bool))
         store.fill("timestamps", np.arange(10) / 25.0)
-        settings = SimpleNamespace(size=16, margin=0.0, fill_gaps=0)
+        settings = FaceSettings.from_config({"size": 16})
         summary = store.finish(
             clip="c", video="v.mp4", source="mtcnn", settings=settings, width=64, height=48, provenance={}, started=0
         )
