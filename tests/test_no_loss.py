@@ -287,8 +287,9 @@ def test_predict_refuses_an_out_that_is_a_file(tmp_path, make_video, caplog):
 
 @pytest.mark.slow  # two predict processes (each imports torch)
 def test_two_predicts_on_one_cache_at_once_both_succeed(tmp_path, make_video):
-    """The README's shared --cache used by two processes at the same time (the same video, the same stages: they
-    write the same cache entries at once). Before, one removed the other's temporary as stale and it crashed."""
+    """The manual's shared --cache (docs/predict.md) used by two processes at the same time (the same video, the
+    same stages: they write the same cache entries at once). Before, one removed the other's temporary as stale
+    and it crashed."""
     video = make_video(frames=3600, size="64x48")  # 2 minutes: both decode its audio at once (seconds each)
     bundle = _bundle(tmp_path / "b")
     emofusion = str(Path(sys.executable).with_name("emofusion"))

@@ -15,7 +15,7 @@ class HSEmotion(TorchVisual):
     """EfficientNet-B0 AffectNet models (HSEmotion / EmotiEffLib ``enet_b0_8_va_mtl``, ``enet_b0_8_best_vgaf``...).
 
     ``weights``: a state dict (timm or torchvision tensor names) of an EfficientNet-B0 with an ``num_classes``-way
-    head (HSEmotion's .pt files are whole pickled timm models: save their ``state_dict()`` once, see the README).
+    head (HSEmotion's .pt files are whole pickled timm models: save their ``state_dict()`` once, see docs/stages.md).
     Features: the 1280-d pooled penultimate layer, with the head's outputs appended when ``logits`` is true."""
 
     name = "hsemotion"
