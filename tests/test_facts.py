@@ -10,6 +10,7 @@ import pytest
 
 from emofusion import config as config_module
 from emofusion.config import load_config, load_schema, quiet_defaults, section_defaults
+from emofusion.errors import ConfigError
 
 
 def _fields_without_defaults(cls) -> list[str]:
@@ -41,6 +42,9 @@ def test_settings_take_every_default_from_the_schema(cls_path, section, monkeypa
     monkeypatch.setattr(config_module, "_default_config", lambda: changed)
     settings = cls.from_config({"batch_size": 7})
     assert settings.device == "cpu" and settings.batch_size == 7
+    # A key the schema does not know (a record of another version, a typo): one ConfigError naming it, no TypeError.
+    with pytest.raises(ConfigError, match=rf"^{section}: unknown key\(s\) legacy_key "):
+        cls.from_config({"batch_size": 7, "legacy_key": 1})
 
 
 def test_the_tracker_and_the_detector_repeat_no_face_default():

@@ -212,6 +212,20 @@ def test_a_damaged_cached_shard_is_named_with_the_store_advice(tmp_path, make_vi
     assert "in memory" not in str(e.value)
 
 
+def test_a_face_setting_this_version_does_not_know_names_the_bundle(tmp_path, make_video):
+    """A bundle's face settings are laid over today's schema defaults; a key the schema does not know (a bundle of
+    another version, an edit) is one InputError naming the bundle and the key, before any face work."""
+    from emofusion.predict.bundle import load_bundle
+    from emofusion.predict.predictor import Predictor
+
+    def edit(doc):
+        doc["recipe"]["stages"]["faces"]["legacy_key"] = 1
+
+    bundle = _bundle(tmp_path / "b", modalities=("visual", "audio"), edit=edit)
+    with pytest.raises(InputError, match=r"its face settings are not valid here \(faces: unknown key\(s\) legacy_key"):
+        Predictor(load_bundle(bundle), device="cpu").predict(make_video(frames=10, size="64x48"), cache=tmp_path / "c")
+
+
 def test_a_changed_setting_never_reuses_a_cached_stage(tmp_path, make_video):
     from emofusion.predict.bundle import load_bundle
     from emofusion.predict.predictor import Predictor

@@ -1,7 +1,7 @@
 """Load and validate the configuration against the package's schema, ``emofusion/schemas/config.schema.yaml``.
 
 The schema is the single source of truth for keys, types, descriptions and defaults: Snakemake validates
-`config` with this same file in workflow/rules/common.smk (through :func:`schema_path`), and the command line
+`config` with this same file in workflow/rules/common.smk (:func:`validate_workflow_config`), and the command line
 validates with it here, so a stage run by hand sees exactly the config Snakemake would give it. It ships inside
 the package, so an installed emofusion (not only a checkout) finds it.
 """
@@ -12,6 +12,7 @@ import copy
 import functools
 import json
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,16 @@ def section_defaults(name: str) -> dict[str, Any]:
     AsrOptions) is built on, so a command run by hand, a store's record of an older version and a test get the
     defaults Snakemake's validated config has."""
     return copy.deepcopy(_default_config()[name])
+
+
+def over_defaults(name: str, section: dict[str, Any] | None, known: Iterable[str]) -> dict[str, Any]:
+    """``section`` laid over the schema's defaults of section ``name``, for a settings object whose fields are
+    ``known``; ConfigError naming a key it does not know (a record written by another version, a typo) instead of a
+    TypeError deep in the constructor."""
+    unknown = sorted(set(section or {}) - set(known))
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)} (every key: docs/configuration.md)")
+    return {**section_defaults(name), **(section or {})}
 
 
 def schema_default(section: str, key: str) -> Any:

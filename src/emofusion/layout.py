@@ -14,7 +14,6 @@ from pathlib import Path
 # The modalities of the feature stores, in the order a fusion model concatenates them.
 MODALITIES = ("visual", "audio", "text")
 
-RESULTS = Path("results")
 MANIFEST = "results/manifest.parquet"
 LABELS = "results/labels.h5"
 FACE_STORE = "results/faces/{clip}.h5"

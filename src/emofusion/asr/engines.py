@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from emofusion.asr.convert import (
     read_whisper_checkpoint,
 )
 from emofusion.asr.models import ModelSource, converted_name, resolve_model
-from emofusion.config import section_defaults
+from emofusion.config import over_defaults
 from emofusion.device import resolve_device
 from emofusion.errors import ConfigError, InputError
 from emofusion.log import logger, progress
@@ -61,7 +61,7 @@ class AsrOptions:
     def from_config(cls, section: dict[str, Any] | None = None) -> AsrOptions:
         """Options from ``config["asr"]`` as ``load_config`` validated it, or any part of it: the keys not given
         take the schema's defaults."""
-        return cls(**{**section_defaults("asr"), **(section or {})})
+        return cls(**over_defaults("asr", section, (f.name for f in fields(cls))))
 
 
 def speech_regions(audio: np.ndarray, *, sample_rate: int = 16000) -> list[tuple[float, float]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from emofusion.config import section_defaults
+from emofusion.config import over_defaults
 
 # Float elements (64 MB) converted from uint8 frames at once when resizing or warping full frames.
 FLOAT_BUDGET = 1 << 24
@@ -35,7 +35,7 @@ class FaceSettings:
     def from_config(cls, section: dict[str, Any] | None = None) -> FaceSettings:
         """Settings from ``config["faces"]`` as ``load_config`` validated it, or any part of it (a store's record
         from an older version, a test's few keys): the keys not given take the schema's defaults."""
-        section = {**section_defaults("faces"), **(section or {})}
+        section = over_defaults("faces", section, (f.name for f in fields(cls)))
         section["thresholds"] = tuple(float(t) for t in section["thresholds"])
         return cls(**section)
 

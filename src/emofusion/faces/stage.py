@@ -93,6 +93,8 @@ class FaceAligner:
         frames = frames.to(self.device, non_blocking=True)
         if images is None:
             images = self.detector.detection_images(frames)
+        else:  # made beside the decoder: on the detector's device, as the frames
+            images = images.to(self.device, non_blocking=True)
         B = frames.shape[0]
         S = self.settings.size
         dets = self.detector(frames, images)
@@ -219,7 +221,8 @@ def extract_faces(
             start, timestamps, res = done
             store.write(start, **res, timestamps=timestamps)
 
-        # the detection images are made where the frames are decoded, overlapping the detector
+        # CPU detection: the detection images are made beside the decoding (in the decoding thread when overlapped,
+        # so they overlap the detector); on a GPU detection_images gives None and the aligner makes them there
         batches = (
             (b, aligner.detection_images(b.frames))
             for b in progress(stream, total=stream.batches, desc=f"faces {clip}", unit="batch")
@@ -229,7 +232,7 @@ def extract_faces(
         else:
             for batch in batches:
                 done = detect(batch)
-                del batch  # the next batch is decoded before the loop rebinds it: hold one, not two
+                del batch  # drop this loop's reference before the next batch is decoded (the stream keeps its own)
                 write(done)
                 del done
         summary = store.finish(

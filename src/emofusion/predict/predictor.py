@@ -197,7 +197,12 @@ class Predictor:
 
             with vc.timed("transcript"):
                 if self._asr is None and read_audio_metadata(wav).get("has_audio", True):
-                    self._asr = load_engine(AsrOptions.from_config(section), threads=self.threads or None)
+                    try:
+                        options = AsrOptions.from_config(section)
+                    except ConfigError as e:
+                        where = self.model.source["path"]
+                        raise InputError(f"{where}: its ASR settings are not valid here ({e})") from None
+                    self._asr = load_engine(options, threads=self.threads or None)
                 transcribe_file(wav, out, section, threads=self.threads or None, engine=self._asr)
         return out, key
 
